@@ -1,0 +1,1 @@
+//! Understudy's engine (placeholder until the engine issue).

@@ -1,0 +1,250 @@
+//! Group commit: the concurrency core of the log writer, free of I/O so that
+//! loom can check it.
+//!
+//! Appenders encode records into in-memory runs under one mutex and get their
+//! LSN at once. One flusher takes everything pending as a [`Batch`], writes
+//! and syncs it outside the lock, and reports the batch's end as durable,
+//! waking every waiter whose record it covered. A waiter therefore shares one
+//! sync with everyone who appended before the flusher took the batch.
+//!
+//! Bounds: at most `max_pending` bytes may be appended but not yet durable;
+//! an appender past that waits for the flusher. The flusher works when a
+//! waiter asks, when `flush_threshold` bytes are pending, or at close.
+//!
+//! After a failure ([`GroupCommit::fail`]) nothing more is accepted: appends
+//! and waits for records not already durable return `Poisoned`.
+
+use std::sync::Arc;
+
+use crate::error::{Result, WalError};
+use crate::io::IoError;
+use crate::record::{self, Lsn, RecordBody, RecordMeta};
+use crate::segment::Layout;
+use crate::sync::{Condvar, Mutex, MutexGuard};
+
+/// Contiguous encoded bytes of the stream, inside one segment.
+#[derive(Debug)]
+pub struct Run {
+    pub start: Lsn,
+    pub bytes: Vec<u8>,
+}
+
+/// What the flusher writes in one go: runs in LSN order, ending at `end`.
+#[derive(Debug)]
+pub struct Batch {
+    pub runs: Vec<Run>,
+    pub end: Lsn,
+}
+
+struct State {
+    runs: Vec<Run>,
+    /// Bytes appended and not yet durable (pending plus in flight).
+    undurable_bytes: u64,
+    /// Where the next record goes.
+    next: Lsn,
+    /// Everything before this is durable.
+    durable: Lsn,
+    /// Some waiter needs the stream durable past this LSN.
+    wanted: Lsn,
+    failed: Option<Arc<IoError>>,
+    closed: bool,
+}
+
+/// See the module docs.
+pub struct GroupCommit {
+    layout: Layout,
+    max_pending: u64,
+    flush_threshold: u64,
+    state: Mutex<State>,
+    /// The flusher waits here for work.
+    work: Condvar,
+    /// Waiters for durability and for buffer space wait here.
+    progress: Condvar,
+}
+
+impl GroupCommit {
+    /// A queue whose stream continues at `next` (everything before it is
+    /// durable).
+    pub fn new(layout: Layout, next: Lsn, max_pending: u64, flush_threshold: u64) -> GroupCommit {
+        GroupCommit {
+            layout,
+            max_pending,
+            flush_threshold,
+            state: Mutex::new(State {
+                runs: Vec::new(),
+                undurable_bytes: 0,
+                next,
+                durable: next,
+                wanted: next,
+                failed: None,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in this module;
+        // the state is still consistent at every unlock point, so go on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, cv: &Condvar, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        cv.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refuse(s: &State) -> Result<()> {
+        if let Some(cause) = &s.failed {
+            return Err(WalError::Poisoned { cause: cause.clone() });
+        }
+        if s.closed {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Encodes the record at the end of the stream and returns its LSN.
+    pub fn append(&self, meta: &RecordMeta, body: &RecordBody) -> Result<Lsn> {
+        record::validate(meta, body).map_err(|e| match e {
+            record::EncodeError::TooLarge { payload, max } => WalError::RecordTooLarge { payload, max },
+            record::EncodeError::AgentMismatch { agent, kind } => WalError::AgentMismatch { agent, kind },
+        })?;
+        let size = record::encoded_len(body);
+        if size > self.layout.max_record() {
+            return Err(WalError::RecordTooLarge {
+                payload: size as usize,
+                max: self.layout.max_record() as usize,
+            });
+        }
+        let mut s = self.lock();
+        loop {
+            Self::refuse(&s)?;
+            // Room for this record plus a possible segment-end filler.
+            if s.undurable_bytes == 0 || s.undurable_bytes + size + record::HEADER_LEN as u64 <= self.max_pending {
+                break;
+            }
+            s.wanted = s.wanted.max(s.next);
+            self.work.notify_one();
+            s = self.wait(&self.progress, s);
+        }
+        let seg = self.layout.segment_of(s.next);
+        if s.next.0 + size > self.layout.record_limit(seg).0 {
+            let filler_at = s.next;
+            let run = Self::run_at(&mut s, filler_at);
+            record::encode_segment_end(&mut run.bytes, filler_at);
+            let filler = self.layout.segment_end(seg).0 - filler_at.0;
+            s.undurable_bytes += record::HEADER_LEN as u64;
+            s.next = self.layout.segment_start(seg + 1);
+            debug_assert!(filler >= record::HEADER_LEN as u64, "segment reserve holds a filler");
+        }
+        let lsn = s.next;
+        let run = Self::run_at(&mut s, lsn);
+        let before = run.bytes.len();
+        record::encode_into(&mut run.bytes, lsn, meta, body);
+        debug_assert_eq!((run.bytes.len() - before) as u64, size, "encoded_len matches encoding");
+        s.next = Lsn(lsn.0 + size);
+        s.undurable_bytes += size;
+        if s.undurable_bytes >= self.flush_threshold {
+            self.work.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// The run that ends at `lsn`, or a new one starting there.
+    fn run_at(s: &mut State, lsn: Lsn) -> &mut Run {
+        let continues = s.runs.last().is_some_and(|r| r.start.0 + r.bytes.len() as u64 == lsn.0);
+        if !continues {
+            s.runs.push(Run {
+                start: lsn,
+                bytes: Vec::new(),
+            });
+        }
+        s.runs.last_mut().expect("a run was just ensured")
+    }
+
+    /// Blocks until the record at `lsn` is durable.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let mut s = self.lock();
+        loop {
+            if lsn < s.durable {
+                return Ok(());
+            }
+            if let Some(cause) = &s.failed {
+                return Err(WalError::Poisoned { cause: cause.clone() });
+            }
+            if lsn >= s.next {
+                return Err(WalError::InvalidArgument(format!(
+                    "LSN {lsn} was never appended (the log ends at {})",
+                    s.next
+                )));
+            }
+            if s.wanted <= lsn {
+                s.wanted = Lsn(lsn.0 + 1);
+                self.work.notify_one();
+            }
+            s = self.wait(&self.progress, s);
+        }
+    }
+
+    /// Everything before this LSN is durable.
+    pub fn durable(&self) -> Lsn {
+        self.lock().durable
+    }
+
+    /// Where the next record goes.
+    pub fn next(&self) -> Lsn {
+        self.lock().next
+    }
+
+    /// For the flusher: blocks until there is work and hands it over; `None`
+    /// once closed and drained, or after a failure.
+    pub fn take_batch(&self) -> Option<Batch> {
+        let mut s = self.lock();
+        loop {
+            if s.failed.is_some() {
+                return None;
+            }
+            let pending: u64 = s.runs.iter().map(|r| r.bytes.len() as u64).sum();
+            if !s.runs.is_empty() && (s.wanted > s.durable || pending >= self.flush_threshold || s.closed) {
+                let runs = std::mem::take(&mut s.runs);
+                return Some(Batch { runs, end: s.next });
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.wait(&self.work, s);
+        }
+    }
+
+    /// For the flusher: the batch ending at `end` is durable.
+    pub fn complete(&self, end: Lsn, bytes: u64) {
+        let mut s = self.lock();
+        debug_assert!(end >= s.durable, "durable point only moves forward");
+        s.durable = end;
+        s.undurable_bytes -= bytes.min(s.undurable_bytes);
+        self.progress.notify_all();
+    }
+
+    /// For the flusher: writing or syncing failed; nothing more is accepted.
+    pub fn fail(&self, cause: Arc<IoError>) {
+        let mut s = self.lock();
+        s.failed = Some(cause);
+        s.runs.clear();
+        self.progress.notify_all();
+        self.work.notify_all();
+    }
+
+    /// The failure that poisoned the queue, if any.
+    pub fn failure(&self) -> Option<Arc<IoError>> {
+        self.lock().failed.clone()
+    }
+
+    /// Accepts no more records; the flusher drains what is pending and stops.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        self.work.notify_all();
+        self.progress.notify_all();
+    }
+}

@@ -1,0 +1,374 @@
+//! The io_uring backend.
+//!
+//! A batch is pushed onto a ring and kept full up to the ring's depth (deep
+//! queues are where the disk is fast: ~150 k 4 KiB writes/s at depth 128
+//! against ~15 k at depth 1). A single write that must be durable is submitted
+//! as a linked chain `write → fdatasync`, one system call for both. Short
+//! transfers are continued with a new operation for the remainder.
+//!
+//! ## Why the `unsafe` here is sound
+//! The kernel reads and writes the buffers of submitted operations
+//! asynchronously, so a buffer must stay alive and unmoved until its
+//! completion has been reaped. [`execute`] only takes pointers into slices
+//! that the caller borrows for the whole call, and it does not return while
+//! any submitted operation is still in the kernel: it either reaps every
+//! completion or, if the ring fails so that completions can no longer be
+//! reaped, aborts the process rather than let the kernel write into memory
+//! that has been freed. File descriptors are borrowed the same way, so none is
+//! closed (and its number reused) while an operation on it is in flight.
+//! Rings whose submission queue may still hold unsubmitted entries are
+//! dropped, never reused, so a stale entry can never be submitted later.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+
+use super::{distinct_files, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, WriteOp};
+
+/// Entries per ring: deeper than the disk's best queue depth (128).
+const RING_DEPTH: u32 = 256;
+/// Largest single transfer; longer ones continue as short transfers do.
+const MAX_TRANSFER: usize = 1 << 30;
+/// Rings kept for reuse; more concurrent callers create and drop extra rings.
+const MAX_POOLED_RINGS: usize = 16;
+/// How often a transient `EAGAIN`/`EBUSY` from `io_uring_enter` is retried.
+const MAX_TRANSIENT_RETRIES: u32 = 100_000;
+
+/// See the module docs.
+pub struct UringBackend {
+    pool: Mutex<Vec<IoUring>>,
+}
+
+impl UringBackend {
+    /// Creates a ring and checks that the kernel supports every opcode used.
+    pub fn probe() -> Result<UringBackend, IoError> {
+        let probe_err = |e: io::Error| IoError::new(OpKind::Open, "io_uring".as_ref(), None, e);
+        let ring = IoUring::new(RING_DEPTH).map_err(probe_err)?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(probe_err)?;
+        for (code, name) in [
+            (opcode::Read::CODE, "read"),
+            (opcode::Write::CODE, "write"),
+            (opcode::Fsync::CODE, "fsync"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(probe_err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("io_uring opcode {name} not supported by this kernel"),
+                )));
+            }
+        }
+        Ok(UringBackend {
+            pool: Mutex::new(vec![ring]),
+        })
+    }
+
+    fn ring(&self) -> Result<RingGuard<'_>, IoError> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let ring = match pooled {
+            Some(r) => r,
+            None => IoUring::new(RING_DEPTH).map_err(|e| IoError::new(OpKind::Open, "io_uring".as_ref(), None, e))?,
+        };
+        Ok(RingGuard {
+            pool: &self.pool,
+            ring: Some(ring),
+        })
+    }
+
+    /// Runs `ops` on a pooled ring; a ring that failed is dropped, not pooled.
+    fn run(&self, ops: &[RawOp], results: &mut [i32]) -> io::Result<()> {
+        let mut guard = self.ring().map_err(|e| e.source)?;
+        let ring = guard.ring.as_mut().expect("guard holds a ring until dropped");
+        let outcome = execute(ring, ops, results);
+        if outcome.is_err() {
+            guard.ring = None;
+        }
+        outcome
+    }
+}
+
+struct RingGuard<'a> {
+    pool: &'a Mutex<Vec<IoUring>>,
+    ring: Option<IoUring>,
+}
+
+impl Drop for RingGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(ring) = self.ring.take() {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < MAX_POOLED_RINGS {
+                pool.push(ring);
+            }
+        }
+    }
+}
+
+/// One operation as the ring sees it. The pointers come from slices the
+/// caller of [`execute`] borrows for the whole call (see the module docs).
+#[derive(Clone, Copy)]
+enum RawOp {
+    Write {
+        fd: RawFd,
+        ptr: *const u8,
+        len: u32,
+        offset: u64,
+        link: bool,
+    },
+    Read {
+        fd: RawFd,
+        ptr: *mut u8,
+        len: u32,
+        offset: u64,
+    },
+    Fsync {
+        fd: RawFd,
+    },
+}
+
+impl RawOp {
+    fn links_next(&self) -> bool {
+        matches!(self, RawOp::Write { link: true, .. })
+    }
+
+    fn entry(&self, user_data: u64) -> squeue::Entry {
+        match *self {
+            RawOp::Write {
+                fd,
+                ptr,
+                len,
+                offset,
+                link,
+            } => {
+                let e = opcode::Write::new(types::Fd(fd), ptr, len).offset(offset).build();
+                if link {
+                    e.flags(squeue::Flags::IO_LINK)
+                } else {
+                    e
+                }
+            }
+            RawOp::Read { fd, ptr, len, offset } => opcode::Read::new(types::Fd(fd), ptr, len).offset(offset).build(),
+            RawOp::Fsync { fd } => opcode::Fsync::new(types::Fd(fd))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        }
+        .user_data(user_data)
+    }
+}
+
+/// Submits every op, keeping the ring as full as it allows, and stores each
+/// op's result (bytes moved, or `-errno`) in `results`. Linked chains are
+/// pushed whole. Returns only when every submitted op has completed (or the
+/// process is aborted, see the module docs); an error means the ring must not
+/// be reused.
+fn execute(ring: &mut IoUring, ops: &[RawOp], results: &mut [i32]) -> io::Result<()> {
+    debug_assert_eq!(ops.len(), results.len(), "one result slot per op");
+    let capacity = ring.params().sq_entries() as usize;
+    let mut next = 0usize;
+    let mut in_flight = 0usize;
+    let mut done = 0usize;
+    let mut transient_retries = 0u32;
+    while done < ops.len() {
+        {
+            let mut sq = ring.submission();
+            while next < ops.len() {
+                let chain = 1 + ops[next..].iter().take_while(|o| o.links_next()).count();
+                let chain = chain.min(ops.len() - next);
+                if in_flight + chain > capacity || sq.capacity() - sq.len() < chain {
+                    break;
+                }
+                for (i, op) in ops[next..next + chain].iter().enumerate() {
+                    let entry = op.entry((next + i) as u64);
+                    // SAFETY: the entry's buffer and fd are borrowed by our
+                    // caller for the whole of `execute`, which does not return
+                    // before this entry completes (module docs). Room in the
+                    // queue was checked above, so the push cannot fail.
+                    unsafe { sq.push(&entry) }.expect("room checked before push");
+                }
+                next += chain;
+                in_flight += chain;
+            }
+            sq.sync();
+        }
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY))
+                    && transient_retries < MAX_TRANSIENT_RETRIES =>
+            {
+                transient_retries += 1;
+                std::thread::yield_now();
+            }
+            Err(e) => {
+                let unsubmitted = ring.submission().len();
+                if in_flight == unsubmitted {
+                    // The kernel holds none of our buffers: safe to give up.
+                    return Err(e);
+                }
+                eprintln!(
+                    "fatal: io_uring failed with {} operations in flight: {e}; aborting rather \
+                     than let the kernel use freed buffers",
+                    in_flight - unsubmitted
+                );
+                std::process::abort();
+            }
+        }
+        for cqe in ring.completion() {
+            let idx = cqe.user_data() as usize;
+            if let Some(slot) = results.get_mut(idx) {
+                *slot = cqe.result();
+                done += 1;
+                in_flight -= 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn os_err(res: i32) -> io::Error {
+    io::Error::from_raw_os_error(-res)
+}
+
+impl Backend for UringBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Uring
+    }
+
+    fn read_batch(&self, reads: &mut [ReadOp<'_>]) -> Result<(), IoError> {
+        // (op index, bytes already read)
+        let mut pending: Vec<(usize, usize)> = (0..reads.len())
+            .filter(|&i| !reads[i].buf.is_empty())
+            .map(|i| (i, 0))
+            .collect();
+        while !pending.is_empty() {
+            let ops: Vec<RawOp> = pending
+                .iter()
+                .map(|&(i, done)| {
+                    let r = &mut reads[i];
+                    let len = (r.buf.len() - done).min(MAX_TRANSFER);
+                    RawOp::Read {
+                        fd: r.file.raw_fd(),
+                        ptr: r.buf[done..].as_mut_ptr(),
+                        len: len as u32,
+                        offset: r.offset + done as u64,
+                    }
+                })
+                .collect();
+            let mut results = vec![0i32; ops.len()];
+            let first = &reads[pending[0].0];
+            self.run(&ops, &mut results)
+                .map_err(|e| IoError::new(OpKind::Read, first.file.path(), Some(first.offset), e))?;
+            let mut still = Vec::new();
+            for (&(i, done), &res) in pending.iter().zip(&results) {
+                let r = &reads[i];
+                let at = r.offset + done as u64;
+                if res < 0 {
+                    return Err(IoError::new(OpKind::Read, r.file.path(), Some(at), os_err(res)));
+                }
+                if res == 0 {
+                    return Err(IoError::new(
+                        OpKind::Read,
+                        r.file.path(),
+                        Some(at),
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"),
+                    ));
+                }
+                let done = done + res as usize;
+                if done < r.buf.len() {
+                    still.push((i, done));
+                }
+            }
+            pending = still;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
+        let mut pending: Vec<(usize, usize)> = (0..writes.len())
+            .filter(|&i| !writes[i].data.is_empty())
+            .map(|i| (i, 0))
+            .collect();
+        // One durable write: link write → fdatasync into one submission.
+        let mut try_linked_sync = sync && pending.len() == 1;
+        let mut synced = false;
+        while !pending.is_empty() {
+            let mut ops: Vec<RawOp> = pending
+                .iter()
+                .map(|&(i, done)| {
+                    let w = &writes[i];
+                    let len = (w.data.len() - done).min(MAX_TRANSFER);
+                    RawOp::Write {
+                        fd: w.file.raw_fd(),
+                        ptr: w.data[done..].as_ptr(),
+                        len: len as u32,
+                        offset: w.offset + done as u64,
+                        link: try_linked_sync,
+                    }
+                })
+                .collect();
+            if try_linked_sync {
+                ops.push(RawOp::Fsync {
+                    fd: writes[pending[0].0].file.raw_fd(),
+                });
+            }
+            let mut results = vec![0i32; ops.len()];
+            let first = &writes[pending[0].0];
+            self.run(&ops, &mut results)
+                .map_err(|e| IoError::new(OpKind::Write, first.file.path(), Some(first.offset), e))?;
+            let mut still = Vec::new();
+            for (&(i, done), &res) in pending.iter().zip(&results) {
+                let w = &writes[i];
+                let at = w.offset + done as u64;
+                if res < 0 {
+                    return Err(IoError::new(OpKind::Write, w.file.path(), Some(at), os_err(res)));
+                }
+                if res == 0 {
+                    return Err(IoError::new(
+                        OpKind::Write,
+                        w.file.path(),
+                        Some(at),
+                        io::Error::new(io::ErrorKind::WriteZero, "write made no progress"),
+                    ));
+                }
+                let done = done + res as usize;
+                if done < w.data.len() {
+                    still.push((i, done));
+                }
+            }
+            if try_linked_sync {
+                let res = results[results.len() - 1];
+                // A short write breaks the link and cancels the sync; it is
+                // issued again once the remainder is written.
+                if res >= 0 {
+                    synced = true;
+                } else if res != -libc::ECANCELED {
+                    return Err(IoError::new(OpKind::Sync, first.file.path(), None, os_err(res)));
+                }
+                try_linked_sync = false;
+            }
+            pending = still;
+        }
+        if sync && !synced {
+            self.sync(&distinct_files(writes))?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self, files: &[&IoFile]) -> Result<(), IoError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<RawOp> = files.iter().map(|f| RawOp::Fsync { fd: f.raw_fd() }).collect();
+        let mut results = vec![0i32; ops.len()];
+        self.run(&ops, &mut results)
+            .map_err(|e| IoError::new(OpKind::Sync, files[0].path(), None, e))?;
+        for (f, &res) in files.iter().zip(&results) {
+            if res < 0 {
+                return Err(IoError::new(OpKind::Sync, f.path(), None, os_err(res)));
+            }
+        }
+        Ok(())
+    }
+}

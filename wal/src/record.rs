@@ -1,0 +1,521 @@
+//! Log records: what they say ([`Record`], [`RecordBody`]) and their bytes.
+//!
+//! ## Format (version 1, all integers little-endian)
+//!
+//! A record starts at an 8-byte aligned LSN and is followed by zero padding to
+//! the next multiple of 8. Its fixed 40-byte header:
+//!
+//! | offset | size | field     | meaning                                               |
+//! |-------:|-----:|-----------|-------------------------------------------------------|
+//! | 0      | 4    | crc32c    | CRC32C (Castagnoli) of bytes `4..len` of the record   |
+//! | 4      | 4    | len       | header + payload bytes, without the padding           |
+//! | 8      | 8    | lsn       | the record's own LSN (its position in the log stream) |
+//! | 16     | 8    | txn       | transaction id (0 for log-level records)              |
+//! | 24     |8    | prev_lsn  | previous record of the same transaction, or `u64::MAX`|
+//! | 32     | 4    | scope     | scope token: the nested scope the record belongs to   |
+//! | 36     | 2    | agent     | recovery agent that undoes it (0 = page before-images)|
+//! | 38     | 1    | kind      | see [`Kind`]                                          |
+//! | 39     | 1    | flags     | bit 0: [`FLAG_BATCH_START`]; other bits reserved, 0   |
+//!
+//! [`FLAG_BATCH_START`] marks the first record of each write the flusher
+//! makes. Everything before such a record was durable when it was written,
+//! so damage followed by a batch start is corruption of acknowledged data,
+//! while damage followed only by records of the same batch is a torn tail
+//! (a crash may persist the pages of one unsynced write in any order).
+//!
+//! The `lsn` field is what tells a record of this log apart from stale bytes
+//! of a recycled segment or of an earlier crash: a record is only taken for
+//! one when its `lsn` equals the position it was read from.
+//!
+//! Payloads by kind:
+//! - `Begin`, `Commit`, `Abort`, `End`, `SegmentEnd`: empty.
+//! - `Undo` with agent 0 ([`PAGE_AGENT`]): a 24-byte [`PageUndoHeader`]
+//!   (`file_id` u32, `offset_in_page` u32, `page_no` u64, `before_len` u32,
+//!   `after_len` u32, `u32::MAX` when there is no after-image), then the
+//!   before-image, then the after-image if any.
+//! - `Undo` with any other agent: opaque bytes that agent interprets (the
+//!   work identifier it needs to undo the work; agents keep no state).
+//! - `Compensation`: `undo_next` u64 (`u64::MAX` = none): the next record of
+//!   the transaction still to be undone; everything after it in the chain
+//!   has been undone already.
+//! - `Checkpoint`: `count` u32, reserved u32, then `count` entries of
+//!   (`txn` u64, `first_lsn` u64): the transactions active at the checkpoint.
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::error::CorruptionKind;
+
+/// A position in a node's log stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lsn(pub u64);
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A transaction id, unique within its node's log.
+pub type TxnId = u64;
+/// Which recovery agent undoes a record.
+pub type AgentId = u16;
+/// Which nested scope (savepoint level) a record belongs to.
+pub type ScopeToken = u32;
+
+/// The built-in agent: undoes a record by writing its page before-image back.
+pub const PAGE_AGENT: AgentId = 0;
+
+/// Header flag: first record of a flush batch (see the module docs).
+pub const FLAG_BATCH_START: u8 = 1;
+
+/// Encoded "no LSN".
+const NO_LSN: u64 = u64::MAX;
+/// Records start at multiples of this.
+pub const RECORD_ALIGN: u64 = 8;
+/// Size of [`RecordHeader`].
+pub const HEADER_LEN: usize = 40;
+/// Largest payload of one record. Undo records carry at most a page range
+/// twice, so this leaves a wide margin while bounding what a reader allocates.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// The record kinds of format version 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Begin = 1,
+    Undo = 2,
+    Commit = 3,
+    Abort = 4,
+    End = 5,
+    Compensation = 6,
+    Checkpoint = 7,
+    /// Fills the rest of a segment; the stream continues in the next one.
+    SegmentEnd = 8,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Begin,
+            2 => Kind::Undo,
+            3 => Kind::Commit,
+            4 => Kind::Abort,
+            5 => Kind::End,
+            6 => Kind::Compensation,
+            7 => Kind::Checkpoint,
+            8 => Kind::SegmentEnd,
+            _ => return None,
+        })
+    }
+}
+
+/// The fixed record header; see the module docs for the layout.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RecordHeader {
+    pub crc: U32,
+    pub len: U32,
+    pub lsn: U64,
+    pub txn: U64,
+    pub prev_lsn: U64,
+    pub scope: U32,
+    pub agent: U16,
+    pub kind: u8,
+    pub flags: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<RecordHeader>() == HEADER_LEN);
+
+/// The fixed part of a page undo payload; see the module docs.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct PageUndoHeader {
+    pub file_id: U32,
+    pub offset_in_page: U32,
+    pub page_no: U64,
+    pub before_len: U32,
+    pub after_len: U32,
+}
+
+const PAGE_UNDO_HEADER_LEN: usize = std::mem::size_of::<PageUndoHeader>();
+
+/// One entry of a checkpoint's active-transaction table.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+struct ActiveEntry {
+    txn: U64,
+    first_lsn: U64,
+}
+
+/// Who a record belongs to and who undoes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub txn: TxnId,
+    /// The previous record of the same transaction (the backward chain).
+    pub prev_lsn: Option<Lsn>,
+    pub scope: ScopeToken,
+    pub agent: AgentId,
+}
+
+impl RecordMeta {
+    /// A record of transaction `txn` in the outermost scope, undone by the
+    /// page agent.
+    pub fn txn(txn: TxnId, prev_lsn: Option<Lsn>) -> RecordMeta {
+        RecordMeta {
+            txn,
+            prev_lsn,
+            scope: 0,
+            agent: PAGE_AGENT,
+        }
+    }
+}
+
+/// A page range's before-image (and optionally after-image).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageUndo {
+    pub file_id: u32,
+    pub page_no: u64,
+    pub offset_in_page: u32,
+    pub before: Vec<u8>,
+    pub after: Option<Vec<u8>>,
+}
+
+/// A transaction active at a checkpoint, and its first record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveTxn {
+    pub txn: TxnId,
+    pub first_lsn: Lsn,
+}
+
+/// What a record says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordBody {
+    Begin,
+    /// A page before-image, undone by [`PAGE_AGENT`].
+    Undo(PageUndo),
+    /// Undo information for a custom recovery agent (agent ≠ 0).
+    AgentUndo(Vec<u8>),
+    Commit,
+    Abort,
+    End,
+    Compensation {
+        undo_next: Option<Lsn>,
+    },
+    Checkpoint(Vec<ActiveTxn>),
+}
+
+impl RecordBody {
+    pub fn kind(&self) -> Kind {
+        match self {
+            RecordBody::Begin => Kind::Begin,
+            RecordBody::Undo(_) | RecordBody::AgentUndo(_) => Kind::Undo,
+            RecordBody::Commit => Kind::Commit,
+            RecordBody::Abort => Kind::Abort,
+            RecordBody::End => Kind::End,
+            RecordBody::Compensation { .. } => Kind::Compensation,
+            RecordBody::Checkpoint(_) => Kind::Checkpoint,
+        }
+    }
+
+    fn payload_len(&self) -> usize {
+        match self {
+            RecordBody::Begin | RecordBody::Commit | RecordBody::Abort | RecordBody::End => 0,
+            RecordBody::Undo(u) => PAGE_UNDO_HEADER_LEN + u.before.len() + u.after.as_ref().map_or(0, Vec::len),
+            RecordBody::AgentUndo(p) => p.len(),
+            RecordBody::Compensation { .. } => 8,
+            RecordBody::Checkpoint(a) => 8 + a.len() * std::mem::size_of::<ActiveEntry>(),
+        }
+    }
+}
+
+/// A record as read back from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub lsn: Lsn,
+    pub meta: RecordMeta,
+    pub body: RecordBody,
+}
+
+/// Why a record cannot be appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    TooLarge { payload: usize, max: usize },
+    AgentMismatch { agent: AgentId, kind: Kind },
+}
+
+/// Bytes a record with this body occupies, padding included.
+pub fn encoded_len(body: &RecordBody) -> u64 {
+    align_up((HEADER_LEN + body.payload_len()) as u64)
+}
+
+pub fn align_up(n: u64) -> u64 {
+    n.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+/// Checks that `body` can be encoded under `meta`.
+pub fn validate(meta: &RecordMeta, body: &RecordBody) -> Result<(), EncodeError> {
+    let payload = body.payload_len();
+    if payload > MAX_PAYLOAD {
+        return Err(EncodeError::TooLarge {
+            payload,
+            max: MAX_PAYLOAD,
+        });
+    }
+    let custom = meta.agent != PAGE_AGENT;
+    match body {
+        RecordBody::Undo(_) if custom => Err(EncodeError::AgentMismatch {
+            agent: meta.agent,
+            kind: Kind::Undo,
+        }),
+        RecordBody::AgentUndo(_) if !custom => Err(EncodeError::AgentMismatch {
+            agent: meta.agent,
+            kind: Kind::Undo,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Appends the record's bytes, padding included, to `out`. The caller has
+/// checked it with [`validate`].
+pub fn encode_into(out: &mut Vec<u8>, lsn: Lsn, meta: &RecordMeta, body: &RecordBody) {
+    let kind = body.kind();
+    encode_raw(out, lsn, meta, kind, |out| match body {
+        RecordBody::Begin | RecordBody::Commit | RecordBody::Abort | RecordBody::End => {}
+        RecordBody::Undo(u) => {
+            let after = u.after.as_deref().unwrap_or(&[]);
+            let h = PageUndoHeader {
+                file_id: U32::new(u.file_id),
+                offset_in_page: U32::new(u.offset_in_page),
+                page_no: U64::new(u.page_no),
+                before_len: U32::new(u.before.len() as u32),
+                after_len: U32::new(if u.after.is_some() {
+                    after.len() as u32
+                } else {
+                    u32::MAX
+                }),
+            };
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(&u.before);
+            out.extend_from_slice(after);
+        }
+        RecordBody::AgentUndo(p) => out.extend_from_slice(p),
+        RecordBody::Compensation { undo_next } => {
+            out.extend_from_slice(&undo_next.map_or(NO_LSN, |l| l.0).to_le_bytes())
+        }
+        RecordBody::Checkpoint(active) => {
+            out.extend_from_slice(&(active.len() as u32).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            for a in active {
+                let e = ActiveEntry {
+                    txn: U64::new(a.txn),
+                    first_lsn: U64::new(a.first_lsn.0),
+                };
+                out.extend_from_slice(e.as_bytes());
+            }
+        }
+    });
+}
+
+/// Appends a segment-end filler record at `lsn`.
+pub fn encode_segment_end(out: &mut Vec<u8>, lsn: Lsn) {
+    let meta = RecordMeta::txn(0, None);
+    encode_raw(out, lsn, &meta, Kind::SegmentEnd, |_| {});
+}
+
+fn encode_raw(out: &mut Vec<u8>, lsn: Lsn, meta: &RecordMeta, kind: Kind, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    payload(out);
+    let len = out.len() - start;
+    let header = RecordHeader {
+        crc: U32::new(0),
+        len: U32::new(len as u32),
+        lsn: U64::new(lsn.0),
+        txn: U64::new(meta.txn),
+        prev_lsn: U64::new(meta.prev_lsn.map_or(NO_LSN, |l| l.0)),
+        scope: U32::new(meta.scope),
+        agent: U16::new(meta.agent),
+        kind: kind as u8,
+        flags: 0,
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(header.as_bytes());
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + align_up(len as u64) as usize, 0);
+}
+
+/// Sets [`FLAG_BATCH_START`] on the record at the start of `bytes` and
+/// refreshes its checksum.
+pub fn mark_batch_start(bytes: &mut [u8]) {
+    let Ok((h, _)) = RecordHeader::read_from_prefix(bytes) else {
+        debug_assert!(false, "a batch starts with a whole record");
+        return;
+    };
+    let len = (h.len.get() as usize).min(bytes.len());
+    bytes[39] |= FLAG_BATCH_START;
+    let crc = crc32c::crc32c(&bytes[4..len]);
+    bytes[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether the (valid) record at the start of `bytes` starts a batch.
+pub fn is_batch_start(bytes: &[u8]) -> bool {
+    bytes.get(39).is_some_and(|f| f & FLAG_BATCH_START != 0)
+}
+
+/// What sits at a position of the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Nothing written by this log: zeros, or stale bytes whose `lsn` field
+    /// names another position (a recycled segment, an earlier crash).
+    Unwritten,
+    /// A header claiming this position whose record fails its checksum: a
+    /// torn write, or damage.
+    Damaged(CorruptionKind),
+    /// A header claiming this position with a length that cannot be right
+    /// (below the header size, above the limit, or past the segment). A torn
+    /// write never produces this: the length is written before the LSN.
+    BadLength(CorruptionKind),
+    /// The header is good; `len` bytes are needed to check the rest.
+    NeedMore { len: u32 },
+    /// A complete record of `len` bytes (padding excluded).
+    Valid { len: u32 },
+}
+
+/// Looks at the bytes at `lsn`: `bytes` starts there and holds at least a
+/// header's worth unless the segment ends first; `room` is how many bytes of
+/// the segment's record area are left from `lsn`.
+pub fn probe(bytes: &[u8], lsn: Lsn, room: u64) -> Probe {
+    let Ok((h, _)) = RecordHeader::read_from_prefix(bytes) else {
+        return Probe::Unwritten;
+    };
+    // Zeros are never a record (its length counts the header), and they
+    // would otherwise claim LSN 0.
+    if h.lsn.get() != lsn.0 || (h.len.get() == 0 && h.crc.get() == 0) {
+        return Probe::Unwritten;
+    }
+    let len = h.len.get();
+    if (len as usize) < HEADER_LEN || len as usize > HEADER_LEN + MAX_PAYLOAD || len as u64 > room {
+        return Probe::BadLength(CorruptionKind::BadLength { len, room });
+    }
+    if (len as usize) > bytes.len() {
+        return Probe::NeedMore { len };
+    }
+    let found = crc32c::crc32c(&bytes[4..len as usize]);
+    if found != h.crc.get() {
+        return Probe::Damaged(CorruptionKind::Checksum {
+            expected: h.crc.get(),
+            found,
+        });
+    }
+    Probe::Valid { len }
+}
+
+/// Decodes a record that [`probe`] found valid. Errors here mean a record
+/// with a good checksum that this version cannot understand.
+pub fn decode(bytes: &[u8]) -> Result<(Record, Kind), CorruptionKind> {
+    let (h, _) = RecordHeader::read_from_prefix(bytes).map_err(|_| CorruptionKind::Truncated {
+        have: bytes.len() as u64,
+        need: HEADER_LEN as u64,
+    })?;
+    let len = h.len.get() as usize;
+    if len < HEADER_LEN || len > bytes.len() {
+        return Err(CorruptionKind::Truncated {
+            have: bytes.len() as u64,
+            need: len as u64,
+        });
+    }
+    let payload = &bytes[HEADER_LEN..len];
+    let kind = Kind::from_u8(h.kind).ok_or(CorruptionKind::UnknownKind(h.kind))?;
+    if h.flags & !FLAG_BATCH_START != 0 {
+        return Err(CorruptionKind::BadPayload("reserved flags set"));
+    }
+    let agent = h.agent.get();
+    let meta = RecordMeta {
+        txn: h.txn.get(),
+        prev_lsn: match h.prev_lsn.get() {
+            NO_LSN => None,
+            l => Some(Lsn(l)),
+        },
+        scope: h.scope.get(),
+        agent,
+    };
+    let empty = |body: RecordBody| {
+        if payload.is_empty() {
+            Ok(body)
+        } else {
+            Err(CorruptionKind::BadPayload("payload where none belongs"))
+        }
+    };
+    let body = match kind {
+        Kind::Begin => empty(RecordBody::Begin)?,
+        Kind::Commit => empty(RecordBody::Commit)?,
+        Kind::Abort => empty(RecordBody::Abort)?,
+        Kind::End => empty(RecordBody::End)?,
+        Kind::SegmentEnd => empty(RecordBody::End)?,
+        Kind::Undo if agent != PAGE_AGENT => RecordBody::AgentUndo(payload.to_vec()),
+        Kind::Undo => {
+            let (u, rest) = PageUndoHeader::read_from_prefix(payload)
+                .map_err(|_| CorruptionKind::BadPayload("undo payload shorter than its header"))?;
+            let before_len = u.before_len.get() as usize;
+            let after_len = match u.after_len.get() {
+                u32::MAX => None,
+                n => Some(n as usize),
+            };
+            if before_len + after_len.unwrap_or(0) != rest.len() {
+                return Err(CorruptionKind::BadPayload(
+                    "undo image lengths disagree with record length",
+                ));
+            }
+            RecordBody::Undo(PageUndo {
+                file_id: u.file_id.get(),
+                page_no: u.page_no.get(),
+                offset_in_page: u.offset_in_page.get(),
+                before: rest[..before_len].to_vec(),
+                after: after_len.map(|_| rest[before_len..].to_vec()),
+            })
+        }
+        Kind::Compensation => {
+            let raw: [u8; 8] = payload
+                .try_into()
+                .map_err(|_| CorruptionKind::BadPayload("compensation payload is not 8 bytes"))?;
+            RecordBody::Compensation {
+                undo_next: match u64::from_le_bytes(raw) {
+                    NO_LSN => None,
+                    l => Some(Lsn(l)),
+                },
+            }
+        }
+        Kind::Checkpoint => {
+            if payload.len() < 8 {
+                return Err(CorruptionKind::BadPayload("checkpoint payload too short"));
+            }
+            let count = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes")) as usize;
+            let entries = <[ActiveEntry]>::ref_from_bytes(&payload[8..])
+                .map_err(|_| CorruptionKind::BadPayload("checkpoint table is not whole entries"))?;
+            if entries.len() != count {
+                return Err(CorruptionKind::BadPayload("checkpoint count disagrees with its table"));
+            }
+            RecordBody::Checkpoint(
+                entries
+                    .iter()
+                    .map(|e| ActiveTxn {
+                        txn: e.txn.get(),
+                        first_lsn: Lsn(e.first_lsn.get()),
+                    })
+                    .collect(),
+            )
+        }
+    };
+    Ok((
+        Record {
+            lsn: Lsn(h.lsn.get()),
+            meta,
+            body,
+        },
+        kind,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

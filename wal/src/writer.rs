@@ -1,0 +1,435 @@
+//! The log writer: one per node, owning the node's log directory.
+//!
+//! Many threads [`Log::append`] concurrently; one flusher thread writes and
+//! syncs what they appended through the I/O layer ([`crate::group_commit`]).
+//! A failed write or sync poisons the log: every later append and every wait
+//! for a record not yet durable fails with [`WalError::Poisoned`]. A failed
+//! fsync is never retried, because the kernel may have dropped the dirty
+//! pages it could not write and a second fsync would report success.
+//!
+//! The directory holds `LOCK` (an exclusive `flock` held while the log is
+//! open, released by the kernel when the process dies), `control` (see
+//! [`crate::control`]) and the segment files (see [`crate::segment`]).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::control::{self, Control};
+use crate::error::{Result, WalError};
+use crate::group_commit::{Batch, GroupCommit};
+use crate::io::{Io, IoError, IoFile, OpKind};
+use crate::reader::{LogEnd, LogReader};
+use crate::record::{ActiveTxn, Lsn, RecordBody, RecordMeta};
+use crate::segment::{self, Layout};
+
+/// How a log is opened.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub node_id: u32,
+    /// Bytes per segment file, header included; used when the log is created
+    /// (an existing log keeps its own).
+    pub segment_size: u64,
+    /// Appended-but-not-durable bytes beyond which appenders wait.
+    pub max_pending_bytes: u64,
+    /// Pending bytes at which the flusher writes without being asked.
+    pub flush_threshold_bytes: u64,
+    /// Segments kept ready ahead of the one being written (recycled
+    /// segments beyond this are deleted).
+    pub spare_segments: usize,
+    pub io: Io,
+}
+
+impl LogConfig {
+    pub fn new(node_id: u32, io: Io) -> LogConfig {
+        LogConfig {
+            node_id,
+            segment_size: 8 << 20,
+            max_pending_bytes: 8 << 20,
+            flush_threshold_bytes: 1 << 20,
+            spare_segments: 2,
+            io,
+        }
+    }
+}
+
+/// See the module docs.
+pub struct Log {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    io: Io,
+    node_id: u32,
+    layout: Layout,
+    spare_segments: usize,
+    gc: GroupCommit,
+    /// Open segment files from the log's start onwards.
+    files: Mutex<BTreeMap<u64, IoFile>>,
+    control: Mutex<Control>,
+    /// Held for the life of the log: the directory lock.
+    _lock: File,
+}
+
+/// Takes the directory lock, or says who holds it.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| IoError::new(OpKind::Open, &path, None, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked { dir: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(IoError::new(OpKind::Open, &path, None, e).into()),
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, finds its end — a torn
+    /// tail is cut off there; damage followed by valid records is
+    /// [`WalError::Corruption`] — and starts the flusher.
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log> {
+        Layout::new(cfg.segment_size)?;
+        if cfg.max_pending_bytes < cfg.flush_threshold_bytes || cfg.flush_threshold_bytes == 0 {
+            return Err(WalError::InvalidArgument(
+                "flush threshold must be positive and at most max_pending_bytes".into(),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| IoError::new(OpKind::Open, dir, None, e))?;
+        let lock = lock_dir(dir)?;
+        let io = cfg.io.clone();
+        let ctl = match control::read(&io, dir)? {
+            Some(c) => c,
+            None => create_log(&io, dir, &cfg)?,
+        };
+        if ctl.node_id != cfg.node_id {
+            return Err(WalError::WrongNode {
+                expected: cfg.node_id,
+                found: ctl.node_id,
+            });
+        }
+        let layout = Layout::new(ctl.segment_size)?;
+        segment::list_segments(dir, true)?;
+        let reader = LogReader::open_with(dir, io.clone(), true)?;
+        let end: LogEnd = reader.find_end()?;
+        if let Some(torn) = &end.torn {
+            tracing::warn!(dir = %dir.display(), lsn = %end.next, damage = %torn, "torn log tail cut off");
+        }
+        let mut files = reader.into_files();
+        let end_seg = layout.segment_of(end.next);
+        // Segments past the end are spares; a crash may have left one whose
+        // header is unusable — rebuild those on demand instead.
+        for (&n, file) in files.range(end_seg + 1..) {
+            if segment::read_header(&io, file, n).is_err() {
+                std::fs::remove_file(file.path()).map_err(|e| IoError::new(OpKind::Write, file.path(), None, e))?;
+            }
+        }
+        files.retain(|&n, f| n <= end_seg || f.path().exists());
+        let gc = GroupCommit::new(layout, end.next, cfg.max_pending_bytes, cfg.flush_threshold_bytes);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            io,
+            node_id: cfg.node_id,
+            layout,
+            spare_segments: cfg.spare_segments,
+            gc,
+            files: Mutex::new(files),
+            control: Mutex::new(ctl),
+            _lock: lock,
+        });
+        shared.segment_file(end_seg)?;
+        // A crash between a truncation's control write and its recycling
+        // leaves segments below the start; finish the job.
+        shared.recycle_below(layout.segment_of(ctl.start_lsn))?;
+        if let Err(e) = shared.ensure_spare(end_seg) {
+            tracing::warn!(error = %e, "could not prepare a spare segment; will retry when needed");
+        }
+        let flusher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("wal-flusher-{}", cfg.node_id))
+                .spawn(move || shared.flusher())
+                .map_err(|e| IoError::new(OpKind::Open, dir, None, e))?
+        };
+        Ok(Log {
+            shared,
+            flusher: Some(flusher),
+        })
+    }
+
+    /// Appends a record and returns its LSN. It is durable once
+    /// [`Log::wait_durable`] returns for it.
+    pub fn append(&self, meta: RecordMeta, body: &RecordBody) -> Result<Lsn> {
+        self.shared.gc.append(&meta, body)
+    }
+
+    /// Blocks until the record at `lsn` is on disk.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        self.shared.gc.wait_durable(lsn)
+    }
+
+    /// [`Log::append`] then [`Log::wait_durable`].
+    pub fn append_durable(&self, meta: RecordMeta, body: &RecordBody) -> Result<Lsn> {
+        let lsn = self.append(meta, body)?;
+        self.wait_durable(lsn)?;
+        Ok(lsn)
+    }
+
+    /// Everything before this LSN is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.gc.durable()
+    }
+
+    /// Where the next record will go.
+    pub fn next_lsn(&self) -> Lsn {
+        self.shared.gc.next()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn node_id(&self) -> u32 {
+        self.shared.node_id
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.shared.layout
+    }
+
+    /// The failure that poisoned the log, if one did.
+    pub fn failure(&self) -> Option<Arc<IoError>> {
+        self.shared.gc.failure()
+    }
+
+    /// The start of the log and its last checkpoint, as the control file says.
+    pub fn control(&self) -> Control {
+        *self.shared.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a checkpoint record listing `active` transactions and their
+    /// first LSNs, makes it durable and records it in the control file, so
+    /// recovery starts reading there. Returns its LSN.
+    pub fn checkpoint(&self, active: &[ActiveTxn]) -> Result<Lsn> {
+        let lsn = self.append_durable(RecordMeta::txn(0, None), &RecordBody::Checkpoint(active.to_vec()))?;
+        let mut ctl = self.shared.control.lock().unwrap_or_else(|e| e.into_inner());
+        if ctl.checkpoint_lsn.is_some_and(|c| c > lsn) {
+            return Ok(lsn); // a later checkpoint got there first
+        }
+        let next = Control {
+            seq: ctl.seq + 1,
+            checkpoint_lsn: Some(lsn),
+            ..*ctl
+        };
+        self.shared.write_control(&next)?;
+        *ctl = next;
+        Ok(lsn)
+    }
+
+    /// Drops the log before `lsn`: nothing before it will be read again.
+    /// `lsn` may not pass the last checkpoint, where recovery starts. Whole
+    /// segments below it are recycled as spares (or deleted past the spare
+    /// limit).
+    pub fn truncate_before(&self, lsn: Lsn) -> Result<()> {
+        let shared = &self.shared;
+        let mut ctl = shared.control.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(checkpoint) = ctl.checkpoint_lsn else {
+            return Err(WalError::InvalidArgument(
+                "cannot truncate a log that has no checkpoint".into(),
+            ));
+        };
+        if lsn > checkpoint {
+            return Err(WalError::InvalidArgument(format!(
+                "cannot truncate before {lsn}: the last checkpoint, where recovery starts, is at {checkpoint}"
+            )));
+        }
+        if lsn <= ctl.start_lsn {
+            return Ok(());
+        }
+        let next = Control {
+            seq: ctl.seq + 1,
+            start_lsn: lsn,
+            ..*ctl
+        };
+        shared.write_control(&next)?;
+        *ctl = next;
+        drop(ctl);
+        shared.recycle_below(shared.layout.segment_of(lsn))
+    }
+
+    /// A reader over this log's durable records.
+    pub fn reader(&self) -> Result<LogReader> {
+        LogReader::open(&self.shared.dir, self.shared.io.clone())
+    }
+
+    /// Flushes what is pending, stops the flusher and releases the directory.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown();
+        match self.shared.gc.failure() {
+            Some(cause) => Err(WalError::Poisoned { cause }),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.gc.close();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Lays out a brand-new log: segment 0 and a spare, then the control file,
+/// last, which marks creation complete.
+fn create_log(io: &Io, dir: &Path, cfg: &LogConfig) -> Result<Control> {
+    let layout = Layout::new(cfg.segment_size)?;
+    let existing = segment::list_segments(dir, true)?;
+    if let Some((n, path)) = existing.first() {
+        // Creation only ever stops short before the control file is written,
+        // when no record can exist yet. Refuse to wipe anything else.
+        let file = IoFile::open(path, false, false)?;
+        let info = segment::read_header(io, &file, *n);
+        let has_record = info.is_ok() && LogReader::segment_has_first_record(io, &file, layout, *n)?;
+        if *n != 0 || has_record || existing.len() > 2 {
+            return Err(WalError::BadControl {
+                path: control::control_path(dir),
+                reason: "control file missing but the directory holds a log; restore the control file \
+                         or move the segments away"
+                    .into(),
+            });
+        }
+        for (_, p) in &existing {
+            std::fs::remove_file(p).map_err(|e| IoError::new(OpKind::Write, p, None, e))?;
+        }
+    }
+    segment::create(io, dir, layout, cfg.node_id, 0)?;
+    let ctl = Control {
+        node_id: cfg.node_id,
+        seq: 1,
+        segment_size: cfg.segment_size,
+        start_lsn: Lsn(0),
+        checkpoint_lsn: None,
+    };
+    control::create(io, dir, &ctl)?;
+    Ok(ctl)
+}
+
+impl Shared {
+    fn flusher(&self) {
+        while let Some(mut batch) = self.gc.take_batch() {
+            let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
+            match self.write_batch(&mut batch) {
+                Ok(last_seg) => {
+                    self.gc.complete(batch.end, bytes);
+                    if let Err(e) = self.ensure_spare(last_seg) {
+                        tracing::warn!(error = %e, "could not prepare a spare segment; will retry when needed");
+                    }
+                }
+                Err(e) => {
+                    let cause = match e {
+                        WalError::Io(io) => io,
+                        other => IoError::new(OpKind::Write, &self.dir, None, std::io::Error::other(other.to_string())),
+                    };
+                    tracing::error!(error = %cause, "log write failed; the log is poisoned");
+                    self.gc.fail(Arc::new(cause));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes and syncs a batch; returns the last segment it touched.
+    ///
+    /// Each run lies in one segment. Runs are written and synced one after
+    /// the other, so a crash can only lose a suffix of the stream across
+    /// segments; the first record is marked as a batch start (see
+    /// [`crate::record::FLAG_BATCH_START`]).
+    fn write_batch(&self, batch: &mut Batch) -> Result<u64> {
+        if let Some(first) = batch.runs.first_mut() {
+            crate::record::mark_batch_start(&mut first.bytes);
+        }
+        let mut last = 0;
+        for run in &batch.runs {
+            last = self.layout.segment_of(run.start);
+            let file = self.segment_file(last)?;
+            self.io
+                .write_durable(&file, &run.bytes, self.layout.file_offset(run.start))?;
+        }
+        Ok(last)
+    }
+
+    /// The file of segment `n`, created if it does not exist yet.
+    fn segment_file(&self, n: u64) -> Result<IoFile> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = files.get(&n) {
+            return Ok(f.clone());
+        }
+        let path = segment::segment_path(&self.dir, n);
+        let file = if path.exists() {
+            let f = IoFile::open(&path, true, false)?;
+            segment::read_header(&self.io, &f, n)?;
+            f
+        } else {
+            segment::create(&self.io, &self.dir, self.layout, self.node_id, n)?
+        };
+        files.insert(n, file.clone());
+        Ok(file)
+    }
+
+    /// Makes sure the segment after `n` is ready, so switching to it costs
+    /// nothing on the commit path.
+    fn ensure_spare(&self, n: u64) -> Result<()> {
+        self.segment_file(n + 1).map(|_| ())
+    }
+
+    fn write_control(&self, c: &Control) -> Result<()> {
+        if let Err(e) = control::write(&self.io, &self.dir, c) {
+            // A failed control sync leaves its slot unknown; refuse further
+            // work like any other failed sync.
+            if let WalError::Io(io) = &e {
+                self.gc.fail(Arc::new(IoError::new(
+                    io.op,
+                    &io.path,
+                    io.offset,
+                    std::io::Error::new(io.source.kind(), io.source.to_string()),
+                )));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Recycles (or deletes, past the spare limit) every segment below `keep`.
+    fn recycle_below(&self, keep: u64) -> Result<()> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let on_disk = segment::list_segments(&self.dir, false)?;
+        let write_seg = self.layout.segment_of(self.gc.next());
+        let mut highest = on_disk.last().map_or(write_seg, |(n, _)| *n).max(write_seg);
+        for (n, path) in on_disk.into_iter().filter(|(n, _)| *n < keep) {
+            files.remove(&n);
+            let spares = highest - write_seg;
+            if (spares as usize) < self.spare_segments {
+                highest += 1;
+                segment::recycle(&self.io, &self.dir, &path, self.layout, self.node_id, highest)?;
+            } else {
+                std::fs::remove_file(&path).map_err(|e| IoError::new(OpKind::Write, &path, None, e))?;
+            }
+        }
+        self.io.sync_dir(&self.dir)?;
+        Ok(())
+    }
+}
