@@ -131,7 +131,7 @@ impl GroupCommit {
         let seg = self.layout.segment_of(s.next);
         if s.next.0 + size > self.layout.record_limit(seg).0 {
             let filler_at = s.next;
-            let run = Self::run_at(&mut s, filler_at);
+            let run = Self::run_at(self.layout, &mut s, filler_at);
             record::encode_segment_end(&mut run.bytes, filler_at);
             let filler = self.layout.segment_end(seg).0 - filler_at.0;
             s.undurable_bytes += record::HEADER_LEN as u64;
@@ -139,7 +139,7 @@ impl GroupCommit {
             debug_assert!(filler >= record::HEADER_LEN as u64, "segment reserve holds a filler");
         }
         let lsn = s.next;
-        let run = Self::run_at(&mut s, lsn);
+        let run = Self::run_at(self.layout, &mut s, lsn);
         let before = run.bytes.len();
         record::encode_into(&mut run.bytes, lsn, meta, body);
         debug_assert_eq!((run.bytes.len() - before) as u64, size, "encoded_len matches encoding");
@@ -151,9 +151,12 @@ impl GroupCommit {
         Ok(lsn)
     }
 
-    /// The run that ends at `lsn`, or a new one starting there.
-    fn run_at(s: &mut State, lsn: Lsn) -> &mut Run {
-        let continues = s.runs.last().is_some_and(|r| r.start.0 + r.bytes.len() as u64 == lsn.0);
+    /// The run that ends at `lsn` in the same segment, or a new one starting
+    /// there (a run never crosses a segment boundary).
+    fn run_at(layout: Layout, s: &mut State, lsn: Lsn) -> &mut Run {
+        let continues = s.runs.last().is_some_and(|r| {
+            r.start.0 + r.bytes.len() as u64 == lsn.0 && layout.segment_of(r.start) == layout.segment_of(lsn)
+        });
         if !continues {
             s.runs.push(Run {
                 start: lsn,

@@ -9,7 +9,7 @@
 //! |-------:|-----:|-----------|-------------------------------------------------------|
 //! | 0      | 4    | crc32c    | CRC32C (Castagnoli) of bytes `4..len` of the record   |
 //! | 4      | 4    | len       | header + payload bytes, without the padding           |
-//! | 8      | 8    | lsn       | the record's own LSN (its position in the log stream) |
+//! | 8      | 8    | not_lsn   | bitwise NOT of the record's own LSN (its position)    |
 //! | 16     | 8    | txn       | transaction id (0 for log-level records)              |
 //! | 24     |8    | prev_lsn  | previous record of the same transaction, or `u64::MAX`|
 //! | 32     | 4    | scope     | scope token: the nested scope the record belongs to   |
@@ -23,9 +23,11 @@
 //! while damage followed only by records of the same batch is a torn tail
 //! (a crash may persist the pages of one unsynced write in any order).
 //!
-//! The `lsn` field is what tells a record of this log apart from stale bytes
-//! of a recycled segment or of an earlier crash: a record is only taken for
-//! one when its `lsn` equals the position it was read from.
+//! The `not_lsn` field is what tells a record of this log apart from stale
+//! bytes of a recycled segment or of an earlier crash: a record is only taken
+//! for one when it names the position it was read from. It is stored
+//! complemented so that zeroed space (all-zero bytes) never names a position,
+//! not even LSN 0, however a write was torn.
 //!
 //! Payloads by kind:
 //! - `Begin`, `Commit`, `Abort`, `End`, `SegmentEnd`: empty.
@@ -116,7 +118,7 @@ impl Kind {
 pub struct RecordHeader {
     pub crc: U32,
     pub len: U32,
-    pub lsn: U64,
+    pub not_lsn: U64,
     pub txn: U64,
     pub prev_lsn: U64,
     pub scope: U32,
@@ -331,7 +333,7 @@ fn encode_raw(out: &mut Vec<u8>, lsn: Lsn, meta: &RecordMeta, kind: Kind, payloa
     let header = RecordHeader {
         crc: U32::new(0),
         len: U32::new(len as u32),
-        lsn: U64::new(lsn.0),
+        not_lsn: U64::new(!lsn.0),
         txn: U64::new(meta.txn),
         prev_lsn: U64::new(meta.prev_lsn.map_or(NO_LSN, |l| l.0)),
         scope: U32::new(meta.scope),
@@ -389,9 +391,7 @@ pub fn probe(bytes: &[u8], lsn: Lsn, room: u64) -> Probe {
     let Ok((h, _)) = RecordHeader::read_from_prefix(bytes) else {
         return Probe::Unwritten;
     };
-    // Zeros are never a record (its length counts the header), and they
-    // would otherwise claim LSN 0.
-    if h.lsn.get() != lsn.0 || (h.len.get() == 0 && h.crc.get() == 0) {
+    if h.not_lsn.get() != !lsn.0 {
         return Probe::Unwritten;
     }
     let len = h.len.get();
@@ -509,7 +509,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, Kind), CorruptionKind> {
     };
     Ok((
         Record {
-            lsn: Lsn(h.lsn.get()),
+            lsn: Lsn(!h.not_lsn.get()),
             meta,
             body,
         },

@@ -233,7 +233,13 @@ pub fn create(io: &Io, dir: &Path, layout: Layout, node_id: u32, segment: u64) -
     io.zero_fill(&file, 0, layout.segment_size)?;
     io.write_durable(&file, &encode_header(layout, node_id, segment), 0)?;
     publish(io, dir, &tmp, segment)?;
-    Ok(file)
+    // Same open file, now known by its final name.
+    Ok(IoFile::from_std(
+        file.std()
+            .try_clone()
+            .map_err(|e| IoError::new(OpKind::Open, &tmp, None, e))?,
+        &segment_path(dir, segment),
+    ))
 }
 
 /// Reuses the file of an old segment as segment `segment`: renamed to a

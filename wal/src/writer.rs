@@ -149,9 +149,7 @@ impl Log {
         // A crash between a truncation's control write and its recycling
         // leaves segments below the start; finish the job.
         shared.recycle_below(layout.segment_of(ctl.start_lsn))?;
-        if let Err(e) = shared.ensure_spare(end_seg) {
-            tracing::warn!(error = %e, "could not prepare a spare segment; will retry when needed");
-        }
+        shared.ensure_spare(end_seg)?;
         let flusher = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -262,7 +260,7 @@ impl Log {
         shared.write_control(&next)?;
         *ctl = next;
         drop(ctl);
-        shared.recycle_below(shared.layout.segment_of(lsn))
+        shared.poison_on_failure(shared.recycle_below(shared.layout.segment_of(lsn)))
     }
 
     /// A reader over this log's durable records.
@@ -332,22 +330,14 @@ impl Shared {
     fn flusher(&self) {
         while let Some(mut batch) = self.gc.take_batch() {
             let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            match self.write_batch(&mut batch) {
-                Ok(last_seg) => {
-                    self.gc.complete(batch.end, bytes);
-                    if let Err(e) = self.ensure_spare(last_seg) {
-                        tracing::warn!(error = %e, "could not prepare a spare segment; will retry when needed");
-                    }
-                }
-                Err(e) => {
-                    let cause = match e {
-                        WalError::Io(io) => io,
-                        other => IoError::new(OpKind::Write, &self.dir, None, std::io::Error::other(other.to_string())),
-                    };
-                    tracing::error!(error = %cause, "log write failed; the log is poisoned");
-                    self.gc.fail(Arc::new(cause));
-                    return;
-                }
+            let last_seg = match self.poison_on_failure(self.write_batch(&mut batch)) {
+                Ok(seg) => seg,
+                Err(_) => return,
+            };
+            self.gc.complete(batch.end, bytes);
+            // Prepare the next segment off the commit path of this batch.
+            if self.poison_on_failure(self.ensure_spare(last_seg)).is_err() {
+                return;
             }
         }
     }
@@ -365,6 +355,10 @@ impl Shared {
         let mut last = 0;
         for run in &batch.runs {
             last = self.layout.segment_of(run.start);
+            assert!(
+                run.start.0 + run.bytes.len() as u64 <= self.layout.segment_end(last).0,
+                "a run never crosses the end of its segment"
+            );
             let file = self.segment_file(last)?;
             self.io
                 .write_durable(&file, &run.bytes, self.layout.file_offset(run.start))?;
@@ -397,20 +391,23 @@ impl Shared {
     }
 
     fn write_control(&self, c: &Control) -> Result<()> {
-        if let Err(e) = control::write(&self.io, &self.dir, c) {
-            // A failed control sync leaves its slot unknown; refuse further
-            // work like any other failed sync.
-            if let WalError::Io(io) = &e {
-                self.gc.fail(Arc::new(IoError::new(
-                    io.op,
-                    &io.path,
-                    io.offset,
-                    std::io::Error::new(io.source.kind(), io.source.to_string()),
-                )));
+        self.poison_on_failure(control::write(&self.io, &self.dir, c))
+    }
+
+    /// Any I/O failure of the writer poisons the log: the state of what was
+    /// being written (and, after a failed sync, of everything unsynced) is
+    /// unknown, and retrying could report data durable that is not. The
+    /// failing call gets `Poisoned` with the cause, like every later one.
+    fn poison_on_failure<T>(&self, r: Result<T>) -> Result<T> {
+        match r {
+            Err(WalError::Io(cause)) => {
+                let cause = Arc::new(cause);
+                tracing::error!(error = %cause, "log I/O failed; the log is poisoned");
+                self.gc.fail(cause.clone());
+                Err(WalError::Poisoned { cause })
             }
-            return Err(e);
+            other => other,
         }
-        Ok(())
     }
 
     /// Recycles (or deletes, past the spare limit) every segment below `keep`.

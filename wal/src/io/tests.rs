@@ -1,1 +1,200 @@
+//! The same suite runs against every backend the machine offers, then the
+//! fault injector's own behaviour is checked.
 
+use super::fault::{CrashMode, FaultInjector};
+use super::*;
+
+fn backends() -> Vec<Io> {
+    let mut out = vec![Io::fallback()];
+    match Io::new(BackendChoice::Uring) {
+        Ok(io) => out.push(io),
+        // A kernel that refuses io_uring still runs the fallback suite.
+        Err(e) => eprintln!("io_uring unavailable here, testing the fallback only: {e}"),
+    }
+    out
+}
+
+fn temp_file(dir: &tempfile::TempDir, name: &str) -> IoFile {
+    IoFile::open(&dir.path().join(name), true, true).unwrap()
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_add((i * 7) as u8)).collect()
+}
+
+#[test]
+fn auto_reports_a_backend() {
+    let io = Io::new(BackendChoice::Auto).unwrap();
+    assert!(matches!(io.kind(), BackendKind::Uring | BackendKind::Fallback));
+}
+
+#[test]
+fn write_then_read_back_on_every_backend() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "a");
+        let data = pattern(3, 10_000);
+        io.write_durable(&f, &data, 4096).unwrap();
+        let mut back = vec![0u8; data.len()];
+        io.read_exact_at(&f, &mut back, 4096).unwrap();
+        assert_eq!(back, data, "backend {}", io.kind());
+        assert_eq!(f.len().unwrap(), 4096 + 10_000);
+    }
+}
+
+#[test]
+fn deep_batches_across_files_land_where_asked() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<IoFile> = (0..3).map(|i| temp_file(&dir, &format!("f{i}"))).collect();
+        // More ops than a ring holds, so the queue is refilled as it drains.
+        let bufs: Vec<Vec<u8>> = (0..1000).map(|i| pattern(i as u8, 4096)).collect();
+        let ops: Vec<WriteOp<'_>> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| WriteOp {
+                file: &files[i % 3],
+                offset: (i / 3) as u64 * 4096,
+                data: b,
+            })
+            .collect();
+        io.write_batch(&ops, true).unwrap();
+        let mut backs: Vec<Vec<u8>> = vec![vec![0u8; 4096]; 1000];
+        let mut reads: Vec<ReadOp<'_>> = backs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| ReadOp {
+                file: &files[i % 3],
+                offset: (i / 3) as u64 * 4096,
+                buf: b,
+            })
+            .collect();
+        io.read_batch(&mut reads).unwrap();
+        assert_eq!(backs, bufs, "backend {}", io.kind());
+    }
+}
+
+#[test]
+fn reading_past_the_end_is_unexpected_eof() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "short");
+        io.write_all_at(&f, b"0123456789", 0).unwrap();
+        let mut buf = [0u8; 20];
+        let err = io.read_exact_at(&f, &mut buf, 0).unwrap_err();
+        assert_eq!(err.op, OpKind::Read);
+        assert_eq!(
+            err.source.kind(),
+            std::io::ErrorKind::UnexpectedEof,
+            "backend {}",
+            io.kind()
+        );
+    }
+}
+
+#[test]
+fn empty_operations_are_no_ops() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "e");
+        io.write_batch(&[], true).unwrap();
+        io.write_all_at(&f, &[], 100).unwrap();
+        io.read_batch(&mut []).unwrap();
+        io.sync_all(&[]).unwrap();
+        assert_eq!(f.len().unwrap(), 0);
+    }
+}
+
+#[test]
+fn errors_name_the_file_and_offset() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        std::fs::write(&path, b"x").unwrap();
+        let f = IoFile::open(&path, false, false).unwrap();
+        let err = io.write_all_at(&f, b"abc", 7).unwrap_err();
+        assert_eq!(err.op, OpKind::Write);
+        assert_eq!(err.path, path);
+        assert_eq!(err.offset, Some(7));
+        assert_eq!(err.errno(), Some(libc::EBADF), "backend {}", io.kind());
+    }
+}
+
+#[test]
+fn zero_fill_allocates_the_range() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "z");
+        io.write_all_at(&f, &[0xff; 100], 0).unwrap();
+        io.zero_fill(&f, 50, 3 << 20).unwrap();
+        let mut buf = vec![1u8; 60];
+        io.read_exact_at(&f, &mut buf, 0).unwrap();
+        assert_eq!(&buf[..50], &[0xff; 50]);
+        assert_eq!(&buf[50..], &[0; 10]);
+        assert_eq!(f.len().unwrap(), 50 + (3 << 20));
+    }
+}
+
+#[test]
+fn injected_errors_hit_exactly_the_nth_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let fi = FaultInjector::new(Io::fallback());
+    let io = fi.io();
+    let f = temp_file(&dir, "f");
+    fi.fail_nth(OpKind::Write, 3, libc::ENOSPC);
+    io.write_all_at(&f, b"one", 0).unwrap();
+    io.write_all_at(&f, b"two", 3).unwrap();
+    let err = io.write_all_at(&f, b"three", 6).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOSPC));
+    io.write_all_at(&f, b"four", 6).unwrap();
+    assert_eq!(fi.count(OpKind::Write), 4);
+
+    fi.fail_nth(OpKind::Sync, 1, libc::EIO);
+    assert_eq!(io.sync(&f).unwrap_err().errno(), Some(libc::EIO));
+    io.sync(&f).unwrap();
+
+    fi.fail_nth(OpKind::Read, 1, libc::EIO);
+    let mut buf = [0u8; 3];
+    assert_eq!(io.read_exact_at(&f, &mut buf, 0).unwrap_err().errno(), Some(libc::EIO));
+    io.read_exact_at(&f, &mut buf, 0).unwrap();
+    assert_eq!(&buf, b"one");
+}
+
+#[test]
+fn a_crash_drops_exactly_the_unsynced_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fi = FaultInjector::new(Io::fallback());
+    let io = fi.io();
+    let f = temp_file(&dir, "f");
+    let g = temp_file(&dir, "g");
+    io.write_durable(&f, b"durable-f", 0).unwrap();
+    io.write_all_at(&f, b"LOST", 2).unwrap();
+    io.write_all_at(&g, b"gone entirely", 0).unwrap();
+    io.write_all_at(&f, b"extends the file", 9).unwrap();
+    assert_eq!(fi.unsynced_writes().len(), 3);
+    fi.crash(CrashMode::DropUnsynced).unwrap();
+    assert_eq!(std::fs::read(f.path()).unwrap(), b"durable-f");
+    assert_eq!(std::fs::read(g.path()).unwrap(), b"");
+    assert!(
+        io.write_all_at(&f, b"x", 0).is_err(),
+        "a crashed device takes no more writes"
+    );
+    assert!(io.sync(&f).is_err());
+}
+
+#[test]
+fn a_torn_write_keeps_whole_sectors_before_the_tear() {
+    let dir = tempfile::tempdir().unwrap();
+    let fi = FaultInjector::new(Io::fallback());
+    let io = fi.io();
+    let f = temp_file(&dir, "f");
+    let data = pattern(9, 2000);
+    fi.tear_nth_write(1, 2);
+    // The write starts at 100, so the second sector boundary after it is 1024.
+    let err = io.write_all_at(&f, &data, 100).unwrap_err();
+    assert_eq!(err.offset, Some(1024));
+    assert!(fi.is_crashed());
+    let on_disk = std::fs::read(f.path()).unwrap();
+    assert_eq!(on_disk.len(), 1024);
+    assert_eq!(&on_disk[100..], &data[..924]);
+}

@@ -1,0 +1,75 @@
+//! Helpers shared by the log's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use rand::{Rng, RngCore};
+use wal::io::{BackendChoice, Io};
+use wal::{Log, LogConfig, LogReader, Lsn, PageUndo, Record, RecordBody, RecordMeta};
+
+/// Every backend this machine offers.
+pub fn backends() -> Vec<Io> {
+    let mut out = vec![Io::fallback()];
+    if let Ok(io) = Io::new(BackendChoice::Uring) {
+        out.push(io);
+    }
+    out
+}
+
+/// Small segments so that tests cross segment boundaries often.
+pub fn small_config(node: u32, io: Io) -> LogConfig {
+    LogConfig {
+        segment_size: 64 * 1024,
+        max_pending_bytes: 256 * 1024,
+        flush_threshold_bytes: 64 * 1024,
+        ..LogConfig::new(node, io)
+    }
+}
+
+/// A random body of a realistic mix: mostly undo records.
+pub fn random_body(rng: &mut impl Rng) -> RecordBody {
+    match rng.random_range(0..10) {
+        0 => RecordBody::Begin,
+        1 => RecordBody::Commit,
+        2 => RecordBody::End,
+        _ => {
+            let len = rng.random_range(0..600);
+            let mut before = vec![0u8; len];
+            rng.fill_bytes(&mut before);
+            RecordBody::Undo(PageUndo {
+                file_id: rng.random_range(0..4),
+                page_no: rng.random_range(0..1000),
+                offset_in_page: rng.random_range(0..4096),
+                before,
+                after: None,
+            })
+        }
+    }
+}
+
+/// Every record from the start, failing on any error.
+pub fn read_all(dir: &Path, io: Io) -> Vec<Record> {
+    let reader = LogReader::open(dir, io).unwrap();
+    reader.scan(reader.start_lsn()).map(|r| r.unwrap()).collect()
+}
+
+/// Appends `bodies` as records of txn `i % 5`, chained per txn, and returns
+/// what was appended with its LSN.
+pub fn append_chained(log: &Log, bodies: &[RecordBody]) -> Vec<Record> {
+    let mut last: [Option<Lsn>; 5] = [None; 5];
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let txn = (i % 5) as u64 + 1;
+            let meta = RecordMeta::txn(txn, last[i % 5]);
+            let lsn = log.append(meta, body).unwrap();
+            last[i % 5] = Some(lsn);
+            Record {
+                lsn,
+                meta,
+                body: body.clone(),
+            }
+        })
+        .collect()
+}
