@@ -26,7 +26,7 @@ fn workload(log: &Log) -> Outcome {
         acked: 0,
         failed: false,
     };
-    let mut fail = |e: WalError, out: &mut Outcome| {
+    let fail = |e: WalError, out: &mut Outcome| {
         assert!(
             matches!(e, WalError::Poisoned { .. }),
             "an I/O failure must poison the log, got {e:?}"

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rand::{Rng, RngCore};
+use rand::Rng;
 use wal::io::{BackendChoice, Io};
 use wal::{Log, LogConfig, LogReader, Lsn, PageUndo, Record, RecordBody, RecordMeta};
 
