@@ -39,8 +39,8 @@ enum Command {
 fn main() -> ExitCode {
     // Warnings only by default: the log reports a torn tail it cuts off at
     // that level, which is worth seeing after a crash. RUST_LOG overrides.
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -35,6 +35,12 @@ pub struct LogEnd {
     /// What was cut off there, if the tail was a damaged record rather than
     /// unwritten space.
     pub torn: Option<CorruptionKind>,
+    /// Records of an unfinished write still lie past the end in its segment
+    /// (a crash may persist a write's pages in any order). They name their
+    /// own positions, so a writer must erase them before appending, or new
+    /// records that happen to end where one of them begins would make it
+    /// reachable again.
+    pub leftovers: bool,
 }
 
 /// Whether a log's owner still holds its directory lock.
@@ -222,9 +228,11 @@ impl LogReader {
         Ok(first_record_starts_batch(io, file, layout, n)?.is_some())
     }
 
-    /// The first LSN after `pos` holding a valid record that starts a flush
-    /// batch, if any: proof that the log went on after `pos` was durable.
-    fn durable_record_after(&self, pos: Lsn) -> Result<Option<Lsn>> {
+    /// What lies after `pos`: the first valid record that starts a flush
+    /// batch, if any (proof that the log went on after `pos` was durable),
+    /// and whether any valid record follows in `pos`'s segment.
+    fn records_after(&self, pos: Lsn) -> Result<After> {
+        let mut after = After::default();
         let seg = self.layout.segment_of(pos);
         if let Some(file) = self.files.get(&seg) {
             let end = self.layout.segment_end(seg);
@@ -237,8 +245,10 @@ impl LogReader {
                     let lsn = Lsn(from.0 + at as u64);
                     let bytes = &buf[at..];
                     if let Probe::Valid { .. } = record::probe(bytes, lsn, bytes.len() as u64) {
+                        after.any_in_segment = true;
                         if record::is_batch_start(bytes) {
-                            return Ok(Some(lsn));
+                            after.batch_start = Some(lsn);
+                            return Ok(after);
                         }
                     }
                     at += record::RECORD_ALIGN as usize;
@@ -250,11 +260,18 @@ impl LogReader {
                 continue;
             }
             if first_record_starts_batch(&self.io, file, self.layout, n)? == Some(true) {
-                return Ok(Some(self.layout.segment_start(n)));
+                after.batch_start = Some(self.layout.segment_start(n));
+                break;
             }
         }
-        Ok(None)
+        Ok(after)
     }
+}
+
+#[derive(Default)]
+struct After {
+    batch_start: Option<Lsn>,
+    any_in_segment: bool,
 }
 
 /// `None` when segment `n` does not begin with a valid record; otherwise
@@ -329,7 +346,12 @@ impl Scan<'_> {
                 if pos == layout.segment_start(seg) {
                     // The stream stops exactly where a segment that was never
                     // created would begin.
-                    return self.finish(pos, None);
+                    self.end = Some(LogEnd {
+                        next: pos,
+                        torn: None,
+                        leftovers: false,
+                    });
+                    return Ok(None);
                 }
                 return Err(WalError::Corruption {
                     lsn: pos,
@@ -384,7 +406,8 @@ impl Scan<'_> {
 
     /// The records stop at `pos`: a torn tail, or a hole in durable data.
     fn finish(&mut self, pos: Lsn, damage: Option<CorruptionKind>) -> Result<Option<Record>> {
-        if let Some(next_valid) = self.r.durable_record_after(pos)? {
+        let after = self.r.records_after(pos)?;
+        if let Some(next_valid) = after.batch_start {
             return Err(WalError::Corruption {
                 lsn: pos,
                 kind: damage.unwrap_or(CorruptionKind::Hole { next_valid }),
@@ -393,6 +416,7 @@ impl Scan<'_> {
         self.end = Some(LogEnd {
             next: pos,
             torn: damage,
+            leftovers: after.any_in_segment,
         });
         Ok(None)
     }

@@ -145,7 +145,15 @@ impl Log {
             control: Mutex::new(ctl),
             _lock: lock,
         });
-        shared.segment_file(end_seg)?;
+        let tail_file = shared.segment_file(end_seg)?;
+        if end.torn.is_some() || end.leftovers {
+            // Erase what the unfinished write left past the end, durably,
+            // before anything is appended over it (see `LogEnd::leftovers`).
+            let from = layout.file_offset(end.next);
+            let to = layout.file_offset(Lsn(layout.segment_end(end_seg).0 - 1)) + 1;
+            shared.io.zero_fill(&tail_file, from, to - from)?;
+            shared.io.sync(&tail_file)?;
+        }
         // A crash between a truncation's control write and its recycling
         // leaves segments below the start; finish the job.
         shared.recycle_below(layout.segment_of(ctl.start_lsn))?;

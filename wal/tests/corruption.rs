@@ -192,3 +192,55 @@ fn the_control_file_survives_one_bad_slot_but_not_two() {
         Err(WalError::BadControl { .. })
     ));
 }
+
+/// Regression: leftovers of a crashed write must not come back.
+///
+/// A crash may persist the pages of one unsynced write in any order: here
+/// the first record of the last batch is lost while the later records of the
+/// same batch reached the disk. Reopening cuts the tail at the lost record.
+/// The leftovers beyond the cut name their own positions, so when the new
+/// writer's records happened to end exactly where an old record began, a
+/// reader used to continue into the old records: a commit that was never
+/// acknowledged came back, chained into another transaction's record. The
+/// writer now erases the rest of the tail segment, durably, before
+/// appending.
+#[test]
+fn leftovers_of_a_crashed_write_do_not_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Io::fallback();
+    let log = Log::open(dir.path(), small_config(1, io.clone())).unwrap();
+    let first = log
+        .append_durable(RecordMeta::txn(1, None), &RecordBody::Commit)
+        .unwrap();
+    let begin = log.append(RecordMeta::txn(2, None), &RecordBody::Begin).unwrap();
+    let undo = log
+        .append(
+            RecordMeta {
+                agent: 3,
+                ..RecordMeta::txn(2, Some(begin))
+            },
+            &RecordBody::AgentUndo(vec![9; 100]),
+        )
+        .unwrap();
+    let commit = log.append(RecordMeta::txn(2, Some(undo)), &RecordBody::Commit).unwrap();
+    log.wait_durable(commit).unwrap();
+    log.close().unwrap();
+    poke(dir.path(), begin, 16, |b| b[0] ^= 0xff);
+
+    let log = Log::open(dir.path(), small_config(1, io.clone())).unwrap();
+    assert_eq!(log.next_lsn(), begin, "the tail is cut at the lost record");
+    // A Begin is as long as the lost one, so the new stream ends exactly
+    // where the old undo record begins.
+    let new_begin = log
+        .append_durable(RecordMeta::txn(9, None), &RecordBody::Begin)
+        .unwrap();
+    assert_eq!(new_begin, begin);
+    log.close().unwrap();
+
+    let got = read_all(dir.path(), io.clone());
+    let lsns: Vec<Lsn> = got.iter().map(|r| r.lsn).collect();
+    assert_eq!(lsns, vec![first, new_begin], "old records resurfaced: {got:?}");
+    let end = LogReader::open(dir.path(), io).unwrap().find_end().unwrap();
+    assert_eq!(end.next, undo);
+    assert!(!end.leftovers);
+}

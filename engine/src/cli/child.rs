@@ -1,0 +1,117 @@
+//! `understudy log-child`: the process the demo's crash rounds kill.
+//!
+//! It appends transactions from several threads and prints one line per
+//! commit the log acknowledged as durable, `ACK <txn> <commit_lsn>`, flushed
+//! at once, so the parent knows exactly which promises the log made before
+//! the process died. Nothing else goes to stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wal::{Log, Lsn, TxnId};
+
+use super::workload::run_txn;
+use super::{demo_log_config, BackendArg, CliError, DEFAULT_SEGMENT_SIZE};
+
+/// Longest pause before each page change, so that the kill finds
+/// transactions in flight (see [`run_txn`]).
+const THINK_TIME: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Arguments of the hidden `log-child` subcommand.
+#[derive(clap::Args, Debug)]
+pub struct ChildArgs {
+    /// The log directory (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Appending threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendArg,
+    /// First transaction id to use; ids must not repeat within a log.
+    #[arg(long)]
+    pub txn_base: TxnId,
+    /// Segment size if the log has to be created.
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = super::demo::parse_segment_size)]
+    pub segment_size: u64,
+    /// Stop on its own after this many seconds, so that a child whose parent
+    /// died without killing it does not fill the disk.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub max_seconds: u64,
+}
+
+/// Parses one line of the child's stdout.
+pub fn parse_ack(line: &str) -> Option<(TxnId, Lsn)> {
+    let mut words = line.split_whitespace();
+    if words.next()? != "ACK" {
+        return None;
+    }
+    let txn = words.next()?.parse().ok()?;
+    let lsn = words.next()?.parse().ok()?;
+    words.next().is_none().then_some((txn, Lsn(lsn)))
+}
+
+pub fn run(args: &ChildArgs) -> Result<(), CliError> {
+    let io = args.backend.open()?;
+    let log = Log::open(&args.dir, demo_log_config(io, args.segment_size))?;
+    let next_txn = AtomicU64::new(args.txn_base);
+    let stop = AtomicBool::new(false);
+    // One lock around stdout so that each line is written whole.
+    let out = Mutex::new(std::io::stdout());
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let results: Vec<Result<(), CliError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..args.threads)
+            .map(|_| s.spawn(|| appender(&log, &next_txn, &stop, &out, deadline)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(CliError::Child("an appender thread panicked".into())))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<(), CliError>>()?;
+    log.close()?;
+    Ok(())
+}
+
+/// Appends transactions until the deadline, an error in any thread, or a
+/// closed stdout (the parent is gone).
+fn appender(
+    log: &Log,
+    next_txn: &AtomicU64,
+    stop: &AtomicBool,
+    out: &Mutex<std::io::Stdout>,
+    deadline: Instant,
+) -> Result<(), CliError> {
+    let mut rng = rand::rng();
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let txn = next_txn.fetch_add(1, Ordering::Relaxed);
+        let outcome =
+            run_txn(log, txn, &mut rng, Some(THINK_TIME)).inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = writeln!(out, "ACK {txn} {}", outcome.commit).and_then(|()| out.flush()) {
+            stop.store(true, Ordering::Relaxed);
+            return Err(CliError::os("writing an acknowledgement to stdout", e));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ack_lines_and_nothing_else() {
+        assert_eq!(parse_ack("ACK 7 4096\n"), Some((7, Lsn(4096))));
+        assert_eq!(parse_ack("ACK 7"), None);
+        assert_eq!(parse_ack("ACK 7 40 9"), None);
+        assert_eq!(parse_ack("NACK 7 40"), None);
+        assert_eq!(parse_ack("ACK x 40"), None);
+    }
+}
