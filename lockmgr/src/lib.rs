@@ -1,7 +1,64 @@
-//! The distributed lock manager.
+//! The distributed lock manager of Understudy: its in-process core.
 //!
-//! This crate will own the lock table (modes IS, IX, S, SIX, X; conversions;
-//! FIFO grants; wait policies; deadlock detection), retained locks of failed
-//! nodes, the coordinator server and its client, membership and leases, and
-//! the counterpart registry (`../shared/DESIGN.md`, "The lock manager and the
-//! coordinator"). It must never touch a node's private log.
+//! This crate owns the lock table — modes IS, IX, S, SIX, X ([`LockMode`]);
+//! conversions; FIFO grants; wait policies; deadlock detection
+//! ([`LockTable::find_deadlock`]) — the retained locks of failed nodes
+//! ([`LockTable::node_failed`] and the `failure` methods), and the
+//! counterpart registry with the membership it needs ([`Registry`]). See
+//! `shared/DESIGN.md`, "The lock manager and the coordinator".
+//!
+//! Everything here is event-driven: no call ever blocks waiting for a lock
+//! or a node. A request is granted, queued (with a [`Ticket`]) or refused at
+//! once; a call that frees something returns the queued requests it granted
+//! ([`Woken`]), and the caller tells their owners. The coordinator server
+//! that will wrap this core (sockets, timers, leases) owns all waiting.
+//!
+//! The coordinator ties the two halves together: when a node fails it calls
+//! both [`Registry::node_failed`] and [`LockTable::node_failed`]; when the
+//! counterpart unregisters with [`RecoveryOutcome::Recovered`], the registry
+//! answers [`RetainedLocks::Release`] and the coordinator calls
+//! [`LockTable::release_retained`].
+//!
+//! What this crate must never do: touch a node's private log. It hands out
+//! the [`Grant`] that entitles one counterpart to read a failed node's log,
+//! but opening, reading and writing logs belong to the `engine` and `wal`
+//! crates; `lockmgr` does not depend on `wal`.
+//!
+//! ```
+//! use lockmgr::{LockMode, LockTable, Owner, RequestOutcome, ResourceId, WaitPolicy};
+//!
+//! let table = LockTable::new();
+//! let page = ResourceId::new(1, 42);
+//! let (reader, writer) = (Owner::new(1, 7), Owner::new(2, 9));
+//! assert!(matches!(table.request(reader, page, LockMode::S, WaitPolicy::NoWait), Ok(RequestOutcome::Granted { .. })));
+//! let Ok(RequestOutcome::Queued(ticket)) = table.request(writer, page, LockMode::X, WaitPolicy::Wait) else {
+//!     panic!("X waits for S");
+//! };
+//! let woken = table.release_all(reader); // the reader commits
+//! assert_eq!(woken[0].ticket, ticket); // the coordinator tells the writer
+//! ```
+//!
+//! All concurrency goes through [`sync`], which switches to loom under
+//! `cfg(loom)` (`tests/loom_lock_table.rs`).
+
+pub mod deadlock;
+pub mod error;
+pub mod failure;
+pub mod ids;
+pub mod membership;
+pub mod mode;
+pub mod queue;
+pub mod registry;
+mod shard;
+pub mod sync;
+pub mod table;
+
+pub use deadlock::{find_deadlock, Deadlock, WaitEdge};
+pub use error::{LockError, RegistryError};
+pub use failure::{FailureReport, ReclaimReport, RetainedLock};
+pub use ids::{HolderId, NodeId, Owner, ResourceId, Ticket};
+pub use membership::{Liveness, Membership};
+pub use mode::LockMode;
+pub use queue::{HeldLock, RequestOutcome, ResourceSnapshot, WaitPolicy, WaitingRequest, Woken};
+pub use registry::{AuthState, Grant, NodeStatus, RecoveryOutcome, RecoveryStatus, Registry, RetainedLocks};
+pub use table::{CancelOutcome, LockTable, DEFAULT_MAX_WAITERS};
