@@ -7,7 +7,13 @@
 //! counterpart registry with the membership it needs ([`Registry`]). See
 //! `shared/DESIGN.md`, "The lock manager and the coordinator".
 //!
-//! Everything here is event-driven: no call ever blocks waiting for a lock
+//! Around that core: the coordinator server ([`server`]) that nodes reach
+//! over Unix sockets or TCP with the framed protocol of [`wire`], the
+//! client library nodes use ([`client`], with leases and self-fencing),
+//! authentication by the cluster secret ([`auth`]) and the coordinator's
+//! durable record ([`persist`]).
+//!
+//! The lock table itself is event-driven: no call ever blocks waiting for a lock
 //! or a node. A request is granted, queued (with a [`Ticket`]) or refused at
 //! once; a call that frees something returns the queued requests it granted
 //! ([`Woken`]), and the caller tells their owners. The coordinator server
@@ -41,17 +47,23 @@
 //! All concurrency goes through [`sync`], which switches to loom under
 //! `cfg(loom)` (`tests/loom_lock_table.rs`).
 
+pub mod auth;
+pub mod client;
 pub mod deadlock;
 pub mod error;
 pub mod failure;
 pub mod ids;
 pub mod membership;
 pub mod mode;
+pub mod persist;
 pub mod queue;
 pub mod registry;
+pub mod server;
 mod shard;
 pub mod sync;
 pub mod table;
+pub mod transport;
+pub mod wire;
 
 pub use deadlock::{find_deadlock, Deadlock, WaitEdge};
 pub use error::{LockError, RegistryError};
@@ -62,3 +74,9 @@ pub use mode::LockMode;
 pub use queue::{HeldLock, RequestOutcome, ResourceSnapshot, WaitPolicy, WaitingRequest, Woken};
 pub use registry::{AuthState, Grant, NodeStatus, RecoveryOutcome, RecoveryStatus, Registry, RetainedLocks};
 pub use table::{CancelOutcome, LockTable, DEFAULT_MAX_WAITERS};
+
+pub use auth::Secret;
+pub use client::{Client, ClientConfig, ClientError, ClientEvent, CounterpartGrant};
+pub use server::{Coordinator, CoordinatorConfig, CoordinatorError, RESTART_TXN};
+pub use transport::Endpoint;
+pub use wire::{EventKind, Outcome, Purpose};

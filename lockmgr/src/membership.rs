@@ -86,6 +86,12 @@ impl Membership {
         self.nodes.get(&node).map(|member| member.incarnation)
     }
 
+    /// Puts a member back as a durable record saw it (a restarted
+    /// coordinator restoring its state).
+    pub fn restore(&mut self, node: NodeId, incarnation: u64, liveness: Liveness) {
+        self.nodes.insert(node, Member { incarnation, liveness });
+    }
+
     /// Every node, sorted, with its liveness.
     pub fn nodes(&self) -> Vec<(NodeId, Liveness)> {
         self.nodes

@@ -308,6 +308,82 @@ fn status_of(inner: &Inner, node: NodeId) -> Option<NodeStatus> {
     })
 }
 
+/// What a restarted coordinator needs to rebuild a [`Registry`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrySnapshot {
+    /// The next grant token; every token handed out is below it.
+    pub next_token: u64,
+    /// Every member and its status.
+    pub nodes: Vec<(NodeId, NodeStatus)>,
+}
+
+impl Registry {
+    /// `node` leaves cleanly, holding no write lock: it is failed and at once
+    /// recovered (nothing of it needs backing out), so it may join again.
+    pub fn leave(&self, node: NodeId) -> Result<(), RegistryError> {
+        let mut inner = lock(&self.inner);
+        inner.members.fail(node)?;
+        inner.recoveries.insert(node, Recovery::Recovered);
+        drop_registrations_of(&mut inner, node);
+        tracing::info!(node, "node left");
+        Ok(())
+    }
+
+    /// The state to keep durably.
+    pub fn snapshot(&self) -> RegistrySnapshot {
+        let inner = lock(&self.inner);
+        RegistrySnapshot {
+            next_token: inner.next_token,
+            nodes: inner
+                .members
+                .nodes()
+                .into_iter()
+                .map(|(node, liveness)| {
+                    let status = NodeStatus {
+                        liveness,
+                        incarnation: inner.members.incarnation(node).unwrap_or_default(),
+                        recovery: inner.recoveries.get(&node).map(|r| match r {
+                            Recovery::Inactive => RecoveryStatus::Inactive,
+                            Recovery::Active(g) => RecoveryStatus::Active {
+                                counterpart: g.counterpart,
+                            },
+                            Recovery::Recovered => RecoveryStatus::Recovered,
+                        }),
+                    };
+                    (node, status)
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a registry from a snapshot. An active registration comes
+    /// back inactive: its counterpart's session died with the coordinator,
+    /// and recovery is idempotent, so a counterpart simply registers again.
+    pub fn restore(snapshot: &RegistrySnapshot) -> Registry {
+        let mut members = Membership::new();
+        let mut recoveries = BTreeMap::new();
+        for (node, status) in &snapshot.nodes {
+            members.restore(*node, status.incarnation, status.liveness);
+            if let Some(r) = status.recovery {
+                recoveries.insert(
+                    *node,
+                    match r {
+                        RecoveryStatus::Recovered => Recovery::Recovered,
+                        RecoveryStatus::Inactive | RecoveryStatus::Active { .. } => Recovery::Inactive,
+                    },
+                );
+            }
+        }
+        Registry {
+            inner: Mutex::new(Inner {
+                members,
+                recoveries,
+                next_token: snapshot.next_token,
+            }),
+        }
+    }
+}
+
 fn drop_registrations_of(inner: &mut Inner, counterpart: NodeId) -> Vec<NodeId> {
     let mut orphaned = Vec::new();
     for (failed, recovery) in &mut inner.recoveries {

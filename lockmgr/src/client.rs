@@ -1,0 +1,570 @@
+//! The node side of the coordinator connection: authentication, membership,
+//! pipelined requests, pushed events, heartbeats and the lease.
+//!
+//! Any number of threads may call the client at once; each request carries
+//! its own id and waits for its own reply while others are in flight.
+//!
+//! ## The lease, and why a cut-off node stops writing first
+//! Every `heartbeat_ms` the client sends a heartbeat and notes the time `s`
+//! on its own monotonic clock before sending. When the coordinator's reply
+//! arrives, the lease is valid until `s + lease_ms` (the later of that and the
+//! current expiry). [`Client::lease_valid`] is false from
+//! `lease_ms - fence_margin_ms` after the last acknowledged send; the node
+//! checks it before each write and stops writing (self-fencing) once it is
+//! false. The connection dropping ends the lease at once.
+//!
+//! The coordinator declares the node failed when it has received nothing
+//! for `failure_timeout_ms`, measured from the *receipt* `r ≥ s` of the last
+//! heartbeat on the coordinator's clock. With both clocks' rates within a
+//! relative drift `ρ` of real time, the node stops at real time at most
+//! `s + (lease_ms − margin)(1 + ρ)`, and the coordinator declares failure no
+//! earlier than `r + failure_timeout_ms (1 − ρ) ≥ s + failure_timeout_ms
+//! (1 − ρ)`. So the node has stopped before anyone can be told it failed
+//! whenever `(lease_ms − margin)(1 + ρ) < failure_timeout_ms (1 − ρ)`. The
+//! defaults (lease 400 ms, margin 50 ms, failure timeout 600 ms) satisfy
+//! this for any ρ below 25 %; real clock drift is below 0.01 %. A write
+//! already submitted to the kernel when the lease lapses is the one thing
+//! this cannot stop: peer recovery fences those by the kernel's word on the
+//! same host, and by waiting out the lease otherwise.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::auth::Secret;
+use crate::ids::{NodeId, ResourceId};
+use crate::mode::LockMode;
+use crate::transport::{Endpoint, Stream};
+use crate::wire::{self, ErrorCode, EventKind, HeldLock, MemberInfo, Msg, Outcome, Purpose};
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub endpoint: Endpoint,
+    pub node: NodeId,
+    pub secret: Secret,
+    pub purpose: Purpose,
+    /// For `Rejoin`: the incarnation the node had.
+    pub incarnation: u64,
+    pub connect_timeout: Duration,
+    /// How long before the lease lapses the node stops writing.
+    pub fence_margin_ms: u32,
+    /// Upper bound on waiting for any reply beyond a request's own wait.
+    pub reply_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: Endpoint, node: NodeId, secret: Secret) -> ClientConfig {
+        ClientConfig {
+            endpoint,
+            node,
+            secret,
+            purpose: Purpose::Join,
+            incarnation: 0,
+            connect_timeout: Duration::from_secs(5),
+            fence_margin_ms: 50,
+            reply_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors of coordinator requests.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The resource is locked by failed node `node` until it is recovered.
+    #[error("{resource:?} is retained by failed node {node}")]
+    Retained { node: NodeId, resource: ResourceId },
+    #[error("{resource:?} is locked in a conflicting mode")]
+    Conflict { resource: ResourceId },
+    #[error("deadlock: this transaction was chosen as the victim")]
+    Deadlock { resource: ResourceId },
+    #[error("lock wait on {resource:?} timed out")]
+    Timeout { resource: ResourceId },
+    #[error("the coordinator restarted and is waiting for nodes to re-assert their locks; retry")]
+    CoordinatorRecovering,
+    #[error("authentication failed: wrong cluster secret")]
+    AuthFailed,
+    /// Refused by the registry or membership rules; `code` says which.
+    #[error("refused ({code:?}, node {node}): {message}")]
+    Refused {
+        code: ErrorCode,
+        node: NodeId,
+        message: String,
+    },
+    #[error("the lease lapsed; this node must not write")]
+    LeaseLost,
+    #[error("disconnected from the coordinator")]
+    Disconnected,
+    #[error("cannot reach the coordinator at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    fn from_reply(code: ErrorCode, node: NodeId, resource: ResourceId, message: String) -> ClientError {
+        match code {
+            ErrorCode::Retained => ClientError::Retained { node, resource },
+            ErrorCode::Conflict => ClientError::Conflict { resource },
+            ErrorCode::Deadlock => ClientError::Deadlock { resource },
+            ErrorCode::Timeout => ClientError::Timeout { resource },
+            ErrorCode::CoordinatorRecovering => ClientError::CoordinatorRecovering,
+            ErrorCode::AuthFailed => ClientError::AuthFailed,
+            code => ClientError::Refused { code, node, message },
+        }
+    }
+}
+
+/// What the coordinator (or the connection) tells the node unasked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    Coordinator {
+        kind: EventKind,
+        node: NodeId,
+        incarnation: u64,
+    },
+    /// The lease is about to lapse or has: stop writing.
+    LeaseLost,
+    /// The connection to the coordinator is gone.
+    Disconnected,
+}
+
+/// A registration as counterpart of a failed node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterpartGrant {
+    pub failed: NodeId,
+    /// The failed node's incarnation that died.
+    pub incarnation: u64,
+    pub token: u64,
+}
+
+struct Inner {
+    node: NodeId,
+    writer: Mutex<Stream>,
+    pending: Mutex<HashMap<u64, Sender<Msg>>>,
+    next_id: AtomicU64,
+    events: Mutex<Option<Sender<ClientEvent>>>,
+    /// Lease expiry, as an offset from `epoch`, in microseconds; 0 = none.
+    lease_until_us: AtomicU64,
+    epoch: Instant,
+    lease_lost: AtomicBool,
+    closed: AtomicBool,
+    reply_timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A node's connection to the coordinator. Dropping it closes the
+/// connection (which the coordinator takes as a failure unless the node
+/// called [`Client::leave`]).
+pub struct Client {
+    inner: Arc<Inner>,
+    incarnation: u64,
+    lease_ms: u32,
+    heartbeat_ms: u32,
+    events_rx: Mutex<Option<Receiver<ClientEvent>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Client {
+    /// Connects, authenticates and joins for `cfg.purpose`.
+    pub fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
+        let connect_err = |e: std::io::Error| ClientError::Connect {
+            endpoint: cfg.endpoint.to_string(),
+            message: e.to_string(),
+        };
+        let mut stream = Stream::connect(&cfg.endpoint, cfg.connect_timeout).map_err(connect_err)?;
+        stream
+            .set_read_timeout(Some(cfg.connect_timeout))
+            .map_err(connect_err)?;
+        let send = |s: &mut Stream, id: u64, m: &Msg| {
+            use std::io::Write;
+            s.write_all(&wire::encode(id, m)).map_err(connect_err)
+        };
+        let read = |s: &mut Stream| match wire::read_frame(s) {
+            Ok(Some((_, m))) => Ok(m),
+            Ok(None) => Err(ClientError::Disconnected),
+            Err(e) => Err(ClientError::Protocol(e.to_string())),
+        };
+        send(
+            &mut stream,
+            1,
+            &Msg::Hello {
+                node: cfg.node,
+                purpose: cfg.purpose,
+                incarnation: cfg.incarnation,
+                pid: std::process::id(),
+            },
+        )?;
+        let nonce = match read(&mut stream)? {
+            Msg::Challenge { nonce } => nonce,
+            Msg::Error {
+                code,
+                node,
+                resource,
+                message,
+            } => return Err(ClientError::from_reply(code, node, resource, message)),
+            other => return Err(ClientError::Protocol(format!("expected a challenge, got {other:?}"))),
+        };
+        let sent_at = Instant::now();
+        send(
+            &mut stream,
+            2,
+            &Msg::AuthProof {
+                mac: cfg.secret.prove(&nonce, cfg.node),
+            },
+        )?;
+        let (incarnation, lease_ms, heartbeat_ms) = match read(&mut stream)? {
+            Msg::Welcome {
+                incarnation,
+                lease_ms,
+                heartbeat_ms,
+            } => (incarnation, lease_ms, heartbeat_ms),
+            Msg::Error {
+                code,
+                node,
+                resource,
+                message,
+            } => return Err(ClientError::from_reply(code, node, resource, message)),
+            other => return Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
+        };
+        stream.set_read_timeout(None).map_err(connect_err)?;
+        let reader = stream.try_clone().map_err(connect_err)?;
+        let (ev_tx, ev_rx) = mpsc::channel();
+        let epoch = Instant::now();
+        let inner = Arc::new(Inner {
+            node: cfg.node,
+            writer: Mutex::new(stream),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(3),
+            events: Mutex::new(Some(ev_tx)),
+            lease_until_us: AtomicU64::new(0),
+            epoch,
+            lease_lost: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            reply_timeout: cfg.reply_timeout,
+        });
+        // Being admitted counts as a first heartbeat.
+        inner.extend_lease(sent_at, lease_ms, cfg.fence_margin_ms);
+        let mut threads = Vec::new();
+        {
+            let inner = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("coord-client-{}", cfg.node))
+                    .spawn(move || inner.read_loop(reader))
+                    .expect("spawn the client reader"),
+            );
+        }
+        if cfg.purpose != Purpose::Operator {
+            let inner = inner.clone();
+            let margin = cfg.fence_margin_ms;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("coord-heartbeat-{}", cfg.node))
+                    .spawn(move || inner.heartbeat_loop(heartbeat_ms, lease_ms, margin))
+                    .expect("spawn the heartbeat thread"),
+            );
+        }
+        Ok(Client {
+            inner,
+            incarnation,
+            lease_ms,
+            heartbeat_ms,
+            events_rx: Mutex::new(Some(ev_rx)),
+            threads,
+        })
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// The incarnation the coordinator gave this node.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    pub fn lease_ms(&self) -> u32 {
+        self.lease_ms
+    }
+
+    pub fn heartbeat_ms(&self) -> u32 {
+        self.heartbeat_ms
+    }
+
+    /// The pushed events; can be taken once.
+    pub fn events(&self) -> Option<Receiver<ClientEvent>> {
+        lock(&self.events_rx).take()
+    }
+
+    /// Whether the node may still write (see the module docs).
+    pub fn lease_valid(&self) -> bool {
+        self.inner.lease_valid()
+    }
+
+    /// `Ok` while the lease holds; the node checks this before writing.
+    pub fn check_lease(&self) -> Result<(), ClientError> {
+        if self.lease_valid() {
+            Ok(())
+        } else {
+            Err(ClientError::LeaseLost)
+        }
+    }
+
+    /// Locks `resource` for `txn`; `wait` None fails at once on a conflict.
+    pub fn lock(
+        &self,
+        txn: u64,
+        resource: ResourceId,
+        mode: LockMode,
+        wait: Option<Duration>,
+    ) -> Result<LockMode, ClientError> {
+        let wait_ms = wait.map_or(0, |w| w.as_millis().clamp(1, u32::MAX as u128) as u32);
+        match self.inner.call(
+            &Msg::Lock {
+                txn,
+                resource,
+                mode,
+                wait_ms,
+            },
+            wait.unwrap_or_default(),
+        )? {
+            Msg::Granted { mode } => Ok(mode),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn release(&self, txn: u64, resource: ResourceId) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::Release { txn, resource })
+    }
+
+    /// Releases every lock of `txn` in one request.
+    pub fn release_all(&self, txn: u64) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::ReleaseAll { txn })
+    }
+
+    /// Asks to become the counterpart of failed node `failed`.
+    pub fn register_counterpart(&self, failed: NodeId) -> Result<CounterpartGrant, ClientError> {
+        match self.inner.call(&Msg::RegisterCounterpart { failed }, Duration::ZERO)? {
+            Msg::CounterpartGrant {
+                failed,
+                incarnation,
+                token,
+            } => Ok(CounterpartGrant {
+                failed,
+                incarnation,
+                token,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends a registration: `Recovered` releases the retained locks.
+    pub fn unregister_counterpart(&self, grant: &CounterpartGrant, outcome: Outcome) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::UnregisterCounterpart {
+            failed: grant.failed,
+            token: grant.token,
+            outcome,
+        })
+    }
+
+    /// Files a restart request for `node`; live nodes hear of it.
+    pub fn request_restart(&self, node: NodeId) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::RequestRestart { node })
+    }
+
+    /// A restarting node has backed out its own work: release the locks it
+    /// took back.
+    pub fn restart_finished(&self) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::RestartFinished)
+    }
+
+    /// Re-asserts locks after a coordinator restart (purpose `Rejoin`).
+    pub fn reassert(&self, locks: Vec<HeldLock>) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::Reassert { locks })
+    }
+
+    /// Every member and its state.
+    pub fn status(&self) -> Result<Vec<MemberInfo>, ClientError> {
+        match self.inner.call(&Msg::Status, Duration::ZERO)? {
+            Msg::StatusReply { members } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The retained locks of failed node `node`.
+    pub fn retained(&self, node: NodeId) -> Result<Vec<(ResourceId, LockMode)>, ClientError> {
+        match self.inner.call(&Msg::ListRetained { node }, Duration::ZERO)? {
+            Msg::RetainedList { locks } => Ok(locks),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Leaves the cluster cleanly (every lock released first): the node is
+    /// not treated as failed.
+    pub fn leave(self) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::Leave)
+    }
+
+    fn expect_ok(&self, m: &Msg) -> Result<(), ClientError> {
+        match self.inner.call(m, Duration::ZERO)? {
+            Msg::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(m: Msg) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {m:?}"))
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        lock(&self.inner.writer).shutdown();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Inner {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn extend_lease(&self, sent_at: Instant, lease_ms: u32, margin_ms: u32) {
+        let until = sent_at.saturating_duration_since(self.epoch)
+            + Duration::from_millis(lease_ms.saturating_sub(margin_ms) as u64);
+        self.lease_until_us
+            .fetch_max(until.as_micros() as u64, Ordering::AcqRel);
+    }
+
+    fn lease_valid(&self) -> bool {
+        !self.lease_lost.load(Ordering::Acquire)
+            && !self.closed.load(Ordering::Acquire)
+            && self.now_us() < self.lease_until_us.load(Ordering::Acquire)
+    }
+
+    fn emit(&self, e: ClientEvent) {
+        if let Some(tx) = lock(&self.events).as_ref() {
+            let _ = tx.send(e);
+        }
+    }
+
+    fn lose_lease(&self) {
+        if !self.lease_lost.swap(true, Ordering::AcqRel) {
+            tracing::warn!(node = self.node, "lease lost; the node must stop writing");
+            self.emit(ClientEvent::LeaseLost);
+        }
+    }
+
+    /// Sends a request and waits for its reply (the request's own wait plus
+    /// the reply timeout at most).
+    fn call(&self, m: &Msg, wait: Duration) -> Result<Msg, ClientError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Disconnected);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        lock(&self.pending).insert(id, tx);
+        {
+            use std::io::Write;
+            let mut w = lock(&self.writer);
+            if w.write_all(&wire::encode(id, m)).is_err() {
+                lock(&self.pending).remove(&id);
+                return Err(ClientError::Disconnected);
+            }
+        }
+        match rx.recv_timeout(wait + self.reply_timeout) {
+            Ok(Msg::Error {
+                code,
+                node,
+                resource,
+                message,
+            }) => Err(ClientError::from_reply(code, node, resource, message)),
+            Ok(reply) => Ok(reply),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ClientError::Disconnected),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                lock(&self.pending).remove(&id);
+                Err(ClientError::Protocol("no reply from the coordinator in time".into()))
+            }
+        }
+    }
+
+    fn read_loop(&self, mut reader: Stream) {
+        loop {
+            match wire::read_frame(&mut reader) {
+                Ok(Some((
+                    0,
+                    Msg::Event {
+                        kind,
+                        node,
+                        incarnation,
+                    },
+                ))) => self.emit(ClientEvent::Coordinator {
+                    kind,
+                    node,
+                    incarnation,
+                }),
+                Ok(Some((id, msg))) => {
+                    if let Some(tx) = lock(&self.pending).remove(&id) {
+                        let _ = tx.send(msg);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.closed.store(true, Ordering::Release);
+        // Waiters see their channel close and report Disconnected.
+        lock(&self.pending).clear();
+        self.lose_lease();
+        self.emit(ClientEvent::Disconnected);
+    }
+
+    fn heartbeat_loop(&self, heartbeat_ms: u32, lease_ms: u32, margin_ms: u32) {
+        let period = Duration::from_millis(heartbeat_ms as u64);
+        while !self.closed.load(Ordering::Acquire) {
+            let sent_at = Instant::now();
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = mpsc::channel();
+            lock(&self.pending).insert(id, tx);
+            let sent = {
+                use std::io::Write;
+                lock(&self.writer).write_all(&wire::encode(id, &Msg::Heartbeat)).is_ok()
+            };
+            if !sent {
+                break;
+            }
+            // Wait for the reply, watching the lease as time passes.
+            let deadline = sent_at + period;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left.min(Duration::from_millis(5))) {
+                    Ok(Msg::Ok) => self.extend_lease(sent_at, lease_ms, margin_ms),
+                    Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        std::thread::sleep(left.min(Duration::from_millis(5)));
+                    }
+                }
+                if !self.lease_valid() {
+                    self.lose_lease();
+                }
+                if Instant::now() >= deadline || self.closed.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+            lock(&self.pending).remove(&id);
+        }
+    }
+}

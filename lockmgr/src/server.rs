@@ -1,0 +1,1053 @@
+//! The coordinator server: the lock table, membership, leases and the
+//! counterpart registry behind Unix-socket and TCP listeners.
+//!
+//! One thread per connection reads frames in order and answers each with the
+//! request id it carried; a node may pipeline requests. Lock waits are
+//! answered later, when the lock is granted, times out, or its owner is
+//! chosen as a deadlock victim. A ticker thread runs every [`TICK`]: it
+//! declares nodes whose heartbeats stopped failed, expires waits, breaks
+//! deadlocks and ends the grace period after a restart.
+//!
+//! ## Failure detection
+//! A member is declared failed when its connection drops (the kernel closes
+//! a killed process's sockets, so detection takes well under a millisecond on
+//! one host), or when no heartbeat arrived for `failure_timeout_ms`. See
+//! [`crate::client`] for the lease argument that makes a cut-off node stop
+//! writing before that.
+//!
+//! ## Authentication
+//! The first frame must be `Hello`; the coordinator answers with a challenge
+//! and admits nothing before a valid proof ([`crate::auth`]). Any other frame
+//! first, a bad proof, or a malformed frame closes the connection with an
+//! error and nothing the connection sent takes effect.
+//!
+//! ## Restart of the coordinator
+//! The durable record ([`crate::persist`]) restores membership, recovery
+//! status and every retained lock. Nodes that were live reconnect with
+//! `Rejoin` and re-assert their locks; until all have (or `failure_timeout_ms`
+//! has passed) no other lock is granted, so nothing can be granted over a
+//! lock that is not re-asserted yet. A node that does not come back is
+//! declared failed with its locks unknown ("blind"): until a counterpart has
+//! recovered it, every lock request is refused with `Retained` naming it —
+//! the cluster pauses rather than risk exposing its uncommitted pages.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wal::io::Io;
+
+use crate::auth::{self, Secret};
+use crate::error::{LockError, RegistryError};
+use crate::failure::RetainedLock;
+use crate::ids::{NodeId, Owner, ResourceId, Ticket};
+use crate::membership::Liveness;
+use crate::persist::{self, CoordinatorState, PersistError};
+use crate::queue::{RequestOutcome, WaitPolicy, Woken};
+use crate::registry::{AuthState, Grant, RecoveryOutcome, RecoveryStatus, Registry, RetainedLocks};
+use crate::table::LockTable;
+use crate::transport::{Endpoint, Stream};
+use crate::wire::{self, ErrorCode, EventKind, MemberInfo, Msg, Outcome, Purpose};
+
+/// How often the ticker runs.
+pub const TICK: Duration = Duration::from_millis(2);
+/// The transaction id under which a restarting node holds its reclaimed
+/// locks until it reports `RestartFinished`.
+pub const RESTART_TXN: u64 = u64::MAX;
+/// How long a connection may take to authenticate.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadlock detection runs every this many ticks.
+const DEADLOCK_EVERY_TICKS: u64 = 5;
+
+/// How a coordinator runs.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub listen: Vec<Endpoint>,
+    pub secret: Secret,
+    /// Where the durable record lives.
+    pub state_dir: PathBuf,
+    pub io: Io,
+    /// How long a heartbeat's lease lasts, measured by the node from when it
+    /// sent the heartbeat.
+    pub lease_ms: u32,
+    pub heartbeat_ms: u32,
+    /// Silence after which the coordinator declares a node failed; must
+    /// exceed `lease_ms` by the clock-drift margin (see [`crate::client`]).
+    pub failure_timeout_ms: u32,
+}
+
+impl CoordinatorConfig {
+    pub fn new(listen: Vec<Endpoint>, secret: Secret, state_dir: PathBuf, io: Io) -> CoordinatorConfig {
+        CoordinatorConfig {
+            listen,
+            secret,
+            state_dir,
+            io,
+            lease_ms: 400,
+            heartbeat_ms: 100,
+            failure_timeout_ms: 600,
+        }
+    }
+}
+
+/// Why a coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    #[error("cannot listen on {endpoint}: {source}")]
+    Listen { endpoint: Endpoint, source: std::io::Error },
+    #[error(transparent)]
+    State(#[from] PersistError),
+    #[error("the durable record contradicts itself: {0}")]
+    Inconsistent(LockError),
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+/// One connection's write side, shared by the threads that answer on it.
+struct Conn {
+    id: u64,
+    writer: Mutex<Stream>,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    fn send(&self, request_id: u64, msg: &Msg) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let bytes = wire::encode(request_id, msg);
+        let mut w = lock(&self.writer);
+        if w.write_all(&bytes).is_err() {
+            self.close_with(&w);
+        }
+    }
+
+    fn close(&self) {
+        let w = lock(&self.writer);
+        self.close_with(&w);
+    }
+
+    fn close_with(&self, w: &Stream) {
+        self.closed.store(true, Ordering::Release);
+        w.shutdown();
+    }
+}
+
+struct Session {
+    conn: Arc<Conn>,
+    incarnation: u64,
+    last_heartbeat: Mutex<Instant>,
+}
+
+struct Wait {
+    ticket: Ticket,
+    conn: Arc<Conn>,
+    request_id: u64,
+    deadline: Instant,
+}
+
+struct Shared {
+    cfg: CoordinatorConfig,
+    table: LockTable,
+    registry: Registry,
+    sessions: Mutex<HashMap<NodeId, Arc<Session>>>,
+    waits: Mutex<HashMap<u64, Wait>>,
+    /// Grants handed out, by failed node, to check unregistrations.
+    grants: Mutex<HashMap<NodeId, Grant>>,
+    /// Failed nodes whose locks are unknown (see the module docs).
+    blind: Mutex<BTreeSet<NodeId>>,
+    /// After a restart: live nodes not yet back, and until when to wait.
+    awaiting: Mutex<(BTreeSet<NodeId>, Option<Instant>)>,
+    /// Serialises writes of the durable record.
+    persist_lock: Mutex<()>,
+    stop: AtomicBool,
+    next_conn: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its state consistent; a panic elsewhere
+    // must not take the coordinator down with poisoned locks.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    shared: Arc<Shared>,
+    addrs: Vec<Endpoint>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Coordinator {
+    /// Loads the durable record, binds every endpoint and starts serving.
+    pub fn start(cfg: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
+        if cfg.listen.is_empty() {
+            return Err(CoordinatorError::Config("no endpoint to listen on".into()));
+        }
+        if cfg.heartbeat_ms == 0 || cfg.lease_ms <= cfg.heartbeat_ms || cfg.failure_timeout_ms <= cfg.lease_ms {
+            return Err(CoordinatorError::Config(
+                "need 0 < heartbeat_ms < lease_ms < failure_timeout_ms".into(),
+            ));
+        }
+        std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| PersistError::Io(wal::io::IoError::new(wal::io::OpKind::Open, &cfg.state_dir, None, e)))?;
+        let restored = persist::load(&cfg.io, &cfg.state_dir)?;
+        let (table, registry, blind, awaiting) = match &restored {
+            None => (LockTable::new(), Registry::default(), BTreeSet::new(), BTreeSet::new()),
+            Some(state) => {
+                let table = LockTable::from_retained(state.retained.iter().copied(), crate::table::DEFAULT_MAX_WAITERS)
+                    .map_err(CoordinatorError::Inconsistent)?;
+                let mut awaiting = BTreeSet::new();
+                for (node, st) in &state.registry.nodes {
+                    match st.liveness {
+                        Liveness::Failed => {
+                            table.node_failed(*node);
+                        }
+                        Liveness::Live => {
+                            awaiting.insert(*node);
+                        }
+                    }
+                }
+                let registry = Registry::restore(&state.registry);
+                tracing::info!(
+                    retained = state.retained.len(),
+                    awaiting = awaiting.len(),
+                    "coordinator state restored"
+                );
+                (table, registry, state.blind.iter().copied().collect(), awaiting)
+            }
+        };
+        let grace =
+            (!awaiting.is_empty()).then(|| Instant::now() + Duration::from_millis(cfg.failure_timeout_ms as u64));
+        let shared = Arc::new(Shared {
+            cfg,
+            table,
+            registry,
+            sessions: Mutex::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
+            grants: Mutex::new(HashMap::new()),
+            blind: Mutex::new(blind),
+            awaiting: Mutex::new((awaiting, grace)),
+            persist_lock: Mutex::new(()),
+            stop: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+        });
+        shared.persist();
+        let mut threads = Vec::new();
+        let mut addrs = Vec::new();
+        for ep in shared.cfg.listen.clone() {
+            let (thread, addr) = listen(shared.clone(), ep)?;
+            threads.push(thread);
+            addrs.push(addr);
+        }
+        let ticker = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("coord-ticker".into())
+                .spawn(move || ticker.tick_loop())
+                .expect("spawn the ticker thread"),
+        );
+        Ok(Coordinator { shared, addrs, threads })
+    }
+
+    /// The endpoints actually bound (a TCP port 0 resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.addrs
+    }
+
+    /// Blocks until the coordinator stops.
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops serving: listeners close, connections are dropped.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for ep in &self.addrs {
+            // Wake the blocking accept.
+            let _ = Stream::connect(ep, Duration::from_millis(100));
+        }
+        for s in lock(&self.shared.sessions).values() {
+            s.conn.close();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for ep in &self.addrs {
+            if let Endpoint::Unix(p) = ep {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop_threads();
+        }
+    }
+}
+
+fn listen(shared: Arc<Shared>, ep: Endpoint) -> Result<(JoinHandle<()>, Endpoint), CoordinatorError> {
+    let err = |endpoint: &Endpoint, source| CoordinatorError::Listen {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    match ep {
+        Endpoint::Unix(path) => {
+            // A socket file left by a dead coordinator refuses the bind.
+            if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            let l = UnixListener::bind(&path).map_err(|e| err(&Endpoint::Unix(path.clone()), e))?;
+            let addr = Endpoint::Unix(path);
+            let t = std::thread::Builder::new()
+                .name("coord-accept-unix".into())
+                .spawn(move || {
+                    for s in l.incoming() {
+                        if shared.stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        if let Ok(s) = s {
+                            shared.clone().serve(Stream::Unix(s));
+                        }
+                    }
+                })
+                .expect("spawn an accept thread");
+            Ok((t, addr))
+        }
+        Endpoint::Tcp(a) => {
+            let l = std::net::TcpListener::bind(a).map_err(|e| err(&Endpoint::Tcp(a), e))?;
+            let addr = Endpoint::Tcp(l.local_addr().map_err(|e| err(&Endpoint::Tcp(a), e))?);
+            let t = std::thread::Builder::new()
+                .name("coord-accept-tcp".into())
+                .spawn(move || {
+                    for s in l.incoming() {
+                        if shared.stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        if let Ok(s) = s {
+                            let _ = s.set_nodelay(true);
+                            shared.clone().serve(Stream::Tcp(s));
+                        }
+                    }
+                })
+                .expect("spawn an accept thread");
+            Ok((t, addr))
+        }
+    }
+}
+
+fn error_msg(code: ErrorCode, node: NodeId, resource: ResourceId, message: impl Into<String>) -> Msg {
+    Msg::Error {
+        code,
+        node,
+        resource,
+        message: message.into(),
+    }
+}
+
+fn lock_error(e: &LockError) -> Msg {
+    let none = ResourceId::new(0, 0);
+    let (code, node, resource) = match *e {
+        LockError::Conflict { resource, .. } => (ErrorCode::Conflict, 0, resource),
+        LockError::Retained { node, resource, .. } => (ErrorCode::Retained, node, resource),
+        LockError::QueueFull { resource, .. } => (ErrorCode::QueueFull, 0, resource),
+        LockError::NotHeld { resource, .. } => (ErrorCode::NotHeld, 0, resource),
+        LockError::NodeFailed { node, .. } => (ErrorCode::NodeFailed, node, none),
+        _ => (ErrorCode::Refused, 0, none),
+    };
+    error_msg(code, node, resource, e.to_string())
+}
+
+fn registry_error(e: &RegistryError) -> Msg {
+    let none = ResourceId::new(0, 0);
+    let (code, node) = match *e {
+        RegistryError::NotAuthenticated => (ErrorCode::NotAuthenticated, 0),
+        RegistryError::UnknownNode { node } => (ErrorCode::UnknownNode, node),
+        RegistryError::CallerIsFailedNode { node } => (ErrorCode::CallerIsFailedNode, node),
+        RegistryError::CallerNotLive { caller } => (ErrorCode::CallerNotLive, caller),
+        RegistryError::NodeNotFailed { node } => (ErrorCode::NodeNotFailed, node),
+        RegistryError::AlreadyActive { counterpart, .. } => (ErrorCode::AlreadyActive, counterpart),
+        RegistryError::AlreadyRecovered { node } => (ErrorCode::AlreadyRecovered, node),
+        RegistryError::NotCounterpart { failed, .. } => (ErrorCode::NotCounterpart, failed),
+        RegistryError::RecoveryInProgress { counterpart, .. } => (ErrorCode::RecoveryInProgress, counterpart),
+        RegistryError::AlreadyLive { node } => (ErrorCode::AlreadyLive, node),
+        _ => (ErrorCode::Refused, 0),
+    };
+    error_msg(code, node, none, e.to_string())
+}
+
+/// What a connection turned out to be after its handshake.
+enum Admitted {
+    Member {
+        node: NodeId,
+        session: Arc<Session>,
+        purpose: Purpose,
+    },
+    Operator {
+        node: NodeId,
+    },
+}
+
+impl Shared {
+    fn serve(self: Arc<Self>, stream: Stream) {
+        let Ok(reader) = stream.try_clone() else { return };
+        let conn = Arc::new(Conn {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            writer: Mutex::new(stream),
+            closed: AtomicBool::new(false),
+        });
+        let _ = std::thread::Builder::new()
+            .name(format!("coord-conn-{}", conn.id))
+            .spawn(move || self.connection(conn, reader));
+    }
+
+    fn connection(self: Arc<Self>, conn: Arc<Conn>, mut reader: Stream) {
+        let _ = reader.set_read_timeout(Some(AUTH_TIMEOUT));
+        let admitted = match self.handshake(&conn, &mut reader) {
+            Some(a) => a,
+            None => {
+                conn.close();
+                return;
+            }
+        };
+        let _ = reader.set_read_timeout(None);
+        let node = match &admitted {
+            Admitted::Member { node, .. } | Admitted::Operator { node } => *node,
+        };
+        loop {
+            match wire::read_frame(&mut reader) {
+                Ok(Some((id, msg))) => {
+                    if !self.request(&conn, &admitted, id, msg) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(wire::FrameReadError::Wire(e)) => {
+                    tracing::warn!(node, error = %e, "malformed frame; closing the connection");
+                    conn.send(
+                        0,
+                        &error_msg(ErrorCode::Malformed, 0, ResourceId::new(0, 0), e.to_string()),
+                    );
+                    break;
+                }
+                Err(wire::FrameReadError::Io(_)) => break,
+            }
+        }
+        conn.close();
+        if let Admitted::Member { node, session, .. } = admitted {
+            self.connection_lost(node, &session);
+        }
+    }
+
+    /// Hello, challenge, proof, admission. `None` closes the connection.
+    fn handshake(&self, conn: &Arc<Conn>, reader: &mut Stream) -> Option<Admitted> {
+        let none = ResourceId::new(0, 0);
+        let (hello_id, node, purpose, incarnation) = match wire::read_frame(reader) {
+            Ok(Some((
+                id,
+                Msg::Hello {
+                    node,
+                    purpose,
+                    incarnation,
+                    ..
+                },
+            ))) => (id, node, purpose, incarnation),
+            Ok(Some((id, _))) => {
+                conn.send(
+                    id,
+                    &error_msg(ErrorCode::NotAuthenticated, 0, none, "authenticate first"),
+                );
+                return None;
+            }
+            Ok(None) | Err(wire::FrameReadError::Io(_)) => return None,
+            Err(wire::FrameReadError::Wire(e)) => {
+                conn.send(0, &error_msg(ErrorCode::Malformed, 0, none, e.to_string()));
+                return None;
+            }
+        };
+        let nonce = auth::nonce();
+        conn.send(hello_id, &Msg::Challenge { nonce });
+        match wire::read_frame(reader) {
+            Ok(Some((id, Msg::AuthProof { mac }))) => {
+                if !self.cfg.secret.verify(&nonce, node, &mac) {
+                    tracing::warn!(node, "authentication failed");
+                    conn.send(
+                        id,
+                        &error_msg(ErrorCode::AuthFailed, node, none, "authentication failed"),
+                    );
+                    return None;
+                }
+                self.admit(conn, id, node, purpose, incarnation)
+            }
+            Ok(Some((id, _))) => {
+                conn.send(
+                    id,
+                    &error_msg(ErrorCode::NotAuthenticated, 0, none, "expected the proof"),
+                );
+                None
+            }
+            Ok(None) | Err(wire::FrameReadError::Io(_)) => None,
+            Err(wire::FrameReadError::Wire(e)) => {
+                conn.send(0, &error_msg(ErrorCode::Malformed, 0, none, e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn admit(&self, conn: &Arc<Conn>, id: u64, node: NodeId, purpose: Purpose, incarnation: u64) -> Option<Admitted> {
+        let none = ResourceId::new(0, 0);
+        let refuse = |msg: Msg| {
+            conn.send(id, &msg);
+            None
+        };
+        if purpose == Purpose::Operator {
+            conn.send(
+                id,
+                &Msg::Welcome {
+                    incarnation: 0,
+                    lease_ms: self.cfg.lease_ms,
+                    heartbeat_ms: self.cfg.heartbeat_ms,
+                },
+            );
+            return Some(Admitted::Operator { node });
+        }
+        let status = self.registry.status(node);
+        let incarnation = match purpose {
+            Purpose::Rejoin => {
+                let mut awaiting = lock(&self.awaiting);
+                let ok = status.is_some_and(|s| s.liveness == Liveness::Live && s.incarnation == incarnation)
+                    && awaiting.0.contains(&node);
+                if !ok {
+                    return refuse(error_msg(
+                        ErrorCode::Refused,
+                        node,
+                        none,
+                        "rejoin is only for live members after a coordinator restart",
+                    ));
+                }
+                awaiting.0.remove(&node);
+                incarnation
+            }
+            Purpose::Join | Purpose::Restart => {
+                let unrecovered = status.is_some_and(|s| {
+                    s.liveness == Liveness::Failed && !matches!(s.recovery, Some(RecoveryStatus::Recovered))
+                });
+                if unrecovered && purpose == Purpose::Join {
+                    return refuse(error_msg(
+                        ErrorCode::NotRecovered,
+                        node,
+                        none,
+                        "node failed and is not recovered yet; restart it to recover itself",
+                    ));
+                }
+                if lock(&self.awaiting).0.contains(&node) {
+                    return refuse(error_msg(
+                        ErrorCode::AlreadyLive,
+                        node,
+                        none,
+                        "node is live; after a coordinator restart use rejoin",
+                    ));
+                }
+                match self.registry.join(node) {
+                    Ok(inc) => inc,
+                    Err(e) => return refuse(registry_error(&e)),
+                }
+            }
+            Purpose::Operator => unreachable!("handled above"),
+        };
+        self.table.node_joined(node);
+        if purpose == Purpose::Restart {
+            // The restarting node takes its retained locks back; it releases
+            // them with RestartFinished once its own recovery is done.
+            match self.table.reclaim_retained(node, Owner::new(node, RESTART_TXN)) {
+                Ok(report) => self.notify(report.woken),
+                Err(e) => tracing::error!(node, error = %e, "reclaiming retained locks failed"),
+            }
+        }
+        let session = Arc::new(Session {
+            conn: conn.clone(),
+            incarnation,
+            last_heartbeat: Mutex::new(Instant::now()),
+        });
+        lock(&self.sessions).insert(node, session.clone());
+        self.persist();
+        conn.send(
+            id,
+            &Msg::Welcome {
+                incarnation,
+                lease_ms: self.cfg.lease_ms,
+                heartbeat_ms: self.cfg.heartbeat_ms,
+            },
+        );
+        self.broadcast(EventKind::NodeJoined, node, incarnation);
+        tracing::info!(node, incarnation, ?purpose, "node admitted");
+        Some(Admitted::Member { node, session, purpose })
+    }
+
+    /// Handles one request; `false` closes the connection.
+    fn request(&self, conn: &Arc<Conn>, who: &Admitted, id: u64, msg: Msg) -> bool {
+        let none = ResourceId::new(0, 0);
+        let (node, member, purpose) = match who {
+            Admitted::Member { node, session, purpose } => (*node, Some(session), *purpose),
+            Admitted::Operator { node } => (*node, None, Purpose::Operator),
+        };
+        let reply = |m: Msg| conn.send(id, &m);
+        match msg {
+            Msg::Heartbeat => {
+                if let Some(s) = member {
+                    *lock(&s.last_heartbeat) = Instant::now();
+                }
+                reply(Msg::Ok);
+            }
+            Msg::Lock {
+                txn,
+                resource,
+                mode,
+                wait_ms,
+            } => {
+                if member.is_none() {
+                    reply(error_msg(ErrorCode::Refused, node, resource, "operators hold no locks"));
+                } else if let Some(m) = self.lock_gate(resource) {
+                    reply(m);
+                } else {
+                    let policy = if wait_ms == 0 {
+                        WaitPolicy::NoWait
+                    } else {
+                        WaitPolicy::Wait
+                    };
+                    // The wait is recorded before anyone can grant it: a
+                    // release's `notify` takes this map's lock after the table
+                    // is updated, so it cannot miss the entry.
+                    let mut waits = lock(&self.waits);
+                    match self.table.request(Owner::new(node, txn), resource, mode, policy) {
+                        Ok(RequestOutcome::Granted { held }) => {
+                            drop(waits);
+                            reply(Msg::Granted { mode: held })
+                        }
+                        Ok(RequestOutcome::Queued(ticket)) => {
+                            waits.insert(
+                                ticket.id(),
+                                Wait {
+                                    ticket,
+                                    conn: conn.clone(),
+                                    request_id: id,
+                                    deadline: Instant::now() + Duration::from_millis(wait_ms as u64),
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            drop(waits);
+                            reply(lock_error(&e))
+                        }
+                    }
+                }
+            }
+            Msg::Release { txn, resource } => match self.table.release(Owner::new(node, txn), resource) {
+                Ok(woken) => {
+                    self.notify(woken);
+                    reply(Msg::Ok);
+                }
+                Err(e) => reply(lock_error(&e)),
+            },
+            Msg::ReleaseAll { txn } => {
+                let woken = self.table.release_all(Owner::new(node, txn));
+                self.notify(woken);
+                reply(Msg::Ok);
+            }
+            Msg::RegisterCounterpart { failed } => {
+                let auth = if member.is_some() {
+                    AuthState::Authenticated
+                } else {
+                    AuthState::Unauthenticated
+                };
+                match self.registry.register_counterpart(node, auth, failed) {
+                    Ok(grant) => {
+                        lock(&self.grants).insert(failed, grant);
+                        reply(Msg::CounterpartGrant {
+                            failed,
+                            incarnation: grant.incarnation(),
+                            token: grant.token(),
+                        });
+                        self.persist();
+                    }
+                    Err(e) => reply(registry_error(&e)),
+                }
+            }
+            Msg::UnregisterCounterpart { failed, token, outcome } => {
+                let grant = lock(&self.grants).get(&failed).copied();
+                let Some(grant) = grant.filter(|g| g.token() == token) else {
+                    reply(error_msg(
+                        ErrorCode::NotCounterpart,
+                        failed,
+                        none,
+                        "no such registration",
+                    ));
+                    return true;
+                };
+                let outcome = match outcome {
+                    Outcome::Recovered => RecoveryOutcome::Recovered,
+                    Outcome::Abandoned => RecoveryOutcome::Abandoned,
+                };
+                match self
+                    .registry
+                    .unregister_counterpart(node, AuthState::Authenticated, &grant, outcome)
+                {
+                    Ok(locks) => {
+                        lock(&self.grants).remove(&failed);
+                        if locks == RetainedLocks::Release {
+                            let woken = self.table.release_retained(failed);
+                            lock(&self.blind).remove(&failed);
+                            self.persist();
+                            self.notify(woken);
+                            reply(Msg::Ok);
+                            self.broadcast(EventKind::RecoveryFinished, failed, grant.incarnation());
+                        } else {
+                            self.persist();
+                            reply(Msg::Ok);
+                            // Inactive again: invite another counterpart.
+                            self.broadcast(EventKind::NodeFailed, failed, grant.incarnation());
+                        }
+                    }
+                    Err(e) => reply(registry_error(&e)),
+                }
+            }
+            Msg::RequestRestart { node: target } => {
+                let inc = self.registry.status(target).map_or(0, |s| s.incarnation);
+                reply(Msg::Ok);
+                self.broadcast(EventKind::RestartRequested, target, inc);
+            }
+            Msg::Status => reply(self.status()),
+            Msg::ListRetained { node: target } => reply(Msg::RetainedList {
+                locks: self.table.retained(target),
+            }),
+            Msg::Reassert { locks } => {
+                let mut refused = None;
+                for l in locks {
+                    let owner = Owner::new(node, l.txn);
+                    match self.table.request(owner, l.resource, l.mode, WaitPolicy::NoWait) {
+                        Ok(RequestOutcome::Granted { .. }) => {}
+                        Ok(RequestOutcome::Queued(t)) => {
+                            self.table.cancel(t);
+                            refused.get_or_insert(l.resource);
+                        }
+                        Err(_) => {
+                            refused.get_or_insert(l.resource);
+                        }
+                    }
+                }
+                match refused {
+                    None => reply(Msg::Ok),
+                    Some(r) => reply(error_msg(ErrorCode::Conflict, node, r, "re-asserted lock conflicts")),
+                }
+            }
+            Msg::RestartFinished if purpose != Purpose::Restart => {
+                reply(error_msg(
+                    ErrorCode::Refused,
+                    node,
+                    none,
+                    "only a restarting node finishes a restart",
+                ));
+            }
+            Msg::RestartFinished => {
+                let woken = self.table.release_all(Owner::new(node, RESTART_TXN));
+                self.notify(woken);
+                reply(Msg::Ok);
+                self.broadcast(EventKind::RecoveryFinished, node, member.map_or(0, |s| s.incarnation));
+            }
+            Msg::Leave => {
+                if member.is_none() {
+                    reply(Msg::Ok);
+                    return false;
+                }
+                lock(&self.sessions).remove(&node);
+                let report = self.table.node_failed(node);
+                self.forget_waits(&report.cancelled);
+                self.notify(report.woken);
+                if report.retained.is_empty() {
+                    let _ = self.registry.leave(node);
+                } else {
+                    // It left holding write locks: they stay retained and
+                    // it needs recovery like any failed node.
+                    let _ = self.registry.node_failed(node);
+                }
+                self.persist();
+                reply(Msg::Ok);
+                if !report.retained.is_empty() {
+                    self.broadcast(EventKind::NodeFailed, node, member.map_or(0, |s| s.incarnation));
+                }
+                return false;
+            }
+            Msg::Hello { .. } | Msg::AuthProof { .. } => {
+                reply(error_msg(ErrorCode::Malformed, node, none, "already authenticated"));
+            }
+            _ => {
+                reply(error_msg(ErrorCode::Malformed, node, none, "not a request"));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Refusals that apply to every lock request: after a restart until the
+    /// live nodes re-asserted their locks, and while a blind node is
+    /// unrecovered (module docs).
+    fn lock_gate(&self, resource: ResourceId) -> Option<Msg> {
+        if !lock(&self.awaiting).0.is_empty() {
+            return Some(error_msg(
+                ErrorCode::CoordinatorRecovering,
+                0,
+                resource,
+                "coordinator restarted; waiting for live nodes to re-assert their locks",
+            ));
+        }
+        if let Some(&blind) = lock(&self.blind).iter().next() {
+            return Some(error_msg(
+                ErrorCode::Retained,
+                blind,
+                resource,
+                "a failed node's locks are unknown until it is recovered",
+            ));
+        }
+        None
+    }
+
+    fn status(&self) -> Msg {
+        let members = self
+            .registry
+            .statuses()
+            .into_iter()
+            .map(|(node, st)| {
+                let (recovery, counterpart) = match st.recovery {
+                    None => (0, 0),
+                    Some(RecoveryStatus::Inactive) => (1, 0),
+                    Some(RecoveryStatus::Active { counterpart }) => (2, counterpart),
+                    Some(RecoveryStatus::Recovered) => (3, 0),
+                };
+                MemberInfo {
+                    node,
+                    live: st.liveness == Liveness::Live,
+                    incarnation: st.incarnation,
+                    recovery,
+                    counterpart,
+                    retained_locks: self.table.retained(node).len() as u32,
+                }
+            })
+            .collect();
+        Msg::StatusReply { members }
+    }
+
+    /// Answers granted waits.
+    fn notify(&self, woken: Vec<Woken>) {
+        if woken.is_empty() {
+            return;
+        }
+        let mut waits = lock(&self.waits);
+        for w in woken {
+            if let Some(wait) = waits.remove(&w.ticket.id()) {
+                wait.conn.send(wait.request_id, &Msg::Granted { mode: w.held });
+            }
+        }
+    }
+
+    fn forget_waits(&self, tickets: &[Ticket]) {
+        let mut waits = lock(&self.waits);
+        for t in tickets {
+            waits.remove(&t.id());
+        }
+    }
+
+    fn broadcast(&self, kind: EventKind, node: NodeId, incarnation: u64) {
+        let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        let event = Msg::Event {
+            kind,
+            node,
+            incarnation,
+        };
+        for s in sessions {
+            s.conn.send(0, &event);
+        }
+    }
+
+    /// A member's connection ended: if it is still the node's current
+    /// session, the node has failed.
+    fn connection_lost(&self, node: NodeId, session: &Arc<Session>) {
+        let current = {
+            let mut sessions = lock(&self.sessions);
+            match sessions.get(&node) {
+                Some(s) if Arc::ptr_eq(s, session) => {
+                    sessions.remove(&node);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if current {
+            self.fail_node(node, session.incarnation, false);
+        }
+    }
+
+    /// Declares `node` failed: S/IS locks go, write locks are retained, its
+    /// registrations as a counterpart are dropped, the record is made
+    /// durable, then every live node hears of it.
+    fn fail_node(&self, node: NodeId, incarnation: u64, blind: bool) {
+        let orphaned = match self.registry.node_failed(node) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(node, error = %e, "failure of a node that is not live");
+                return;
+            }
+        };
+        let report = self.table.node_failed(node);
+        self.forget_waits(&report.cancelled);
+        lock(&self.grants).retain(|_, g| g.counterpart() != node);
+        if blind {
+            lock(&self.blind).insert(node);
+        }
+        self.persist();
+        self.notify(report.woken);
+        tracing::warn!(node, retained = report.retained.len(), blind, "node declared failed");
+        self.broadcast(EventKind::NodeFailed, node, incarnation);
+        for failed in orphaned {
+            let inc = self.registry.status(failed).map_or(0, |s| s.incarnation);
+            self.broadcast(EventKind::NodeFailed, failed, inc);
+        }
+    }
+
+    /// Writes the durable record. A coordinator that cannot record a
+    /// failure cannot promise retained locks survive it: it stops.
+    fn persist(&self) {
+        let _guard = lock(&self.persist_lock);
+        let state = CoordinatorState {
+            registry: self.registry.snapshot(),
+            retained: self.table.export_retained(),
+            blind: lock(&self.blind).iter().copied().collect(),
+        };
+        if let Err(e) = persist::store(&self.cfg.io, &self.cfg.state_dir, &state) {
+            eprintln!("fatal: the coordinator cannot write its durable record: {e}");
+            std::process::exit(70);
+        }
+    }
+
+    fn tick_loop(&self) {
+        let mut n: u64 = 0;
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(TICK);
+            n = n.wrapping_add(1);
+            let now = Instant::now();
+            self.expire_sessions(now);
+            self.expire_waits(now);
+            if n.is_multiple_of(DEADLOCK_EVERY_TICKS) {
+                self.break_deadlocks();
+            }
+            self.end_grace(now);
+        }
+    }
+
+    fn expire_sessions(&self, now: Instant) {
+        let timeout = Duration::from_millis(self.cfg.failure_timeout_ms as u64);
+        let silent: Vec<(NodeId, Arc<Session>)> = lock(&self.sessions)
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(*lock(&s.last_heartbeat)) > timeout)
+            .map(|(n, s)| (*n, s.clone()))
+            .collect();
+        for (node, session) in silent {
+            tracing::warn!(node, "no heartbeat within the failure timeout");
+            session.conn.close();
+            self.connection_lost(node, &session);
+        }
+    }
+
+    fn expire_waits(&self, now: Instant) {
+        let expired: Vec<Wait> = {
+            let mut waits = lock(&self.waits);
+            let ids: Vec<u64> = waits
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| waits.remove(&id)).collect()
+        };
+        for w in expired {
+            let out = self.table.cancel(w.ticket);
+            if out.was_waiting {
+                let r = w.ticket.resource();
+                w.conn.send(
+                    w.request_id,
+                    &error_msg(ErrorCode::Timeout, 0, r, "lock wait timed out"),
+                );
+            } else {
+                // Granted in the meantime: `notify` found no wait to answer,
+                // so answer the grant here.
+                if let Some(mode) = self
+                    .table
+                    .locks_of(w.ticket.owner())
+                    .iter()
+                    .find(|(r, _)| *r == w.ticket.resource())
+                    .map(|(_, m)| *m)
+                {
+                    w.conn.send(w.request_id, &Msg::Granted { mode });
+                }
+            }
+            self.notify(out.woken);
+        }
+    }
+
+    fn break_deadlocks(&self) {
+        // Each pass breaks one cycle; a few passes per tick clear more.
+        for _ in 0..8 {
+            let Some(d) = self.table.find_deadlock() else { return };
+            tracing::info!(victim = ?d.victim, cycle = d.cycle.len(), "deadlock; aborting the youngest");
+            for t in d.victim_tickets {
+                let out = self.table.cancel(t);
+                let wait = lock(&self.waits).remove(&t.id());
+                if let (true, Some(w)) = (out.was_waiting, wait) {
+                    w.conn.send(
+                        w.request_id,
+                        &error_msg(ErrorCode::Deadlock, 0, t.resource(), "deadlock victim"),
+                    );
+                }
+                self.notify(out.woken);
+            }
+        }
+    }
+
+    fn end_grace(&self, now: Instant) {
+        let late: Vec<NodeId> = {
+            let mut awaiting = lock(&self.awaiting);
+            match awaiting.1 {
+                Some(deadline) if now >= deadline => {
+                    awaiting.1 = None;
+                    std::mem::take(&mut awaiting.0).into_iter().collect()
+                }
+                _ => return,
+            }
+        };
+        for node in late {
+            let inc = self.registry.status(node).map_or(0, |s| s.incarnation);
+            tracing::warn!(
+                node,
+                "did not come back after the coordinator restarted; its locks are unknown"
+            );
+            self.fail_node(node, inc, true);
+        }
+    }
+}
+
+/// Retained locks as the durable record has them (for tools and tests).
+pub fn retained_in_record(io: &Io, dir: &std::path::Path) -> Result<Vec<RetainedLock>, PersistError> {
+    Ok(persist::load(io, dir)?.map(|s| s.retained).unwrap_or_default())
+}

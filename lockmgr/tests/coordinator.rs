@@ -1,0 +1,188 @@
+//! The coordinator and its client in one process over real sockets: the
+//! protocol paths. Multi-process behaviour (kill -9, coordinator restarts) is
+//! in `tests/cluster.rs`.
+
+use std::time::Duration;
+
+use lockmgr::client::ClientEvent;
+use lockmgr::wire::ErrorCode;
+use lockmgr::{
+    Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, Endpoint, EventKind, LockMode, Outcome, Purpose,
+    ResourceId, Secret,
+};
+
+fn secret() -> Secret {
+    Secret::new(b"test-cluster-secret-0123456789".to_vec()).unwrap()
+}
+
+fn start(dir: &std::path::Path) -> Coordinator {
+    let cfg = CoordinatorConfig::new(
+        vec![
+            Endpoint::Unix(dir.join("coord.sock")),
+            Endpoint::Tcp("127.0.0.1:0".parse().unwrap()),
+        ],
+        secret(),
+        dir.join("state"),
+        wal::io::Io::fallback(),
+    );
+    Coordinator::start(cfg).unwrap()
+}
+
+fn join(ep: &Endpoint, node: u32) -> Client {
+    Client::connect(ClientConfig::new(ep.clone(), node, secret())).unwrap()
+}
+
+fn wait_event(rx: &std::sync::mpsc::Receiver<ClientEvent>, kind: EventKind, node: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(ClientEvent::Coordinator { kind: k, node: n, .. }) = rx.recv_timeout(Duration::from_millis(100)) {
+            if k == kind && n == node {
+                return;
+            }
+        }
+    }
+    panic!("no {kind:?} event for node {node}");
+}
+
+#[test]
+fn locks_waits_and_conflicts_over_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let unix = coord.endpoints()[0].clone();
+    let tcp = coord.endpoints()[1].clone();
+    let a = join(&unix, 1);
+    let b = join(&tcp, 2);
+    let page = ResourceId::new(1, 10);
+    assert_eq!(a.lock(1, page, LockMode::S, None).unwrap(), LockMode::S);
+    assert_eq!(b.lock(1, page, LockMode::S, None).unwrap(), LockMode::S);
+    assert_eq!(
+        b.lock(2, page, LockMode::X, None),
+        Err(ClientError::Conflict { resource: page })
+    );
+    assert_eq!(
+        b.lock(2, page, LockMode::X, Some(Duration::from_millis(50))),
+        Err(ClientError::Timeout { resource: page })
+    );
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.lock(2, page, LockMode::X, Some(Duration::from_secs(10))));
+        std::thread::sleep(Duration::from_millis(50));
+        a.release_all(1).unwrap();
+        b.release(1, page).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), LockMode::X);
+    });
+}
+
+#[test]
+fn a_cross_node_deadlock_picks_a_victim() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let a = join(&ep, 1);
+    let b = join(&ep, 2);
+    let (p, q) = (ResourceId::new(1, 1), ResourceId::new(1, 2));
+    a.lock(5, p, LockMode::X, None).unwrap();
+    b.lock(6, q, LockMode::X, None).unwrap();
+    std::thread::scope(|s| {
+        let ta = s.spawn(|| a.lock(5, q, LockMode::X, Some(Duration::from_secs(20))));
+        let tb = s.spawn(|| b.lock(6, p, LockMode::X, Some(Duration::from_secs(20))));
+        // The youngest transaction (6, on node 2) is the victim; once it
+        // aborts and releases, the other gets its lock.
+        let rb = tb.join().unwrap();
+        assert!(matches!(rb, Err(ClientError::Deadlock { .. })), "{rb:?}");
+        b.release_all(6).unwrap();
+        assert_eq!(ta.join().unwrap(), Ok(LockMode::X));
+    });
+}
+
+#[test]
+fn a_dropped_connection_retains_write_locks_until_a_counterpart_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let survivor = join(&ep, 1);
+    let third = join(&ep, 3);
+    let events = survivor.events().unwrap();
+    let doomed = join(&ep, 2);
+    let (x, s) = (ResourceId::new(2, 1), ResourceId::new(2, 2));
+    doomed.lock(9, x, LockMode::X, None).unwrap();
+    doomed.lock(9, s, LockMode::S, None).unwrap();
+    drop(doomed);
+    wait_event(&events, EventKind::NodeFailed, 2);
+    assert_eq!(
+        survivor.lock(1, x, LockMode::S, None),
+        Err(ClientError::Retained { node: 2, resource: x })
+    );
+    assert_eq!(survivor.lock(1, s, LockMode::X, None).unwrap(), LockMode::X);
+    assert_eq!(survivor.retained(2).unwrap(), vec![(x, LockMode::X)]);
+
+    // Rejoining as a normal member is refused until recovered.
+    let refused = Client::connect(ClientConfig::new(ep.clone(), 2, secret()))
+        .err()
+        .unwrap();
+    assert!(matches!(
+        refused,
+        ClientError::Refused {
+            code: ErrorCode::NotRecovered,
+            ..
+        }
+    ));
+
+    let grant = survivor.register_counterpart(2).unwrap();
+    assert!(matches!(
+        third.register_counterpart(2),
+        Err(ClientError::Refused {
+            code: ErrorCode::AlreadyActive,
+            node: 1,
+            ..
+        })
+    ));
+    survivor.unregister_counterpart(&grant, Outcome::Recovered).unwrap();
+    wait_event(&events, EventKind::RecoveryFinished, 2);
+    survivor.release_all(1).unwrap();
+    assert_eq!(survivor.lock(1, x, LockMode::X, None).unwrap(), LockMode::X);
+    // Recovered: it may join again.
+    let back = join(&ep, 2);
+    assert_eq!(back.incarnation(), 2);
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_has_no_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let bad = Client::connect(ClientConfig::new(
+        ep.clone(),
+        7,
+        Secret::new(b"not-the-cluster-secret!!".to_vec()).unwrap(),
+    ));
+    assert!(matches!(bad, Err(ClientError::AuthFailed)), "{:?}", bad.err());
+    let ok = join(&ep, 1);
+    assert!(
+        ok.status().unwrap().iter().all(|m| m.node != 7),
+        "the refused node is no member"
+    );
+}
+
+#[test]
+fn a_restarting_node_takes_its_locks_back_and_releases_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let peer = join(&ep, 1);
+    let events = peer.events().unwrap();
+    let n2 = join(&ep, 2);
+    let x = ResourceId::new(3, 3);
+    n2.lock(4, x, LockMode::X, None).unwrap();
+    drop(n2);
+    wait_event(&events, EventKind::NodeFailed, 2);
+    let mut cfg = ClientConfig::new(ep.clone(), 2, secret());
+    cfg.purpose = Purpose::Restart;
+    let restarted = Client::connect(cfg).unwrap();
+    assert!(
+        peer.lock(1, x, LockMode::S, None).is_err(),
+        "still protected during its own recovery"
+    );
+    restarted.restart_finished().unwrap();
+    wait_event(&events, EventKind::RecoveryFinished, 2);
+    assert_eq!(peer.lock(1, x, LockMode::X, None).unwrap(), LockMode::X);
+}
