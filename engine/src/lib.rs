@@ -1,1 +1,54 @@
-//! Understudy's engine (placeholder until the engine issue).
+//! Understudy: a transactional storage engine for several node processes on
+//! shared data files, where a surviving peer backs out a failed node's
+//! in-flight work from its private undo log in milliseconds.
+//!
+//! A cluster is a directory ([`Cluster`]): table files, one private
+//! write-ahead undo log per node, and a coordinator (locks, membership,
+//! leases, the counterpart registry) that the nodes reach over a Unix socket
+//! or TCP. Each process opens a [`Node`] and runs [`Transaction`]s on hash
+//! tables: serializable (strict two-phase page locks), write-ahead undo,
+//! FORCE at commit, savepoints as nested scopes.
+//!
+//! ```
+//! use understudy::{Cluster, Node, NodeOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let sock = format!("unix:{}", dir.path().join("coord.sock").display());
+//! Cluster::create(dir.path(), &[1], sock.parse().unwrap(), 4096)?;
+//! // The first node runs the coordinator inside its own process.
+//! let opts = NodeOptions { embed_coordinator: true, ..NodeOptions::default() };
+//! let node = Node::open(dir.path(), 1, opts)?;
+//! node.create_table("accounts", 16)?;
+//!
+//! let mut txn = node.begin()?;
+//! txn.put("accounts", b"alice", b"100")?;
+//! let sp = txn.savepoint()?;
+//! txn.put("accounts", b"alice", b"0")?;
+//! txn.rollback_to(sp)?; // back to 100
+//! txn.commit()?;        // durable when this returns
+//!
+//! let mut txn = node.begin()?;
+//! assert_eq!(txn.get("accounts", b"alice")?, Some(b"100".to_vec()));
+//! txn.rollback()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Errors are typed ([`Error`]): corruption is reported with the file and
+//! page; `Retained` (a failed node's lock), `Deadlock`, `LockTimeout` and
+//! `Conflict` mean "retry the transaction"; `LeaseLost` and `Stopped` mean
+//! this node has stopped writing and must be restarted.
+
+pub mod catalog;
+pub mod cluster;
+pub mod datafile;
+pub mod error;
+pub mod node;
+pub mod page;
+pub mod recovery;
+pub mod table;
+pub mod txn;
+
+pub use cluster::Cluster;
+pub use error::{Error, Result};
+pub use node::{Node, NodeOptions, StartReport};
+pub use txn::{Savepoint, Transaction};

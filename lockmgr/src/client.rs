@@ -413,6 +413,15 @@ impl Client {
         self.expect_ok(&Msg::Leave)
     }
 
+    /// Drops the connection now, without leaving: the coordinator declares
+    /// the node failed at once and retains its write locks. A node that has
+    /// stopped writing after a failure calls this so its recovery starts
+    /// without waiting for the failure timeout.
+    pub fn disconnect(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        lock(&self.inner.writer).shutdown();
+    }
+
     fn expect_ok(&self, m: &Msg) -> Result<(), ClientError> {
         match self.inner.call(m, Duration::ZERO)? {
             Msg::Ok => Ok(()),

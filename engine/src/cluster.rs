@@ -1,0 +1,137 @@
+//! The cluster directory: the shared disk every node of a cluster opens.
+//!
+//! ```text
+//! <cluster>/cluster.conf   node ids, coordinator address, page size, secret file
+//! <cluster>/secret         the cluster secret (created with the cluster)
+//! <cluster>/data/          the catalog and the table files
+//! <cluster>/logs/<node>/   each node's private write-ahead log
+//! <cluster>/coordinator/   the coordinator's durable record
+//! ```
+//!
+//! `cluster.conf` is `key = value` lines (`#` starts a comment):
+//! `nodes = 1,2,3`, `coordinator = unix:/path/to.sock` (or `tcp:HOST:PORT`),
+//! `page_size = 4096`, `secret_file = secret` (relative to the directory).
+
+use std::path::{Path, PathBuf};
+
+use lockmgr::{Endpoint, Secret};
+
+use crate::error::{Error, Result};
+
+/// Page sizes a cluster may use.
+pub const PAGE_SIZES: [usize; 3] = [4096, 8192, 16384];
+
+/// A parsed cluster configuration.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<u32>,
+    pub coordinator: Endpoint,
+    pub page_size: usize,
+    pub secret_file: PathBuf,
+}
+
+fn config_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.conf")
+}
+
+fn bad(dir: &Path, detail: impl Into<String>) -> Error {
+    Error::CorruptFile {
+        file: config_path(dir),
+        detail: detail.into(),
+    }
+}
+
+impl Cluster {
+    /// Creates a cluster directory: config, a fresh random secret, `data/`,
+    /// `logs/`, `coordinator/`. Refuses a directory that already holds one.
+    pub fn create(dir: &Path, nodes: &[u32], coordinator: Endpoint, page_size: usize) -> Result<Cluster> {
+        if nodes.is_empty() || nodes.contains(&0) {
+            return Err(Error::InvalidArgument("node ids must be given and non-zero".into()));
+        }
+        if !PAGE_SIZES.contains(&page_size) {
+            return Err(Error::InvalidArgument(format!(
+                "page size must be one of {PAGE_SIZES:?}"
+            )));
+        }
+        if config_path(dir).exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds a cluster",
+                dir.display()
+            )));
+        }
+        let io_err = |p: &Path, e| wal::io::IoError::new(wal::io::OpKind::Write, p, None, e);
+        for sub in ["data", "logs", "coordinator"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
+        }
+        let secret: [u8; 32] = rand::random();
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let secret_path = dir.join("secret");
+        std::fs::write(&secret_path, hex).map_err(|e| io_err(&secret_path, e))?;
+        let ids: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        let text = format!(
+            "# Understudy cluster\nnodes = {}\ncoordinator = {coordinator}\npage_size = {page_size}\nsecret_file = secret\n",
+            ids.join(",")
+        );
+        std::fs::write(config_path(dir), text).map_err(|e| io_err(&config_path(dir), e))?;
+        Cluster::open(dir)
+    }
+
+    /// Reads `cluster.conf`.
+    pub fn open(dir: &Path) -> Result<Cluster> {
+        let path = config_path(dir);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Read, &path, None, e))?;
+        let (mut nodes, mut coordinator, mut page_size, mut secret_file) = (None, None, 4096, None);
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| bad(dir, format!("line {}: expected key = value", i + 1)))?;
+            let v = v.trim();
+            match k.trim() {
+                "nodes" => {
+                    let ids: std::result::Result<Vec<u32>, _> = v.split(',').map(|s| s.trim().parse()).collect();
+                    nodes = Some(ids.map_err(|e| bad(dir, format!("nodes: {e}")))?);
+                }
+                "coordinator" => coordinator = Some(v.parse::<Endpoint>().map_err(|e| bad(dir, e))?),
+                "page_size" => page_size = v.parse().map_err(|e| bad(dir, format!("page_size: {e}")))?,
+                "secret_file" => secret_file = Some(dir.join(v)),
+                other => return Err(bad(dir, format!("unknown key {other:?}"))),
+            }
+        }
+        if !PAGE_SIZES.contains(&page_size) {
+            return Err(bad(dir, format!("page_size must be one of {PAGE_SIZES:?}")));
+        }
+        Ok(Cluster {
+            dir: dir.to_path_buf(),
+            nodes: nodes.ok_or_else(|| bad(dir, "missing nodes"))?,
+            coordinator: coordinator.ok_or_else(|| bad(dir, "missing coordinator"))?,
+            page_size,
+            secret_file: secret_file.ok_or_else(|| bad(dir, "missing secret_file"))?,
+        })
+    }
+
+    pub fn secret(&self) -> Result<Secret> {
+        Secret::from_file(&self.secret_file).map_err(|e| Error::CorruptFile {
+            file: self.secret_file.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_dir(&self, node: u32) -> PathBuf {
+        self.dir.join("logs").join(node.to_string())
+    }
+
+    pub fn coordinator_dir(&self) -> PathBuf {
+        self.dir.join("coordinator")
+    }
+}

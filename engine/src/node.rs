@@ -1,0 +1,462 @@
+//! A node: one process's membership of a cluster — its coordinator
+//! connection, its private log, the shared data files — and the place
+//! transactions begin.
+//!
+//! Opening a node joins the cluster. A node that crashed is failed at the
+//! coordinator, its write locks retained; it comes back with purpose
+//! `Restart`, which hands those locks back to it, backs out its own in-flight
+//! work with [`crate::recovery`], and only then lets them go. If a peer is
+//! recovering it at that moment, the open waits for the peer to finish (the
+//! peer's end records leave nothing to back out).
+//!
+//! A node that loses its lease (or its coordinator connection) stops: every
+//! later call fails with [`Error::LeaseLost`] or [`Error::Stopped`], and no
+//! page is written. So does a node whose commit failed to write or sync: the
+//! device's state is unknown, and its own restart (or a peer) recovers it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lockmgr::client::ClientEvent;
+use lockmgr::wire::ErrorCode;
+use lockmgr::{Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, LockMode, Purpose, ResourceId};
+use wal::io::{BackendChoice, Io};
+use wal::{ActiveTxn, Log, LogConfig, Lsn, TxnId, WalError};
+
+use crate::catalog::{Catalog, TableInfo, MAX_NAME};
+use crate::cluster::Cluster;
+use crate::datafile::{table_path, DataFiles};
+use crate::error::{Error, Result};
+use crate::recovery::{self, Agents};
+use crate::table;
+use crate::txn::Transaction;
+
+/// The catalog's lock resource.
+pub const CATALOG_RESOURCE: ResourceId = ResourceId::new(0, 0);
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// How long a lock request waits before [`Error::LockTimeout`].
+    pub lock_wait: Duration,
+    /// Log bytes between automatic checkpoints.
+    pub checkpoint_bytes: u64,
+    pub backend: BackendChoice,
+    pub log_segment_size: u64,
+    /// Run the coordinator inside this process, listening on the cluster's
+    /// coordinator address (the embedded default for a single host).
+    pub embed_coordinator: bool,
+    /// Coordinator timing when embedded.
+    pub lease_ms: u32,
+    pub heartbeat_ms: u32,
+    pub failure_timeout_ms: u32,
+    /// How long opening may wait for a peer's recovery of this node, or for
+    /// the coordinator to notice this node's previous incarnation died.
+    pub join_timeout: Duration,
+    /// An I/O layer to use instead of one chosen by `backend` (tests inject
+    /// faults through it).
+    pub io: Option<Io>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            lock_wait: Duration::from_secs(2),
+            checkpoint_bytes: 64 << 20,
+            backend: BackendChoice::Auto,
+            log_segment_size: 16 << 20,
+            embed_coordinator: false,
+            lease_ms: 400,
+            heartbeat_ms: 100,
+            failure_timeout_ms: 600,
+            join_timeout: Duration::from_secs(30),
+            io: None,
+        }
+    }
+}
+
+/// What opening found of the node's own past.
+#[derive(Clone, Debug, Default)]
+pub struct StartReport {
+    /// Whether the node came back as `Restart` (it had failed).
+    pub restarted: bool,
+    /// Transactions its own recovery backed out.
+    pub backed_out: usize,
+    /// Pages written back.
+    pub pages_written: usize,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) cluster: Cluster,
+    pub(crate) node_id: u32,
+    pub(crate) io: Io,
+    pub(crate) log: Log,
+    pub(crate) client: Client,
+    pub(crate) files: DataFiles,
+    pub(crate) opts: NodeOptions,
+    next_txn: AtomicU64,
+    /// Transactions that logged something, with their first LSN.
+    active: Mutex<BTreeMap<TxnId, Lsn>>,
+    stopped: Mutex<Option<String>>,
+    last_checkpoint: Mutex<Lsn>,
+    _coordinator: Option<Coordinator>,
+}
+
+/// A member of a cluster. Cheap to clone; transactions may run on many
+/// threads at once.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+    report: StartReport,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    /// Joins the cluster in `cluster_dir` as `node_id`, recovering the node's
+    /// own in-flight work first if it had failed.
+    pub fn open(cluster_dir: &Path, node_id: u32, opts: NodeOptions) -> Result<Node> {
+        let cluster = Cluster::open(cluster_dir)?;
+        if !cluster.nodes.contains(&node_id) {
+            return Err(Error::InvalidArgument(format!(
+                "node {node_id} is not one of the cluster's nodes {:?}",
+                cluster.nodes
+            )));
+        }
+        let io = match &opts.io {
+            Some(io) => io.clone(),
+            None => Io::new(opts.backend)?,
+        };
+        let secret = cluster.secret()?;
+        let coordinator = if opts.embed_coordinator {
+            let mut cfg = CoordinatorConfig::new(
+                vec![cluster.coordinator.clone()],
+                secret.clone(),
+                cluster.coordinator_dir(),
+                io.clone(),
+            );
+            cfg.lease_ms = opts.lease_ms;
+            cfg.heartbeat_ms = opts.heartbeat_ms;
+            cfg.failure_timeout_ms = opts.failure_timeout_ms;
+            Some(Coordinator::start(cfg).map_err(|e| Error::Coordinator(ClientError::Protocol(e.to_string())))?)
+        } else {
+            None
+        };
+        let (client, restarted) = join(&cluster, node_id, &secret, &opts)?;
+        let log = open_log(&cluster, node_id, &io, &opts)?;
+        let files = DataFiles::new(cluster.data_dir(), cluster.page_size);
+
+        let found = recovery::find_in_flight(&log.reader()?)?;
+        let mut report = StartReport {
+            restarted,
+            ..StartReport::default()
+        };
+        if restarted {
+            let wb = recovery::write_back(&io, &files, &found, &Agents::new())?;
+            recovery::log_ends(&log, &found)?;
+            client.restart_finished()?;
+            report.backed_out = found.txns.len();
+            report.pages_written = wb.pages;
+            tracing::info!(
+                node_id,
+                txns = found.txns.len(),
+                pages = wb.pages,
+                "own recovery finished"
+            );
+        } else if !found.is_empty() {
+            // Admitted as recovered, yet the log holds in-flight work: backing
+            // it out without the locks that protect it could destroy others'
+            // commits, so refuse to start.
+            return Err(Error::Stopped(format!(
+                "the log holds {} in-flight transactions but the coordinator admitted the node as recovered",
+                found.txns.len()
+            )));
+        }
+        let cp = log.control().checkpoint_lsn.unwrap_or(Lsn(0));
+        let inner = Arc::new(NodeInner {
+            next_txn: AtomicU64::new((client.incarnation() << 32) | 1),
+            cluster,
+            node_id,
+            io,
+            log,
+            client,
+            files,
+            opts,
+            active: Mutex::new(BTreeMap::new()),
+            stopped: Mutex::new(None),
+            last_checkpoint: Mutex::new(cp),
+            _coordinator: coordinator,
+        });
+        watch_events(&inner);
+        Ok(Node { inner, report })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.inner.node_id
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// Whether the node stopped, and why.
+    pub fn stopped(&self) -> Option<String> {
+        lock(&self.inner.stopped).clone()
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.inner.client.incarnation()
+    }
+
+    /// What opening did.
+    pub fn start_report(&self) -> &StartReport {
+        &self.report
+    }
+
+    pub fn io_backend(&self) -> wal::io::BackendKind {
+        self.inner.io.kind()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Starts a transaction.
+    pub fn begin(&self) -> Result<Transaction> {
+        self.inner.check_running()?;
+        let id = self.inner.next_txn.fetch_add(1, Ordering::Relaxed);
+        Ok(Transaction::new(self.inner.clone(), id))
+    }
+
+    /// Creates a table with `buckets` bucket pages (size it near the
+    /// expected number of rows divided by rows per page).
+    pub fn create_table(&self, name: &str, buckets: u32) -> Result<()> {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(Error::InvalidArgument(format!("table names are 1 to {MAX_NAME} bytes")));
+        }
+        if buckets == 0 || buckets > 1 << 24 {
+            return Err(Error::InvalidArgument("buckets must be between 1 and 2^24".into()));
+        }
+        let inner = &self.inner;
+        inner.check_running()?;
+        let txn = inner.next_txn.fetch_add(1, Ordering::Relaxed);
+        inner.lock(txn, CATALOG_RESOURCE, LockMode::X)?;
+        let result = (|| {
+            let mut cat = Catalog::load(&inner.io, inner.files.dir())?;
+            if cat.find(name).is_some() {
+                return Err(Error::TableExists(name.into()));
+            }
+            let info = TableInfo {
+                name: name.into(),
+                file_id: cat.next_file_id,
+                buckets,
+            };
+            // A crash before the catalog is written leaves an orphan file that
+            // the next create with this id overwrites.
+            let _ = std::fs::remove_file(table_path(inner.files.dir(), info.file_id));
+            inner.files.forget(info.file_id);
+            table::create_file(&inner.io, &inner.files, &info)?;
+            cat.next_file_id += 1;
+            cat.tables.push(info);
+            cat.store(&inner.io, inner.files.dir())
+        })();
+        inner.release_all(txn);
+        result
+    }
+
+    /// Drops a table; waits for transactions using it to finish.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        let txn = inner.next_txn.fetch_add(1, Ordering::Relaxed);
+        inner.lock(txn, CATALOG_RESOURCE, LockMode::X)?;
+        let result = (|| {
+            let mut cat = Catalog::load(&inner.io, inner.files.dir())?;
+            let info = cat.find(name).cloned().ok_or_else(|| Error::NoSuchTable(name.into()))?;
+            inner.lock(txn, ResourceId::new(0, u64::from(info.file_id)), LockMode::X)?;
+            cat.tables.retain(|t| t.name != name);
+            cat.store(&inner.io, inner.files.dir())?;
+            inner.files.forget(info.file_id);
+            let path = table_path(inner.files.dir(), info.file_id);
+            std::fs::remove_file(&path).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Write, &path, None, e))?;
+            Ok(())
+        })();
+        inner.release_all(txn);
+        result
+    }
+
+    /// Names of the tables.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        Ok(Catalog::load(&self.inner.io, self.inner.files.dir())?
+            .tables
+            .into_iter()
+            .map(|t| t.name)
+            .collect())
+    }
+
+    /// Takes a checkpoint now and truncates the log behind it.
+    pub fn checkpoint(&self) -> Result<Lsn> {
+        self.inner.checkpoint()
+    }
+
+    /// Leaves the cluster cleanly (no transaction may be running).
+    pub fn close(self) -> Result<()> {
+        let Ok(inner) = Arc::try_unwrap(self.inner) else {
+            return Err(Error::InvalidArgument("transactions still hold the node".into()));
+        };
+        let NodeInner { client, log, .. } = inner;
+        let left = client.leave();
+        log.close()?;
+        left.map_err(Error::from)
+    }
+}
+
+/// Connects and joins; a failed node restarts to recover itself, waiting
+/// while a peer recovers it or while the coordinator has not yet noticed its
+/// previous incarnation died. Returns the client and whether it restarted.
+fn join(cluster: &Cluster, node_id: u32, secret: &lockmgr::Secret, opts: &NodeOptions) -> Result<(Client, bool)> {
+    let deadline = Instant::now() + opts.join_timeout;
+    let mut purpose = Purpose::Join;
+    loop {
+        let mut cfg = ClientConfig::new(cluster.coordinator.clone(), node_id, secret.clone());
+        cfg.purpose = purpose;
+        match Client::connect(cfg) {
+            Ok(c) => return Ok((c, purpose == Purpose::Restart)),
+            Err(ClientError::Refused {
+                code: ErrorCode::NotRecovered,
+                ..
+            }) => purpose = Purpose::Restart,
+            Err(e) if Instant::now() < deadline && retry_join(&e) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn retry_join(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Refused {
+            code: ErrorCode::RecoveryInProgress | ErrorCode::AlreadyLive,
+            ..
+        } | ClientError::Connect { .. }
+            | ClientError::CoordinatorRecovering
+    )
+}
+
+fn open_log(cluster: &Cluster, node_id: u32, io: &Io, opts: &NodeOptions) -> Result<Log> {
+    let cfg = LogConfig {
+        segment_size: opts.log_segment_size,
+        ..LogConfig::new(node_id, io.clone())
+    };
+    let deadline = Instant::now() + opts.join_timeout;
+    loop {
+        match Log::open(&cluster.log_dir(node_id), cfg.clone()) {
+            // A counterpart that just finished may hold the directory an
+            // instant longer.
+            Err(WalError::Locked { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Stops the node when its lease goes.
+fn watch_events(inner: &Arc<NodeInner>) {
+    let Some(rx) = inner.client.events() else { return };
+    let weak = Arc::downgrade(inner);
+    let _ = std::thread::Builder::new()
+        .name(format!("node-events-{}", inner.node_id))
+        .spawn(move || {
+            while let Ok(ev) = rx.recv() {
+                let Some(inner) = weak.upgrade() else { return };
+                match ev {
+                    ClientEvent::LeaseLost | ClientEvent::Disconnected => {
+                        inner.stop("the coordinator lease was lost");
+                    }
+                    ClientEvent::Coordinator { .. } => {}
+                }
+            }
+        });
+}
+
+impl NodeInner {
+    pub(crate) fn check_running(&self) -> Result<()> {
+        match lock(&self.stopped).as_ref() {
+            None => Ok(()),
+            Some(why) => Err(Error::Stopped(why.clone())),
+        }
+    }
+
+    /// Stops the node for good: nothing more is written, and the coordinator
+    /// is told at once (by dropping the connection) so recovery can start.
+    pub(crate) fn stop(&self, why: &str) {
+        let mut s = lock(&self.stopped);
+        if s.is_none() {
+            tracing::error!(node = self.node_id, why, "node stopped");
+            *s = Some(why.to_string());
+            self.client.disconnect();
+        }
+    }
+
+    pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<LockMode> {
+        self.check_running()?;
+        Ok(self.client.lock(txn, resource, mode, Some(self.opts.lock_wait))?)
+    }
+
+    pub(crate) fn release_all(&self, txn: TxnId) {
+        if let Err(e) = self.client.release_all(txn) {
+            // The connection is gone: the coordinator retains or drops the
+            // locks with the node's failure.
+            tracing::warn!(txn, error = %e, "releasing locks failed");
+        }
+    }
+
+    /// Logs a transaction's begin record and counts it active. Done under
+    /// the active-set lock, which a checkpoint holds while it lists the
+    /// active transactions and logs its record, so no begin can fall between
+    /// the two and be truncated away.
+    pub(crate) fn log_begin(&self, txn: TxnId) -> Result<Lsn> {
+        let mut active = lock(&self.active);
+        let lsn = self
+            .log
+            .append(wal::RecordMeta::txn(txn, None), &wal::RecordBody::Begin)?;
+        active.insert(txn, lsn);
+        Ok(lsn)
+    }
+
+    pub(crate) fn txn_finished(&self, txn: TxnId) {
+        lock(&self.active).remove(&txn);
+    }
+
+    /// Checkpoints when the log has grown enough since the last one.
+    pub(crate) fn maybe_checkpoint(&self) {
+        let due = self.log.next_lsn().0.saturating_sub(lock(&self.last_checkpoint).0) > self.opts.checkpoint_bytes;
+        if due {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(error = %e, "checkpoint failed");
+            }
+        }
+    }
+
+    pub(crate) fn checkpoint(&self) -> Result<Lsn> {
+        self.check_running()?;
+        let mut last = lock(&self.last_checkpoint);
+        let guard = lock(&self.active);
+        let active: Vec<ActiveTxn> = guard
+            .iter()
+            .map(|(&txn, &first_lsn)| ActiveTxn { txn, first_lsn })
+            .collect();
+        let cp = self.log.checkpoint(&active)?;
+        drop(guard);
+        let keep = active.iter().map(|a| a.first_lsn).chain([cp]).min().unwrap_or(cp);
+        self.log.truncate_before(keep)?;
+        *last = cp;
+        Ok(cp)
+    }
+}

@@ -1,0 +1,224 @@
+//! The backout routine: a function of "a log + the data files".
+//!
+//! A node's own restart after a crash and a peer recovering a failed node
+//! run exactly this code on a log; only who holds the locks differs (the
+//! restarting node took its retained locks back; a counterpart is protected
+//! by the failed node's retained locks).
+//!
+//! 1. [`find_in_flight`] scans the log from its last checkpoint (and from the
+//!    first record of any transaction active at that checkpoint) and finds
+//!    the transactions with records but neither a commit nor an end record.
+//!    For each page they changed it keeps the **oldest** before-image: the
+//!    page as it was before any of them touched it. (Several in-flight
+//!    transactions of one log can only have changed one page one after the
+//!    other — each held the page's X lock to the end — so the oldest image
+//!    is the last committed state.)
+//! 2. [`write_back`] writes those images — each page once — as one batch and
+//!    syncs the data files.
+//! 3. [`log_ends`] appends an end record for every in-flight transaction and
+//!    makes them durable, so the next recovery of this log finds nothing.
+//!
+//! Only after step 3 may the locks protecting those pages go. Every step is
+//! idempotent: a crash anywhere in between and another run give the same
+//! pages, because a before-image written twice is the same page.
+//!
+//! Undo records of recovery agents other than the page agent are handed to
+//! the agent registered for their id; an in-flight record of an agent nobody
+//! registered stops recovery with [`Error::InvalidArgument`] naming it,
+//! rather than silently leaving work undone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wal::io::Io;
+use wal::{AgentId, Log, LogReader, Lsn, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
+
+use crate::datafile::{write_pages, DataFile, DataFiles};
+use crate::error::{Error, Result};
+use crate::page::Page;
+
+/// Undoes the records of one custom recovery agent. Agents keep no state:
+/// each record carries what the agent needs.
+pub trait RecoveryAgent: Send + Sync {
+    fn undo(&self, txn: TxnId, lsn: Lsn, payload: &[u8]) -> Result<()>;
+}
+
+/// The agents a recovery may call, by id.
+pub type Agents = HashMap<AgentId, Arc<dyn RecoveryAgent>>;
+
+/// An in-flight transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlightTxn {
+    pub txn: TxnId,
+    pub first_lsn: Lsn,
+    pub last_lsn: Lsn,
+}
+
+/// What [`find_in_flight`] found.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    pub txns: Vec<InFlightTxn>,
+    /// (file id, page) → (LSN of the oldest before-image, the image).
+    pub pages: BTreeMap<(u32, u64), (Lsn, Vec<u8>)>,
+    /// Custom agents' undo records of in-flight transactions, newest first.
+    pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
+    /// Where the scan started and how many records it read.
+    pub scanned_from: Lsn,
+    pub records: u64,
+    pub scan_time: Duration,
+}
+
+impl InFlight {
+    pub fn is_empty(&self) -> bool {
+        self.txns.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct TxnScan {
+    first: Option<Lsn>,
+    last: Lsn,
+    pages: HashMap<(u32, u64), (Lsn, Vec<u8>)>,
+    agents: Vec<(AgentId, Lsn, Vec<u8>)>,
+}
+
+/// Scans `reader`'s log and returns its in-flight transactions and the
+/// oldest before-image of every page they changed.
+pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
+    let started = Instant::now();
+    let mut from = reader.start_lsn();
+    if let Some(cp) = reader.checkpoint_lsn() {
+        let rec = reader.read(cp)?;
+        let RecordBody::Checkpoint(active) = rec.body else {
+            return Err(Error::Log(wal::WalError::Corruption {
+                lsn: cp,
+                kind: wal::CorruptionKind::BadPayload("control file points at a record that is no checkpoint"),
+            }));
+        };
+        from = active
+            .iter()
+            .map(|a| a.first_lsn)
+            .chain([cp])
+            .min()
+            .unwrap_or(cp)
+            .max(reader.start_lsn());
+    }
+    let mut txns: BTreeMap<TxnId, TxnScan> = BTreeMap::new();
+    let mut records = 0u64;
+    for rec in reader.scan(from) {
+        let rec = rec?;
+        records += 1;
+        if rec.meta.txn == 0 {
+            continue;
+        }
+        match rec.body {
+            RecordBody::Commit | RecordBody::End => {
+                txns.remove(&rec.meta.txn);
+                continue;
+            }
+            _ => {}
+        }
+        let t = txns.entry(rec.meta.txn).or_default();
+        t.first.get_or_insert(rec.lsn);
+        t.last = rec.lsn;
+        match rec.body {
+            RecordBody::Undo(u) => {
+                t.pages.entry((u.file_id, u.page_no)).or_insert((rec.lsn, u.before));
+            }
+            RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
+            _ => {}
+        }
+    }
+    let mut out = InFlight {
+        scanned_from: from,
+        records,
+        ..InFlight::default()
+    };
+    for (txn, t) in txns {
+        out.txns.push(InFlightTxn {
+            txn,
+            first_lsn: t.first.unwrap_or(t.last),
+            last_lsn: t.last,
+        });
+        for (key, (lsn, image)) in t.pages {
+            match out.pages.get(&key) {
+                Some((older, _)) if *older <= lsn => {}
+                _ => {
+                    out.pages.insert(key, (lsn, image));
+                }
+            }
+        }
+        out.agent_records
+            .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
+    }
+    out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
+    out.scan_time = started.elapsed();
+    Ok(out)
+}
+
+/// What [`write_back`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteBack {
+    pub pages: usize,
+    pub write_time: Duration,
+}
+
+/// Writes every page's oldest before-image back as one batch and syncs the
+/// data files; then runs the custom agents' undo, newest record first.
+pub fn write_back(io: &Io, files: &DataFiles, found: &InFlight, agents: &Agents) -> Result<WriteBack> {
+    let started = Instant::now();
+    for (agent, _, _, _) in &found.agent_records {
+        if *agent != PAGE_AGENT && !agents.contains_key(agent) {
+            return Err(Error::InvalidArgument(format!(
+                "in-flight work of recovery agent {agent}, and no such agent is registered"
+            )));
+        }
+    }
+    let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
+    let mut images: Vec<(u32, Page)> = Vec::with_capacity(found.pages.len());
+    for (&(file_id, page_no), (_, image)) in &found.pages {
+        if image.len() != files.page_size() {
+            return Err(Error::InvalidArgument(format!(
+                "before-image of page {page_no} of file {file_id} is {} bytes, pages are {}",
+                image.len(),
+                files.page_size()
+            )));
+        }
+        if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
+            v.insert(files.get(file_id, false)?);
+        }
+        let mut page = Page::from_image(image.clone());
+        if image.iter().any(|&b| b != 0) {
+            page.seal();
+        }
+        debug_assert!(
+            page.bytes().iter().all(|&b| b == 0) || page.page_no() == page_no,
+            "a before-image names its own page"
+        );
+        images.push((file_id, page));
+    }
+    let batch: Vec<(&DataFile, &Page)> = images.iter().map(|(f, p)| (opened[f].as_ref(), p)).collect();
+    write_pages(io, &batch, true)?;
+    for (agent, txn, lsn, payload) in &found.agent_records {
+        if let Some(a) = agents.get(agent) {
+            a.undo(*txn, *lsn, payload)?;
+        }
+    }
+    Ok(WriteBack {
+        pages: images.len(),
+        write_time: started.elapsed(),
+    })
+}
+
+/// Appends a durable end record for every in-flight transaction.
+pub fn log_ends(log: &Log, found: &InFlight) -> Result<()> {
+    let mut last = None;
+    for t in &found.txns {
+        last = Some(log.append(RecordMeta::txn(t.txn, Some(t.last_lsn)), &RecordBody::End)?);
+    }
+    if let Some(l) = last {
+        log.wait_durable(l)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! Transactions: strict two-phase locking on pages, write-ahead undo, FORCE
+//! at commit, savepoints as nested scopes.
+//!
+//! ## Locks
+//! A transaction takes IS (reading) or IX (writing) on a table's resource
+//! `(0, file id)`, then S to read a page and X to change it, at the
+//! coordinator, and holds every lock until it commits or rolls back:
+//! serializable. A table cannot be dropped under a transaction (drop takes X
+//! on the table resource).
+//!
+//! ## Coherence across nodes
+//! A transaction reads each page from the data file after its lock is
+//! granted and keeps that image only until it ends. No image outlives the
+//! lock that protects it, and a page changed by another node is only ever
+//! read after that node's commit wrote and synced it and released the X
+//! lock, so every node sees the last committed image.
+//!
+//! ## Undo and the write path
+//! The first time a transaction changes a page in a scope, the page's whole
+//! image is logged as its before-image (scope token = savepoint level).
+//! Pages are changed in memory only; nothing reaches a data file before
+//! commit, so no page can reach disk before its undo record is durable. At
+//! commit:
+//! 1. the undo records are made durable (the WAL rule);
+//! 2. the changed pages are written as one batch and synced (FORCE);
+//! 3. the commit record is made durable — the transaction is committed;
+//! 4. the locks are released.
+//!
+//! A crash before 3 leaves the transaction in flight: recovery writes back
+//! its before-images (harmless where the pages never reached disk). Rollback
+//! has nothing on disk to undo; it logs a durable end record before its
+//! locks go, so no later recovery of this log can write its before-images
+//! over another node's later commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lockmgr::{LockMode, ResourceId};
+use wal::{Lsn, PageUndo, RecordBody, RecordMeta, TxnId};
+
+use crate::catalog::{Catalog, TableInfo};
+use crate::datafile::{write_pages, DataFile};
+use crate::error::{Error, Result};
+use crate::node::NodeInner;
+use crate::page::{Kind, Page, ITEM_OVERHEAD};
+use crate::table::{self, Header};
+
+/// A point inside a transaction that [`Transaction::rollback_to`] returns to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Savepoint {
+    txn: TxnId,
+    level: u32,
+    last_lsn: Option<Lsn>,
+}
+
+struct TxnPage {
+    page: Page,
+    dirty: bool,
+}
+
+type PageKey = (u32, u64);
+
+/// A transaction. Dropping one that was neither committed nor rolled back
+/// rolls it back.
+pub struct Transaction {
+    node: Arc<NodeInner>,
+    id: TxnId,
+    pages: HashMap<PageKey, TxnPage>,
+    locks: HashMap<ResourceId, LockMode>,
+    tables: HashMap<String, TableInfo>,
+    first_lsn: Option<Lsn>,
+    last_lsn: Option<Lsn>,
+    /// Current savepoint level; 0 is the transaction itself.
+    scope: u32,
+    /// Per level, the image of each page before its first change there.
+    scope_images: Vec<HashMap<PageKey, Page>>,
+    done: bool,
+}
+
+impl Transaction {
+    pub(crate) fn new(node: Arc<NodeInner>, id: TxnId) -> Transaction {
+        Transaction {
+            node,
+            id,
+            pages: HashMap::new(),
+            locks: HashMap::new(),
+            tables: HashMap::new(),
+            first_lsn: None,
+            last_lsn: None,
+            scope: 0,
+            scope_images: vec![HashMap::new()],
+            done: false,
+        }
+    }
+
+    pub fn id(&self) -> TxnId {
+        self.id
+    }
+
+    fn lock(&mut self, resource: ResourceId, mode: LockMode) -> Result<()> {
+        if self.locks.get(&resource).is_some_and(|held| held.covers(mode)) {
+            return Ok(());
+        }
+        let held = self.node.lock(self.id, resource, mode)?;
+        let merged = self.locks.get(&resource).map_or(held, |h| h.supremum(held));
+        self.locks.insert(resource, merged);
+        Ok(())
+    }
+
+    /// The table `name`, locked IS or IX.
+    fn table(&mut self, name: &str, write: bool) -> Result<TableInfo> {
+        let mode = if write { LockMode::IX } else { LockMode::IS };
+        if let Some(t) = self.tables.get(name).cloned() {
+            self.lock(ResourceId::new(0, u64::from(t.file_id)), mode)?;
+            return Ok(t);
+        }
+        let io = self.node.io.clone();
+        let dir = self.node.files.dir().to_path_buf();
+        // Looked up unlocked, then confirmed once the table lock is held (a
+        // drop needs X on it, so the entry cannot change after that).
+        for _ in 0..8 {
+            let cat = Catalog::load(&io, &dir)?;
+            let t = cat.find(name).cloned().ok_or_else(|| Error::NoSuchTable(name.into()))?;
+            self.lock(ResourceId::new(0, u64::from(t.file_id)), mode)?;
+            if Catalog::load(&io, &dir)?.find(name) == Some(&t) {
+                self.tables.insert(name.into(), t.clone());
+                return Ok(t);
+            }
+        }
+        Err(Error::NoSuchTable(name.into()))
+    }
+
+    /// Makes page `no` of `t` available under at least `mode`.
+    fn fetch(&mut self, t: &TableInfo, no: u64, mode: LockMode) -> Result<()> {
+        self.lock(ResourceId::new(t.file_id, no), mode)?;
+        if let std::collections::hash_map::Entry::Vacant(v) = self.pages.entry((t.file_id, no)) {
+            let file = self.node.files.get(t.file_id, false)?;
+            let page = file.read_page(&self.node.io, no)?;
+            v.insert(TxnPage { page, dirty: false });
+        }
+        Ok(())
+    }
+
+    fn page(&self, t: &TableInfo, no: u64) -> &Page {
+        &self.pages[&(t.file_id, no)].page
+    }
+
+    /// Page `no` of `t` for changing: X-locked, before-image logged once per
+    /// scope.
+    fn page_mut(&mut self, t: &TableInfo, no: u64) -> Result<&mut Page> {
+        self.fetch(t, no, LockMode::X)?;
+        let key = (t.file_id, no);
+        let scope = self.scope as usize;
+        if !self.scope_images[scope].contains_key(&key) {
+            let image = self.pages[&key].page.clone();
+            self.log_undo(t.file_id, no, image.bytes().to_vec())?;
+            self.scope_images[scope].insert(key, image);
+        }
+        let p = self.pages.get_mut(&key).expect("fetched above");
+        p.dirty = true;
+        Ok(&mut p.page)
+    }
+
+    fn log_undo(&mut self, file_id: u32, page_no: u64, before: Vec<u8>) -> Result<()> {
+        self.node.check_running()?;
+        if self.first_lsn.is_none() {
+            let lsn = self.node.log_begin(self.id)?;
+            self.first_lsn = Some(lsn);
+            self.last_lsn = Some(lsn);
+        }
+        let meta = RecordMeta {
+            scope: self.scope,
+            ..RecordMeta::txn(self.id, self.last_lsn)
+        };
+        let body = RecordBody::Undo(PageUndo {
+            file_id,
+            page_no,
+            offset_in_page: 0,
+            before,
+            after: None,
+        });
+        self.last_lsn = Some(self.node.log.append(meta, &body)?);
+        Ok(())
+    }
+
+    /// The value of `key` in `table`.
+    pub fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        let t = self.table(table, false)?;
+        let mut no = table::bucket_page(key, t.buckets);
+        for _ in 0..u32::MAX {
+            self.fetch(&t, no, LockMode::S)?;
+            let p = self.page(&t, no);
+            if let Some((_, v)) = p.find(key) {
+                return Ok(Some(v.to_vec()));
+            }
+            match p.next() {
+                0 => return Ok(None),
+                next => no = next,
+            }
+        }
+        Err(self.chain_loop(&t, no))
+    }
+
+    fn chain_loop(&self, t: &TableInfo, no: u64) -> Error {
+        Error::CorruptPage {
+            file: crate::datafile::table_path(self.node.files.dir(), t.file_id),
+            page: no,
+            detail: "overflow chain does not end".into(),
+        }
+    }
+
+    /// The pages of `key`'s chain, X-locked.
+    fn chain_for_write(&mut self, t: &TableInfo, key: &[u8]) -> Result<Vec<u64>> {
+        let mut chain = Vec::new();
+        let mut no = table::bucket_page(key, t.buckets);
+        loop {
+            self.fetch(t, no, LockMode::X)?;
+            chain.push(no);
+            match self.page(t, no).next() {
+                0 => return Ok(chain),
+                next if chain.contains(&next) || chain.len() > 1 << 20 => return Err(self.chain_loop(t, next)),
+                next => no = next,
+            }
+        }
+    }
+
+    /// Sets `key` to `value` in `table`.
+    pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_open()?;
+        table::check_sizes(key, value, self.node.files.page_size())?;
+        let t = self.table(table, true)?;
+        let chain = self.chain_for_write(&t, key)?;
+        for &no in &chain {
+            if let Some((_, old)) = self.page(&t, no).find(key) {
+                if old == value {
+                    return Ok(());
+                }
+                self.page_mut(&t, no)?.remove(key);
+                break;
+            }
+        }
+        let need = ITEM_OVERHEAD + key.len() + value.len();
+        if let Some(&no) = chain.iter().find(|&&no| self.page(&t, no).free() >= need) {
+            let inserted = self.page_mut(&t, no)?.insert(key, value);
+            debug_assert!(inserted, "the page had room");
+            return Ok(());
+        }
+        // Every page of the chain is full: allocate an overflow page.
+        self.fetch(&t, 0, LockMode::X)?;
+        let mut header = Header::read(self.page(&t, 0)).map_err(|d| Error::CorruptPage {
+            file: crate::datafile::table_path(self.node.files.dir(), t.file_id),
+            page: 0,
+            detail: d.into(),
+        })?;
+        let new_no = header.page_count;
+        header.page_count += 1;
+        header.write(self.page_mut(&t, 0)?);
+        let ps = self.node.files.page_size();
+        let fresh = self.page_mut(&t, new_no)?;
+        *fresh = Page::new(ps, Kind::Overflow, t.file_id, new_no);
+        let inserted = fresh.insert(key, value);
+        debug_assert!(inserted, "an empty page holds any item within the limits");
+        let last = *chain.last().expect("a chain has its bucket");
+        self.page_mut(&t, last)?.set_next(new_no);
+        Ok(())
+    }
+
+    /// Removes `key` from `table`; returns whether it was there.
+    pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool> {
+        self.check_open()?;
+        let t = self.table(table, true)?;
+        for no in self.chain_for_write(&t, key)? {
+            if self.page(&t, no).find(key).is_some() {
+                self.page_mut(&t, no)?.remove(key);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Marks a point to roll back to; savepoints nest.
+    pub fn savepoint(&mut self) -> Result<Savepoint> {
+        self.check_open()?;
+        self.scope += 1;
+        self.scope_images.push(HashMap::new());
+        Ok(Savepoint {
+            txn: self.id,
+            level: self.scope,
+            last_lsn: self.last_lsn,
+        })
+    }
+
+    /// Undoes everything since `sp` (which stays valid); later savepoints
+    /// are gone. Locks taken since are kept (strict two-phase locking).
+    pub fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
+        self.check_open()?;
+        if sp.txn != self.id || sp.level > self.scope || sp.level == 0 {
+            return Err(Error::InvalidArgument(
+                "savepoint of another transaction, or already gone".into(),
+            ));
+        }
+        let mut restored: HashMap<PageKey, Page> = HashMap::new();
+        for images in self.scope_images.drain(sp.level as usize..) {
+            for (key, image) in images {
+                restored.entry(key).or_insert(image);
+            }
+        }
+        for (key, image) in restored {
+            if let Some(p) = self.pages.get_mut(&key) {
+                p.page = image;
+            }
+        }
+        self.scope = sp.level;
+        self.scope_images.push(HashMap::new());
+        if let Some(last) = self.last_lsn {
+            // Says the records after `undo_next` are undone in memory; crash
+            // recovery backs out the whole transaction regardless.
+            let meta = RecordMeta {
+                scope: sp.level,
+                ..RecordMeta::txn(self.id, Some(last))
+            };
+            let body = RecordBody::Compensation { undo_next: sp.last_lsn };
+            self.last_lsn = Some(self.node.log.append(meta, &body)?);
+        }
+        Ok(())
+    }
+
+    /// Commits: undo durable, pages written and synced, commit record
+    /// durable, locks released.
+    pub fn commit(mut self) -> Result<()> {
+        self.check_open()?;
+        self.done = true;
+        let node = self.node.clone();
+        let Some(last) = self.last_lsn else {
+            node.release_all(self.id);
+            return Ok(());
+        };
+        let dirty: Vec<(Arc<DataFile>, Page)> = {
+            let mut out = Vec::new();
+            for (&(file_id, _), p) in self.pages.iter_mut().filter(|(_, p)| p.dirty) {
+                p.page.seal();
+                out.push((self.node.files.get(file_id, false)?, p.page.clone()));
+            }
+            out
+        };
+        let result = (|| -> Result<Lsn> {
+            // Self-fencing: no page is written once the lease may be gone.
+            node.client.check_lease()?;
+            node.log.wait_durable(last)?;
+            let batch: Vec<(&DataFile, &Page)> = dirty.iter().map(|(f, p)| (f.as_ref(), p)).collect();
+            write_pages(&node.io, &batch, true)?;
+            let commit = node
+                .log
+                .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::Commit)?;
+            node.log.wait_durable(commit)?;
+            Ok(commit)
+        })();
+        match result {
+            Ok(_) => {
+                node.txn_finished(self.id);
+                node.release_all(self.id);
+                node.maybe_checkpoint();
+                Ok(())
+            }
+            Err(e) => {
+                // The pages may be partly on disk and the device's state is
+                // unknown: stop, and leave the backout to recovery, which the
+                // retained locks protect.
+                node.stop(&format!("commit of transaction {} failed: {e}", self.id));
+                Err(match e {
+                    Error::LeaseLost => Error::LeaseLost,
+                    other => Error::CommitFailed(other.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Rolls back: nothing reached the data files, so the pages are dropped;
+    /// a durable end record is logged before the locks go.
+    pub fn rollback(mut self) -> Result<()> {
+        self.check_open()?;
+        self.finish_rollback()
+    }
+
+    fn finish_rollback(&mut self) -> Result<()> {
+        self.done = true;
+        self.pages.clear();
+        let node = self.node.clone();
+        if let Some(last) = self.last_lsn {
+            let ended = node
+                .log
+                .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::End)
+                .and_then(|end| node.log.wait_durable(end));
+            if let Err(e) = ended {
+                // Without a durable end record the locks must stay: recovery
+                // will back the transaction out under them.
+                node.stop(&format!(
+                    "rollback of transaction {} could not log its end: {e}",
+                    self.id
+                ));
+                return Err(e.into());
+            }
+            node.txn_finished(self.id);
+        }
+        node.release_all(self.id);
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.done {
+            return Err(Error::InvalidArgument("the transaction has ended".into()));
+        }
+        self.node.check_running()
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = self.finish_rollback() {
+                tracing::warn!(txn = self.id, error = %e, "rollback on drop failed");
+            }
+        }
+    }
+}
