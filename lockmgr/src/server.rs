@@ -448,6 +448,11 @@ impl Shared {
             }
         }
         conn.close();
+        // A coordinator shutting down closes every connection itself; those
+        // nodes did not fail.
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
         if let Admitted::Member { node, session, .. } = admitted {
             self.connection_lost(node, &session);
         }
@@ -931,6 +936,9 @@ impl Shared {
     /// failure cannot promise retained locks survive it: it stops.
     fn persist(&self) {
         let _guard = lock(&self.persist_lock);
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
         let state = CoordinatorState {
             registry: self.registry.snapshot(),
             retained: self.table.export_retained(),
