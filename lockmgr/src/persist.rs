@@ -128,6 +128,9 @@ fn decode(bytes: &[u8]) -> Result<CoordinatorState, &'static str> {
     if h.version.get() != VERSION {
         return Err("unsupported version");
     }
+    if h.reserved.get() != 0 {
+        return Err("reserved field set");
+    }
     if crc32c::crc32c_append(crc32c::crc32c(&h.as_bytes()[..24]), body) != h.crc.get() {
         return Err("checksum mismatch");
     }
