@@ -187,10 +187,15 @@ impl Client {
             use std::io::Write;
             s.write_all(&wire::encode(id, m)).map_err(connect_err)
         };
-        let read = |s: &mut Stream| match wire::read_frame(s) {
-            Ok(Some((_, m))) => Ok(m),
-            Ok(None) => Err(ClientError::Disconnected),
-            Err(e) => Err(ClientError::Protocol(e.to_string())),
+        // Events are only pushed to admitted nodes; one arriving during the
+        // handshake is skipped rather than taken for the answer.
+        let read = |s: &mut Stream| loop {
+            match wire::read_frame(s) {
+                Ok(Some((0, Msg::Event { .. }))) => continue,
+                Ok(Some((_, m))) => return Ok(m),
+                Ok(None) => return Err(ClientError::Disconnected),
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+            }
         };
         send(
             &mut stream,

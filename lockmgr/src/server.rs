@@ -533,9 +533,12 @@ impl Shared {
         let status = self.registry.status(node);
         let incarnation = match purpose {
             Purpose::Rejoin => {
-                let mut awaiting = lock(&self.awaiting);
+                // Stays in the awaited set until its `Reassert` arrives: until
+                // then its locks are not back and nothing else is granted.
+                let awaiting = lock(&self.awaiting);
                 let ok = status.is_some_and(|s| s.liveness == Liveness::Live && s.incarnation == incarnation)
-                    && awaiting.0.contains(&node);
+                    && awaiting.0.contains(&node)
+                    && !lock(&self.sessions).contains_key(&node);
                 if !ok {
                     return refuse(error_msg(
                         ErrorCode::Refused,
@@ -544,7 +547,6 @@ impl Shared {
                         "rejoin is only for live members after a coordinator restart",
                     ));
                 }
-                awaiting.0.remove(&node);
                 incarnation
             }
             Purpose::Join | Purpose::Restart => {
@@ -588,8 +590,9 @@ impl Shared {
             incarnation,
             last_heartbeat: Mutex::new(Instant::now()),
         });
-        lock(&self.sessions).insert(node, session.clone());
         self.persist();
+        // Welcome first, then the session becomes visible to broadcasts: no
+        // event may reach a node before its welcome.
         conn.send(
             id,
             &Msg::Welcome {
@@ -598,6 +601,7 @@ impl Shared {
                 heartbeat_ms: self.cfg.heartbeat_ms,
             },
         );
+        lock(&self.sessions).insert(node, session.clone());
         self.broadcast(EventKind::NodeJoined, node, incarnation);
         tracing::info!(node, incarnation, ?purpose, "node admitted");
         Some(Admitted::Member { node, session, purpose })
@@ -740,6 +744,17 @@ impl Shared {
                 locks: self.table.retained(target),
             }),
             Msg::Reassert { locks } => {
+                // Only a node rejoining after a coordinator restart, and only
+                // once: re-assertion is no way around the restart gate.
+                if purpose != Purpose::Rejoin || !lock(&self.awaiting).0.contains(&node) {
+                    reply(error_msg(
+                        ErrorCode::Refused,
+                        node,
+                        none,
+                        "only a node rejoining after a coordinator restart re-asserts locks",
+                    ));
+                    return true;
+                }
                 let mut refused = None;
                 for l in locks {
                     let owner = Owner::new(node, l.txn);
@@ -754,6 +769,7 @@ impl Shared {
                         }
                     }
                 }
+                lock(&self.awaiting).0.remove(&node);
                 match refused {
                     None => reply(Msg::Ok),
                     Some(r) => reply(error_msg(ErrorCode::Conflict, node, r, "re-asserted lock conflicts")),
@@ -769,6 +785,11 @@ impl Shared {
             }
             Msg::RestartFinished => {
                 let woken = self.table.release_all(Owner::new(node, RESTART_TXN));
+                // Its own recovery is done: if its locks had been unknown,
+                // the cluster need not pause for it any more.
+                if lock(&self.blind).remove(&node) {
+                    self.persist();
+                }
                 self.notify(woken);
                 reply(Msg::Ok);
                 self.broadcast(EventKind::RecoveryFinished, node, member.map_or(0, |s| s.incarnation));
@@ -1045,6 +1066,11 @@ impl Shared {
             }
         };
         for node in late {
+            // A node that rejoined but never re-asserted is treated like one
+            // that stayed away: its locks are unknown.
+            if let Some(s) = lock(&self.sessions).remove(&node) {
+                s.conn.close();
+            }
             let inc = self.registry.status(node).map_or(0, |s| s.incarnation);
             tracing::warn!(
                 node,

@@ -64,7 +64,9 @@ pub enum Purpose {
     /// A failed node restarting to recover itself: it takes its retained
     /// locks back.
     Restart = 3,
-    /// An operator tool: may query and recover, holds no locks.
+    /// An operator tool: may query and file restart requests; holds no
+    /// locks and is no member, so it cannot register as a counterpart (an
+    /// operator's recovery joins as a member node instead).
     Operator = 4,
 }
 
