@@ -2,10 +2,17 @@
 //! loom can check it.
 //!
 //! Appenders encode records into in-memory runs under one mutex and get their
-//! LSN at once. One flusher takes everything pending as a [`Batch`], writes
-//! and syncs it outside the lock, and reports the batch's end as durable,
-//! waking every waiter whose record it covered. A waiter therefore shares one
-//! sync with everyone who appended before the flusher took the batch.
+//! LSN at once. A flush takes everything pending as a [`Batch`], writes and
+//! syncs it outside the lock, and reports the batch's end as durable, waking
+//! every waiter whose record it covered. A waiter therefore shares one sync
+//! with everyone who appended before the batch was taken.
+//!
+//! Who flushes: a waiter that finds no flush under way leads one itself
+//! ([`GroupCommit::wait_durable_with`]), so a lone committer pays no thread
+//! hand-off; the background flusher covers the rest (pending bytes past the
+//! threshold, close). One flush at a time (`flushing`), in LSN order: a
+//! batch is only taken after the previous one is durable, which the
+//! reader's batch-start rule relies on.
 //!
 //! Bounds: at most `max_pending` bytes may be appended but not yet durable;
 //! an appender past that waits for the flusher. The flusher works when a
@@ -48,6 +55,8 @@ struct State {
     wanted: Lsn,
     failed: Option<Arc<IoError>>,
     closed: bool,
+    /// A batch is being written and synced.
+    flushing: bool,
 }
 
 /// See the module docs.
@@ -78,6 +87,7 @@ impl GroupCommit {
                 wanted: next,
                 failed: None,
                 closed: false,
+                flushing: false,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -190,6 +200,45 @@ impl GroupCommit {
         }
     }
 
+    /// Blocks until the record at `lsn` is durable, leading a flush with
+    /// `flush` (write and sync a batch) when none is under way.
+    pub fn wait_durable_with<F>(&self, lsn: Lsn, flush: F) -> Result<()>
+    where
+        F: Fn(&mut Batch) -> std::result::Result<(), Arc<IoError>>,
+    {
+        let mut s = self.lock();
+        loop {
+            if lsn < s.durable {
+                return Ok(());
+            }
+            if let Some(cause) = &s.failed {
+                return Err(WalError::Poisoned { cause: cause.clone() });
+            }
+            if lsn >= s.next {
+                return Err(WalError::InvalidArgument(format!(
+                    "LSN {lsn} was never appended (the log ends at {})",
+                    s.next
+                )));
+            }
+            if !s.flushing && !s.runs.is_empty() {
+                s.flushing = true;
+                let mut batch = Batch {
+                    runs: std::mem::take(&mut s.runs),
+                    end: s.next,
+                };
+                drop(s);
+                let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
+                match flush(&mut batch) {
+                    Ok(()) => self.complete(batch.end, bytes),
+                    Err(cause) => self.fail(cause),
+                }
+                s = self.lock();
+                continue;
+            }
+            s = self.wait(&self.progress, s);
+        }
+    }
+
     /// Everything before this LSN is durable.
     pub fn durable(&self) -> Lsn {
         self.lock().durable
@@ -209,11 +258,15 @@ impl GroupCommit {
                 return None;
             }
             let pending: u64 = s.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            if !s.runs.is_empty() && (s.wanted > s.durable || pending >= self.flush_threshold || s.closed) {
+            if !s.flushing
+                && !s.runs.is_empty()
+                && (s.wanted > s.durable || pending >= self.flush_threshold || s.closed)
+            {
+                s.flushing = true;
                 let runs = std::mem::take(&mut s.runs);
                 return Some(Batch { runs, end: s.next });
             }
-            if s.closed {
+            if s.closed && s.runs.is_empty() && !s.flushing {
                 return None;
             }
             s = self.wait(&self.work, s);
@@ -225,14 +278,17 @@ impl GroupCommit {
         let mut s = self.lock();
         debug_assert!(end >= s.durable, "durable point only moves forward");
         s.durable = end;
+        s.flushing = false;
         s.undurable_bytes -= bytes.min(s.undurable_bytes);
         self.progress.notify_all();
+        self.work.notify_all();
     }
 
     /// For the flusher: writing or syncing failed; nothing more is accepted.
     pub fn fail(&self, cause: Arc<IoError>) {
         let mut s = self.lock();
         s.failed = Some(cause);
+        s.flushing = false;
         s.runs.clear();
         self.progress.notify_all();
         self.work.notify_all();

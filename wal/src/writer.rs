@@ -177,9 +177,29 @@ impl Log {
         self.shared.gc.append(&meta, body)
     }
 
-    /// Blocks until the record at `lsn` is on disk.
+    /// Blocks until the record at `lsn` is on disk. The caller writes and
+    /// syncs the pending records itself when no flush is under way, sparing
+    /// the hand-off to the flusher thread.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
-        self.shared.gc.wait_durable(lsn)
+        let shared = &self.shared;
+        let r = shared
+            .gc
+            .wait_durable_with(lsn, |batch| match shared.write_batch(batch) {
+                Ok(_) => Ok(()),
+                Err(WalError::Io(cause)) => Err(Arc::new(cause)),
+                Err(other) => Err(Arc::new(IoError::new(
+                    OpKind::Write,
+                    &shared.dir,
+                    None,
+                    std::io::Error::other(other.to_string()),
+                ))),
+            });
+        if let Err(WalError::Poisoned { cause }) = &r {
+            tracing::error!(error = %cause, "log write failed; the log is poisoned");
+        } else if let Err(e) = shared.ensure_spare(shared.layout.segment_of(lsn)) {
+            return shared.poison_on_failure(Err(e));
+        }
+        r
     }
 
     /// [`Log::append`] then [`Log::wait_durable`].

@@ -108,3 +108,54 @@ fn appenders_past_the_pending_bound_wait_without_deadlock() {
         assert_eq!(gc.durable(), gc.next());
     });
 }
+
+#[test]
+fn waiters_leading_flushes_never_overlap_the_flusher_or_each_other() {
+    use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    loom::model(|| {
+        let gc = queue(1 << 20);
+        let busy = Arc::new(AtomicBool::new(false));
+        let last_end = Arc::new(AtomicU64::new(0));
+        // Checks one flush at a time, in LSN order.
+        let flush = {
+            let (busy, last_end) = (busy.clone(), last_end.clone());
+            move |b: &mut wal::group_commit::Batch| {
+                assert!(!busy.swap(true, Ordering::SeqCst), "two flushes at once");
+                assert!(
+                    b.end.0 >= last_end.swap(b.end.0, Ordering::SeqCst),
+                    "flushes out of order"
+                );
+                busy.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        let f = {
+            let gc = gc.clone();
+            let flush = flush.clone();
+            thread::spawn(move || {
+                while let Some(mut batch) = gc.take_batch() {
+                    let bytes = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
+                    flush(&mut batch).unwrap();
+                    gc.complete(batch.end, bytes);
+                }
+            })
+        };
+        let waiters: Vec<_> = (0..2u64)
+            .map(|t| {
+                let gc = gc.clone();
+                let flush = flush.clone();
+                thread::spawn(move || {
+                    let lsn = gc.append(&RecordMeta::txn(t, None), &RecordBody::Commit).unwrap();
+                    gc.wait_durable_with(lsn, &flush).unwrap();
+                    assert!(gc.durable() > lsn);
+                })
+            })
+            .collect();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        gc.close();
+        f.join().unwrap();
+        assert_eq!(gc.durable(), gc.next());
+    });
+}
