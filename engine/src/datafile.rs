@@ -113,3 +113,76 @@ pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)], sync: bool) -> Result<
     io.write_batch(&ops, sync)?;
     Ok(())
 }
+
+/// Group FORCE: concurrent commits share data-file syncs the way group
+/// commit shares log syncs.
+///
+/// A committer writes its pages (no sync), then asks for a sync covering its
+/// writes. If no sync is under way it leads one: it takes every file written
+/// so far and syncs them; a sync started after a write completed covers it.
+/// Committers whose writes a running sync does not cover wait for the next
+/// one, which one of them leads. After a failed sync nothing more is
+/// accepted (a failed fsync is never retried).
+#[derive(Default)]
+pub struct GroupSync {
+    state: Mutex<SyncState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Write batches completed, and how many of them are durable.
+    written: u64,
+    synced: u64,
+    syncing: bool,
+    /// Files written since the last sync started.
+    dirty: HashMap<u32, Arc<DataFile>>,
+    failed: Option<String>,
+}
+
+impl GroupSync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `pages` and returns once they are durable.
+    pub fn write_durable(&self, io: &Io, pages: &[(&Arc<DataFile>, &Page)]) -> Result<()> {
+        let batch: Vec<(&DataFile, &Page)> = pages.iter().map(|(f, p)| (f.as_ref(), *p)).collect();
+        write_pages(io, &batch, false)?;
+        let mut s = self.lock();
+        s.written += 1;
+        let mine = s.written;
+        for (f, _) in pages {
+            s.dirty.entry(f.file_id).or_insert_with(|| Arc::clone(f));
+        }
+        loop {
+            if let Some(why) = &s.failed {
+                return Err(Error::Stopped(format!("an earlier data sync failed: {why}")));
+            }
+            if s.synced >= mine {
+                return Ok(());
+            }
+            if s.syncing {
+                s = self.done.wait(s).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            s.syncing = true;
+            let target = s.written;
+            let files: Vec<Arc<DataFile>> = s.dirty.drain().map(|(_, f)| f).collect();
+            drop(s);
+            let handles: Vec<&IoFile> = files.iter().map(|f| f.io_file()).collect();
+            let r = io.sync_all(&handles);
+            s = self.lock();
+            s.syncing = false;
+            match r {
+                Ok(()) => s.synced = s.synced.max(target),
+                Err(e) => {
+                    s.failed = Some(e.to_string());
+                    self.done.notify_all();
+                    return Err(e.into());
+                }
+            }
+            self.done.notify_all();
+        }
+    }
+}

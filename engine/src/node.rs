@@ -28,7 +28,7 @@ use wal::{ActiveTxn, Log, LogConfig, Lsn, TxnId, WalError};
 
 use crate::catalog::{Catalog, TableInfo, MAX_NAME};
 use crate::cluster::Cluster;
-use crate::datafile::{table_path, DataFiles};
+use crate::datafile::{table_path, DataFiles, GroupSync};
 use crate::error::{Error, Result};
 use crate::recovery::{self, Agents};
 use crate::table;
@@ -69,9 +69,9 @@ impl Default for NodeOptions {
             backend: BackendChoice::Auto,
             log_segment_size: 16 << 20,
             embed_coordinator: false,
-            lease_ms: 400,
+            lease_ms: 1000,
             heartbeat_ms: 100,
-            failure_timeout_ms: 600,
+            failure_timeout_ms: 1500,
             join_timeout: Duration::from_secs(30),
             io: None,
         }
@@ -96,7 +96,10 @@ pub(crate) struct NodeInner {
     pub(crate) log: Log,
     pub(crate) client: Client,
     pub(crate) files: DataFiles,
+    pub(crate) group_sync: GroupSync,
     pub(crate) opts: NodeOptions,
+    /// The catalog as last read, with the stamp of the file it came from.
+    catalog: Mutex<Option<(CatalogStamp, Arc<Catalog>)>>,
     next_txn: AtomicU64,
     /// Transactions that logged something, with their first LSN.
     active: Mutex<BTreeMap<TxnId, Lsn>>,
@@ -186,7 +189,9 @@ impl Node {
             log,
             client,
             files,
+            group_sync: GroupSync::default(),
             opts,
+            catalog: Mutex::new(None),
             active: Mutex::new(BTreeMap::new()),
             stopped: Mutex::new(None),
             last_checkpoint: Mutex::new(cp),
@@ -366,6 +371,10 @@ fn open_log(cluster: &Cluster, node_id: u32, io: &Io, opts: &NodeOptions) -> Res
     }
 }
 
+/// What identifies one version of the catalog file: it is replaced by a
+/// rename on every change, which gives it a new inode and change time.
+type CatalogStamp = (u64, i64, i64, u64);
+
 /// Stops the node when its lease goes.
 fn watch_events(inner: &Arc<NodeInner>) {
     let Some(rx) = inner.client.events() else { return };
@@ -404,13 +413,49 @@ impl NodeInner {
         }
     }
 
+    /// Passes a log call's result on; a failed log (poisoned by an I/O
+    /// error) stops the node, since nothing more can be made durable.
+    pub(crate) fn logged<T>(&self, r: std::result::Result<T, WalError>) -> Result<T> {
+        if let Err(e @ (WalError::Poisoned { .. } | WalError::Io(_))) = &r {
+            self.stop(&format!("the log failed: {e}"));
+        }
+        Ok(r?)
+    }
+
+    /// The catalog, read again only when its file changed (one `stat`
+    /// instead of a read per lookup).
+    pub(crate) fn catalog(&self) -> Result<Arc<Catalog>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = crate::catalog::catalog_path(self.files.dir());
+        let stamp = match std::fs::metadata(&path) {
+            Ok(m) => (m.ino(), m.ctime(), m.ctime_nsec(), m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0, 0, 0),
+            Err(e) => return Err(wal::io::IoError::new(wal::io::OpKind::Read, &path, None, e).into()),
+        };
+        let mut cached = lock(&self.catalog);
+        if let Some((s, c)) = cached.as_ref() {
+            if *s == stamp {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(Catalog::load(&self.io, self.files.dir())?);
+        *cached = Some((stamp, c.clone()));
+        Ok(c)
+    }
+
+    /// Several locks at once (one round trip).
+    pub(crate) fn lock_many(&self, txn: TxnId, requests: &[(ResourceId, LockMode)]) -> Result<Vec<LockMode>> {
+        self.check_running()?;
+        Ok(self.client.lock_many(txn, requests, Some(self.opts.lock_wait))?)
+    }
+
     pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<LockMode> {
         self.check_running()?;
         Ok(self.client.lock(txn, resource, mode, Some(self.opts.lock_wait))?)
     }
 
     pub(crate) fn release_all(&self, txn: TxnId) {
-        if let Err(e) = self.client.release_all(txn) {
+        if let Err(e) = self.client.release_all_nowait(txn) {
             // The connection is gone: the coordinator retains or drops the
             // locks with the node's failure.
             tracing::warn!(txn, error = %e, "releasing locks failed");
@@ -423,9 +468,10 @@ impl NodeInner {
     /// the two and be truncated away.
     pub(crate) fn log_begin(&self, txn: TxnId) -> Result<Lsn> {
         let mut active = lock(&self.active);
-        let lsn = self
-            .log
-            .append(wal::RecordMeta::txn(txn, None), &wal::RecordBody::Begin)?;
+        let lsn = self.logged(
+            self.log
+                .append(wal::RecordMeta::txn(txn, None), &wal::RecordBody::Begin),
+        )?;
         active.insert(txn, lsn);
         Ok(lsn)
     }

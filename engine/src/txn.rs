@@ -38,8 +38,8 @@ use std::sync::Arc;
 use lockmgr::{LockMode, ResourceId};
 use wal::{Lsn, PageUndo, RecordBody, RecordMeta, TxnId};
 
-use crate::catalog::{Catalog, TableInfo};
-use crate::datafile::{write_pages, DataFile};
+use crate::catalog::TableInfo;
+use crate::datafile::DataFile;
 use crate::error::{Error, Result};
 use crate::node::NodeInner;
 use crate::page::{Kind, Page, ITEM_OVERHEAD};
@@ -107,22 +107,42 @@ impl Transaction {
         Ok(())
     }
 
-    /// The table `name`, locked IS or IX.
-    fn table(&mut self, name: &str, write: bool) -> Result<TableInfo> {
+    /// The table `name`, locked IS or IX, and with it the page `first` of
+    /// it (when given) locked in `first_mode`: both requests go out together.
+    fn table(&mut self, name: &str, write: bool, first: Option<(&[u8], LockMode)>) -> Result<TableInfo> {
         let mode = if write { LockMode::IX } else { LockMode::IS };
         if let Some(t) = self.tables.get(name).cloned() {
             self.lock(ResourceId::new(0, u64::from(t.file_id)), mode)?;
             return Ok(t);
         }
-        let io = self.node.io.clone();
-        let dir = self.node.files.dir().to_path_buf();
         // Looked up unlocked, then confirmed once the table lock is held (a
         // drop needs X on it, so the entry cannot change after that).
         for _ in 0..8 {
-            let cat = Catalog::load(&io, &dir)?;
-            let t = cat.find(name).cloned().ok_or_else(|| Error::NoSuchTable(name.into()))?;
-            self.lock(ResourceId::new(0, u64::from(t.file_id)), mode)?;
-            if Catalog::load(&io, &dir)?.find(name) == Some(&t) {
+            let t = self
+                .node
+                .catalog()?
+                .find(name)
+                .cloned()
+                .ok_or_else(|| Error::NoSuchTable(name.into()))?;
+            let table_res = ResourceId::new(0, u64::from(t.file_id));
+            let mut requests = vec![(table_res, mode)];
+            if let Some((key, page_mode)) = first {
+                requests.push((
+                    ResourceId::new(t.file_id, table::bucket_page(key, t.buckets)),
+                    page_mode,
+                ));
+            }
+            let granted = self.node.lock_many(self.id, &requests);
+            // Record what was granted even when one request was refused:
+            // those locks are held until the transaction ends all the same.
+            if let Ok(modes) = &granted {
+                for (&(res, _), &held) in requests.iter().zip(modes) {
+                    let merged = self.locks.get(&res).map_or(held, |h| h.supremum(held));
+                    self.locks.insert(res, merged);
+                }
+            }
+            granted?;
+            if self.node.catalog()?.find(name) == Some(&t) {
                 self.tables.insert(name.into(), t.clone());
                 return Ok(t);
             }
@@ -179,14 +199,14 @@ impl Transaction {
             before,
             after: None,
         });
-        self.last_lsn = Some(self.node.log.append(meta, &body)?);
+        self.last_lsn = Some(self.node.logged(self.node.log.append(meta, &body))?);
         Ok(())
     }
 
     /// The value of `key` in `table`.
     pub fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
-        let t = self.table(table, false)?;
+        let t = self.table(table, false, Some((key, LockMode::S)))?;
         let mut no = table::bucket_page(key, t.buckets);
         for _ in 0..u32::MAX {
             self.fetch(&t, no, LockMode::S)?;
@@ -229,7 +249,7 @@ impl Transaction {
     pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_open()?;
         table::check_sizes(key, value, self.node.files.page_size())?;
-        let t = self.table(table, true)?;
+        let t = self.table(table, true, Some((key, LockMode::X)))?;
         let chain = self.chain_for_write(&t, key)?;
         for &no in &chain {
             if let Some((_, old)) = self.page(&t, no).find(key) {
@@ -269,7 +289,7 @@ impl Transaction {
     /// Removes `key` from `table`; returns whether it was there.
     pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool> {
         self.check_open()?;
-        let t = self.table(table, true)?;
+        let t = self.table(table, true, Some((key, LockMode::X)))?;
         for no in self.chain_for_write(&t, key)? {
             if self.page(&t, no).find(key).is_some() {
                 self.page_mut(&t, no)?.remove(key);
@@ -321,7 +341,7 @@ impl Transaction {
                 ..RecordMeta::txn(self.id, Some(last))
             };
             let body = RecordBody::Compensation { undo_next: sp.last_lsn };
-            self.last_lsn = Some(self.node.log.append(meta, &body)?);
+            self.last_lsn = Some(self.node.logged(self.node.log.append(meta, &body))?);
         }
         Ok(())
     }
@@ -348,8 +368,8 @@ impl Transaction {
             // Self-fencing: no page is written once the lease may be gone.
             node.client.check_lease()?;
             node.log.wait_durable(last)?;
-            let batch: Vec<(&DataFile, &Page)> = dirty.iter().map(|(f, p)| (f.as_ref(), p)).collect();
-            write_pages(&node.io, &batch, true)?;
+            let batch: Vec<(&Arc<DataFile>, &Page)> = dirty.iter().map(|(f, p)| (f, p)).collect();
+            node.group_sync.write_durable(&node.io, &batch)?;
             let commit = node
                 .log
                 .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::Commit)?;

@@ -21,8 +21,8 @@
 //! earlier than `r + failure_timeout_ms (1 − ρ) ≥ s + failure_timeout_ms
 //! (1 − ρ)`. So the node has stopped before anyone can be told it failed
 //! whenever `(lease_ms − margin)(1 + ρ) < failure_timeout_ms (1 − ρ)`. The
-//! defaults (lease 400 ms, margin 50 ms, failure timeout 600 ms) satisfy
-//! this for any ρ below 25 %; real clock drift is below 0.01 %. A write
+//! defaults (lease 1000 ms, margin 100 ms, failure timeout 1500 ms) satisfy
+//! this for any ρ below 20 %; real clock drift is below 0.01 %. A write
 //! already submitted to the kernel when the lease lapses is the one thing
 //! this cannot stop: peer recovery fences those by the kernel's word on the
 //! same host, and by waiting out the lease otherwise.
@@ -65,7 +65,7 @@ impl ClientConfig {
             purpose: Purpose::Join,
             incarnation: 0,
             connect_timeout: Duration::from_secs(5),
-            fence_margin_ms: 50,
+            fence_margin_ms: 100,
             reply_timeout: Duration::from_secs(30),
         }
     }
@@ -154,6 +154,12 @@ struct Inner {
     lease_lost: AtomicBool,
     closed: AtomicBool,
     reply_timeout: Duration,
+    /// Heartbeats sent and not yet answered, with when they were sent: a
+    /// reply extends the lease from its own heartbeat's send time, however
+    /// late it arrives.
+    heartbeats: Mutex<HashMap<u64, Instant>>,
+    lease_ms: u32,
+    fence_margin_ms: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -254,9 +260,12 @@ impl Client {
             lease_lost: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             reply_timeout: cfg.reply_timeout,
+            heartbeats: Mutex::new(HashMap::new()),
+            lease_ms,
+            fence_margin_ms: cfg.fence_margin_ms,
         });
         // Being admitted counts as a first heartbeat.
-        inner.extend_lease(sent_at, lease_ms, cfg.fence_margin_ms);
+        inner.extend_lease(sent_at);
         let mut threads = Vec::new();
         {
             let inner = inner.clone();
@@ -269,11 +278,10 @@ impl Client {
         }
         if cfg.purpose != Purpose::Operator {
             let inner = inner.clone();
-            let margin = cfg.fence_margin_ms;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("coord-heartbeat-{}", cfg.node))
-                    .spawn(move || inner.heartbeat_loop(heartbeat_ms, lease_ms, margin))
+                    .spawn(move || inner.heartbeat_loop(heartbeat_ms))
                     .expect("spawn the heartbeat thread"),
             );
         }
@@ -346,6 +354,46 @@ impl Client {
         }
     }
 
+    /// Several locks for `txn` requested at once (pipelined: one round trip
+    /// for all). Returns the first refusal; the locks granted before or
+    /// beside it stay held, as any lock of a transaction does until release.
+    pub fn lock_many(
+        &self,
+        txn: u64,
+        requests: &[(ResourceId, LockMode)],
+        wait: Option<Duration>,
+    ) -> Result<Vec<LockMode>, ClientError> {
+        let wait_ms = wait.map_or(0, |w| w.as_millis().clamp(1, u32::MAX as u128) as u32);
+        let pending: Vec<_> = requests
+            .iter()
+            .map(|&(resource, mode)| {
+                self.inner.send(&Msg::Lock {
+                    txn,
+                    resource,
+                    mode,
+                    wait_ms,
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(requests.len());
+        let mut first_err = None;
+        for p in pending {
+            match p.and_then(|rx| self.inner.receive(rx, wait.unwrap_or_default())) {
+                Ok(Msg::Granted { mode }) => out.push(mode),
+                Ok(other) => {
+                    first_err.get_or_insert(unexpected(other));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            None => Ok(out),
+            Some(e) => Err(e),
+        }
+    }
+
     pub fn release(&self, txn: u64, resource: ResourceId) -> Result<(), ClientError> {
         self.expect_ok(&Msg::Release { txn, resource })
     }
@@ -353,6 +401,13 @@ impl Client {
     /// Releases every lock of `txn` in one request.
     pub fn release_all(&self, txn: u64) -> Result<(), ClientError> {
         self.expect_ok(&Msg::ReleaseAll { txn })
+    }
+
+    /// Sends the release of every lock of `txn` without waiting for the
+    /// reply. The coordinator handles a connection's requests in order, so
+    /// any later request of this node sees the locks released.
+    pub fn release_all_nowait(&self, txn: u64) -> Result<(), ClientError> {
+        self.inner.send_only(&Msg::ReleaseAll { txn })
     }
 
     /// Asks to become the counterpart of failed node `failed`.
@@ -454,9 +509,9 @@ impl Inner {
         self.epoch.elapsed().as_micros() as u64
     }
 
-    fn extend_lease(&self, sent_at: Instant, lease_ms: u32, margin_ms: u32) {
+    fn extend_lease(&self, sent_at: Instant) {
         let until = sent_at.saturating_duration_since(self.epoch)
-            + Duration::from_millis(lease_ms.saturating_sub(margin_ms) as u64);
+            + Duration::from_millis(self.lease_ms.saturating_sub(self.fence_margin_ms) as u64);
         self.lease_until_us
             .fetch_max(until.as_micros() as u64, Ordering::AcqRel);
     }
@@ -483,20 +538,41 @@ impl Inner {
     /// Sends a request and waits for its reply (the request's own wait plus
     /// the reply timeout at most).
     fn call(&self, m: &Msg, wait: Duration) -> Result<Msg, ClientError> {
+        let rx = self.send(m)?;
+        self.receive(rx, wait)
+    }
+
+    /// Sends a request whose reply nobody waits for (the reader drops it).
+    fn send_only(&self, m: &Msg) -> Result<(), ClientError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Disconnected);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        use std::io::Write;
+        lock(&self.writer)
+            .write_all(&wire::encode(id, m))
+            .map_err(|_| ClientError::Disconnected)
+    }
+
+    /// Sends a request; its reply arrives on the returned channel.
+    fn send(&self, m: &Msg) -> Result<(u64, Receiver<Msg>), ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         lock(&self.pending).insert(id, tx);
-        {
-            use std::io::Write;
-            let mut w = lock(&self.writer);
-            if w.write_all(&wire::encode(id, m)).is_err() {
-                lock(&self.pending).remove(&id);
-                return Err(ClientError::Disconnected);
-            }
+        use std::io::Write;
+        let mut w = lock(&self.writer);
+        if w.write_all(&wire::encode(id, m)).is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(ClientError::Disconnected);
         }
+        Ok((id, rx))
+    }
+
+    /// Waits for the reply of a request sent with [`Inner::send`].
+    fn receive(&self, (id, rx): (u64, Receiver<Msg>), wait: Duration) -> Result<Msg, ClientError> {
         match rx.recv_timeout(wait + self.reply_timeout) {
             Ok(Msg::Error {
                 code,
@@ -529,7 +605,11 @@ impl Inner {
                     incarnation,
                 }),
                 Ok(Some((id, msg))) => {
-                    if let Some(tx) = lock(&self.pending).remove(&id) {
+                    if let Some(sent_at) = lock(&self.heartbeats).remove(&id) {
+                        if msg == Msg::Ok {
+                            self.extend_lease(sent_at);
+                        }
+                    } else if let Some(tx) = lock(&self.pending).remove(&id) {
                         let _ = tx.send(msg);
                     }
                 }
@@ -543,42 +623,37 @@ impl Inner {
         self.emit(ClientEvent::Disconnected);
     }
 
-    fn heartbeat_loop(&self, heartbeat_ms: u32, lease_ms: u32, margin_ms: u32) {
+    fn heartbeat_loop(&self, heartbeat_ms: u32) {
         let period = Duration::from_millis(heartbeat_ms as u64);
+        let lease = Duration::from_millis(self.lease_ms as u64);
+        let mut next = Instant::now();
         while !self.closed.load(Ordering::Acquire) {
-            let sent_at = Instant::now();
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = mpsc::channel();
-            lock(&self.pending).insert(id, tx);
-            let sent = {
+            let now = Instant::now();
+            if now >= next {
+                next = now + period;
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut hb = lock(&self.heartbeats);
+                    // Heartbeats older than a lease can no longer extend it.
+                    hb.retain(|_, sent| now.saturating_duration_since(*sent) < lease);
+                    hb.insert(id, now);
+                }
                 use std::io::Write;
-                lock(&self.writer).write_all(&wire::encode(id, &Msg::Heartbeat)).is_ok()
-            };
-            if !sent {
-                break;
-            }
-            // Wait for the reply, watching the lease as time passes.
-            let deadline = sent_at + period;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left.min(Duration::from_millis(5))) {
-                    Ok(Msg::Ok) => self.extend_lease(sent_at, lease_ms, margin_ms),
-                    Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                        std::thread::sleep(left.min(Duration::from_millis(5)));
-                    }
-                }
-                if !self.lease_valid() {
-                    self.lose_lease();
-                }
-                if Instant::now() >= deadline || self.closed.load(Ordering::Acquire) {
+                if lock(&self.writer)
+                    .write_all(&wire::encode(id, &Msg::Heartbeat))
+                    .is_err()
+                {
                     break;
                 }
             }
-            lock(&self.pending).remove(&id);
+            if !self.lease_valid() {
+                self.lose_lease();
+            }
+            // Short sleeps so a lapsing lease is noticed promptly.
+            std::thread::sleep(
+                next.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(5)),
+            );
         }
     }
 }

@@ -88,9 +88,12 @@ impl CoordinatorConfig {
             secret,
             state_dir,
             io,
-            lease_ms: 400,
+            // Generous enough that a busy two-core machine does not starve a
+            // live node into a false failure; a dropped connection (a dead
+            // process) is still detected at once.
+            lease_ms: 1000,
             heartbeat_ms: 100,
-            failure_timeout_ms: 600,
+            failure_timeout_ms: 1500,
         }
     }
 }
@@ -965,7 +968,12 @@ impl Shared {
             retained: self.table.export_retained(),
             blind: lock(&self.blind).iter().copied().collect(),
         };
-        if let Err(e) = persist::store(&self.cfg.io, &self.cfg.state_dir, &state) {
+        let t0 = Instant::now(); // TEMP-INSTRUMENT
+        let r = persist::store(&self.cfg.io, &self.cfg.state_dir, &state);
+        if t0.elapsed() > Duration::from_millis(100) {
+            tracing::warn!(ms = t0.elapsed().as_millis() as u64, "TEMP persist slow");
+        }
+        if let Err(e) = r {
             eprintln!("fatal: the coordinator cannot write its durable record: {e}");
             std::process::exit(70);
         }

@@ -21,11 +21,11 @@ struct Args {
     /// Directory of the coordinator's durable record.
     #[arg(long)]
     state_dir: PathBuf,
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1000)]
     lease_ms: u32,
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u32,
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1500)]
     failure_timeout_ms: u32,
 }
 
