@@ -277,6 +277,9 @@ impl Coordinator {
 
     fn stop_threads(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        // A record write already under way finishes before the coordinator
+        // is gone; any later one sees `stop` under this lock and skips.
+        drop(lock(&self.shared.persist_lock));
         for ep in &self.addrs {
             // Wake the blocking accept.
             let _ = Stream::connect(ep, Duration::from_millis(100));
