@@ -56,14 +56,18 @@ impl DataFile {
 pub struct DataFiles {
     dir: PathBuf,
     page_size: usize,
+    /// The node whose fencing lock each opened file carries (see
+    /// [`crate::fence`]); `None` for tools that never write.
+    fence_node: Option<u32>,
     files: Mutex<HashMap<u32, Arc<DataFile>>>,
 }
 
 impl DataFiles {
-    pub fn new(dir: PathBuf, page_size: usize) -> DataFiles {
+    pub fn new(dir: PathBuf, page_size: usize, fence_node: Option<u32>) -> DataFiles {
         DataFiles {
             dir,
             page_size,
+            fence_node,
             files: Mutex::new(HashMap::new()),
         }
     }
@@ -84,6 +88,11 @@ impl DataFiles {
         }
         let path = table_path(&self.dir, file_id);
         let file = IoFile::open(&path, true, create)?;
+        if let Some(node) = self.fence_node {
+            // Through the same open file description every page write uses.
+            crate::fence::hold(file.std(), node)
+                .map_err(|e| wal::io::IoError::new(wal::io::OpKind::Open, &path, None, e))?;
+        }
         let f = Arc::new(DataFile {
             file_id,
             file,

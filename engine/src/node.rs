@@ -59,6 +59,9 @@ pub struct NodeOptions {
     /// An I/O layer to use instead of one chosen by `backend` (tests inject
     /// faults through it).
     pub io: Option<Io>,
+    /// Race to recover every node the coordinator reports failed (exactly
+    /// one racer wins). Off: only an operator's `recover` does.
+    pub auto_recovery: bool,
 }
 
 impl Default for NodeOptions {
@@ -74,6 +77,7 @@ impl Default for NodeOptions {
             failure_timeout_ms: 1500,
             join_timeout: Duration::from_secs(30),
             io: None,
+            auto_recovery: true,
         }
     }
 }
@@ -105,8 +109,13 @@ pub(crate) struct NodeInner {
     active: Mutex<BTreeMap<TxnId, Lsn>>,
     stopped: Mutex<Option<String>>,
     last_checkpoint: Mutex<Lsn>,
+    /// The peer recoveries this node ran (the last [`MAX_KEPT_RECOVERIES`]).
+    recoveries: Mutex<std::collections::VecDeque<crate::peer::Timeline>>,
     _coordinator: Option<Coordinator>,
 }
+
+/// How many recovery timelines a node keeps for inspection.
+pub const MAX_KEPT_RECOVERIES: usize = 64;
 
 /// A member of a cluster. Cheap to clone; transactions may run on many
 /// threads at once.
@@ -152,7 +161,7 @@ impl Node {
         };
         let (client, restarted) = join(&cluster, node_id, &secret, &opts)?;
         let log = open_log(&cluster, node_id, &io, &opts)?;
-        let files = DataFiles::new(cluster.data_dir(), cluster.page_size);
+        let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
         let found = recovery::find_in_flight(&log.reader()?)?;
         let mut report = StartReport {
@@ -195,6 +204,7 @@ impl Node {
             active: Mutex::new(BTreeMap::new()),
             stopped: Mutex::new(None),
             last_checkpoint: Mutex::new(cp),
+            recoveries: Mutex::new(std::collections::VecDeque::new()),
             _coordinator: coordinator,
         });
         watch_events(&inner);
@@ -207,6 +217,19 @@ impl Node {
 
     pub fn cluster(&self) -> &Cluster {
         &self.inner.cluster
+    }
+
+    /// The peer recoveries this node has run, oldest first.
+    pub fn recoveries(&self) -> Vec<crate::peer::Timeline> {
+        lock(&self.inner.recoveries).iter().cloned().collect()
+    }
+
+    /// Recovers failed node `failed` now (what automatic recovery does on a
+    /// failure event, and what an operator's `recover` runs).
+    pub fn recover_peer(&self, failed: u32) -> std::result::Result<crate::peer::Timeline, crate::peer::PeerError> {
+        let tl = crate::peer::recover(self, failed, Instant::now())?;
+        self.inner.remember(tl.clone());
+        Ok(tl)
     }
 
     /// Whether the node stopped, and why.
@@ -375,7 +398,8 @@ fn open_log(cluster: &Cluster, node_id: u32, io: &Io, opts: &NodeOptions) -> Res
 /// rename on every change, which gives it a new inode and change time.
 type CatalogStamp = (u64, i64, i64, u64);
 
-/// Stops the node when its lease goes.
+/// Stops the node when its lease goes; recovers failed peers when
+/// automatic recovery is on.
 fn watch_events(inner: &Arc<NodeInner>) {
     let Some(rx) = inner.client.events() else { return };
     let weak = Arc::downgrade(inner);
@@ -387,6 +411,24 @@ fn watch_events(inner: &Arc<NodeInner>) {
                 match ev {
                     ClientEvent::LeaseLost | ClientEvent::Disconnected => {
                         inner.stop("the coordinator lease was lost");
+                    }
+                    ClientEvent::Coordinator {
+                        kind: lockmgr::EventKind::NodeFailed,
+                        node,
+                        ..
+                    } if node != inner.node_id && inner.opts.auto_recovery && inner.check_running().is_ok() => {
+                        let detected = Instant::now();
+                        let me = Node {
+                            inner: inner.clone(),
+                            report: StartReport::default(),
+                        };
+                        let _ = std::thread::Builder::new()
+                            .name(format!("peer-recovery-{node}"))
+                            .spawn(move || match crate::peer::recover(&me, node, detected) {
+                                Ok(tl) => me.inner.remember(tl),
+                                Err(crate::peer::PeerError::NotCounterpart { .. }) => {}
+                                Err(e) => tracing::warn!(failed = node, error = %e, "peer recovery did not finish"),
+                            });
                     }
                     ClientEvent::Coordinator { .. } => {}
                 }
@@ -478,6 +520,14 @@ impl NodeInner {
 
     pub(crate) fn txn_finished(&self, txn: TxnId) {
         lock(&self.active).remove(&txn);
+    }
+
+    fn remember(&self, tl: crate::peer::Timeline) {
+        let mut r = lock(&self.recoveries);
+        if r.len() == MAX_KEPT_RECOVERIES {
+            r.pop_front();
+        }
+        r.push_back(tl);
     }
 
     /// Checkpoints when the log has grown enough since the last one.

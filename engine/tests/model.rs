@@ -50,6 +50,8 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 type State = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+/// A transaction's writes: `None` is a delete.
+type Delta = BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
 
 fn key(k: u8) -> Vec<u8> {
     format!("key-{k:03}").into_bytes()
@@ -82,8 +84,8 @@ fn cluster(dir: &Path, nodes: &[u32]) -> Node {
 struct Session {
     node: Node,
     txn: Option<Transaction>,
-    delta: BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>,
-    savepoints: Vec<(understudy::Savepoint, BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>)>,
+    delta: Delta,
+    savepoints: Vec<(understudy::Savepoint, Delta)>,
 }
 
 impl Session {
@@ -159,10 +161,10 @@ impl Session {
                 Ok(())
             }
             Op::RollbackTo { pick } => {
-                if self.txn.is_some() && !self.savepoints.is_empty() {
+                if let (Some(txn), false) = (self.txn.as_mut(), self.savepoints.is_empty()) {
                     let i = pick % self.savepoints.len();
                     let (sp, delta) = self.savepoints[i].clone();
-                    self.txn.as_mut().unwrap().rollback_to(sp).unwrap();
+                    txn.rollback_to(sp).unwrap();
                     self.savepoints.truncate(i + 1);
                     self.delta = delta;
                 }

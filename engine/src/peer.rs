@@ -1,0 +1,248 @@
+//! Peer recovery: a live node takes a failed node's place, backs out its
+//! in-flight work from its private log, frees its retained locks and steps
+//! down.
+//!
+//! The steps, each timed from the moment the failure was detected:
+//! 1. **fenced** — the failed node provably cannot write any more
+//!    ([`crate::fence`]): the kernel's word on one host, else an expired
+//!    lease. Nothing is written before this.
+//! 2. **registered** — this node is the failed node's counterpart; exactly
+//!    one racer wins, the others stop here.
+//! 3. **log opened** — the failed node's private log, opened for writing
+//!    with the grant (only a holder of a grant gets here; the log's own
+//!    directory lock keeps a second opener out).
+//! 4. **in-flight found** — [`crate::recovery::find_in_flight`].
+//! 5. **written back** — every changed page's oldest before-image, each page
+//!    once, one batch, then synced ([`crate::recovery::write_back`]).
+//! 6. **ended** — end records in the failed node's log, durable, so its own
+//!    restart finds nothing left.
+//! 7. **released** — unregistered as recovered: the coordinator frees the
+//!    retained locks.
+//!
+//! Every step may be repeated: if this node dies anywhere, its registration
+//! is dropped and another node registers and runs the same steps on the same
+//! log, writing the same images. A damaged log stops recovery with the LSN;
+//! the registration is abandoned with the locks still retained, because no
+//! lock can be proven safe to release.
+
+use std::time::{Duration, Instant};
+
+use lockmgr::{ClientError, Outcome};
+use wal::{Log, LogConfig};
+
+use crate::error::Error;
+use crate::fence;
+use crate::node::Node;
+use crate::recovery::{self, Agents};
+
+/// How the failed node was fenced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fencing {
+    /// The kernel released its log lock and every data-file fencing lock.
+    Kernel,
+    /// Its lease had certainly expired.
+    LeaseExpired,
+}
+
+/// One step of a recovery and when it finished, counted from detection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub name: &'static str,
+    pub at: Duration,
+}
+
+/// The record of one peer recovery.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    pub failed: u32,
+    pub counterpart: u32,
+    pub fencing: Fencing,
+    pub steps: Vec<Step>,
+    pub in_flight: usize,
+    pub pages: usize,
+    pub records: u64,
+}
+
+impl Timeline {
+    fn mark(&mut self, name: &'static str, detected: Instant) {
+        tracing::info!(failed = self.failed, step = name, "peer recovery step");
+        self.steps.push(Step {
+            name,
+            at: detected.elapsed(),
+        });
+    }
+
+    /// Total time from detection to the release of the locks.
+    pub fn total(&self) -> Duration {
+        self.steps.last().map_or(Duration::ZERO, |s| s.at)
+    }
+
+    /// When a step finished, if it did.
+    pub fn at(&self, name: &str) -> Option<Duration> {
+        self.steps.iter().find(|s| s.name == name).map(|s| s.at)
+    }
+
+    /// One line: who recovered whom, what, and each step's time.
+    pub fn summary(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| format!("{} {:.3}ms", s.name, s.at.as_secs_f64() * 1e3))
+            .collect();
+        format!(
+            "node {} recovered node {}: {} in-flight transactions, {} pages written back, {} log records read; \
+             fenced by {:?}; {}",
+            self.counterpart,
+            self.failed,
+            self.in_flight,
+            self.pages,
+            self.records,
+            self.fencing,
+            steps.join(" → ")
+        )
+    }
+
+    /// The same as JSON.
+    pub fn to_json(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| format!("{{\"step\":\"{}\",\"at_us\":{}}}", s.name, s.at.as_micros()))
+            .collect();
+        format!(
+            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"steps\":[{}]}}",
+            self.failed,
+            self.counterpart,
+            self.fencing,
+            self.in_flight,
+            self.pages,
+            self.records,
+            self.total().as_micros(),
+            steps.join(",")
+        )
+    }
+}
+
+/// Why a peer recovery did not happen or did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// Another node is the counterpart (or the node is recovered already).
+    #[error("node {failed} is being or has been recovered by another node: {reason}")]
+    NotCounterpart { failed: u32, reason: ClientError },
+    /// The failed node could not be shown unable to write.
+    #[error("node {failed} could not be fenced: {why}")]
+    NotFenced { failed: u32, why: String },
+    /// A step failed after registering; the registration was abandoned and
+    /// the retained locks are kept.
+    #[error(
+        "recovery of node {failed} failed while {step}: {source}. The registration was abandoned and its retained \
+         locks are kept; another node may try again, or an operator can inspect the log \
+         (`understudy inspect-log`) and restore the damaged part before running `understudy recover --node {failed}`"
+    )]
+    Failed {
+        failed: u32,
+        step: &'static str,
+        #[source]
+        source: Error,
+    },
+}
+
+/// Recovers failed node `failed` from `node`, the failure having been
+/// detected at `detected`.
+pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, PeerError> {
+    let inner = &node.inner;
+    let cluster = &inner.cluster;
+    let log_dir = cluster.log_dir(failed);
+    let mut tl = Timeline {
+        failed,
+        counterpart: inner.node_id,
+        fencing: Fencing::Kernel,
+        steps: Vec::new(),
+        in_flight: 0,
+        pages: 0,
+        records: 0,
+    };
+
+    // 1. Fence. Poll the kernel until the lease has certainly run out.
+    let lease = Duration::from_millis(u64::from(inner.client.lease_ms()));
+    let deadline = detected + lease;
+    loop {
+        match fence::node_gone(&cluster.data_dir(), &log_dir, failed) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                return Err(PeerError::NotFenced {
+                    failed,
+                    why: e.to_string(),
+                })
+            }
+        }
+        if Instant::now() >= deadline {
+            // The lease is over: a live node stopped writing by itself. Its
+            // log directory lock, though, still keeps its log closed to us.
+            if wal::LogReader::owner_status(&log_dir).ok() == Some(wal::OwnerStatus::Alive) {
+                return Err(PeerError::NotFenced {
+                    failed,
+                    why: "its lease expired but its process still holds its log; stop the process".into(),
+                });
+            }
+            tl.fencing = Fencing::LeaseExpired;
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    tl.mark("fenced", detected);
+
+    // 2. Register.
+    let grant = inner
+        .client
+        .register_counterpart(failed)
+        .map_err(|reason| PeerError::NotCounterpart { failed, reason })?;
+    tl.mark("registered", detected);
+
+    let steps = (|| -> Result<(), (&'static str, Error)> {
+        // 3. Open its log with the grant.
+        let cfg = LogConfig {
+            segment_size: inner.opts.log_segment_size,
+            ..LogConfig::new(failed, inner.io.clone())
+        };
+        let log = Log::open(&log_dir, cfg).map_err(|e| ("opening its log", e.into()))?;
+        tl.mark("log opened", detected);
+        // 4. Find the in-flight transactions.
+        let reader = log.reader().map_err(|e| ("reading its log", e.into()))?;
+        let found = recovery::find_in_flight(&reader).map_err(|e| ("reading its log", e))?;
+        tl.in_flight = found.txns.len();
+        tl.records = found.records;
+        tl.mark("in-flight found", detected);
+        // 5. Write the before-images back and sync.
+        let wb = recovery::write_back(&inner.io, &inner.files, &found, &Agents::new())
+            .map_err(|e| ("writing before-images back", e))?;
+        tl.pages = wb.pages;
+        tl.mark("written back", detected);
+        // 6. End records.
+        recovery::log_ends(&log, &found).map_err(|e| ("logging end records", e))?;
+        log.close().map_err(|e| ("closing its log", e.into()))?;
+        tl.mark("ended", detected);
+        Ok(())
+    })();
+    if let Err((step, source)) = steps {
+        if let Err(e) = inner.client.unregister_counterpart(&grant, Outcome::Abandoned) {
+            tracing::warn!(failed, error = %e, "abandoning the registration failed");
+        }
+        return Err(PeerError::Failed { failed, step, source });
+    }
+
+    // 7. Release the retained locks.
+    inner
+        .client
+        .unregister_counterpart(&grant, Outcome::Recovered)
+        .map_err(|e| PeerError::Failed {
+            failed,
+            step: "unregistering",
+            source: e.into(),
+        })?;
+    tl.mark("released", detected);
+    tracing::info!("{}", tl.summary());
+    Ok(tl)
+}
