@@ -10,6 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use cli::bank_check::BankCheckArgs;
+use cli::cluster::{InitArgs, StatusArgs};
+use cli::coordinator::CoordinatorArgs;
+use cli::node::NodeArgs;
 use cli::{child::ChildArgs, demo::DemoArgs, inspect::InspectArgs};
 
 /// Understudy: a transactional storage engine whose peers undo a failed node's
@@ -34,6 +38,25 @@ enum Command {
     /// `ACK <txn> <commit_lsn>` line per durable commit.
     #[command(hide = true)]
     LogChild(ChildArgs),
+    /// Create a cluster directory: configuration, a fresh secret, and empty
+    /// data, log and coordinator directories.
+    ClusterInit(InitArgs),
+    /// Run a cluster's coordinator (locks, membership, leases, the
+    /// counterpart registry) as its own process, until killed.
+    Coordinator(CoordinatorArgs),
+    /// Ask a cluster's coordinator for its members: live or failed,
+    /// incarnation, recovery status, retained locks.
+    ///
+    /// A node that left cleanly shows as failed and recovered (nothing of it
+    /// needs backing out); one that died shows as failed and inactive, with
+    /// its retained write locks, until it restarts or a peer recovers it.
+    Status(StatusArgs),
+    /// Run one node of a cluster: join (or restart and back out its own
+    /// in-flight work), optionally create the bank, run a workload.
+    Node(NodeArgs),
+    /// Join as a node and check the bank: balances sum to the starting
+    /// total, and every acknowledged transfer is in the journal.
+    BankCheck(BankCheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +75,11 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::demo::run(&args),
         Command::InspectLog(args) => cli::inspect::run(&args),
         Command::LogChild(args) => cli::child::run(&args),
+        Command::ClusterInit(args) => cli::cluster::init(&args),
+        Command::Coordinator(args) => cli::coordinator::run(&args),
+        Command::Status(args) => cli::cluster::status(&args),
+        Command::Node(args) => cli::node::run(&args),
+        Command::BankCheck(args) => cli::bank_check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -163,7 +163,7 @@ impl Node {
         let log = open_log(&cluster, node_id, &io, &opts)?;
         let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
-        let found = recovery::find_in_flight(&log.reader()?)?;
+        let found = recovery::find_in_flight_until(&log.reader()?, Some(log.next_lsn()))?;
         let mut report = StartReport {
             restarted,
             ..StartReport::default()

@@ -205,13 +205,16 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         // 3. Open its log with the grant.
         let cfg = LogConfig {
             segment_size: inner.opts.log_segment_size,
+            // Only end records are appended: no spare segment to prepare.
+            spare_segments: 0,
             ..LogConfig::new(failed, inner.io.clone())
         };
         let log = Log::open(&log_dir, cfg).map_err(|e| ("opening its log", e.into()))?;
         tl.mark("log opened", detected);
         // 4. Find the in-flight transactions.
         let reader = log.reader().map_err(|e| ("reading its log", e.into()))?;
-        let found = recovery::find_in_flight(&reader).map_err(|e| ("reading its log", e))?;
+        let found =
+            recovery::find_in_flight_until(&reader, Some(log.next_lsn())).map_err(|e| ("reading its log", e))?;
         tl.in_flight = found.txns.len();
         tl.records = found.records;
         tl.mark("in-flight found", detected);

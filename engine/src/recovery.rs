@@ -86,6 +86,12 @@ struct TxnScan {
 /// Scans `reader`'s log and returns its in-flight transactions and the
 /// oldest before-image of every page they changed.
 pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
+    find_in_flight_until(reader, None)
+}
+
+/// [`find_in_flight`] on a log whose end a writer already found (`end`):
+/// the scan stops there instead of searching past it again.
+pub fn find_in_flight_until(reader: &LogReader, end: Option<Lsn>) -> Result<InFlight> {
     let started = Instant::now();
     let mut from = reader.start_lsn();
     if let Some(cp) = reader.checkpoint_lsn() {
@@ -106,7 +112,11 @@ pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
     }
     let mut txns: BTreeMap<TxnId, TxnScan> = BTreeMap::new();
     let mut records = 0u64;
-    for rec in reader.scan(from) {
+    let scan: Box<dyn Iterator<Item = wal::Result<wal::Record>>> = match end {
+        Some(end) => Box::new(reader.scan_until(from, end)),
+        None => Box::new(reader.scan(from)),
+    };
+    for rec in scan {
         let rec = rec?;
         records += 1;
         if rec.meta.txn == 0 {

@@ -60,6 +60,9 @@ fn key(k: u8) -> Vec<u8> {
 fn opts(embed: bool) -> NodeOptions {
     NodeOptions {
         embed_coordinator: embed,
+        // Dropping one node at the end would set the other recovering it
+        // after the test's directory is gone.
+        auto_recovery: false,
         lock_wait: Duration::from_millis(1),
         log_segment_size: 1 << 20,
         ..NodeOptions::default()

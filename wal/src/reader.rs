@@ -152,6 +152,13 @@ impl LogReader {
         }
     }
 
+    /// Records from `from` up to `end`, an end a writer already found (for
+    /// [`crate::Log::next_lsn`]): no search past it.
+    pub fn scan_until(&self, from: Lsn, end: Lsn) -> impl Iterator<Item = Result<Record>> + '_ {
+        let mut scan = self.scan(from);
+        std::iter::from_fn(move || if scan.position() >= end { None } else { scan.next() })
+    }
+
     /// Scans the whole log and returns where it ends.
     pub fn find_end(&self) -> Result<LogEnd> {
         let mut scan = self.scan(self.start);
@@ -235,7 +242,10 @@ impl LogReader {
         let mut after = After::default();
         let seg = self.layout.segment_of(pos);
         if let Some(file) = self.files.get(&seg) {
-            let end = self.layout.segment_end(seg);
+            // The next flush starts within one flush (and one record) of any
+            // position of the previous one: no need to look further.
+            let window = record::MAX_BATCH_BYTES + (record::HEADER_LEN + record::MAX_PAYLOAD) as u64;
+            let end = Lsn(self.layout.segment_end(seg).0.min(pos.0.saturating_add(window)));
             let from = Lsn(pos.0 + record::RECORD_ALIGN);
             if from < end {
                 let mut buf = vec![0u8; (end.0 - from.0) as usize];

@@ -65,6 +65,12 @@ pub type AgentId = u16;
 /// Which nested scope (savepoint level) a record belongs to.
 pub type ScopeToken = u32;
 
+/// Most bytes one flush may write: the writer's pending bound is capped at
+/// this, so after a damaged record, the next flush's first record can only
+/// lie within this much (plus one record) further on. The reader searches
+/// no further for it ([`crate::reader`]).
+pub const MAX_BATCH_BYTES: u64 = 16 << 20;
+
 /// The built-in agent: undoes a record by writing its page before-image back.
 pub const PAGE_AGENT: AgentId = 0;
 

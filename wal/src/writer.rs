@@ -103,6 +103,12 @@ impl Log {
                 "flush threshold must be positive and at most max_pending_bytes".into(),
             ));
         }
+        if cfg.max_pending_bytes > crate::record::MAX_BATCH_BYTES {
+            return Err(WalError::InvalidArgument(format!(
+                "max_pending_bytes may be at most {} (a flush's size bounds the reader's search past damage)",
+                crate::record::MAX_BATCH_BYTES
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(|e| IoError::new(OpKind::Open, dir, None, e))?;
         let lock = lock_dir(dir)?;
         let io = cfg.io.clone();
@@ -149,8 +155,13 @@ impl Log {
         if end.torn.is_some() || end.leftovers {
             // Erase what the unfinished write left past the end, durably,
             // before anything is appended over it (see `LogEnd::leftovers`).
+            // Leftovers lie within one flush of the end (see
+            // `record::MAX_BATCH_BYTES`).
             let from = layout.file_offset(end.next);
-            let to = layout.file_offset(Lsn(layout.segment_end(end_seg).0 - 1)) + 1;
+            let last = Lsn((layout.segment_end(end_seg).0)
+                .min(end.next.0 + crate::record::MAX_BATCH_BYTES + crate::record::MAX_PAYLOAD as u64 + 64)
+                - 1);
+            let to = layout.file_offset(last) + 1;
             shared.io.zero_fill(&tail_file, from, to - from)?;
             shared.io.sync(&tail_file)?;
         }
@@ -415,6 +426,11 @@ impl Shared {
     /// Makes sure the segment after `n` is ready, so switching to it costs
     /// nothing on the commit path.
     fn ensure_spare(&self, n: u64) -> Result<()> {
+        // A log opened to append a few records (a peer's end records) asks
+        // for no spare: zero-filling one would dominate its work.
+        if self.spare_segments == 0 {
+            return Ok(());
+        }
         self.segment_file(n + 1).map(|_| ())
     }
 

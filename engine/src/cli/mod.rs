@@ -1,6 +1,12 @@
 //! The subcommands of the `understudy` binary and what they share: the error
 //! type every subcommand returns, the I/O backend option, and the log
 //! configuration the demo's logs are created with.
+//!
+//! Two families of subcommands live here. The log demo (`demo`,
+//! `inspect-log`, the hidden `log-child`) works on a bare log. The cluster
+//! commands (`cluster-init`, `coordinator`, `status`, `node`, `bank-check`)
+//! run the engine itself: a cluster directory, a coordinator process, nodes,
+//! and the bank workload whose invariants survive SIGKILL.
 
 /// `println!` that fails with a [`CliError`] instead of panicking when stdout
 /// is gone (`understudy demo | head`); for functions returning one.
@@ -14,10 +20,15 @@ macro_rules! say {
     }};
 }
 
+pub mod bank;
+pub mod bank_check;
 pub mod check;
 pub mod child;
+pub mod cluster;
+pub mod coordinator;
 pub mod demo;
 pub mod inspect;
+pub mod node;
 pub mod workload;
 
 use wal::io::{BackendChoice, Io, IoError};
@@ -63,6 +74,24 @@ pub enum CliError {
     /// The child process of the crash demo misbehaved.
     #[error("child process: {0}")]
     Child(String),
+
+    /// The engine refused or failed (a node, a transaction, the cluster
+    /// directory).
+    #[error(transparent)]
+    Engine(#[from] understudy::Error),
+
+    /// The coordinator could not start.
+    #[error("coordinator: {0}")]
+    Coordinator(#[from] lockmgr::CoordinatorError),
+
+    /// A request to a running coordinator failed.
+    #[error(transparent)]
+    Client(#[from] lockmgr::ClientError),
+
+    /// Arguments that parse but make no sense together, or an input file
+    /// that is not what it should be.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl CliError {

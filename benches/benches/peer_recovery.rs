@@ -1,0 +1,174 @@
+//! Peer recovery of a prepared failed-node log holding K in-flight
+//! transactions of 4 changed pages each (K = 1, 100, 1 000, 10 000), next to
+//! the physical limit measured in the same run: one io_uring batch writing
+//! the same number of 4 KiB pages, then a sync.
+//!
+//! The failed node's log is written directly (begin + four full-page
+//! before-images per transaction, made durable); each measured recovery
+//! starts from a fresh copy of it, with node 1 freshly failed at the
+//! coordinator. The table has a fixed 40 000 buckets whatever K, so a
+//! recovery's cost can be seen to follow K and not the table size. The
+//! per-step timeline of one recovery per K is printed.
+//!
+//! Run: `cargo bench -p benches --bench peer_recovery`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use benches::*;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lockmgr::{Client, ClientConfig, Coordinator, CoordinatorConfig};
+use understudy::{Cluster, Node, NodeOptions};
+use wal::io::{Io, IoFile, WriteOp};
+use wal::{Log, LogConfig, PageUndo, RecordBody, RecordMeta};
+
+const PAGES_PER_TXN: u64 = 4;
+const BUCKETS: u32 = 40_000;
+const KS: [u64; 4] = [1, 100, 1_000, 10_000];
+
+/// Writes node 1's log: `k` in-flight transactions, four distinct pages
+/// each, with before-images read from the table file.
+fn prepare_log(cluster: &Cluster, io: &Io, k: u64) {
+    let dir = cluster.log_dir(1);
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = Log::open(
+        &dir,
+        LogConfig {
+            segment_size: 64 << 20,
+            max_pending_bytes: 64 << 20,
+            flush_threshold_bytes: 16 << 20,
+            ..LogConfig::new(1, io.clone())
+        },
+    )
+    .expect("open the failed node's log");
+    let table = std::fs::read(understudy::datafile::table_path(&cluster.data_dir(), 1)).expect("table file");
+    let mut last = None;
+    for t in 0..k {
+        let txn = (1 << 32) | (t + 1);
+        let begin = log.append(RecordMeta::txn(txn, None), &RecordBody::Begin).expect("begin");
+        let mut prev = begin;
+        for p in 0..PAGES_PER_TXN {
+            let page_no = 1 + t * PAGES_PER_TXN + p;
+            let off = (page_no * 4096) as usize;
+            let undo = RecordBody::Undo(PageUndo {
+                file_id: 1,
+                page_no,
+                offset_in_page: 0,
+                before: table[off..off + 4096].to_vec(),
+                after: None,
+            });
+            prev = log.append(RecordMeta::txn(txn, Some(prev)), &undo).expect("undo");
+        }
+        last = Some(prev);
+    }
+    if let Some(l) = last {
+        log.wait_durable(l).expect("durable");
+    }
+    log.close().expect("close");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// Makes node 1 a failed member again (joined, then its connection dropped).
+fn fail_node_1(cluster: &Cluster, observer: &Node) {
+    let c = Client::connect(ClientConfig::new(cluster.coordinator.clone(), 1, cluster.secret().expect("secret")))
+        .expect("node 1 joins");
+    c.disconnect();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let st = observer.client().status().expect("status");
+        if st.iter().any(|m| m.node == 1 && !m.live) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("node 1 never failed");
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = scratch_dir();
+    let cdir = dir.path().join("cluster");
+    std::fs::create_dir_all(&cdir).expect("dir");
+    let ep = format!("unix:{}", cdir.join("coord.sock").display());
+    let cluster = Cluster::create(&cdir, &[1, 2], ep.parse().expect("endpoint"), 4096).expect("cluster");
+    let io = Io::new(Default::default()).expect("io");
+    let _coord = Coordinator::start(CoordinatorConfig::new(
+        vec![cluster.coordinator.clone()],
+        cluster.secret().expect("secret"),
+        cluster.coordinator_dir(),
+        io.clone(),
+    ))
+    .expect("coordinator");
+    let opts = NodeOptions {
+        auto_recovery: false,
+        ..NodeOptions::default()
+    };
+    let n2 = Node::open(&cdir, 2, opts).expect("node 2");
+    n2.create_table("big", BUCKETS).expect("table");
+    eprintln!("I/O backend: {}", n2.io_backend());
+
+    let mut g = c.benchmark_group("peer_recovery");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    let raw = prealloc(dir.path(), "raw", BUCKETS as u64 * 4096 + 4096);
+    let raw = IoFile::from_std(raw, &dir.path().join("raw"));
+    let page = vec![0x5au8; 4096];
+    for k in KS {
+        let pages = k * PAGES_PER_TXN;
+        g.throughput(Throughput::Elements(pages));
+        g.measurement_time(Duration::from_secs(if k >= 10_000 { 8 } else { 3 }));
+        g.bench_with_input(BenchmarkId::new("raw_io_uring_write_sync", k), &pages, |b, &pages| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let ops: Vec<WriteOp<'_>> = (0..pages)
+                        .map(|p| WriteOp {
+                            file: &raw,
+                            offset: (1 + p) * 4096,
+                            data: &page,
+                        })
+                        .collect();
+                    let t = Instant::now();
+                    io.write_batch(&ops, true).expect("raw batch");
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+
+        prepare_log(&cluster, &io, k);
+        let template = dir.path().join(format!("log-template-{k}"));
+        copy_dir(&cluster.log_dir(1), &template);
+        let mut printed = false;
+        g.bench_with_input(BenchmarkId::new("understudy_peer_recovery", k), &k, |b, &k| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    copy_dir(&template, &cluster.log_dir(1));
+                    fail_node_1(&cluster, &n2);
+                    let t = Instant::now();
+                    let tl = n2.recover_peer(1).expect("recovery");
+                    total += t.elapsed();
+                    assert_eq!(tl.in_flight as u64, k);
+                    assert_eq!(tl.pages as u64, k * PAGES_PER_TXN);
+                    if !printed {
+                        eprintln!("K={k}: {}", tl.summary());
+                        printed = true;
+                    }
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

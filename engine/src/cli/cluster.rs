@@ -1,0 +1,152 @@
+//! `understudy cluster-init` and `understudy status`: creating a cluster
+//! directory, and asking its running coordinator who the members are.
+//!
+//! `status` connects as an operator (node id 0, purpose `Operator`): it
+//! authenticates with the cluster secret like a node, but holds no locks,
+//! sends no heartbeats and is never taken for a failed member when it
+//! disconnects.
+
+use std::path::PathBuf;
+
+use lockmgr::wire::MemberInfo;
+use lockmgr::{Client, ClientConfig, Endpoint, Purpose};
+use serde_json::json;
+use understudy::Cluster;
+
+use super::CliError;
+
+/// The node id an operator tool connects under; no member may have it
+/// (cluster node ids are non-zero).
+pub const OPERATOR_NODE_ID: u32 = 0;
+
+/// Arguments of `understudy cluster-init`.
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// The cluster directory to create (it must not hold a cluster yet).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The ids of the cluster's nodes, comma-separated, each non-zero.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub nodes: Vec<u32>,
+    /// Where the coordinator listens: `unix:PATH` or `tcp:HOST:PORT`.
+    /// Default: `unix:<DIR>/coordinator.sock`, with DIR made absolute so that
+    /// processes started elsewhere find it.
+    #[arg(long)]
+    pub coordinator: Option<Endpoint>,
+    /// Page size of the table files: 4096, 8192 or 16384.
+    #[arg(long, default_value_t = 4096)]
+    pub page_size: usize,
+}
+
+pub fn init(args: &InitArgs) -> Result<(), CliError> {
+    let dir =
+        std::path::absolute(&args.dir).map_err(|e| CliError::os(format!("resolving {}", args.dir.display()), e))?;
+    let coordinator = match &args.coordinator {
+        // Nodes find the coordinator through the configuration only, so a
+        // port the kernel picks at bind time could never be found.
+        Some(Endpoint::Tcp(a)) if a.port() == 0 => {
+            return Err(CliError::Invalid(
+                "a TCP coordinator needs a fixed port: nodes find it through the cluster configuration".into(),
+            ))
+        }
+        Some(ep) => ep.clone(),
+        None => Endpoint::Unix(dir.join("coordinator.sock")),
+    };
+    let cluster = Cluster::create(&dir, &args.nodes, coordinator, args.page_size)?;
+    let ids: Vec<String> = cluster.nodes.iter().map(u32::to_string).collect();
+    say!("created cluster {}", cluster.dir.display());
+    say!("nodes: {}", ids.join(","));
+    say!("coordinator: {}", cluster.coordinator);
+    say!("page size: {}", cluster.page_size);
+    Ok(())
+}
+
+/// Arguments of `understudy status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// Print one JSON object: `{"coordinator": ..., "members": [...]}`, with
+    /// configured nodes that never joined listed as `"state": "absent"`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Connects to `cluster`'s coordinator as an operator.
+pub fn operator_client(cluster: &Cluster) -> Result<Client, CliError> {
+    let mut cfg = ClientConfig::new(cluster.coordinator.clone(), OPERATOR_NODE_ID, cluster.secret()?);
+    cfg.purpose = Purpose::Operator;
+    Ok(Client::connect(cfg)?)
+}
+
+/// How a member's recovery stands, as the status commands spell it.
+fn recovery(m: &MemberInfo) -> String {
+    match m.recovery {
+        0 => "none".into(),
+        1 => "inactive".into(),
+        2 => format!("active({})", m.counterpart),
+        3 => "recovered".into(),
+        other => format!("unknown({other})"),
+    }
+}
+
+pub fn status(args: &StatusArgs) -> Result<(), CliError> {
+    let cluster = Cluster::open(&args.cluster)?;
+    let client = operator_client(&cluster)?;
+    let mut members = client.status()?;
+    members.sort_by_key(|m| m.node);
+    // Configured nodes the coordinator has never seen are worth showing too:
+    // an operator looking for node 3 should learn it never joined.
+    let absent: Vec<u32> = cluster
+        .nodes
+        .iter()
+        .copied()
+        .filter(|n| !members.iter().any(|m| m.node == *n))
+        .collect();
+    if args.json {
+        let mut list: Vec<serde_json::Value> = members
+            .iter()
+            .map(|m| {
+                json!({
+                    "node": m.node,
+                    "state": if m.live { "live" } else { "failed" },
+                    "incarnation": m.incarnation,
+                    "recovery": recovery(m),
+                    "counterpart": (m.recovery == 2).then_some(m.counterpart),
+                    "retained_locks": m.retained_locks,
+                })
+            })
+            .collect();
+        list.extend(absent.iter().map(|n| json!({ "node": n, "state": "absent" })));
+        let doc = json!({
+            "coordinator": cluster.coordinator.to_string(),
+            "members": list,
+        });
+        say!("{doc}");
+        return Ok(());
+    }
+    say!("coordinator: {}", cluster.coordinator);
+    say!(
+        "{:>6}  {:<7}  {:>11}  {:<12}  {:>8}",
+        "node",
+        "state",
+        "incarnation",
+        "recovery",
+        "retained"
+    );
+    for m in &members {
+        say!(
+            "{:>6}  {:<7}  {:>11}  {:<12}  {:>8}",
+            m.node,
+            if m.live { "live" } else { "failed" },
+            m.incarnation,
+            recovery(m),
+            m.retained_locks
+        );
+    }
+    for n in absent {
+        say!("{n:>6}  {:<7}  {:>11}  {:<12}  {:>8}", "absent", "-", "-", "-");
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `understudy coordinator`: the cluster's coordinator as a process of its
+//! own, for clusters whose nodes do not embed it (or for tests that kill
+//! nodes and need the coordinator to outlive them).
+//!
+//! It listens on the cluster's configured endpoint, authenticates with the
+//! cluster's secret and keeps its durable record in the cluster's
+//! `coordinator/` directory, so a coordinator killed and started again
+//! restores every retained lock. Once it accepts connections it prints its
+//! `timing: ...` and one `listening on <endpoint>` line per endpoint, then
+//! serves until killed.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use lockmgr::{Coordinator, CoordinatorConfig};
+use understudy::Cluster;
+use wal::io::Io;
+
+use super::CliError;
+
+/// Arguments of `understudy coordinator`.
+#[derive(clap::Args, Debug)]
+pub struct CoordinatorArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// How long a node's lease lasts after each heartbeat it sends
+    /// [default: the coordinator's own].
+    #[arg(long)]
+    pub lease_ms: Option<u32>,
+    /// How often nodes send heartbeats [default: the coordinator's own].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u32>,
+    /// Silence after which a node is declared failed [default: the
+    /// coordinator's own]. Must exceed the lease (a cut-off node stops
+    /// writing before anyone is told it failed), which must exceed the
+    /// heartbeat interval.
+    #[arg(long)]
+    pub failure_timeout_ms: Option<u32>,
+}
+
+pub fn run(args: &CoordinatorArgs) -> Result<(), CliError> {
+    let cluster = Cluster::open(&args.cluster)?;
+    let mut cfg = CoordinatorConfig::new(
+        vec![cluster.coordinator.clone()],
+        cluster.secret()?,
+        cluster.coordinator_dir(),
+        Io::new(Default::default())?,
+    );
+    // The defaults are the coordinator's own, so that they stay tuned in one
+    // place.
+    cfg.lease_ms = args.lease_ms.unwrap_or(cfg.lease_ms);
+    cfg.heartbeat_ms = args.heartbeat_ms.unwrap_or(cfg.heartbeat_ms);
+    cfg.failure_timeout_ms = args.failure_timeout_ms.unwrap_or(cfg.failure_timeout_ms);
+    let timing = format!(
+        "heartbeat {} ms, lease {} ms, failure timeout {} ms",
+        cfg.heartbeat_ms, cfg.lease_ms, cfg.failure_timeout_ms
+    );
+    let coordinator = Coordinator::start(cfg)?;
+    say!("timing: {timing}");
+    for ep in coordinator.endpoints() {
+        say!("listening on {ep}");
+    }
+    // Whoever started this process waits for the line above before it
+    // starts nodes; it must not sit in a buffer.
+    std::io::stdout()
+        .flush()
+        .map_err(|e| CliError::os("writing to stdout", e))?;
+    coordinator.join();
+    Ok(())
+}

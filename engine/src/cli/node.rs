@@ -1,0 +1,154 @@
+//! `understudy node`: one node of a cluster as a process — join (or restart
+//! and back out the node's own in-flight work), optionally create the bank,
+//! then run a workload.
+//!
+//! Its stdout is meant for a program as much as for a person, one line per
+//! event, each flushed at once:
+//! `READY node=N incarnation=I restarted=B backed_out=K` after joining,
+//! `INIT accounts=A total=T` after `--bank-init`, one `ACK ...` per committed
+//! transfer (see [`super::bank`]), and `DONE ...` when `--duration-secs`
+//! elapses. A process killed at any moment has promised exactly its ACK
+//! lines.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use understudy::{Error, Node, NodeOptions};
+
+use super::bank::{self, TransferConfig};
+use super::CliError;
+
+/// How often an idle node looks whether it has stopped.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// What the node does once it has joined.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkloadArg {
+    /// Nothing: stay a member until the duration elapses or the process is
+    /// killed.
+    #[default]
+    None,
+    /// Transfers between the bank's accounts (create them with
+    /// `--bank-init`, here or on another node).
+    Bank,
+}
+
+/// Arguments of `understudy node`.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// This node's id, one of the cluster's nodes.
+    #[arg(long)]
+    pub id: u32,
+    /// Run the coordinator inside this process (when no `understudy
+    /// coordinator` serves the cluster).
+    #[arg(long)]
+    pub embed_coordinator: bool,
+    /// What to run once joined.
+    #[arg(long, value_enum, default_value_t)]
+    pub workload: WorkloadArg,
+    /// Transfer threads of the bank workload.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// Stop after this many seconds, print a summary and leave the cluster
+    /// cleanly. Without it the node runs until killed.
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+    /// Accounts of the bank (the same number everywhere it is used).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
+    pub accounts: u32,
+    /// Starting balance of each account, for `--bank-init`.
+    #[arg(long, default_value_t = 1000)]
+    pub init_balance: u64,
+    /// Create the `bank` and `transfers` tables and the accounts first.
+    #[arg(long)]
+    pub bank_init: bool,
+    /// Pause this many milliseconds between a transfer's first and second
+    /// write: a process killed then leaves that transfer in flight, for its
+    /// restart (or a peer) to back out.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub think_ms: u64,
+}
+
+pub fn run(args: &NodeArgs) -> Result<(), CliError> {
+    let opts = NodeOptions {
+        embed_coordinator: args.embed_coordinator,
+        ..NodeOptions::default()
+    };
+    let node = Node::open(&args.cluster, args.id, opts)?;
+    let deadline = args.duration_secs.map(|s| Instant::now() + Duration::from_secs(s));
+    let result = serve(&node, args, deadline);
+    // A node that stopped (lease lost, failed commit) must not pretend to
+    // leave cleanly: dropping it drops the connection, the coordinator
+    // declares it failed and its locks stay retained until it is recovered.
+    if node.stopped().is_some() {
+        return result;
+    }
+    match (result, node.close()) {
+        (Err(e), _) => Err(e),
+        (Ok(()), closed) => Ok(closed?),
+    }
+}
+
+fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>) -> Result<(), CliError> {
+    let report = node.start_report();
+    say!(
+        "READY node={} incarnation={} restarted={} backed_out={}",
+        node.id(),
+        node.incarnation(),
+        report.restarted,
+        report.backed_out
+    );
+    flush()?;
+    if args.bank_init {
+        let total = bank::init(node, args.accounts, args.init_balance)?;
+        say!("INIT accounts={} total={total}", args.accounts);
+        flush()?;
+    }
+    match args.workload {
+        WorkloadArg::None => idle(node, deadline),
+        WorkloadArg::Bank => {
+            let cfg = TransferConfig {
+                threads: args.threads,
+                accounts: args.accounts,
+                deadline,
+                think: (args.think_ms > 0).then(|| Duration::from_millis(args.think_ms)),
+            };
+            let t = bank::run_transfers(node, &cfg)?;
+            say!(
+                "DONE transfers={} retries={} given_up={} skipped={}",
+                t.transfers,
+                t.retries,
+                t.given_up,
+                t.skipped
+            );
+            flush()
+        }
+    }
+}
+
+/// Stays a member until the deadline; fails if the node stops meanwhile.
+fn idle(node: &Node, deadline: Option<Instant>) -> Result<(), CliError> {
+    loop {
+        if let Some(why) = node.stopped() {
+            return Err(Error::Stopped(why).into());
+        }
+        let nap = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left.min(IDLE_POLL),
+                _ => return Ok(()),
+            },
+            None => IDLE_POLL,
+        };
+        std::thread::sleep(nap);
+    }
+}
+
+fn flush() -> Result<(), CliError> {
+    std::io::stdout()
+        .flush()
+        .map_err(|e| CliError::os("writing to stdout", e))
+}
