@@ -27,10 +27,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The cluster demo: a coordinator and three nodes running bank
+    /// transfers; one node is killed with SIGKILL mid-transaction, a peer
+    /// recovers it, and the bank is checked.
+    Demo(cli::cluster_demo::ClusterDemoArgs),
     /// Show the write-ahead log at work: group-commit throughput, then
     /// processes killed with SIGKILL mid-write and every acknowledged commit
     /// found again after the crash.
-    Demo(DemoArgs),
+    LogDemo(DemoArgs),
+    /// Recover a failed node from another member: register as its
+    /// counterpart, back out its in-flight work, release its locks.
+    Recover(cli::recover::RecoverArgs),
+    /// Start a failed node with minimal resources only to back out its own
+    /// work and release its retained locks, then exit.
+    RestartLight(cli::recover::RestartLightArgs),
     /// Print every record of a log directory, where the log ends, its start
     /// LSN and its last checkpoint.
     InspectLog(InspectArgs),
@@ -72,7 +82,10 @@ fn main() -> ExitCode {
     // `parse` exits with code 2 on bad usage and 0 for --help/--version.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => cli::demo::run(&args),
+        Command::Demo(args) => cli::cluster_demo::run(&args),
+        Command::LogDemo(args) => cli::demo::run(&args),
+        Command::Recover(args) => cli::recover::recover(&args),
+        Command::RestartLight(args) => cli::recover::restart_light(&args),
         Command::InspectLog(args) => cli::inspect::run(&args),
         Command::LogChild(args) => cli::child::run(&args),
         Command::ClusterInit(args) => cli::cluster::init(&args),

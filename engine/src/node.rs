@@ -70,7 +70,9 @@ impl Default for NodeOptions {
             lock_wait: Duration::from_secs(2),
             checkpoint_bytes: 64 << 20,
             backend: BackendChoice::Auto,
-            log_segment_size: 16 << 20,
+            // Small segments keep a peer's search past the end of a failed
+            // log short; truncation recycles them.
+            log_segment_size: 4 << 20,
             embed_coordinator: false,
             lease_ms: 1000,
             heartbeat_ms: 100,
@@ -332,15 +334,20 @@ impl Node {
         self.inner.checkpoint()
     }
 
-    /// Leaves the cluster cleanly (no transaction may be running).
+    /// Leaves the cluster cleanly: no transaction may be running. The node
+    /// stops; its log closes (flushing anything pending) when the last
+    /// handle and background thread let go of it.
     pub fn close(self) -> Result<()> {
-        let Ok(inner) = Arc::try_unwrap(self.inner) else {
-            return Err(Error::InvalidArgument("transactions still hold the node".into()));
-        };
-        let NodeInner { client, log, .. } = inner;
-        let left = client.leave();
-        log.close()?;
-        left.map_err(Error::from)
+        let inner = &self.inner;
+        if !lock(&inner.active).is_empty() {
+            return Err(Error::InvalidArgument("transactions are still running".into()));
+        }
+        inner.check_running()?;
+        // Marked first, so the end of the connection is not taken for a lost
+        // lease.
+        *lock(&inner.stopped) = Some("the node was closed".into());
+        inner.client.leave()?;
+        Ok(())
     }
 }
 

@@ -153,6 +153,8 @@ struct Inner {
     epoch: Instant,
     lease_lost: AtomicBool,
     closed: AtomicBool,
+    /// The node asked to leave: the end of the connection is expected.
+    leaving: AtomicBool,
     reply_timeout: Duration,
     /// Heartbeats sent and not yet answered, with when they were sent: a
     /// reply extends the lease from its own heartbeat's send time, however
@@ -259,6 +261,7 @@ impl Client {
             epoch,
             lease_lost: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             reply_timeout: cfg.reply_timeout,
             heartbeats: Mutex::new(HashMap::new()),
             lease_ms,
@@ -470,8 +473,10 @@ impl Client {
     }
 
     /// Leaves the cluster cleanly (every lock released first): the node is
-    /// not treated as failed.
-    pub fn leave(self) -> Result<(), ClientError> {
+    /// not treated as failed. The connection then ends; that is no lost
+    /// lease.
+    pub fn leave(&self) -> Result<(), ClientError> {
+        self.inner.leaving.store(true, Ordering::Release);
         self.expect_ok(&Msg::Leave)
     }
 
@@ -531,7 +536,7 @@ impl Inner {
     }
 
     fn lose_lease(&self) {
-        if !self.lease_lost.swap(true, Ordering::AcqRel) {
+        if !self.lease_lost.swap(true, Ordering::AcqRel) && !self.leaving.load(Ordering::Acquire) {
             tracing::warn!(node = self.node, "lease lost; the node must stop writing");
             self.emit(ClientEvent::LeaseLost);
         }

@@ -254,6 +254,12 @@ impl LogReader {
                 while at + HEADER_LEN <= buf.len() {
                     let lsn = Lsn(from.0 + at as u64);
                     let bytes = &buf[at..];
+                    // Cheap filter first: almost no slot names its own LSN.
+                    let named = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+                    if named != !lsn.0 {
+                        at += record::RECORD_ALIGN as usize;
+                        continue;
+                    }
                     if let Probe::Valid { .. } = record::probe(bytes, lsn, bytes.len() as u64) {
                         after.any_in_segment = true;
                         if record::is_batch_start(bytes) {

@@ -35,10 +35,10 @@ pub const TRANSFERS_TABLE: &str = "transfers";
 /// Bucket pages of the transfers journal: room for about a hundred thousand
 /// entries with 4 KiB pages before chains grow.
 pub const TRANSFERS_BUCKETS: u32 = 1024;
-/// Accounts per bucket page the accounts table is sized for. Few pages
-/// for many accounts: transfers collide often, which is the point of the
-/// workload (deadlocks, retries, locks a crash leaves retained).
-const ACCOUNTS_PER_BUCKET: u32 = 32;
+/// Accounts per bucket page the accounts table is sized for: few enough
+/// pages that transfers still collide (deadlocks, retries, locks a crash
+/// leaves retained), enough that nodes mostly run side by side.
+const ACCOUNTS_PER_BUCKET: u32 = 2;
 /// Accounts written per transaction by [`init`].
 const INIT_BATCH: u32 = 100;
 /// Largest amount one transfer moves.

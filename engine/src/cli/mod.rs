@@ -25,10 +25,12 @@ pub mod bank_check;
 pub mod check;
 pub mod child;
 pub mod cluster;
+pub mod cluster_demo;
 pub mod coordinator;
 pub mod demo;
 pub mod inspect;
 pub mod node;
+pub mod recover;
 pub mod workload;
 
 use wal::io::{BackendChoice, Io, IoError};

@@ -12,6 +12,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use understudy::{Error, Node, NodeOptions};
@@ -93,6 +95,58 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
     }
 }
 
+/// Prints `RECOVERED <timeline JSON>` for each peer this node recovers,
+/// until the returned guard is dropped. The thread holds a clone of the
+/// node, and [`Node::close`] needs the only one: dropping the guard stops
+/// the thread and waits for it to let go.
+fn report_recoveries(node: &Node) -> Reporter {
+    let node = node.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("recovery-report".into())
+        .spawn(move || {
+            let mut seen = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(5));
+                // Read before the recoveries, so a recovery finished before
+                // the stop is still printed.
+                let last = stopping.load(Ordering::Acquire) || node.stopped().is_some();
+                let all = node.recoveries();
+                for tl in all.iter().skip(seen) {
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "RECOVERED {}", tl.to_json())
+                        .and_then(|_| out.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                seen = all.len();
+                if last {
+                    return;
+                }
+            }
+        })
+        .ok();
+    Reporter { stop, thread }
+}
+
+/// Stops the recovery reporter when dropped; see [`report_recoveries`].
+struct Reporter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>) -> Result<(), CliError> {
     let report = node.start_report();
     say!(
@@ -103,6 +157,7 @@ fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>) -> Result<(), 
         report.backed_out
     );
     flush()?;
+    let _reporter = report_recoveries(node);
     if args.bank_init {
         let total = bank::init(node, args.accounts, args.init_balance)?;
         say!("INIT accounts={} total={total}", args.accounts);

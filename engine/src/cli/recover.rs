@@ -1,0 +1,102 @@
+//! Operator commands for failed nodes.
+//!
+//! `recover --node N` joins the cluster as a member node (one of the
+//! cluster's ids that is not running), registers as N's counterpart,
+//! recovers N from its log, unregisters, prints the timeline and exits —
+//! non-zero, with the reason and what to do, if it could not.
+//!
+//! `restart-light --node N` starts node N itself with minimal resources (no
+//! workload, automatic recovery off): it backs out its own in-flight work
+//! and releases its retained locks, then leaves the cluster and exits.
+
+use std::path::PathBuf;
+
+use understudy::{Node, NodeOptions};
+
+use super::CliError;
+
+/// Arguments of `recover`.
+#[derive(clap::Args, Debug)]
+pub struct RecoverArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// The failed node to recover.
+    #[arg(long)]
+    pub node: u32,
+    /// The member id to join as (a configured node that is not running);
+    /// by default the first such id other than `--node`.
+    #[arg(long = "as")]
+    pub as_node: Option<u32>,
+    /// Print the timeline as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `restart-light`.
+#[derive(clap::Args, Debug)]
+pub struct RestartLightArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// The failed node to restart.
+    #[arg(long)]
+    pub node: u32,
+}
+
+fn light() -> NodeOptions {
+    NodeOptions {
+        auto_recovery: false,
+        log_segment_size: 1 << 20,
+        join_timeout: std::time::Duration::from_secs(60),
+        ..NodeOptions::default()
+    }
+}
+
+pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
+    let cluster = understudy::Cluster::open(&args.cluster)?;
+    let candidates: Vec<u32> = match args.as_node {
+        Some(id) => vec![id],
+        None => cluster.nodes.iter().copied().filter(|&n| n != args.node).collect(),
+    };
+    let mut last_err = None;
+    for id in candidates {
+        let node = match Node::open(&args.cluster, id, light()) {
+            Ok(n) => n,
+            // Running already, or otherwise unavailable: try the next id.
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let result = node.recover_peer(args.node);
+        let closed = node.close();
+        let tl = result.map_err(|e| CliError::Invalid(format!("node {} was not recovered: {e}", args.node)))?;
+        if args.json {
+            say!("{}", tl.to_json());
+        } else {
+            say!("{}", tl.summary());
+        }
+        closed?;
+        return Ok(());
+    }
+    Err(CliError::Invalid(format!(
+        "no free member id to recover node {} from{}; pass --as ID with a configured node that is not running",
+        args.node,
+        last_err.map(|e| format!(" (last: {e})")).unwrap_or_default()
+    )))
+}
+
+pub fn restart_light(args: &RestartLightArgs) -> Result<(), CliError> {
+    let node = Node::open(&args.cluster, args.node, light())?;
+    let r = node.start_report().clone();
+    node.close()?;
+    say!(
+        "node {} restarted light: restarted={} backed_out={} pages_written={}; retained locks released",
+        args.node,
+        r.restarted,
+        r.backed_out,
+        r.pages_written
+    );
+    Ok(())
+}
