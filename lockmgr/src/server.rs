@@ -11,9 +11,11 @@
 //! ## Failure detection
 //! A member is declared failed when its connection drops (the kernel closes
 //! a killed process's sockets, so detection takes well under a millisecond on
-//! one host), or when no heartbeat arrived for `failure_timeout_ms`. See
-//! [`crate::client`] for the lease argument that makes a cut-off node stop
-//! writing before that.
+//! one host), or when no heartbeat arrived for `failure_timeout_ms`, counted
+//! only while the coordinator waits for the node's next frame: time spent
+//! handling one of its requests (a durable write's sync, say) is not the
+//! node's silence. See [`crate::client`] for the lease argument that makes a
+//! cut-off node stop writing before that.
 //!
 //! ## Authentication
 //! The first frame must be `Hello`; the coordinator answers with a challenge
@@ -145,7 +147,37 @@ impl Conn {
 struct Session {
     conn: Arc<Conn>,
     incarnation: u64,
-    last_heartbeat: Mutex<Instant>,
+    /// Since when the coordinator has been waiting to hear from the node:
+    /// the end of the last request it handled, or the admission. `None`
+    /// while this connection's thread is handling one of its requests.
+    ///
+    /// That thread reads nothing while it handles a request, and a request
+    /// may wait on a write of the durable record, whose syncs can take more
+    /// than a second on a busy disk. Heartbeats sent meanwhile wait unread in
+    /// the socket: the node is not silent, the coordinator is not listening.
+    /// So the failure timeout runs only while the thread waits for the next
+    /// frame ([`Shared::expire_sessions`]). Counting from the end of a
+    /// request only ever declares a failure later than counting from a
+    /// heartbeat's receipt, which keeps the lease argument of
+    /// [`crate::client`].
+    last_heard: Mutex<Option<Instant>>,
+}
+
+impl Session {
+    /// The connection's thread starts handling a request of the node.
+    fn handling(&self) {
+        *lock(&self.last_heard) = None;
+    }
+
+    /// The connection's thread waits for the node's next frame again.
+    fn listening(&self) {
+        *lock(&self.last_heard) = Some(Instant::now());
+    }
+
+    /// Whether the node has been silent for longer than `timeout` at `now`.
+    fn silent(&self, now: Instant, timeout: Duration) -> bool {
+        lock(&self.last_heard).is_some_and(|since| now.saturating_duration_since(since) > timeout)
+    }
 }
 
 struct Wait {
@@ -169,6 +201,12 @@ struct Shared {
     awaiting: Mutex<(BTreeSet<NodeId>, Option<Instant>)>,
     /// Serialises writes of the durable record.
     persist_lock: Mutex<()>,
+    /// Serialises membership changes of nodes — declaring one failed
+    /// (registry, then lock table, then record) and admitting one (registry,
+    /// then lock table and reclaimed locks, then record) — so a restart can
+    /// never slip between the steps of its own failure. Taken after
+    /// `awaiting` when both are needed, never before it.
+    member_changes: Mutex<()>,
     stop: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -237,6 +275,7 @@ impl Coordinator {
             blind: Mutex::new(blind),
             awaiting: Mutex::new((awaiting, grace)),
             persist_lock: Mutex::new(()),
+            member_changes: Mutex::new(()),
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         });
@@ -437,7 +476,20 @@ impl Shared {
         loop {
             match wire::read_frame(&mut reader) {
                 Ok(Some((id, msg))) => {
-                    if !self.request(&conn, &admitted, id, msg) {
+                    // No failure timeout while the request is handled; it is
+                    // counted afresh afterwards (see `Session::last_heard`).
+                    let session = match &admitted {
+                        Admitted::Member { session, .. } => Some(session),
+                        Admitted::Operator { .. } => None,
+                    };
+                    if let Some(s) = session {
+                        s.handling();
+                    }
+                    let go_on = self.request(&conn, &admitted, id, msg);
+                    if let Some(s) = session {
+                        s.listening();
+                    }
+                    if !go_on {
                         break;
                     }
                 }
@@ -536,6 +588,7 @@ impl Shared {
             );
             return Some(Admitted::Operator { node });
         }
+        let mut member_guard = None;
         let status = self.registry.status(node);
         let incarnation = match purpose {
             Purpose::Rejoin => {
@@ -575,6 +628,7 @@ impl Shared {
                         "node is live; after a coordinator restart use rejoin",
                     ));
                 }
+                member_guard = Some(lock(&self.member_changes));
                 match self.registry.join(node) {
                     Ok(inc) => inc,
                     Err(e) => return refuse(registry_error(&e)),
@@ -591,12 +645,15 @@ impl Shared {
                 Err(e) => tracing::error!(node, error = %e, "reclaiming retained locks failed"),
             }
         }
+        self.persist();
+        drop(member_guard);
+        // Made after the record is written: a slow write must not count as
+        // silence of the node (see `Session::last_heard`).
         let session = Arc::new(Session {
             conn: conn.clone(),
             incarnation,
-            last_heartbeat: Mutex::new(Instant::now()),
+            last_heard: Mutex::new(Some(Instant::now())),
         });
-        self.persist();
         // Welcome first, then the session becomes visible to broadcasts: no
         // event may reach a node before its welcome.
         conn.send(
@@ -622,12 +679,8 @@ impl Shared {
         };
         let reply = |m: Msg| conn.send(id, &m);
         match msg {
-            Msg::Heartbeat => {
-                if let Some(s) = member {
-                    *lock(&s.last_heartbeat) = Instant::now();
-                }
-                reply(Msg::Ok);
-            }
+            // The connection loop notes that the node was heard.
+            Msg::Heartbeat => reply(Msg::Ok),
             Msg::Lock {
                 txn,
                 resource,
@@ -936,6 +989,11 @@ impl Shared {
     /// registrations as a counterpart are dropped, the record is made
     /// durable, then every live node hears of it.
     fn fail_node(&self, node: NodeId, incarnation: u64, blind: bool) {
+        let member_guard = lock(&self.member_changes);
+        // A failure is of one incarnation: a newer one is not failed by it.
+        if self.registry.status(node).map(|s| s.incarnation) != Some(incarnation) {
+            return;
+        }
         let orphaned = match self.registry.node_failed(node) {
             Ok(o) => o,
             Err(e) => {
@@ -950,6 +1008,7 @@ impl Shared {
             lock(&self.blind).insert(node);
         }
         self.persist();
+        drop(member_guard);
         self.notify(report.woken);
         tracing::warn!(node, retained = report.retained.len(), blind, "node declared failed");
         self.broadcast(EventKind::NodeFailed, node, incarnation);
@@ -971,12 +1030,7 @@ impl Shared {
             retained: self.table.export_retained(),
             blind: lock(&self.blind).iter().copied().collect(),
         };
-        let t0 = Instant::now(); // TEMP-INSTRUMENT
-        let r = persist::store(&self.cfg.io, &self.cfg.state_dir, &state);
-        if t0.elapsed() > Duration::from_millis(100) {
-            tracing::warn!(ms = t0.elapsed().as_millis() as u64, "TEMP persist slow");
-        }
-        if let Err(e) = r {
+        if let Err(e) = persist::store(&self.cfg.io, &self.cfg.state_dir, &state) {
             eprintln!("fatal: the coordinator cannot write its durable record: {e}");
             std::process::exit(70);
         }
@@ -1001,7 +1055,7 @@ impl Shared {
         let timeout = Duration::from_millis(self.cfg.failure_timeout_ms as u64);
         let silent: Vec<(NodeId, Arc<Session>)> = lock(&self.sessions)
             .iter()
-            .filter(|(_, s)| now.saturating_duration_since(*lock(&s.last_heartbeat)) > timeout)
+            .filter(|(_, s)| s.silent(now, timeout))
             .map(|(n, s)| (*n, s.clone()))
             .collect();
         for (node, session) in silent {
@@ -1066,16 +1120,18 @@ impl Shared {
     }
 
     fn end_grace(&self, now: Instant) {
-        let late: Vec<NodeId> = {
-            let mut awaiting = lock(&self.awaiting);
-            match awaiting.1 {
-                Some(deadline) if now >= deadline => {
-                    awaiting.1 = None;
-                    std::mem::take(&mut awaiting.0).into_iter().collect()
-                }
-                _ => return,
-            }
-        };
+        // Held until the late nodes are failed. `lock_gate` lets lock
+        // requests through once the awaited set is empty; were it emptied
+        // first and the late nodes made blind after, a request in between
+        // would be granted over their unknown locks. Requests and admissions
+        // that need this lock wait for the failures (a record write each)
+        // instead; no path takes it while holding a lock `fail_node` takes.
+        let mut awaiting = lock(&self.awaiting);
+        match awaiting.1 {
+            Some(deadline) if now >= deadline => awaiting.1 = None,
+            _ => return,
+        }
+        let late = std::mem::take(&mut awaiting.0);
         for node in late {
             // A node that rejoined but never re-asserted is treated like one
             // that stayed away: its locks are unknown.

@@ -1,0 +1,159 @@
+//! The operator's paths through the binary: with no live peer to recover a
+//! killed node automatically, `understudy recover --node N` recovers it from
+//! a spare member id, and `understudy restart-light --node N` has a killed
+//! node back out its own work; afterwards no lock is retained, the bank's
+//! total is unchanged, and the node rejoins normally.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_understudy");
+
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(EXE).args(args).output().expect("run understudy")
+}
+
+/// Starts `node --workload bank` for `id`, waits for a few acknowledged
+/// transfers, kills it with SIGKILL.
+fn kill_busy_node(dir: &str, id: u32) {
+    let mut child = Reaped(
+        Command::new(EXE)
+            .args([
+                "node",
+                "--cluster",
+                dir,
+                "--id",
+                &id.to_string(),
+                "--workload",
+                "bank",
+                "--threads",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = BufReader::new(child.0.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut acks = 0;
+    for line in out.lines().map_while(Result::ok) {
+        if line.starts_with("ACK ") {
+            acks += 1;
+        }
+        if acks >= 20 || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(acks >= 20, "node {id} made no progress");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+}
+
+fn status_of(dir: &str, node: u32) -> serde_json::Value {
+    let out = run(&["status", "--cluster", dir, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == node)
+        .cloned()
+        .unwrap_or_else(|| panic!("node {node} not in {v}"))
+}
+
+fn wait_failed(dir: &str, node: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if status_of(dir, node)["state"] == "failed" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("node {node} never declared failed");
+}
+
+#[test]
+fn operator_recover_and_restart_light_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let out = run(&["cluster-init", "--dir", dir, "--nodes", "1,2,3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut coord = Reaped(
+        Command::new(EXE)
+            .args(["coordinator", "--cluster", dir])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // A `timing:` line, then the endpoints.
+    let mut lines = BufReader::new(coord.0.stdout.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .take(4)
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("listening on"));
+    assert!(listening, "the coordinator did not start");
+    let init = run(&[
+        "node",
+        "--cluster",
+        dir,
+        "--id",
+        "3",
+        "--bank-init",
+        "--workload",
+        "none",
+        "--duration-secs",
+        "0",
+    ]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+
+    // Operator recovery: node 1 dies, nobody is running to recover it.
+    kill_busy_node(dir, 1);
+    wait_failed(dir, 1);
+    let out = run(&["recover", "--cluster", dir, "--node", "1", "--json"]);
+    assert!(
+        out.status.success(),
+        "recover failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tl: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tl["failed"], 1);
+    assert_eq!(tl["steps"].as_array().unwrap().len(), 7);
+    let s1 = status_of(dir, 1);
+    assert_eq!(s1["retained_locks"], 0);
+    // Recovering it twice is refused with a clear message.
+    let again = run(&["recover", "--cluster", dir, "--node", "1"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not recovered"));
+
+    // Restart light: node 2 dies and backs out its own work.
+    kill_busy_node(dir, 2);
+    wait_failed(dir, 2);
+    let out = run(&["restart-light", "--cluster", dir, "--node", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restarted=true"));
+    assert_eq!(status_of(dir, 2)["retained_locks"], 0);
+
+    // Everything adds up, and node 1 rejoins with nothing to back out.
+    let check = run(&["bank-check", "--cluster", dir, "--id", "1"]);
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(Path::new(dir).join("logs/1").exists());
+}
