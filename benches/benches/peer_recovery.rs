@@ -45,7 +45,9 @@ fn prepare_log(cluster: &Cluster, io: &Io, k: u64) {
     let mut last = None;
     for t in 0..k {
         let txn = (1 << 32) | (t + 1);
-        let begin = log.append(RecordMeta::txn(txn, None), &RecordBody::Begin).expect("begin");
+        let begin = log
+            .append(RecordMeta::txn(txn, None), &RecordBody::Begin)
+            .expect("begin");
         let mut prev = begin;
         for p in 0..PAGES_PER_TXN {
             let page_no = 1 + t * PAGES_PER_TXN + p;
@@ -78,8 +80,12 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Makes node 1 a failed member again (joined, then its connection dropped).
 fn fail_node_1(cluster: &Cluster, observer: &Node) {
-    let c = Client::connect(ClientConfig::new(cluster.coordinator.clone(), 1, cluster.secret().expect("secret")))
-        .expect("node 1 joins");
+    let c = Client::connect(ClientConfig::new(
+        cluster.coordinator.clone(),
+        1,
+        cluster.secret().expect("secret"),
+    ))
+    .expect("node 1 joins");
     c.disconnect();
     drop(c);
     let deadline = Instant::now() + Duration::from_secs(10);
