@@ -34,9 +34,10 @@ fn prepare_log(cluster: &Cluster, io: &Io, k: u64) {
     let log = Log::open(
         &dir,
         LogConfig {
-            segment_size: 64 << 20,
-            max_pending_bytes: 64 << 20,
-            flush_threshold_bytes: 16 << 20,
+            // What nodes use (`NodeOptions::log_segment_size`).
+            segment_size: 4 << 20,
+            max_pending_bytes: 16 << 20,
+            flush_threshold_bytes: 8 << 20,
             ..LogConfig::new(1, io.clone())
         },
     )
@@ -75,6 +76,11 @@ fn copy_dir(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).expect("read dir") {
         let e = e.expect("entry");
         std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        // A failed node's log is durable; a copy left dirty in the page
+        // cache would make the recovery's first sync flush all of it.
+        std::fs::File::open(to.join(e.file_name()))
+            .and_then(|f| f.sync_all())
+            .expect("sync the copy");
     }
 }
 
@@ -106,13 +112,17 @@ fn bench(c: &mut Criterion) {
     let ep = format!("unix:{}", cdir.join("coord.sock").display());
     let cluster = Cluster::create(&cdir, &[1, 2], ep.parse().expect("endpoint"), 4096).expect("cluster");
     let io = Io::new(Default::default()).expect("io");
-    let _coord = Coordinator::start(CoordinatorConfig::new(
+    let mut cfg = CoordinatorConfig::new(
         vec![cluster.coordinator.clone()],
         cluster.secret().expect("secret"),
         cluster.coordinator_dir(),
         io.clone(),
-    ))
-    .expect("coordinator");
+    );
+    // The benchmark floods the disk (hundreds of MiB per run): long leases
+    // keep a slow sync from fencing the recovering node mid-measurement.
+    cfg.lease_ms = 10_000;
+    cfg.failure_timeout_ms = 15_000;
+    let _coord = Coordinator::start(cfg).expect("coordinator");
     let opts = NodeOptions {
         auto_recovery: false,
         ..NodeOptions::default()
