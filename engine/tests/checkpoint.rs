@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use lockmgr::{Coordinator, CoordinatorConfig};
-use understudy::{Cluster, Node, NodeOptions};
+mod common;
+
+use understudy::{Node, NodeOptions};
 use wal::io::Io;
 
 fn opts() -> NodeOptions {
@@ -28,18 +29,7 @@ fn segments(dir: &std::path::Path) -> usize {
 #[test]
 fn checkpoints_truncate_the_log_and_recovery_still_sees_older_work() {
     let dir = tempfile::tempdir().unwrap();
-    let ep = format!("unix:{}", dir.path().join("c.sock").display());
-    let cluster = Cluster::create(dir.path(), &[1, 2], ep.parse().unwrap(), 4096).unwrap();
-    let mut cfg = CoordinatorConfig::new(
-        vec![cluster.coordinator.clone()],
-        cluster.secret().unwrap(),
-        cluster.coordinator_dir(),
-        Io::fallback(),
-    );
-    cfg.heartbeat_ms = 20;
-    cfg.lease_ms = 500;
-    cfg.failure_timeout_ms = 800;
-    let _coord = Coordinator::start(cfg).unwrap();
+    let (cluster, _coord) = common::cluster_with_coordinator(dir.path(), &[1, 2]);
     let fi = wal::io::fault::FaultInjector::new(Io::fallback());
     let node = Node::open(
         dir.path(),

@@ -10,24 +10,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lockmgr::{Coordinator, CoordinatorConfig};
-use understudy::{Cluster, Error, Node, NodeOptions};
+mod common;
+
+use lockmgr::Coordinator;
+use understudy::{Error, Node, NodeOptions};
 use wal::io::fault::{CrashMode, FaultInjector};
 use wal::io::{Io, OpKind};
 
 fn setup(dir: &Path) -> Coordinator {
-    let ep = format!("unix:{}", dir.join("c.sock").display());
-    let cluster = Cluster::create(dir, &[1, 2], ep.parse().unwrap(), 4096).unwrap();
-    let mut cfg = CoordinatorConfig::new(
-        vec![cluster.coordinator.clone()],
-        cluster.secret().unwrap(),
-        cluster.coordinator_dir(),
-        Io::fallback(),
-    );
-    cfg.heartbeat_ms = 20;
-    cfg.lease_ms = 500;
-    cfg.failure_timeout_ms = 800;
-    Coordinator::start(cfg).unwrap()
+    common::cluster_with_coordinator(dir, &[1, 2]).1
 }
 
 fn opts(io: Option<Io>) -> NodeOptions {

@@ -12,10 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lockmgr::{Coordinator, CoordinatorConfig};
+mod common;
+
 use rand::Rng;
-use understudy::{Cluster, Node, NodeOptions};
-use wal::io::Io;
+use understudy::{Node, NodeOptions};
 
 const CHILD_VAR: &str = "UNDERSTUDY_PEER_CHILD_CLUSTER";
 const ROUND_VAR: &str = "UNDERSTUDY_PEER_CHILD_ROUND";
@@ -95,18 +95,7 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 #[test]
 fn survivors_recover_a_killed_node_exactly_once_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let ep = format!("unix:{}", dir.path().join("c.sock").display());
-    let cluster = Cluster::create(dir.path(), &[1, 2, 3], ep.parse().unwrap(), 4096).unwrap();
-    let mut cfg = CoordinatorConfig::new(
-        vec![cluster.coordinator.clone()],
-        cluster.secret().unwrap(),
-        cluster.coordinator_dir(),
-        Io::fallback(),
-    );
-    cfg.heartbeat_ms = 20;
-    cfg.lease_ms = 500;
-    cfg.failure_timeout_ms = 800;
-    let _coord = Coordinator::start(cfg).unwrap();
+    let (_cluster, _coord) = common::cluster_with_coordinator(dir.path(), &[1, 2, 3]);
     let n2 = Node::open(dir.path(), 2, opts()).unwrap();
     let n3 = Node::open(dir.path(), 3, opts()).unwrap();
     n2.create_table("t", 4).unwrap();

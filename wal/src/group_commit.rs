@@ -176,21 +176,30 @@ impl GroupCommit {
         s.runs.last_mut().expect("a run was just ensured")
     }
 
+    /// What a wait for `lsn` comes to without waiting: durable already, or
+    /// never going to be (the log failed, or `lsn` was never appended).
+    fn settled(s: &State, lsn: Lsn) -> Option<Result<()>> {
+        if lsn < s.durable {
+            return Some(Ok(()));
+        }
+        if let Some(cause) = &s.failed {
+            return Some(Err(WalError::Poisoned { cause: cause.clone() }));
+        }
+        if lsn >= s.next {
+            return Some(Err(WalError::InvalidArgument(format!(
+                "LSN {lsn} was never appended (the log ends at {})",
+                s.next
+            ))));
+        }
+        None
+    }
+
     /// Blocks until the record at `lsn` is durable.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let mut s = self.lock();
         loop {
-            if lsn < s.durable {
-                return Ok(());
-            }
-            if let Some(cause) = &s.failed {
-                return Err(WalError::Poisoned { cause: cause.clone() });
-            }
-            if lsn >= s.next {
-                return Err(WalError::InvalidArgument(format!(
-                    "LSN {lsn} was never appended (the log ends at {})",
-                    s.next
-                )));
+            if let Some(done) = Self::settled(&s, lsn) {
+                return done;
             }
             if s.wanted <= lsn {
                 s.wanted = Lsn(lsn.0 + 1);
@@ -208,17 +217,8 @@ impl GroupCommit {
     {
         let mut s = self.lock();
         loop {
-            if lsn < s.durable {
-                return Ok(());
-            }
-            if let Some(cause) = &s.failed {
-                return Err(WalError::Poisoned { cause: cause.clone() });
-            }
-            if lsn >= s.next {
-                return Err(WalError::InvalidArgument(format!(
-                    "LSN {lsn} was never appended (the log ends at {})",
-                    s.next
-                )));
+            if let Some(done) = Self::settled(&s, lsn) {
+                return done;
             }
             if !s.flushing && !s.runs.is_empty() {
                 s.flushing = true;
