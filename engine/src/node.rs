@@ -165,13 +165,13 @@ impl Node {
         let log = open_log(&cluster, node_id, &io, &opts)?;
         let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
-        let found = recovery::find_in_flight_until(&log.reader()?, Some(log.next_lsn()))?;
+        let mut found = recovery::find_in_flight_until(&log.reader()?, Some(log.next_lsn()))?;
         let mut report = StartReport {
             restarted,
             ..StartReport::default()
         };
         if restarted {
-            let wb = recovery::write_back(&io, &files, &found, &Agents::new())?;
+            let wb = recovery::write_back(&io, &files, &mut found, &Agents::new())?;
             recovery::log_ends(&log, &found)?;
             client.restart_finished()?;
             report.backed_out = found.txns.len();

@@ -213,13 +213,13 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         tl.mark("log opened", detected);
         // 4. Find the in-flight transactions.
         let reader = log.reader().map_err(|e| ("reading its log", e.into()))?;
-        let found =
+        let mut found =
             recovery::find_in_flight_until(&reader, Some(log.next_lsn())).map_err(|e| ("reading its log", e))?;
         tl.in_flight = found.txns.len();
         tl.records = found.records;
         tl.mark("in-flight found", detected);
         // 5. Write the before-images back and sync.
-        let wb = recovery::write_back(&inner.io, &inner.files, &found, &Agents::new())
+        let wb = recovery::write_back(&inner.io, &inner.files, &mut found, &Agents::new())
             .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
         tl.mark("written back", detected);

@@ -175,8 +175,10 @@ pub struct WriteBack {
 }
 
 /// Writes every page's oldest before-image back as one batch and syncs the
-/// data files; then runs the custom agents' undo, newest record first.
-pub fn write_back(io: &Io, files: &DataFiles, found: &InFlight, agents: &Agents) -> Result<WriteBack> {
+/// data files; then runs the custom agents' undo, newest record first. The
+/// images are moved out of `found` (they can be hundreds of MiB), which
+/// keeps its transactions for [`log_ends`].
+pub fn write_back(io: &Io, files: &DataFiles, found: &mut InFlight, agents: &Agents) -> Result<WriteBack> {
     let started = Instant::now();
     for (agent, _, _, _) in &found.agent_records {
         if *agent != PAGE_AGENT && !agents.contains_key(agent) {
@@ -187,7 +189,7 @@ pub fn write_back(io: &Io, files: &DataFiles, found: &InFlight, agents: &Agents)
     }
     let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
     let mut images: Vec<(u32, Page)> = Vec::with_capacity(found.pages.len());
-    for (&(file_id, page_no), (_, image)) in &found.pages {
+    for ((file_id, page_no), (_, image)) in std::mem::take(&mut found.pages) {
         if image.len() != files.page_size() {
             return Err(Error::InvalidArgument(format!(
                 "before-image of page {page_no} of file {file_id} is {} bytes, pages are {}",
@@ -198,8 +200,9 @@ pub fn write_back(io: &Io, files: &DataFiles, found: &InFlight, agents: &Agents)
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
             v.insert(files.get(file_id, false)?);
         }
-        let mut page = Page::from_image(image.clone());
-        if image.iter().any(|&b| b != 0) {
+        let written = image.iter().any(|&b| b != 0);
+        let mut page = Page::from_image(image);
+        if written {
             page.seal();
         }
         debug_assert!(

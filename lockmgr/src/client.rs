@@ -215,14 +215,8 @@ impl Client {
                 pid: std::process::id(),
             },
         )?;
-        let nonce = match read(&mut stream)? {
+        let nonce = match refusal(read(&mut stream)?)? {
             Msg::Challenge { nonce } => nonce,
-            Msg::Error {
-                code,
-                node,
-                resource,
-                message,
-            } => return Err(ClientError::from_reply(code, node, resource, message)),
             other => return Err(ClientError::Protocol(format!("expected a challenge, got {other:?}"))),
         };
         let sent_at = Instant::now();
@@ -233,18 +227,12 @@ impl Client {
                 mac: cfg.secret.prove(&nonce, cfg.node),
             },
         )?;
-        let (incarnation, lease_ms, heartbeat_ms) = match read(&mut stream)? {
+        let (incarnation, lease_ms, heartbeat_ms) = match refusal(read(&mut stream)?)? {
             Msg::Welcome {
                 incarnation,
                 lease_ms,
                 heartbeat_ms,
             } => (incarnation, lease_ms, heartbeat_ms),
-            Msg::Error {
-                code,
-                node,
-                resource,
-                message,
-            } => return Err(ClientError::from_reply(code, node, resource, message)),
             other => return Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
         };
         stream.set_read_timeout(None).map_err(connect_err)?;
@@ -497,6 +485,19 @@ impl Client {
     }
 }
 
+/// An `Error` frame as the typed refusal it carries; any other reply as is.
+fn refusal(m: Msg) -> Result<Msg, ClientError> {
+    match m {
+        Msg::Error {
+            code,
+            node,
+            resource,
+            message,
+        } => Err(ClientError::from_reply(code, node, resource, message)),
+        other => Ok(other),
+    }
+}
+
 fn unexpected(m: Msg) -> ClientError {
     ClientError::Protocol(format!("unexpected reply {m:?}"))
 }
@@ -581,13 +582,7 @@ impl Inner {
     /// Waits for the reply of a request sent with [`Inner::send`].
     fn receive(&self, (id, rx): (u64, Receiver<Msg>), wait: Duration) -> Result<Msg, ClientError> {
         match rx.recv_timeout(wait + self.reply_timeout) {
-            Ok(Msg::Error {
-                code,
-                node,
-                resource,
-                message,
-            }) => Err(ClientError::from_reply(code, node, resource, message)),
-            Ok(reply) => Ok(reply),
+            Ok(reply) => refusal(reply),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(ClientError::Disconnected),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 lock(&self.pending).remove(&id);

@@ -196,7 +196,7 @@ impl Log {
         let r = shared
             .gc
             .wait_durable_with(lsn, |batch| match shared.write_batch(batch) {
-                Ok(_) => Ok(()),
+                Ok(()) => Ok(()),
                 Err(WalError::Io(cause)) => Err(Arc::new(cause)),
                 Err(other) => Err(Arc::new(IoError::new(
                     OpKind::Write,
@@ -207,8 +207,6 @@ impl Log {
             });
         if let Err(WalError::Poisoned { cause }) = &r {
             tracing::error!(error = %cause, "log write failed; the log is poisoned");
-        } else if let Err(e) = shared.ensure_spare(shared.layout.segment_of(lsn)) {
-            return shared.poison_on_failure(Err(e));
         }
         r
     }
@@ -369,40 +367,42 @@ impl Shared {
     fn flusher(&self) {
         while let Some(mut batch) = self.gc.take_batch() {
             let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            let last_seg = match self.poison_on_failure(self.write_batch(&mut batch)) {
-                Ok(seg) => seg,
-                Err(_) => return,
-            };
-            self.gc.complete(batch.end, bytes);
-            // Prepare the next segment off the commit path of this batch.
-            if self.poison_on_failure(self.ensure_spare(last_seg)).is_err() {
+            if self.poison_on_failure(self.write_batch(&mut batch)).is_err() {
                 return;
             }
+            self.gc.complete(batch.end, bytes);
         }
     }
 
-    /// Writes and syncs a batch; returns the last segment it touched.
+    /// Writes and syncs a batch.
     ///
     /// Each run lies in one segment. Runs are written and synced one after
     /// the other, so a crash can only lose a suffix of the stream across
     /// segments; the first record is marked as a batch start (see
     /// [`crate::record::FLAG_BATCH_START`]).
-    fn write_batch(&self, batch: &mut Batch) -> Result<u64> {
+    fn write_batch(&self, batch: &mut Batch) -> Result<()> {
         if let Some(first) = batch.runs.first_mut() {
             crate::record::mark_batch_start(&mut first.bytes);
         }
-        let mut last = 0;
         for run in &batch.runs {
-            last = self.layout.segment_of(run.start);
+            let seg = self.layout.segment_of(run.start);
             assert!(
-                run.start.0 + run.bytes.len() as u64 <= self.layout.segment_end(last).0,
+                run.start.0 + run.bytes.len() as u64 <= self.layout.segment_end(seg).0,
                 "a run never crosses the end of its segment"
             );
-            let file = self.segment_file(last)?;
+            let file = self.segment_file(seg)?;
             self.io
                 .write_durable(&file, &run.bytes, self.layout.file_offset(run.start))?;
         }
-        Ok(last)
+        // A batch that entered a new segment has the one after it prepared,
+        // so the next switch costs nothing; other batches skip this.
+        if let Some(last) = batch.runs.last() {
+            let seg = self.layout.segment_of(last.start);
+            if batch.runs.len() > 1 || last.start == self.layout.segment_start(seg) {
+                self.ensure_spare(seg)?;
+            }
+        }
+        Ok(())
     }
 
     /// The file of segment `n`, created if it does not exist yet.
