@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use lockmgr::client::ClientEvent;
 use lockmgr::wire::ErrorCode;
-use lockmgr::{Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, LockMode, Purpose, ResourceId};
+use lockmgr::{
+    Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, LockMode, LockWait, Purpose, ResourceId,
+};
 use wal::io::{BackendChoice, Io};
 use wal::{ActiveTxn, Log, LogConfig, Lsn, TxnId, WalError};
 
@@ -40,7 +42,8 @@ pub const CATALOG_RESOURCE: ResourceId = ResourceId::new(0, 0);
 /// How a node runs.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
-    /// How long a lock request waits before [`Error::LockTimeout`].
+    /// How long a lock request waits for live holders before
+    /// [`Error::LockTimeout`]; a retained page refuses at once.
     pub lock_wait: Duration,
     /// Log bytes between automatic checkpoints.
     pub checkpoint_bytes: u64,
@@ -493,14 +496,22 @@ impl NodeInner {
     }
 
     /// Several locks at once (one round trip).
+    /// Transactions wait for live holders only: a page retained by a failed
+    /// node is refused with [`Error::Retained`] at once (or the moment its
+    /// holder fails), since waiting would hold this transaction's own locks
+    /// for the length of a recovery; the caller retries instead.
+    fn lock_wait(&self) -> LockWait {
+        LockWait::WaitForLive(self.opts.lock_wait)
+    }
+
     pub(crate) fn lock_many(&self, txn: TxnId, requests: &[(ResourceId, LockMode)]) -> Result<Vec<LockMode>> {
         self.check_running()?;
-        Ok(self.client.lock_many(txn, requests, Some(self.opts.lock_wait))?)
+        Ok(self.client.lock_many(txn, requests, self.lock_wait())?)
     }
 
     pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<LockMode> {
         self.check_running()?;
-        Ok(self.client.lock(txn, resource, mode, Some(self.opts.lock_wait))?)
+        Ok(self.client.lock(txn, resource, mode, self.lock_wait())?)
     }
 
     pub(crate) fn release_all(&self, txn: TxnId) {

@@ -168,6 +168,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a lock request does when it cannot be granted at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LockWait {
+    /// Fail at once with `Conflict` or `Retained`.
+    #[default]
+    NoWait,
+    /// Wait up to this long behind any holder, live or retained.
+    Wait(Duration),
+    /// Wait up to this long behind live holders only: a failed node's
+    /// retained lock in the way refuses with `Retained` at once, or as soon
+    /// as a holder in the way fails. What a transaction wants: recovery can
+    /// take longer than a transaction should sit holding its own locks.
+    WaitForLive(Duration),
+}
+
+impl From<Option<Duration>> for LockWait {
+    fn from(wait: Option<Duration>) -> LockWait {
+        wait.map_or(LockWait::NoWait, LockWait::Wait)
+    }
+}
+
+impl LockWait {
+    fn patience(self) -> Duration {
+        match self {
+            LockWait::NoWait => Duration::ZERO,
+            LockWait::Wait(d) | LockWait::WaitForLive(d) => d,
+        }
+    }
+
+    fn request(self, txn: u64, resource: ResourceId, mode: LockMode) -> Msg {
+        // 0 on the wire means "no wait", so a zero wait is rounded up.
+        let wait_ms = match self {
+            LockWait::NoWait => 0,
+            LockWait::Wait(d) | LockWait::WaitForLive(d) => d.as_millis().clamp(1, u32::MAX as u128) as u32,
+        };
+        Msg::Lock {
+            txn,
+            resource,
+            mode,
+            wait_ms,
+            live_only: matches!(self, LockWait::WaitForLive(_)),
+        }
+    }
+}
+
 /// A node's connection to the coordinator. Dropping it closes the
 /// connection (which the coordinator takes as a failure unless the node
 /// called [`Client::leave`]).
@@ -324,24 +369,17 @@ impl Client {
         }
     }
 
-    /// Locks `resource` for `txn`; `wait` None fails at once on a conflict.
+    /// Locks `resource` for `txn`. `wait` is a [`LockWait`]; `None` fails at
+    /// once on a conflict and `Some(d)` waits up to `d` behind any holder.
     pub fn lock(
         &self,
         txn: u64,
         resource: ResourceId,
         mode: LockMode,
-        wait: Option<Duration>,
+        wait: impl Into<LockWait>,
     ) -> Result<LockMode, ClientError> {
-        let wait_ms = wait.map_or(0, |w| w.as_millis().clamp(1, u32::MAX as u128) as u32);
-        match self.inner.call(
-            &Msg::Lock {
-                txn,
-                resource,
-                mode,
-                wait_ms,
-            },
-            wait.unwrap_or_default(),
-        )? {
+        let wait = wait.into();
+        match self.inner.call(&wait.request(txn, resource, mode), wait.patience())? {
             Msg::Granted { mode } => Ok(mode),
             other => Err(unexpected(other)),
         }
@@ -354,24 +392,17 @@ impl Client {
         &self,
         txn: u64,
         requests: &[(ResourceId, LockMode)],
-        wait: Option<Duration>,
+        wait: impl Into<LockWait>,
     ) -> Result<Vec<LockMode>, ClientError> {
-        let wait_ms = wait.map_or(0, |w| w.as_millis().clamp(1, u32::MAX as u128) as u32);
+        let wait = wait.into();
         let pending: Vec<_> = requests
             .iter()
-            .map(|&(resource, mode)| {
-                self.inner.send(&Msg::Lock {
-                    txn,
-                    resource,
-                    mode,
-                    wait_ms,
-                })
-            })
+            .map(|&(resource, mode)| self.inner.send(&wait.request(txn, resource, mode)))
             .collect();
         let mut out = Vec::with_capacity(requests.len());
         let mut first_err = None;
         for p in pending {
-            match p.and_then(|rx| self.inner.receive(rx, wait.unwrap_or_default())) {
+            match p.and_then(|rx| self.inner.receive(rx, wait.patience())) {
                 Ok(Msg::Granted { mode }) => out.push(mode),
                 Ok(other) => {
                     first_err.get_or_insert(unexpected(other));

@@ -5,8 +5,9 @@
 //! nothing now), its queued requests are cancelled, and its IX, SIX and X
 //! locks become one retained lock per resource, held by the node rather than
 //! by any transaction. A conflicting request is refused with
-//! [`LockError::Retained`] or, if it asked to wait, queues until recovery is
-//! done. Retained locks leave the table only by [`LockTable::release_retained`]
+//! [`LockError::Retained`] or, if it asked to [`WaitPolicy::Wait`], queues
+//! until recovery is done; a [`WaitPolicy::WaitForLive`] request is refused
+//! too, including one already queued behind a lock that becomes retained. Retained locks leave the table only by [`LockTable::release_retained`]
 //! (the counterpart finished recovery) or [`LockTable::reclaim_retained`] (the
 //! node's own restart takes them back); a restarted coordinator restores them
 //! with [`LockTable::from_retained`]. No other path drops them.
@@ -16,6 +17,8 @@ use std::collections::BTreeSet;
 use crate::error::LockError;
 use crate::ids::{NodeId, Owner, ResourceId, Ticket};
 use crate::mode::LockMode;
+#[cfg(doc)]
+use crate::queue::WaitPolicy;
 use crate::queue::Woken;
 use crate::table::LockTable;
 
@@ -37,6 +40,10 @@ pub struct FailureReport {
     pub woken: Vec<Woken>,
     /// The node's own queued requests, now cancelled (their timers can go).
     pub cancelled: Vec<Ticket>,
+    /// Other nodes' queued [`WaitPolicy::WaitForLive`] requests that a new
+    /// retained lock now blocks: withdrawn, and to be answered with
+    /// [`LockError::Retained`] naming this node and the ticket's resource.
+    pub refused: Vec<Ticket>,
     /// The node's retained locks afterwards, sorted by resource.
     pub retained: Vec<(ResourceId, LockMode)>,
 }
@@ -78,6 +85,7 @@ impl LockTable {
                     self.retained.update(node, |locks| locks.insert(resource, mode));
                 }
                 report.cancelled.extend(failure.cancelled);
+                report.refused.extend(failure.refused);
                 report.woken.extend(failure.woken);
             });
         }
@@ -87,6 +95,7 @@ impl LockTable {
             retained = report.retained.len(),
             woken = report.woken.len(),
             cancelled = report.cancelled.len(),
+            refused = report.refused.len(),
             "node failed"
         );
         report

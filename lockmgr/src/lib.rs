@@ -76,7 +76,7 @@ pub use registry::{AuthState, Grant, NodeStatus, RecoveryOutcome, RecoveryStatus
 pub use table::{CancelOutcome, LockTable, DEFAULT_MAX_WAITERS};
 
 pub use auth::Secret;
-pub use client::{Client, ClientConfig, ClientError, ClientEvent, CounterpartGrant};
+pub use client::{Client, ClientConfig, ClientError, ClientEvent, CounterpartGrant, LockWait};
 pub use server::{Coordinator, CoordinatorConfig, CoordinatorError, RESTART_TXN};
 pub use transport::Endpoint;
 pub use wire::{EventKind, Outcome, Purpose};

@@ -43,6 +43,13 @@ pub enum WaitPolicy {
     /// Queue and wait for a grant. The table keeps no clocks: the caller
     /// owns the timeout and calls [`crate::LockTable::cancel`] when it fires.
     Wait,
+    /// Wait for live holders only: refused at once with
+    /// [`LockError::Retained`] when a failed node's retained lock is in the
+    /// way, and — if already queued — refused as soon as a holder in the way
+    /// fails and its lock becomes retained ([`NodeFailure::refused`]).
+    /// A retained lock lasts as long as a recovery, which no transaction
+    /// should sit out holding its own locks; the caller retries instead.
+    WaitForLive,
 }
 
 /// The answer to a request that was not refused.
@@ -103,6 +110,8 @@ struct Waiter {
     ticket: Ticket,
     /// The mode the owner will hold once granted.
     mode: LockMode,
+    /// Refused when a retained lock comes to block it.
+    live_only: bool,
 }
 
 /// One resource's holders and waiters.
@@ -126,6 +135,10 @@ impl Vacant for ResourceState {
 /// What [`ResourceState::fail_node`] did.
 pub(crate) struct NodeFailure {
     pub(crate) cancelled: Vec<Ticket>,
+    /// Other nodes' [`WaitPolicy::WaitForLive`] requests that the new
+    /// retained lock blocks, now withdrawn: each is answered with
+    /// [`LockError::Retained`].
+    pub(crate) refused: Vec<Ticket>,
     /// The node's retained mode on this resource afterwards, if any.
     pub(crate) retained: Option<LockMode>,
     pub(crate) woken: Vec<Woken>,
@@ -203,15 +216,16 @@ impl ResourceState {
             self.hold(me, target);
             return Ok(RequestOutcome::Granted { held: target });
         }
-        if policy == WaitPolicy::NoWait {
+        if policy != WaitPolicy::Wait {
             let retained = self.blockers(me, target).find_map(|held| match held.holder {
                 HolderId::Retained(node) => Some(node),
                 HolderId::Owner(_) => None,
             });
-            return Err(match retained {
-                Some(node) => LockError::Retained { node, resource },
-                None => LockError::Conflict { resource },
-            });
+            match (retained, policy) {
+                (Some(node), _) => return Err(LockError::Retained { node, resource }),
+                (None, WaitPolicy::NoWait) => return Err(LockError::Conflict { resource }),
+                (None, _) => {}
+            }
         }
         if self.waiter_count() >= max_waiters {
             return Err(LockError::QueueFull {
@@ -220,7 +234,11 @@ impl ResourceState {
             });
         }
         let ticket = Ticket::new(ticket_id(), owner, resource);
-        let waiter = Waiter { ticket, mode: target };
+        let waiter = Waiter {
+            ticket,
+            mode: target,
+            live_only: policy == WaitPolicy::WaitForLive,
+        };
         if held.is_some() {
             self.conversions.push_back(waiter);
         } else {
@@ -287,12 +305,23 @@ impl ResourceState {
             }
             _ => true,
         });
+        let mut refused = Vec::new();
         if let Some(mode) = retained {
             self.hold(HolderId::Retained(node), mode);
+            for queue in [&mut self.conversions, &mut self.requests] {
+                queue.retain(|waiter| {
+                    let keep = !waiter.live_only || mode.compatible(waiter.mode);
+                    if !keep {
+                        refused.push(waiter.ticket);
+                    }
+                    keep
+                });
+            }
         }
         let woken = self.grant_waiters();
         NodeFailure {
             cancelled,
+            refused,
             retained,
             woken,
         }

@@ -686,16 +686,17 @@ impl Shared {
                 resource,
                 mode,
                 wait_ms,
+                live_only,
             } => {
                 if member.is_none() {
                     reply(error_msg(ErrorCode::Refused, node, resource, "operators hold no locks"));
                 } else if let Some(m) = self.lock_gate(resource) {
                     reply(m);
                 } else {
-                    let policy = if wait_ms == 0 {
-                        WaitPolicy::NoWait
-                    } else {
-                        WaitPolicy::Wait
+                    let policy = match (wait_ms, live_only) {
+                        (0, _) => WaitPolicy::NoWait,
+                        (_, false) => WaitPolicy::Wait,
+                        (_, true) => WaitPolicy::WaitForLive,
                     };
                     // The wait is recorded before anyone can grant it: a
                     // release's `notify` takes this map's lock after the table
@@ -861,6 +862,7 @@ impl Shared {
                 lock(&self.sessions).remove(&node);
                 let report = self.table.node_failed(node);
                 self.forget_waits(&report.cancelled);
+                self.refuse_retained(node, &report.refused);
                 self.notify(report.woken);
                 if report.retained.is_empty() {
                     let _ = self.registry.leave(node);
@@ -948,6 +950,21 @@ impl Shared {
         }
     }
 
+    /// Answers waits withdrawn because `failed`'s new retained lock blocks
+    /// them (see [`WaitPolicy::WaitForLive`]).
+    fn refuse_retained(&self, failed: NodeId, tickets: &[Ticket]) {
+        let mut waits = lock(&self.waits);
+        for t in tickets {
+            if let Some(wait) = waits.remove(&t.id()) {
+                let e = LockError::Retained {
+                    node: failed,
+                    resource: t.resource(),
+                };
+                wait.conn.send(wait.request_id, &lock_error(&e));
+            }
+        }
+    }
+
     fn forget_waits(&self, tickets: &[Ticket]) {
         let mut waits = lock(&self.waits);
         for t in tickets {
@@ -1003,6 +1020,7 @@ impl Shared {
         };
         let report = self.table.node_failed(node);
         self.forget_waits(&report.cancelled);
+        self.refuse_retained(node, &report.refused);
         lock(&self.grants).retain(|_, g| g.counterpart() != node);
         if blind {
             lock(&self.blind).insert(node);

@@ -30,7 +30,8 @@ use crate::ids::{NodeId, ResourceId};
 use crate::mode::LockMode;
 
 pub const MAGIC: [u8; 2] = *b"UQ";
-pub const VERSION: u8 = 1;
+/// 2: `Lock` carries `live_only`.
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 20;
 /// Largest payload: a status of thousands of nodes or a re-assertion of
 /// thousands of locks fits; anything larger is refused unread.
@@ -192,11 +193,14 @@ pub enum Msg {
     /// 0x03: renews the lease; answered with `Ok`.
     Heartbeat,
     /// 0x04: `wait_ms` 0 = fail at once, otherwise wait up to that long.
+    /// `live_only` (one byte, 0 or 1): wait for live holders only — a
+    /// retained lock in the way, now or later, refuses with `Retained`.
     Lock {
         txn: u64,
         resource: ResourceId,
         mode: LockMode,
         wait_ms: u32,
+        live_only: bool,
     },
     /// 0x05
     Release { txn: u64, resource: ResourceId },
@@ -437,8 +441,13 @@ impl Msg {
                 resource,
                 mode,
                 wait_ms,
+                live_only,
             } => {
-                o.u64(*txn).resource(*resource).u8(mode_code(*mode)).u32(*wait_ms);
+                o.u64(*txn)
+                    .resource(*resource)
+                    .u8(mode_code(*mode))
+                    .u32(*wait_ms)
+                    .u8(u8::from(*live_only));
             }
             Msg::Release { txn, resource } => {
                 o.u64(*txn).resource(*resource);
@@ -542,6 +551,11 @@ impl Msg {
                 resource: i.resource()?,
                 mode: i.mode()?,
                 wait_ms: i.u32()?,
+                live_only: match i.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed("live_only is not 0 or 1")),
+                },
             },
             0x05 => Msg::Release {
                 txn: i.u64()?,
@@ -760,12 +774,15 @@ mod tests {
             }),
             any::<[u8; 32]>().prop_map(|mac| Msg::AuthProof { mac }),
             Just(Msg::Heartbeat),
-            (any::<u64>(), resource(), mode(), any::<u32>()).prop_map(|(txn, resource, mode, wait_ms)| Msg::Lock {
-                txn,
-                resource,
-                mode,
-                wait_ms
-            }),
+            (any::<u64>(), resource(), mode(), any::<u32>(), any::<bool>()).prop_map(
+                |(txn, resource, mode, wait_ms, live_only)| Msg::Lock {
+                    txn,
+                    resource,
+                    mode,
+                    wait_ms,
+                    live_only
+                }
+            ),
             (any::<u64>(), resource()).prop_map(|(txn, resource)| Msg::Release { txn, resource }),
             any::<u64>().prop_map(|txn| Msg::ReleaseAll { txn }),
             any::<u32>().prop_map(|failed| Msg::RegisterCounterpart { failed }),

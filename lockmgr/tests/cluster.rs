@@ -1119,6 +1119,7 @@ fn unauthenticated_and_wrong_secret_connections_are_refused() {
         resource: page,
         mode: LockMode::X,
         wait_ms: 0,
+        live_only: false,
     };
     for ep in [&coord.unix, &coord.tcp] {
         // A request before any Hello.
@@ -1215,6 +1216,7 @@ fn malformed_truncated_and_random_frames_close_only_their_connection() {
                 resource: ResourceId::new(1, 1),
                 mode: LockMode::X,
                 wait_ms: 100,
+                live_only: true,
             },
         ),
         wire::encode(

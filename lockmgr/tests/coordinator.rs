@@ -7,8 +7,8 @@ use std::time::Duration;
 use lockmgr::client::ClientEvent;
 use lockmgr::wire::ErrorCode;
 use lockmgr::{
-    Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, Endpoint, EventKind, LockMode, Outcome, Purpose,
-    ResourceId, Secret,
+    Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, Endpoint, EventKind, LockMode, LockWait,
+    Outcome, Purpose, ResourceId, Secret,
 };
 
 fn secret() -> Secret {
@@ -185,4 +185,40 @@ fn a_restarting_node_takes_its_locks_back_and_releases_them() {
     restarted.restart_finished().unwrap();
     wait_event(&events, EventKind::RecoveryFinished, 2);
     assert_eq!(peer.lock(1, x, LockMode::X, None).unwrap(), LockMode::X);
+}
+
+#[test]
+fn a_wait_for_live_holders_ends_with_retained_when_the_holder_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let survivor = join(&ep, 1);
+    let doomed = join(&ep, 2);
+    let page = ResourceId::new(4, 1);
+    doomed.lock(9, page, LockMode::X, None).unwrap();
+    let patience = Duration::from_secs(20);
+    let refused = std::thread::scope(|s| {
+        let waiter = s.spawn(|| survivor.lock(1, page, LockMode::S, LockWait::WaitForLive(patience)));
+        // Give the request time to queue, so the failure (not the request)
+        // usually meets the other; either order must end in `Retained`, and
+        // a wait that stayed queued would end in `LockTimeout` instead.
+        std::thread::sleep(Duration::from_millis(100));
+        drop(doomed);
+        waiter.join().unwrap()
+    });
+    assert_eq!(
+        refused,
+        Err(ClientError::Retained {
+            node: 2,
+            resource: page
+        })
+    );
+    // And a new one is refused at once.
+    assert_eq!(
+        survivor.lock(2, page, LockMode::S, LockWait::WaitForLive(patience)),
+        Err(ClientError::Retained {
+            node: 2,
+            resource: page
+        })
+    );
 }

@@ -406,3 +406,48 @@ fn threads_never_share_an_exclusive_lock() {
     assert!(table.snapshot(ResourceId::new(0, 0)).is_none());
     assert!(table.snapshot(ResourceId::new(0, 1)).is_none());
 }
+
+#[test]
+fn waiting_for_live_holders_only_is_refused_by_a_retained_lock_now_or_later() {
+    const LIVE: WaitPolicy = WaitPolicy::WaitForLive;
+    let table = LockTable::new();
+    granted(&table, o(2, 1), R, X);
+    granted(&table, o(2, 1), R2, IX);
+    granted(&table, o(4, 1), R2, IX);
+    // Behind a live holder a live-only request waits like any other.
+    let Ok(RequestOutcome::Queued(blocked)) = table.request(o(1, 1), R, S, LIVE) else {
+        panic!("a live holder is waited for");
+    };
+    let patient = queued(&table, o(3, 1), R, S);
+    let writer = queued(&table, o(4, 2), R2, X);
+    let Ok(RequestOutcome::Queued(fits)) = table.request(o(1, 2), R2, IS, LIVE) else {
+        panic!("a new request queues behind a waiter");
+    };
+
+    let report = table.node_failed(2);
+    assert_eq!(
+        report.refused,
+        vec![blocked],
+        "only the live-only wait that the retained X blocks is withdrawn"
+    );
+    assert!(report.woken.is_empty());
+    let waiters = |r: ResourceId| -> Vec<Ticket> {
+        table
+            .snapshot(r)
+            .map(|s| s.waiters.iter().map(|w| w.ticket).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(waiters(R), vec![patient], "a plain wait keeps waiting for the recovery");
+    assert_eq!(
+        waiters(R2),
+        vec![writer, fits],
+        "IS fits the retained IX: it still waits, behind a live node's request"
+    );
+    // A new live-only request is refused at once, naming the failed node.
+    assert_eq!(
+        table.request(o(1, 3), R, IS, LIVE),
+        Err(LockError::Retained { node: 2, resource: R })
+    );
+    table.check_invariants().expect("invariants");
+    assert_eq!(tickets(&table.release_retained(2)), vec![patient]);
+}

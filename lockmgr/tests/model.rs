@@ -40,6 +40,8 @@ struct MWaiter {
     owner: Owner,
     mode: LockMode,
     conversion: bool,
+    /// Asked to wait for live holders only.
+    live_only: bool,
     /// Arrival order; a wait that becomes a conversion gets a new one.
     seq: u64,
     ticket: Ticket,
@@ -126,17 +128,18 @@ impl Model {
             st.holders.insert(me, target);
             return Ok(MOutcome::Granted(target));
         }
-        if policy == WaitPolicy::NoWait {
+        if policy != WaitPolicy::Wait {
             // Which retained node is named is the table's choice: the test
             // accepts any retained blocker (see `same_error`).
             let retained = st.holders.iter().find_map(|(holder, held)| match holder {
                 HolderId::Retained(node) if !held.compatible(target) => Some(*node),
                 _ => None,
             });
-            return Err(match retained {
-                Some(node) => LockError::Retained { node, resource: r },
-                None => LockError::Conflict { resource: r },
-            });
+            match (retained, policy) {
+                (Some(node), _) => return Err(LockError::Retained { node, resource: r }),
+                (None, WaitPolicy::NoWait) => return Err(LockError::Conflict { resource: r }),
+                (None, _) => {}
+            }
         }
         if st.waiters.len() >= MAX_WAITERS {
             return Err(LockError::QueueFull {
@@ -147,7 +150,7 @@ impl Model {
         Ok(MOutcome::Queued)
     }
 
-    fn enqueue(&mut self, owner: Owner, r: ResourceId, mode: LockMode, ticket: Ticket) {
+    fn enqueue(&mut self, owner: Owner, r: ResourceId, mode: LockMode, live_only: bool, ticket: Ticket) {
         self.seq += 1;
         let seq = self.seq;
         let st = self.res(r);
@@ -158,6 +161,7 @@ impl Model {
             owner,
             mode: target,
             conversion: held.is_some(),
+            live_only,
             seq,
             ticket,
         });
@@ -188,9 +192,11 @@ impl Model {
         Some(st.settle())
     }
 
-    fn node_failed(&mut self, node: NodeId) -> (Grants, BTreeSet<Ticket>) {
+    /// Returns the grants, the node's own cancelled waits, and the waits for
+    /// live holders only that a retained lock now blocks.
+    fn node_failed(&mut self, node: NodeId) -> (Grants, BTreeSet<Ticket>, BTreeSet<Ticket>) {
         self.failed.insert(node);
-        let (mut woken, mut cancelled) = (Vec::new(), BTreeSet::new());
+        let (mut woken, mut cancelled, mut refused) = (Vec::new(), BTreeSet::new(), BTreeSet::new());
         for st in self.resources.values_mut() {
             st.waiters.retain(|w| {
                 let keep = w.owner.node != node;
@@ -211,10 +217,17 @@ impl Model {
             });
             if let Some(mode) = retained {
                 st.holders.insert(HolderId::Retained(node), mode);
+                st.waiters.retain(|w| {
+                    let keep = !w.live_only || mode.compatible(w.mode);
+                    if !keep {
+                        refused.insert(w.ticket);
+                    }
+                    keep
+                });
             }
             woken.extend(st.settle());
         }
-        (woken, cancelled)
+        (woken, cancelled, refused)
     }
 
     fn release_retained(&mut self, node: NodeId) -> Grants {
@@ -271,7 +284,7 @@ enum Op {
         txn: u64,
         res: u64,
         mode: LockMode,
-        wait: bool,
+        policy: WaitPolicy,
     },
     Release {
         node: u32,
@@ -305,13 +318,21 @@ fn mode() -> impl Strategy<Value = LockMode> {
     prop::sample::select(LockMode::ALL.to_vec())
 }
 
+fn policy() -> impl Strategy<Value = WaitPolicy> {
+    prop_oneof![
+        3 => Just(WaitPolicy::NoWait),
+        4 => Just(WaitPolicy::Wait),
+        3 => Just(WaitPolicy::WaitForLive),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let node = 1..=NODES;
     let txn = 1..=TXNS;
     let res = 0..RESOURCES;
     prop_oneof![
-        12 => (node.clone(), txn.clone(), res.clone(), mode(), prop::bool::weighted(0.7))
-            .prop_map(|(node, txn, res, mode, wait)| Op::Request { node, txn, res, mode, wait }),
+        12 => (node.clone(), txn.clone(), res.clone(), mode(), policy())
+            .prop_map(|(node, txn, res, mode, policy)| Op::Request { node, txn, res, mode, policy }),
         3 => (node.clone(), txn.clone(), res).prop_map(|(node, txn, res)| Op::Release { node, txn, res }),
         3 => (node.clone(), txn.clone()).prop_map(|(node, txn)| Op::ReleaseAll { node, txn }),
         3 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
@@ -504,10 +525,9 @@ fn run(ops: Vec<Op>) {
                 txn,
                 res,
                 mode,
-                wait,
+                policy,
             } => {
                 let (owner, r) = (Owner::new(node, txn), resource(res));
-                let policy = if wait { WaitPolicy::Wait } else { WaitPolicy::NoWait };
                 let was_holder = table
                     .snapshot(r)
                     .is_some_and(|s| s.holders.iter().any(|h| h.holder == HolderId::Owner(owner)));
@@ -523,7 +543,7 @@ fn run(ops: Vec<Op>) {
                     (Ok(RequestOutcome::Queued(ticket)), Ok(MOutcome::Queued)) => {
                         assert_eq!((ticket.owner(), ticket.resource()), (owner, r));
                         assert!(!issued.contains(&ticket), "ticket numbers are unique");
-                        model.enqueue(owner, r, mode, ticket);
+                        model.enqueue(owner, r, mode, policy == WaitPolicy::WaitForLive, ticket);
                         issued.push(ticket);
                     }
                     (Err(got), Err(expected)) => {
@@ -568,12 +588,16 @@ fn run(ops: Vec<Op>) {
                 woken = got.woken;
             }
             Op::NodeFailed { node } => {
-                let (expected_woken, expected_cancelled) = model.node_failed(node);
+                let (expected_woken, expected_cancelled, expected_refused) = model.node_failed(node);
                 let report = table.node_failed(node);
                 assert_eq!(sorted(&report.woken), sorted_model(expected_woken));
                 assert_eq!(
                     report.cancelled.iter().copied().collect::<BTreeSet<_>>(),
                     expected_cancelled
+                );
+                assert_eq!(
+                    report.refused.iter().copied().collect::<BTreeSet<_>>(),
+                    expected_refused
                 );
                 assert_eq!(report.retained, model.retained(node));
                 woken = report.woken;
