@@ -59,7 +59,8 @@ pub struct DataFiles {
     /// The node whose fencing lock each opened file carries (see
     /// [`crate::fence`]); `None` for tools that never write.
     fence_node: Option<u32>,
-    files: Mutex<HashMap<u32, Arc<DataFile>>>,
+    /// `None` once closed: no file is opened again.
+    files: Mutex<Option<HashMap<u32, Arc<DataFile>>>>,
 }
 
 impl DataFiles {
@@ -68,7 +69,7 @@ impl DataFiles {
             dir,
             page_size,
             fence_node,
-            files: Mutex::new(HashMap::new()),
+            files: Mutex::new(Some(HashMap::new())),
         }
     }
 
@@ -82,7 +83,10 @@ impl DataFiles {
 
     /// The file of table `file_id`; `create` makes it if missing.
     pub fn get(&self, file_id: u32, create: bool) -> Result<Arc<DataFile>> {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(files) = guard.as_mut() else {
+            return Err(Error::Stopped("the node stopped: its data files are closed".into()));
+        };
         if let Some(f) = files.get(&file_id) {
             return Ok(f.clone());
         }
@@ -104,7 +108,15 @@ impl DataFiles {
 
     /// Forgets an open file (its table was dropped).
     pub fn forget(&self, file_id: u32) {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&file_id);
+        if let Some(files) = self.files.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            files.remove(&file_id);
+        }
+    }
+
+    /// Drops every open file and opens none again. A file stays open (with
+    /// its fencing lock) until whoever still uses it lets it go.
+    pub fn close(&self) {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
@@ -152,6 +164,12 @@ struct SyncState {
 impl GroupSync {
     fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets go of the files written since the last sync (the node stopped;
+    /// they will not be synced by it).
+    pub fn forget_files(&self) {
+        self.lock().dirty.clear();
     }
 
     /// Writes `pages` and returns once they are durable.

@@ -13,11 +13,26 @@
 //! The node's log directory lock ([`wal::LogReader::owner_status`]) tells the
 //! same of its log.
 //!
+//! A node that is cut off but still running (its lease lapsed) stops by
+//! itself: it relinquishes its log once no flush is in flight and drops its
+//! data files (`NodeInner::stop`), so the kernel's word comes as soon as its
+//! last write has completed — and not before, however long the device sits
+//! on that write. A lease, which only bounds when the node *decided* to
+//! stop, could not promise that; so on the failed node's own host the lease
+//! is never taken instead of the kernel's word. If the word does not come
+//! (the process is frozen, say), recovery gives up after the configured
+//! patience and the operator must stop the process.
+//!
+//! Which host: each node writes its kernel's boot id into its log directory
+//! when it opens ([`mark_host`]). Locks are visible to every process under
+//! one kernel, which is exactly what the boot id names.
+//!
 //! ## Otherwise: the lease
-//! A node that is still running but cut off (its lease lapsed) stopped
-//! writing by itself before the coordinator could declare it failed (see
-//! `lockmgr::client`); a counterpart that cannot get the kernel's word waits
-//! until that lease has certainly expired.
+//! A node on another host (or whose host is unknown) cannot be seen by this
+//! kernel. It stopped writing by itself before the coordinator could declare
+//! it failed (see `lockmgr::client`), so a counterpart waits until that lease
+//! has certainly expired, and for its log lock (on a shared file system
+//! that propagates locks) to be free.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -27,6 +42,37 @@ use crate::error::Result;
 
 /// Fencing bytes start here, beyond any page a table could reach.
 pub const FENCE_BASE: i64 = 1 << 61;
+
+/// The file in a node's log directory naming the kernel it runs under.
+const HOST_FILE: &str = "HOST";
+
+/// This kernel's boot id: the same for every process on this host until it
+/// reboots.
+pub fn host_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Records in `log_dir` that its node runs under this kernel. Written whole
+/// (temporary file, rename); a missing or damaged marker only means "host
+/// unknown", the slower, lease-based fencing.
+pub fn mark_host(log_dir: &Path) -> Result<()> {
+    let io_err = |p: &Path, e| wal::io::IoError::new(wal::io::OpKind::Write, p, None, e);
+    let Some(id) = host_id() else { return Ok(()) };
+    let tmp = log_dir.join("HOST.tmp");
+    std::fs::write(&tmp, format!("{id}\n")).map_err(|e| io_err(&tmp, e))?;
+    let path = log_dir.join(HOST_FILE);
+    std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    Ok(())
+}
+
+/// Whether the node of `log_dir` last ran under this kernel, so that this
+/// kernel's locks speak for it.
+pub fn ran_here(log_dir: &Path) -> bool {
+    let marked = std::fs::read_to_string(log_dir.join(HOST_FILE)).ok();
+    matches!((marked, host_id()), (Some(m), Some(here)) if m.trim() == here)
+}
 
 fn lock_struct(kind: libc::c_short, node: u32) -> libc::flock {
     libc::flock {
@@ -112,5 +158,15 @@ mod tests {
         assert!(node_gone(dir.path(), &log, 8).unwrap());
         drop(mine);
         assert!(node_gone(dir.path(), &log, 7).unwrap());
+    }
+
+    #[test]
+    fn a_node_marked_here_ran_here_and_an_unknown_one_did_not() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!ran_here(dir.path()), "no marker: unknown host");
+        mark_host(dir.path()).unwrap();
+        assert_eq!(ran_here(dir.path()), host_id().is_some());
+        std::fs::write(dir.path().join(HOST_FILE), "another-kernel\n").unwrap();
+        assert!(!ran_here(dir.path()));
     }
 }

@@ -65,6 +65,13 @@ pub struct NodeOptions {
     /// Race to recover every node the coordinator reports failed (exactly
     /// one racer wins). Off: only an operator's `recover` does.
     pub auto_recovery: bool,
+    /// How long a peer recovery waits for the kernel's word that a failed
+    /// node on this host is gone (its process and every write it had in
+    /// flight) before giving up with [`crate::peer::PeerError::NotFenced`].
+    pub fence_patience: Duration,
+    /// Reach the coordinator here instead of at the cluster's address (a
+    /// second listener, or a proxy).
+    pub coordinator: Option<lockmgr::Endpoint>,
 }
 
 impl Default for NodeOptions {
@@ -83,6 +90,8 @@ impl Default for NodeOptions {
             join_timeout: Duration::from_secs(30),
             io: None,
             auto_recovery: true,
+            fence_patience: Duration::from_secs(30),
+            coordinator: None,
         }
     }
 }
@@ -166,6 +175,7 @@ impl Node {
         };
         let (client, restarted) = join(&cluster, node_id, &secret, &opts)?;
         let log = open_log(&cluster, node_id, &io, &opts)?;
+        crate::fence::mark_host(&cluster.log_dir(node_id))?;
         let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
         let mut found = recovery::find_in_flight_until(&log.reader()?, Some(log.next_lsn()))?;
@@ -361,7 +371,8 @@ fn join(cluster: &Cluster, node_id: u32, secret: &lockmgr::Secret, opts: &NodeOp
     let deadline = Instant::now() + opts.join_timeout;
     let mut purpose = Purpose::Join;
     loop {
-        let mut cfg = ClientConfig::new(cluster.coordinator.clone(), node_id, secret.clone());
+        let endpoint = opts.coordinator.clone().unwrap_or_else(|| cluster.coordinator.clone());
+        let mut cfg = ClientConfig::new(endpoint, node_id, secret.clone());
         cfg.purpose = purpose;
         match Client::connect(cfg) {
             Ok(c) => return Ok((c, purpose == Purpose::Restart)),
@@ -456,13 +467,25 @@ impl NodeInner {
 
     /// Stops the node for good: nothing more is written, and the coordinator
     /// is told at once (by dropping the connection) so recovery can start.
+    ///
+    /// Then the node lets go of what fences it (see [`crate::fence`]), so a
+    /// peer can recover it while this process lives on: the log is
+    /// relinquished once no flush is in flight, and the data files are
+    /// dropped — each file's fencing lock goes with its last user, so a
+    /// commit still writing pages keeps it until its writes are done.
     pub(crate) fn stop(&self, why: &str) {
-        let mut s = lock(&self.stopped);
-        if s.is_none() {
+        {
+            let mut s = lock(&self.stopped);
+            if s.is_some() {
+                return;
+            }
             tracing::error!(node = self.node_id, why, "node stopped");
             *s = Some(why.to_string());
-            self.client.disconnect();
         }
+        self.client.disconnect();
+        self.log.relinquish();
+        self.files.close();
+        self.group_sync.forget_files();
     }
 
     /// Passes a log call's result on; a failed log (poisoned by an I/O

@@ -164,33 +164,49 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         records: 0,
     };
 
-    // 1. Fence. Poll the kernel until the lease has certainly run out.
+    // 1. Fence (the argument is in `crate::fence`). On the failed node's own
+    //    host only the kernel's word will do; elsewhere, an expired lease
+    //    and a free log.
     let lease = Duration::from_millis(u64::from(inner.client.lease_ms()));
-    let deadline = detected + lease;
+    let here = fence::ran_here(&log_dir);
+    let lease_over = detected + lease;
+    let give_up = if here { detected } else { lease_over } + inner.opts.fence_patience;
     loop {
-        match fence::node_gone(&cluster.data_dir(), &log_dir, failed) {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                return Err(PeerError::NotFenced {
-                    failed,
-                    why: e.to_string(),
-                })
-            }
+        let gone = fence::node_gone(&cluster.data_dir(), &log_dir, failed).map_err(|e| PeerError::NotFenced {
+            failed,
+            why: e.to_string(),
+        })?;
+        let now = Instant::now();
+        if gone && here {
+            break;
         }
-        if Instant::now() >= deadline {
-            // The lease is over: a live node stopped writing by itself. Its
-            // log directory lock, though, still keeps its log closed to us.
-            if wal::LogReader::owner_status(&log_dir).ok() == Some(wal::OwnerStatus::Alive) {
-                return Err(PeerError::NotFenced {
-                    failed,
-                    why: "its lease expired but its process still holds its log; stop the process".into(),
-                });
-            }
+        if gone && now >= lease_over {
             tl.fencing = Fencing::LeaseExpired;
             break;
         }
-        std::thread::sleep(Duration::from_micros(100));
+        if now >= give_up {
+            return Err(PeerError::NotFenced {
+                failed,
+                why: if here {
+                    format!(
+                        "its process on this host still holds its log or data files after {:?} (alive, frozen, or \
+                         with a write the device has not finished); stop the process, then run \
+                         `understudy recover --node {failed}`",
+                        inner.opts.fence_patience
+                    )
+                } else {
+                    "its lease expired but its log is still locked; stop its process, then run recover".into()
+                },
+            });
+        }
+        // Fast while a death is fresh (the kernel frees a killed process's
+        // files within a millisecond), gentler during a long wait.
+        let fresh = now < detected + Duration::from_millis(50);
+        std::thread::sleep(if fresh {
+            Duration::from_micros(100)
+        } else {
+            Duration::from_millis(5)
+        });
     }
     tl.mark("fenced", detected);
 

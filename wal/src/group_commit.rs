@@ -191,6 +191,10 @@ impl GroupCommit {
                 s.next
             ))));
         }
+        if s.closed && s.runs.is_empty() && !s.flushing {
+            // Closed and nothing left to write: it was abandoned.
+            return Some(Err(WalError::Closed));
+        }
         None
     }
 
@@ -297,6 +301,22 @@ impl GroupCommit {
     /// The failure that poisoned the queue, if any.
     pub fn failure(&self) -> Option<Arc<IoError>> {
         self.lock().failed.clone()
+    }
+
+    /// Accepts no more records and drops the pending ones (none was
+    /// reported durable), then waits until no batch is being written: once
+    /// it returns, nothing of this stream is written again.
+    pub fn abandon(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        let pending: u64 = s.runs.iter().map(|r| r.bytes.len() as u64).sum();
+        s.runs.clear();
+        s.undurable_bytes -= pending.min(s.undurable_bytes);
+        self.work.notify_all();
+        self.progress.notify_all();
+        while s.flushing {
+            s = self.wait(&self.progress, s);
+        }
     }
 
     /// Accepts no more records; the flusher drains what is pending and stops.

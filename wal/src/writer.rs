@@ -71,8 +71,11 @@ struct Shared {
     /// Open segment files from the log's start onwards.
     files: Mutex<BTreeMap<u64, IoFile>>,
     control: Mutex<Control>,
-    /// Held for the life of the log: the directory lock.
-    _lock: File,
+    /// The directory lock: held for the life of the log, or until
+    /// [`Log::relinquish`]. `None` also means relinquished: nothing may
+    /// write the control file or recycle segments then (both check it
+    /// under the lock they write with).
+    lock: Mutex<Option<File>>,
 }
 
 /// Takes the directory lock, or says who holds it.
@@ -149,7 +152,7 @@ impl Log {
             gc,
             files: Mutex::new(files),
             control: Mutex::new(ctl),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         let tail_file = shared.segment_file(end_seg)?;
         if end.torn.is_some() || end.leftovers {
@@ -256,6 +259,7 @@ impl Log {
     pub fn checkpoint(&self, active: &[ActiveTxn]) -> Result<Lsn> {
         let lsn = self.append_durable(RecordMeta::txn(0, None), &RecordBody::Checkpoint(active.to_vec()))?;
         let mut ctl = self.shared.control.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.check_held()?;
         if ctl.checkpoint_lsn.is_some_and(|c| c > lsn) {
             return Ok(lsn); // a later checkpoint got there first
         }
@@ -276,6 +280,7 @@ impl Log {
     pub fn truncate_before(&self, lsn: Lsn) -> Result<()> {
         let shared = &self.shared;
         let mut ctl = shared.control.lock().unwrap_or_else(|e| e.into_inner());
+        shared.check_held()?;
         let Some(checkpoint) = ctl.checkpoint_lsn else {
             return Err(WalError::InvalidArgument(
                 "cannot truncate a log that has no checkpoint".into(),
@@ -303,6 +308,26 @@ impl Log {
     /// A reader over this log's durable records.
     pub fn reader(&self) -> Result<LogReader> {
         LogReader::open(&self.shared.dir, self.shared.io.clone())
+    }
+
+    /// Gives the log up for good, from a shared reference (other threads may
+    /// still hold it): every later append, wait, checkpoint or truncation
+    /// fails with [`WalError::Closed`], records not yet durable are dropped
+    /// (none was acknowledged), and once no flush, control write or
+    /// recycling is under way the directory lock is released. When it
+    /// returns, this process writes nothing more to the log, and another —
+    /// a peer recovering this node — may open it.
+    pub fn relinquish(&self) {
+        let shared = &self.shared;
+        shared.gc.abandon();
+        // Control writes and recycling hold one of these while they write;
+        // taking both waits them out, and they check the lock after.
+        let _ctl = shared.control.lock().unwrap_or_else(|e| e.into_inner());
+        let _files = shared.files.lock().unwrap_or_else(|e| e.into_inner());
+        let released = shared.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if released.is_some() {
+            tracing::info!(dir = %shared.dir.display(), "log relinquished");
+        }
     }
 
     /// Flushes what is pending, stops the flusher and releases the directory.
@@ -434,6 +459,14 @@ impl Shared {
         self.segment_file(n + 1).map(|_| ())
     }
 
+    /// Refuses once the log was relinquished.
+    fn check_held(&self) -> Result<()> {
+        match self.lock.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            true => Ok(()),
+            false => Err(WalError::Closed),
+        }
+    }
+
     fn write_control(&self, c: &Control) -> Result<()> {
         self.poison_on_failure(control::write(&self.io, &self.dir, c))
     }
@@ -457,6 +490,7 @@ impl Shared {
     /// Recycles (or deletes, past the spare limit) every segment below `keep`.
     fn recycle_below(&self, keep: u64) -> Result<()> {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_held()?;
         let on_disk = segment::list_segments(&self.dir, false)?;
         let write_seg = self.layout.segment_of(self.gc.next());
         let mut highest = on_disk.last().map_or(write_seg, |(n, _)| *n).max(write_seg);

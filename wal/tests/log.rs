@@ -195,3 +195,43 @@ fn misuse_gets_typed_errors() {
         Err(WalError::BadControl { .. })
     ));
 }
+
+#[test]
+fn a_relinquished_log_writes_nothing_more_and_another_writer_may_open_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Io::fallback();
+    let log = Arc::new(Log::open(dir.path(), small_config(1, io.clone())).unwrap());
+    let kept = log
+        .append_durable(RecordMeta::txn(1, None), &RecordBody::Begin)
+        .unwrap();
+    log.checkpoint(&[]).unwrap();
+    // Appended, never made durable: dropped by the relinquish.
+    let dropped = log.append(RecordMeta::txn(2, None), &RecordBody::Begin).unwrap();
+    log.relinquish();
+    assert_eq!(
+        LogReader::owner_status(dir.path()).unwrap(),
+        OwnerStatus::Gone,
+        "the directory lock is released while the log object lives on"
+    );
+    assert!(
+        matches!(log.wait_durable(dropped), Err(WalError::Closed)),
+        "a wait for a dropped record ends"
+    );
+    for refused in [
+        log.append(RecordMeta::txn(3, None), &RecordBody::Begin).map(|_| ()),
+        log.checkpoint(&[]).map(|_| ()),
+        log.truncate_before(kept),
+    ] {
+        assert!(matches!(refused, Err(WalError::Closed)), "{refused:?}");
+    }
+
+    // A peer opens it and appends; the first log object, dropped later,
+    // writes nothing over that.
+    let peer = Log::open(dir.path(), small_config(1, io.clone())).unwrap();
+    let end = peer.append_durable(RecordMeta::txn(4, None), &RecordBody::End).unwrap();
+    assert_eq!(end, dropped, "the peer's record takes the dropped record's place");
+    drop(log);
+    peer.close().unwrap();
+    let txns: Vec<u64> = read_all(dir.path(), io).iter().map(|r| r.meta.txn).collect();
+    assert_eq!(txns, vec![1, 0, 4], "begin, checkpoint, the peer's end");
+}

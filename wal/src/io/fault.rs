@@ -60,6 +60,10 @@ struct State {
     rules: Vec<(OpKind, u64, Fault)>,
     crashed: bool,
     unsynced: Vec<UnsyncedWrite>,
+    /// Writes to files whose name ends with this wait (see `stall_writes`).
+    stall: Option<String>,
+    /// How many write batches wait now.
+    stalled: usize,
 }
 
 /// See the module docs. Share it with `Arc` and hand [`FaultInjector::io`] to
@@ -67,6 +71,8 @@ struct State {
 pub struct FaultInjector {
     inner: Io,
     state: Mutex<State>,
+    /// Stalled writes wait here.
+    unstall: std::sync::Condvar,
 }
 
 fn crashed_err(op: OpKind, file: &IoFile, offset: Option<u64>) -> IoError {
@@ -83,6 +89,7 @@ impl FaultInjector {
         Arc::new(FaultInjector {
             inner,
             state: Mutex::new(State::default()),
+            unstall: std::sync::Condvar::new(),
         })
     }
 
@@ -111,6 +118,24 @@ impl FaultInjector {
     /// Shorthand: tear the `nth` write after `keep_sectors` sector boundaries.
     pub fn tear_nth_write(&self, nth: u64, keep_sectors: u64) {
         self.inject(OpKind::Write, nth, Fault::Tear { keep_sectors });
+    }
+
+    /// Holds every write batch touching a file whose name ends with
+    /// `suffix` until [`Self::release_stalled`] — a device that sits on a
+    /// request — then writes it as usual. Other operations go on meanwhile.
+    pub fn stall_writes(&self, suffix: &str) {
+        self.lock().stall = Some(suffix.to_string());
+    }
+
+    /// Lets every stalled write (and later ones) through.
+    pub fn release_stalled(&self) {
+        self.lock().stall = None;
+        self.unstall.notify_all();
+    }
+
+    /// How many write batches are stalled now.
+    pub fn stalled(&self) -> usize {
+        self.lock().stalled
     }
 
     /// How many operations of `kind` were attempted so far.
@@ -261,6 +286,18 @@ impl Backend for FaultInjector {
 
     fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
         let mut s = self.lock();
+        let stalls = |s: &State| {
+            s.stall
+                .as_deref()
+                .is_some_and(|suffix| writes.iter().any(|w| w.file.path().to_string_lossy().ends_with(suffix)))
+        };
+        if stalls(&s) {
+            s.stalled += 1;
+            while stalls(&s) {
+                s = self.unstall.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            s.stalled -= 1;
+        }
         for w in writes {
             self.write_one(&mut s, w)?;
         }
