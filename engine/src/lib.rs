@@ -47,6 +47,7 @@ pub mod node;
 pub mod page;
 pub mod peer;
 pub mod recovery;
+pub mod restart;
 pub mod table;
 pub mod txn;
 

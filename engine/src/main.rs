@@ -41,6 +41,9 @@ enum Command {
     /// Start a failed node with minimal resources only to back out its own
     /// work and release its retained locks, then exit.
     RestartLight(cli::recover::RestartLightArgs),
+    /// File a restart request for a node: as soon as it has failed (now, if
+    /// it has), the live node with the lowest id runs `restart-light` for it.
+    RequestRestart(cli::recover::RequestRestartArgs),
     /// Print every record of a log directory, where the log ends, its start
     /// LSN and its last checkpoint.
     InspectLog(InspectArgs),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::LogDemo(args) => cli::demo::run(&args),
         Command::Recover(args) => cli::recover::recover(&args),
         Command::RestartLight(args) => cli::recover::restart_light(&args),
+        Command::RequestRestart(args) => cli::recover::request_restart(&args),
         Command::InspectLog(args) => cli::inspect::run(&args),
         Command::LogChild(args) => cli::child::run(&args),
         Command::ClusterInit(args) => cli::cluster::init(&args),

@@ -72,6 +72,11 @@ pub struct NodeOptions {
     /// Reach the coordinator here instead of at the cluster's address (a
     /// second listener, or a proxy).
     pub coordinator: Option<lockmgr::Endpoint>,
+    /// The command (program, then arguments; `{cluster}` and `{node}` are
+    /// filled in) this node runs to restart a failed node light when a
+    /// restart request for it is announced (see [`crate::restart`]). `None`:
+    /// this node launches no restarts.
+    pub restart_command: Option<Vec<String>>,
 }
 
 impl Default for NodeOptions {
@@ -92,6 +97,7 @@ impl Default for NodeOptions {
             auto_recovery: true,
             fence_patience: Duration::from_secs(30),
             coordinator: None,
+            restart_command: None,
         }
     }
 }
@@ -245,6 +251,13 @@ impl Node {
         let tl = crate::peer::recover(self, failed, Instant::now())?;
         self.inner.remember(tl.clone());
         Ok(tl)
+    }
+
+    /// Files a restart request for `node` (this node itself included): a
+    /// live peer restarts it light as soon as it has failed — now, if it has
+    /// already (see [`crate::restart`]).
+    pub fn request_restart(&self, node: u32) -> Result<()> {
+        Ok(self.inner.client.request_restart(node)?)
     }
 
     /// Whether the node stopped, and why.
@@ -451,6 +464,11 @@ fn watch_events(inner: &Arc<NodeInner>) {
                                 Err(e) => tracing::warn!(failed = node, error = %e, "peer recovery did not finish"),
                             });
                     }
+                    ClientEvent::Coordinator {
+                        kind: lockmgr::EventKind::RestartRequested,
+                        node,
+                        ..
+                    } => crate::restart::on_request(&inner, node),
                     ClientEvent::Coordinator { .. } => {}
                 }
             }

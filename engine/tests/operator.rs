@@ -24,9 +24,9 @@ fn run(args: &[&str]) -> Output {
     Command::new(EXE).args(args).output().expect("run understudy")
 }
 
-/// Starts `node --workload bank` for `id`, waits for a few acknowledged
-/// transfers, kills it with SIGKILL.
-fn kill_busy_node(dir: &str, id: u32) {
+/// Starts `node --workload bank` for `id` (with `extra` arguments), waits
+/// for a few acknowledged transfers, kills it with SIGKILL.
+fn kill_busy_node(dir: &str, id: u32, extra: &[&str]) {
     let mut child = Reaped(
         Command::new(EXE)
             .args([
@@ -40,6 +40,7 @@ fn kill_busy_node(dir: &str, id: u32) {
                 "--threads",
                 "2",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -84,10 +85,9 @@ fn wait_failed(dir: &str, node: u32) {
     panic!("node {node} never declared failed");
 }
 
-#[test]
-fn operator_recover_and_restart_light_through_the_binary() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap();
+/// A cluster of nodes 1, 2, 3 in `dir` with its coordinator process and
+/// the bank created.
+fn cluster_with_bank(dir: &str) -> Reaped {
     let out = run(&["cluster-init", "--dir", dir, "--nodes", "1,2,3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut coord = Reaped(
@@ -118,9 +118,27 @@ fn operator_recover_and_restart_light_through_the_binary() {
         "0",
     ]);
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    coord
+}
+
+fn bank_check(dir: &str, id: u32) {
+    let check = run(&["bank-check", "--cluster", dir, "--id", &id.to_string()]);
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn operator_recover_and_restart_light_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let _coord = cluster_with_bank(dir);
 
     // Operator recovery: node 1 dies, nobody is running to recover it.
-    kill_busy_node(dir, 1);
+    kill_busy_node(dir, 1, &[]);
     wait_failed(dir, 1);
     let out = run(&["recover", "--cluster", dir, "--node", "1", "--json"]);
     assert!(
@@ -140,7 +158,7 @@ fn operator_recover_and_restart_light_through_the_binary() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not recovered"));
 
     // Restart light: node 2 dies and backs out its own work.
-    kill_busy_node(dir, 2);
+    kill_busy_node(dir, 2, &[]);
     wait_failed(dir, 2);
     let out = run(&["restart-light", "--cluster", dir, "--node", "2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -148,12 +166,46 @@ fn operator_recover_and_restart_light_through_the_binary() {
     assert_eq!(status_of(dir, 2)["retained_locks"], 0);
 
     // Everything adds up, and node 1 rejoins with nothing to back out.
-    let check = run(&["bank-check", "--cluster", dir, "--id", "1"]);
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    bank_check(dir, 1);
     assert!(Path::new(dir).join("logs/1").exists());
+}
+
+#[test]
+fn a_restart_request_has_a_live_peer_restart_the_failed_node_light() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let _coord = cluster_with_bank(dir);
+    // Node 2 is live but recovers nobody by itself: only the restart
+    // request can get node 1 recovered.
+    let mut peer = Reaped(
+        Command::new(EXE)
+            .args(["node", "--cluster", dir, "--id", "2", "--no-auto-recovery"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let ready = BufReader::new(peer.0.stdout.take().unwrap())
+        .lines()
+        .take(5)
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("READY"));
+    assert!(ready, "node 2 did not start");
+
+    // Node 1 files its own request when it starts, then dies mid-transfer.
+    kill_busy_node(
+        dir,
+        1,
+        &["--no-auto-recovery", "--restart-light-on-failure", "--think-ms", "2"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s1 = status_of(dir, 1);
+        if s1["recovery"] == "recovered" && s1["retained_locks"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 was not restarted light: {s1}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(peer);
+    bank_check(dir, 1);
 }

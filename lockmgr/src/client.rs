@@ -459,7 +459,8 @@ impl Client {
         })
     }
 
-    /// Files a restart request for `node`; live nodes hear of it.
+    /// Files a restart request for `node`: live members hear of it (a
+    /// `RestartRequested` event) now if it has failed, else when it fails.
     pub fn request_restart(&self, node: NodeId) -> Result<(), ClientError> {
         self.expect_ok(&Msg::RequestRestart { node })
     }

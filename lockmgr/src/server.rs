@@ -197,6 +197,9 @@ struct Shared {
     grants: Mutex<HashMap<NodeId, Grant>>,
     /// Failed nodes whose locks are unknown (see the module docs).
     blind: Mutex<BTreeSet<NodeId>>,
+    /// Live nodes with a restart request filed: announced when they fail.
+    /// Kept in memory only; a coordinator restart forgets them.
+    restart_wanted: Mutex<BTreeSet<NodeId>>,
     /// After a restart: live nodes not yet back, and until when to wait.
     awaiting: Mutex<(BTreeSet<NodeId>, Option<Instant>)>,
     /// Serialises writes of the durable record.
@@ -273,6 +276,7 @@ impl Coordinator {
             waits: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             blind: Mutex::new(blind),
+            restart_wanted: Mutex::new(BTreeSet::new()),
             awaiting: Mutex::new((awaiting, grace)),
             persist_lock: Mutex::new(()),
             member_changes: Mutex::new(()),
@@ -795,9 +799,21 @@ impl Shared {
                 }
             }
             Msg::RequestRestart { node: target } => {
-                let inc = self.registry.status(target).map_or(0, |s| s.incarnation);
-                reply(Msg::Ok);
-                self.broadcast(EventKind::RestartRequested, target, inc);
+                // A failed node's restart is announced now; a live node's is
+                // kept and announced when it fails, so a node can file its
+                // own in advance ("if I die, restart me light").
+                let _member_guard = lock(&self.member_changes);
+                match self.registry.status(target) {
+                    None => reply(error_msg(ErrorCode::UnknownNode, target, none, "no such node")),
+                    Some(s) if s.liveness == Liveness::Failed => {
+                        reply(Msg::Ok);
+                        self.broadcast(EventKind::RestartRequested, target, s.incarnation);
+                    }
+                    Some(_) => {
+                        lock(&self.restart_wanted).insert(target);
+                        reply(Msg::Ok);
+                    }
+                }
             }
             Msg::Status => reply(self.status()),
             Msg::ListRetained { node: target } => reply(Msg::RetainedList {
@@ -873,8 +889,13 @@ impl Shared {
                 }
                 self.persist();
                 reply(Msg::Ok);
+                let wanted = lock(&self.restart_wanted).remove(&node);
                 if !report.retained.is_empty() {
-                    self.broadcast(EventKind::NodeFailed, node, member.map_or(0, |s| s.incarnation));
+                    let inc = member.map_or(0, |s| s.incarnation);
+                    self.broadcast(EventKind::NodeFailed, node, inc);
+                    if wanted {
+                        self.broadcast(EventKind::RestartRequested, node, inc);
+                    }
                 }
                 return false;
             }
@@ -1030,6 +1051,9 @@ impl Shared {
         self.notify(report.woken);
         tracing::warn!(node, retained = report.retained.len(), blind, "node declared failed");
         self.broadcast(EventKind::NodeFailed, node, incarnation);
+        if lock(&self.restart_wanted).remove(&node) {
+            self.broadcast(EventKind::RestartRequested, node, incarnation);
+        }
         for failed in orphaned {
             let inc = self.registry.status(failed).map_or(0, |s| s.incarnation);
             self.broadcast(EventKind::NodeFailed, failed, inc);

@@ -214,7 +214,9 @@ pub enum Msg {
         token: u64,
         outcome: Outcome,
     },
-    /// 0x09
+    /// 0x09: asks that `node` be restarted light. Announced to every member
+    /// as a `RestartRequested` event now if the node has failed, otherwise
+    /// when it fails; answered with `Ok`.
     RequestRestart { node: NodeId },
     /// 0x0A
     Status,

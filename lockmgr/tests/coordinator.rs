@@ -222,3 +222,39 @@ fn a_wait_for_live_holders_ends_with_retained_when_the_holder_fails() {
         })
     );
 }
+
+#[test]
+fn a_restart_request_is_announced_when_its_node_has_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let peer = join(&ep, 1);
+    let events = peer.events().unwrap();
+    let doomed = join(&ep, 2);
+    // Filed while node 2 is live: kept until it fails.
+    doomed.request_restart(2).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !events.try_iter().any(|e| matches!(
+            e,
+            ClientEvent::Coordinator {
+                kind: EventKind::RestartRequested,
+                ..
+            }
+        )),
+        "announced before the node failed"
+    );
+    drop(doomed);
+    wait_event(&events, EventKind::NodeFailed, 2);
+    wait_event(&events, EventKind::RestartRequested, 2);
+    // Filed for a failed node: announced at once.
+    peer.request_restart(2).unwrap();
+    wait_event(&events, EventKind::RestartRequested, 2);
+    assert!(matches!(
+        peer.request_restart(99),
+        Err(ClientError::Refused {
+            code: ErrorCode::UnknownNode,
+            ..
+        })
+    ));
+}

@@ -73,14 +73,28 @@ pub struct NodeArgs {
     /// restart (or a peer) to back out.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub think_ms: u64,
+    /// Leave failed peers to an operator's `recover` (or a restart request)
+    /// instead of racing to recover them.
+    #[arg(long)]
+    pub no_auto_recovery: bool,
+    /// File a restart request for this node once joined: should it fail, a
+    /// live peer restarts it light (`understudy restart-light`).
+    #[arg(long)]
+    pub restart_light_on_failure: bool,
 }
 
 pub fn run(args: &NodeArgs) -> Result<(), CliError> {
     let opts = NodeOptions {
         embed_coordinator: args.embed_coordinator,
+        auto_recovery: !args.no_auto_recovery,
+        // Any peer's restart request is served with this binary.
+        restart_command: super::recover::restart_light_command(),
         ..NodeOptions::default()
     };
     let node = Node::open(&args.cluster, args.id, opts)?;
+    if args.restart_light_on_failure {
+        node.request_restart(args.id)?;
+    }
     let deadline = args.duration_secs.map(|s| Instant::now() + Duration::from_secs(s));
     let result = serve(&node, args, deadline);
     // A node that stopped (lease lost, failed commit) must not pretend to

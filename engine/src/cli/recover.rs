@@ -8,6 +8,9 @@
 //! `restart-light --node N` starts node N itself with minimal resources (no
 //! workload, automatic recovery off): it backs out its own in-flight work
 //! and releases its retained locks, then leaves the cluster and exits.
+//!
+//! `request-restart --node N` files a restart request: a live node restarts
+//! N light as soon as it has failed (see `understudy::restart`).
 
 use std::path::PathBuf;
 
@@ -42,6 +45,48 @@ pub struct RestartLightArgs {
     /// The failed node to restart.
     #[arg(long)]
     pub node: u32,
+}
+
+/// Arguments of `request-restart`.
+#[derive(clap::Args, Debug)]
+pub struct RequestRestartArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// The node to restart light (now if it has failed, else when it does).
+    #[arg(long)]
+    pub node: u32,
+}
+
+/// The command a node runs to restart a failed peer light: this binary's
+/// `restart-light`.
+pub fn restart_light_command() -> Option<Vec<String>> {
+    let exe = std::env::current_exe().ok()?;
+    Some(vec![
+        exe.display().to_string(),
+        "restart-light".into(),
+        "--cluster".into(),
+        "{cluster}".into(),
+        "--node".into(),
+        "{node}".into(),
+    ])
+}
+
+pub fn request_restart(args: &RequestRestartArgs) -> Result<(), CliError> {
+    let cluster = understudy::Cluster::open(&args.cluster)?;
+    if !cluster.nodes.contains(&args.node) {
+        return Err(CliError::Invalid(format!(
+            "node {} is not one of the cluster's nodes {:?}",
+            args.node, cluster.nodes
+        )));
+    }
+    let client = super::cluster::operator_client(&cluster)?;
+    client.request_restart(args.node)?;
+    say!(
+        "restart requested for node {}: a live node restarts it light once it has failed",
+        args.node
+    );
+    Ok(())
 }
 
 fn light() -> NodeOptions {
