@@ -234,7 +234,13 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         tl.in_flight = found.txns.len();
         tl.records = found.records;
         tl.mark("in-flight found", detected);
-        // 5. Write the before-images back and sync.
+        // 5. Write the before-images back and sync. Self-fencing, as for a
+        //    commit: no page is written once this node's lease may be gone
+        //    (its registration goes with it, and another node takes over).
+        inner
+            .client
+            .check_lease()
+            .map_err(|e| ("writing before-images back", e.into()))?;
         let wb = recovery::write_back(&inner.io, &inner.files, &mut found, &Agents::new())
             .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;

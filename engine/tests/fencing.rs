@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::{read, wait_for};
+
 use understudy::peer::Fencing;
 use understudy::{Error, Node, NodeOptions};
 use wal::io::fault::FaultInjector;
@@ -68,21 +70,6 @@ fn proxy(listen: &Path, target: &Path) -> Arc<AtomicBool> {
         }
     });
     cut
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn read(node: &Node, key: &[u8]) -> Option<Vec<u8>> {
-    let mut t = node.begin().unwrap();
-    let v = t.get("t", key).unwrap();
-    t.rollback().unwrap();
-    v
 }
 
 #[test]

@@ -2,9 +2,10 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use lockmgr::{Coordinator, CoordinatorConfig};
-use understudy::Cluster;
+use understudy::{Cluster, Node};
 use wal::io::Io;
 
 /// A cluster of `nodes` in `dir` and its coordinator, running in the test
@@ -23,4 +24,21 @@ pub fn cluster_with_coordinator(dir: &Path, nodes: &[u32]) -> (Cluster, Coordina
     cfg.failure_timeout_ms = 800;
     let coordinator = Coordinator::start(cfg).unwrap();
     (cluster, coordinator)
+}
+
+/// Waits (up to 30 s, then panics naming `what`) until `done` holds.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `key` of table `t`, read in a transaction of its own.
+pub fn read(node: &Node, key: &[u8]) -> Option<Vec<u8>> {
+    let mut t = node.begin().unwrap();
+    let v = t.get("t", key).unwrap();
+    t.rollback().unwrap();
+    v
 }
