@@ -83,7 +83,10 @@ impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             lock_wait: Duration::from_secs(2),
-            checkpoint_bytes: 64 << 20,
+            // Bounds what a recovery reads: about 8 MiB of log past the last
+            // checkpoint (a few milliseconds), for a checkpoint costing one
+            // small record and a control-file write.
+            checkpoint_bytes: 8 << 20,
             backend: BackendChoice::Auto,
             // Small segments keep a peer's search past the end of a failed
             // log short; truncation recycles them.

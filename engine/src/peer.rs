@@ -61,6 +61,8 @@ pub struct Timeline {
     pub in_flight: usize,
     pub pages: usize,
     pub records: u64,
+    /// When the failure was detected, on [`monotonic_ns`]'s clock.
+    pub detected_mono_ns: u64,
 }
 
 impl Timeline {
@@ -110,7 +112,7 @@ impl Timeline {
             .map(|s| format!("{{\"step\":\"{}\",\"at_us\":{}}}", s.name, s.at.as_micros()))
             .collect();
         format!(
-            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"steps\":[{}]}}",
+            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}]}}",
             self.failed,
             self.counterpart,
             self.fencing,
@@ -118,6 +120,7 @@ impl Timeline {
             self.pages,
             self.records,
             self.total().as_micros(),
+            self.detected_mono_ns,
             steps.join(",")
         )
     }
@@ -162,6 +165,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         in_flight: 0,
         pages: 0,
         records: 0,
+        detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
     };
 
     // 1. Fence (the argument is in `crate::fence`). On the failed node's own
@@ -270,4 +274,12 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
     tl.mark("released", detected);
     tracing::info!("{}", tl.summary());
     Ok(tl)
+}
+
+/// Now on the system-wide monotonic clock, in nanoseconds: comparable
+/// between processes on one host (an `Instant` is not), so a tool that
+/// killed a node can tell how long detection took.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }

@@ -165,8 +165,13 @@ impl Log {
                 .min(end.next.0 + crate::record::MAX_BATCH_BYTES + crate::record::MAX_PAYLOAD as u64 + 64)
                 - 1);
             let to = layout.file_offset(last) + 1;
-            shared.io.zero_fill(&tail_file, from, to - from)?;
-            shared.io.sync(&tail_file)?;
+            // Only up to the window's last non-zero byte: past it there is
+            // nothing to erase, and a whole window of zeros written and
+            // synced would dominate the open (a peer's recovery waits on it).
+            if let Some(dirty_to) = last_nonzero(&shared.io, &tail_file, from, to)? {
+                shared.io.zero_fill(&tail_file, from, dirty_to - from)?;
+                shared.io.sync(&tail_file)?;
+            }
         }
         // A crash between a truncation's control write and its recycling
         // leaves segments below the start; finish the job.
@@ -351,6 +356,28 @@ impl Drop for Log {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The end (exclusive, rounded up to 4 KiB within `to`) of the last
+/// non-zero byte of `file` in `from..to`, read backwards in chunks; `None`
+/// if the range is all zeros.
+fn last_nonzero(io: &Io, file: &IoFile, from: u64, to: u64) -> Result<Option<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let len = file.len()?;
+    let to = to.min(len);
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut hi = to;
+    while hi > from {
+        let lo = hi.saturating_sub(CHUNK).max(from);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        io.read_exact_at(file, chunk, lo)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            let end = lo + i as u64 + 1;
+            return Ok(Some(end.next_multiple_of(4096).min(to)));
+        }
+        hi = lo;
+    }
+    Ok(None)
 }
 
 /// Lays out a brand-new log: segment 0 and a spare, then the control file,

@@ -31,6 +31,7 @@ pub mod demo;
 pub mod inspect;
 pub mod node;
 pub mod recover;
+pub mod recovery_bench;
 pub mod workload;
 
 use wal::io::{BackendChoice, Io, IoError};
