@@ -229,12 +229,16 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
             spare_segments: 0,
             ..LogConfig::new(failed, inner.io.clone())
         };
-        let log = Log::open(&log_dir, cfg).map_err(|e| ("opening its log", e.into()))?;
+        // Opening finds the log's end by reading it through; the in-flight
+        // search rides along on that one pass.
+        let mut scan = recovery::InFlightScan::new();
+        let log =
+            Log::open_visiting(&log_dir, cfg, &mut |rec| scan.visit(rec)).map_err(|e| ("opening its log", e.into()))?;
         tl.mark("log opened", detected);
         // 4. Find the in-flight transactions.
         let reader = log.reader().map_err(|e| ("reading its log", e.into()))?;
-        let mut found =
-            recovery::find_in_flight_until(&reader, Some(log.next_lsn())).map_err(|e| ("reading its log", e))?;
+        let from = recovery::scan_start(&reader).map_err(|e| ("reading its log", e))?;
+        let mut found = scan.finish(from);
         tl.in_flight = found.txns.len();
         tl.records = found.records;
         tl.mark("in-flight found", detected);

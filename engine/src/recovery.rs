@@ -92,44 +92,75 @@ pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
 /// [`find_in_flight`] on a log whose end a writer already found (`end`):
 /// the scan stops there instead of searching past it again.
 pub fn find_in_flight_until(reader: &LogReader, end: Option<Lsn>) -> Result<InFlight> {
-    let started = Instant::now();
-    let mut from = reader.start_lsn();
-    if let Some(cp) = reader.checkpoint_lsn() {
-        let rec = reader.read(cp)?;
-        let RecordBody::Checkpoint(active) = rec.body else {
-            return Err(Error::Log(wal::WalError::Corruption {
-                lsn: cp,
-                kind: wal::CorruptionKind::BadPayload("control file points at a record that is no checkpoint"),
-            }));
-        };
-        from = active
-            .iter()
-            .map(|a| a.first_lsn)
-            .chain([cp])
-            .min()
-            .unwrap_or(cp)
-            .max(reader.start_lsn());
-    }
-    let mut txns: BTreeMap<TxnId, TxnScan> = BTreeMap::new();
-    let mut records = 0u64;
-    let scan: Box<dyn Iterator<Item = wal::Result<wal::Record>>> = match end {
+    let from = scan_start(reader)?;
+    let mut scan = InFlightScan::new();
+    let records: Box<dyn Iterator<Item = wal::Result<wal::Record>>> = match end {
         Some(end) => Box::new(reader.scan_until(from, end)),
         None => Box::new(reader.scan(from)),
     };
-    for rec in scan {
-        let rec = rec?;
-        records += 1;
+    for rec in records {
+        scan.visit(rec?);
+    }
+    Ok(scan.finish(from))
+}
+
+/// Where a scan for in-flight work starts: the last checkpoint, or the
+/// first record of a transaction active at it if that is older.
+pub fn scan_start(reader: &LogReader) -> Result<Lsn> {
+    let Some(cp) = reader.checkpoint_lsn() else {
+        return Ok(reader.start_lsn());
+    };
+    let rec = reader.read(cp)?;
+    let RecordBody::Checkpoint(active) = rec.body else {
+        return Err(Error::Log(wal::WalError::Corruption {
+            lsn: cp,
+            kind: wal::CorruptionKind::BadPayload("control file points at a record that is no checkpoint"),
+        }));
+    };
+    Ok(active
+        .iter()
+        .map(|a| a.first_lsn)
+        .chain([cp])
+        .min()
+        .unwrap_or(cp)
+        .max(reader.start_lsn()))
+}
+
+/// The in-flight search, fed one record at a time in log order — by a scan
+/// of its own ([`find_in_flight`]) or by the scan that opening a log makes
+/// anyway ([`wal::Log::open_visiting`]), so a recovery reads the log once.
+pub struct InFlightScan {
+    txns: BTreeMap<TxnId, TxnScan>,
+    records: u64,
+    started: Instant,
+}
+
+impl Default for InFlightScan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InFlightScan {
+    pub fn new() -> InFlightScan {
+        InFlightScan {
+            txns: BTreeMap::new(),
+            records: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Takes the next record.
+    pub fn visit(&mut self, rec: wal::Record) {
+        self.records += 1;
         if rec.meta.txn == 0 {
-            continue;
+            return;
         }
-        match rec.body {
-            RecordBody::Commit | RecordBody::End => {
-                txns.remove(&rec.meta.txn);
-                continue;
-            }
-            _ => {}
+        if matches!(rec.body, RecordBody::Commit | RecordBody::End) {
+            self.txns.remove(&rec.meta.txn);
+            return;
         }
-        let t = txns.entry(rec.meta.txn).or_default();
+        let t = self.txns.entry(rec.meta.txn).or_default();
         t.first.get_or_insert(rec.lsn);
         t.last = rec.lsn;
         match rec.body {
@@ -140,31 +171,38 @@ pub fn find_in_flight_until(reader: &LogReader, end: Option<Lsn>) -> Result<InFl
             _ => {}
         }
     }
-    let mut out = InFlight {
-        scanned_from: from,
-        records,
-        ..InFlight::default()
-    };
-    for (txn, t) in txns {
-        out.txns.push(InFlightTxn {
-            txn,
-            first_lsn: t.first.unwrap_or(t.last),
-            last_lsn: t.last,
-        });
-        for (key, (lsn, image)) in t.pages {
-            match out.pages.get(&key) {
-                Some((older, _)) if *older <= lsn => {}
-                _ => {
-                    out.pages.insert(key, (lsn, image));
+
+    /// What was found. A scan that began before `from` ([`scan_start`])
+    /// keeps only transactions with records from there on: one that ends
+    /// before it finished before the checkpoint (an active one is listed
+    /// in it, and `from` is no later than its first record).
+    pub fn finish(self, from: Lsn) -> InFlight {
+        let mut out = InFlight {
+            scanned_from: from,
+            records: self.records,
+            ..InFlight::default()
+        };
+        for (txn, t) in self.txns.into_iter().filter(|(_, t)| t.last >= from) {
+            out.txns.push(InFlightTxn {
+                txn,
+                first_lsn: t.first.unwrap_or(t.last),
+                last_lsn: t.last,
+            });
+            for (key, (lsn, image)) in t.pages {
+                match out.pages.get(&key) {
+                    Some((older, _)) if *older <= lsn => {}
+                    _ => {
+                        out.pages.insert(key, (lsn, image));
+                    }
                 }
             }
+            out.agent_records
+                .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
         }
-        out.agent_records
-            .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
+        out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
+        out.scan_time = self.started.elapsed();
+        out
     }
-    out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
-    out.scan_time = started.elapsed();
-    Ok(out)
 }
 
 /// What [`write_back`] did.

@@ -10,18 +10,29 @@
 //! until they are declared failed, blind). The record is rewritten only on
 //! membership and recovery changes, which are rare.
 //!
-//! ## Format (version 1, little-endian)
+//! ## Format (version 2, little-endian)
 //!
 //! Header, 32 bytes: magic `UNDSTCRD` (8), version u32, member count u32,
-//! retained-lock count u32, blind count u32, CRC32C u32 of header bytes
-//! 0..24 followed by the body, reserved u32. Body: next token u64; members
-//! (node u32, incarnation u64, liveness u8 [1 live, 2 failed], recovery u8
-//! [0 none, 1 inactive, 2 recovered]); retained locks (node u32, space u32,
-//! id u64, mode u8 [1 IS .. 5 X]); blind nodes (node u32).
+//! retained-lock count u32, blind count u32, CRC32C u32, sequence u32.
+//! The CRC covers header bytes 0..24, then the sequence (4 bytes), then the
+//! body. Body: next token u64; members (node u32, incarnation u64, liveness
+//! u8 [1 live, 2 failed], recovery u8 [0 none, 1 inactive, 2 recovered]);
+//! retained locks (node u32, space u32, id u64, mode u8 [1 IS .. 5 X]);
+//! blind nodes (node u32). Bytes after the body are ignored (a slot keeps
+//! the tail of a longer, older record).
 //!
-//! Written whole to `coordinator.state.tmp` through the I/O layer, synced,
-//! renamed over `coordinator.state`, directory synced: a crash leaves either
-//! the old record or the new one.
+//! ## Two slots
+//! Records go alternately to `coordinator.state.0` and `.1`, each written
+//! in place at offset 0 and synced (one `fdatasync`; no rename, no
+//! directory sync once both slots exist). The record with the higher
+//! sequence among those that check out is current. A crash mid-write tears
+//! only the slot being written, which held the record before the previous
+//! one, so the previous record — the last acknowledged — survives. This is
+//! what a failure, a join or a recovery's end waits on, so it is kept to
+//! one device flush.
+//!
+//! Version 1 (a single `coordinator.state`, replaced by rename; the sequence
+//! field reserved as 0 and outside the CRC) is still read, as sequence 0.
 
 use std::path::{Path, PathBuf};
 
@@ -36,7 +47,8 @@ use crate::mode::LockMode;
 use crate::registry::{NodeStatus, RecoveryStatus, RegistrySnapshot};
 
 const MAGIC: [u8; 8] = *b"UNDSTCRD";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+const LEGACY_VERSION: u32 = 1;
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
@@ -47,7 +59,7 @@ struct Header {
     retained: U32,
     blind: U32,
     crc: U32,
-    reserved: U32,
+    seq: U32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == 32);
@@ -72,15 +84,27 @@ pub enum PersistError {
     Corrupt { path: PathBuf, reason: &'static str },
 }
 
-pub fn state_path(dir: &Path) -> PathBuf {
+/// The version 1 record.
+fn legacy_path(dir: &Path) -> PathBuf {
     dir.join("coordinator.state")
+}
+
+/// Slot `i` (0 or 1).
+pub fn slot_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("coordinator.state.{i}"))
+}
+
+/// Sequence `a` is newer than `b` (wrapping: records are compared only
+/// with the one before them).
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 fn mode_code(m: LockMode) -> u8 {
     LockMode::ALL.iter().position(|&x| x == m).map_or(0, |i| i as u8 + 1)
 }
 
-fn encode(state: &CoordinatorState) -> Vec<u8> {
+fn encode(state: &CoordinatorState, seq: u32) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&state.registry.next_token.to_le_bytes());
     for (node, st) in &state.registry.nodes {
@@ -112,27 +136,33 @@ fn encode(state: &CoordinatorState) -> Vec<u8> {
         retained: U32::new(state.retained.len() as u32),
         blind: U32::new(state.blind.len() as u32),
         crc: U32::new(0),
-        reserved: U32::new(0),
+        seq: U32::new(seq),
     };
-    h.crc = U32::new(crc32c::crc32c_append(crc32c::crc32c(&h.as_bytes()[..24]), &body));
+    h.crc = U32::new(checksum(&h, &body));
     let mut out = h.as_bytes().to_vec();
     out.extend_from_slice(&body);
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<CoordinatorState, &'static str> {
-    let (h, body) = Header::read_from_prefix(bytes).map_err(|_| "shorter than its header")?;
+fn checksum(h: &Header, body: &[u8]) -> u32 {
+    let head = crc32c::crc32c(&h.as_bytes()[..24]);
+    match h.version.get() {
+        LEGACY_VERSION => crc32c::crc32c_append(head, body),
+        _ => crc32c::crc32c_append(crc32c::crc32c_append(head, h.seq.as_bytes()), body),
+    }
+}
+
+/// Decodes a record and its sequence.
+fn decode(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
+    let (h, rest) = Header::read_from_prefix(bytes).map_err(|_| "shorter than its header")?;
     if h.magic != MAGIC {
         return Err("bad magic");
     }
-    if h.version.get() != VERSION {
-        return Err("unsupported version");
-    }
-    if h.reserved.get() != 0 {
-        return Err("reserved field set");
-    }
-    if crc32c::crc32c_append(crc32c::crc32c(&h.as_bytes()[..24]), body) != h.crc.get() {
-        return Err("checksum mismatch");
+    match h.version.get() {
+        VERSION => {}
+        LEGACY_VERSION if h.seq.get() == 0 => {}
+        LEGACY_VERSION => return Err("reserved field set"),
+        _ => return Err("unsupported version"),
     }
     let (m, r, b) = (
         h.members.get() as usize,
@@ -144,8 +174,15 @@ fn decode(bytes: &[u8]) -> Result<CoordinatorState, &'static str> {
         .and_then(|n| n.checked_add(r.checked_mul(RETAINED_LEN)?))
         .and_then(|n| n.checked_add(b.checked_mul(4)?))
         .ok_or("size overflow")?;
-    if need != body.len() {
+    // A slot may keep an older record's tail after the body; version 1
+    // files hold exactly one record.
+    let exact = h.version.get() == LEGACY_VERSION;
+    if need > rest.len() || (exact && need != rest.len()) {
         return Err("counts disagree with the record's length");
+    }
+    let body = &rest[..need];
+    if checksum(&h, body) != h.crc.get() {
+        return Err("checksum mismatch");
     }
     let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().expect("8 bytes"));
@@ -188,48 +225,123 @@ fn decode(bytes: &[u8]) -> Result<CoordinatorState, &'static str> {
         at += RETAINED_LEN;
     }
     let blind = (0..b).map(|i| u32_at(at + 4 * i)).collect();
-    Ok(CoordinatorState {
-        registry: RegistrySnapshot { next_token, nodes },
-        retained,
-        blind,
-    })
+    Ok((
+        CoordinatorState {
+            registry: RegistrySnapshot { next_token, nodes },
+            retained,
+            blind,
+        },
+        h.seq.get(),
+    ))
 }
 
-/// Reads the record in `dir`; `None` if there is none (a first start).
-pub fn load(io: &Io, dir: &Path) -> Result<Option<CoordinatorState>, PersistError> {
-    let path = state_path(dir);
+/// Reads one record file: `None` if it does not exist.
+fn read_file(io: &Io, path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
     if !path.exists() {
         return Ok(None);
     }
-    let file = IoFile::open(&path, false, false)?;
+    let file = IoFile::open(path, false, false)?;
     let len = file.len()?;
     // A record of a few thousand nodes and locks; anything past 256 MiB is
     // not one of ours, and is refused before reading.
     if len > 256 << 20 {
         return Err(PersistError::Corrupt {
-            path,
+            path: path.to_path_buf(),
             reason: "implausibly large",
         });
     }
     let mut buf = vec![0u8; len as usize];
     io.read_exact_at(&file, &mut buf, 0)?;
-    decode(&buf)
-        .map(Some)
-        .map_err(|reason| PersistError::Corrupt { path, reason })
+    Ok(Some(buf))
 }
 
-/// Replaces the record in `dir` with `state`, durably.
-pub fn store(io: &Io, dir: &Path, state: &CoordinatorState) -> Result<(), PersistError> {
-    let tmp = dir.join("coordinator.state.tmp");
-    let bytes = encode(state);
-    let file = IoFile::from_std(
-        std::fs::File::create(&tmp).map_err(|e| IoError::new(OpKind::Open, &tmp, None, e))?,
-        &tmp,
-    );
-    io.write_durable(&file, &bytes, 0)?;
-    std::fs::rename(&tmp, state_path(dir)).map_err(|e| IoError::new(OpKind::Write, &tmp, None, e))?;
-    io.sync_dir(dir)?;
-    Ok(())
+/// The newest record in `dir` and its sequence; `None` if there is none (a
+/// first start). Fails if record files exist and none checks out.
+fn load_newest(io: &Io, dir: &Path) -> Result<Option<(CoordinatorState, u32)>, PersistError> {
+    let mut best: Option<(CoordinatorState, u32)> = None;
+    let mut damage: Option<(PathBuf, &'static str)> = None;
+    for path in [slot_path(dir, 0), slot_path(dir, 1), legacy_path(dir)] {
+        let Some(bytes) = read_file(io, &path)? else { continue };
+        match decode(&bytes) {
+            Ok((state, seq)) => {
+                if best.as_ref().is_none_or(|(_, b)| newer(seq, *b)) {
+                    best = Some((state, seq));
+                }
+            }
+            // A torn slot is expected after a crash; it only matters if
+            // nothing else checks out.
+            Err(reason) => damage = Some((path, reason)),
+        }
+    }
+    match (best, damage) {
+        (Some(b), _) => Ok(Some(b)),
+        (None, Some((path, reason))) => Err(PersistError::Corrupt { path, reason }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads the current record in `dir`; `None` if there is none.
+pub fn load(io: &Io, dir: &Path) -> Result<Option<CoordinatorState>, PersistError> {
+    Ok(load_newest(io, dir)?.map(|(state, _)| state))
+}
+
+/// Where the coordinator writes its record: see "Two slots" above.
+pub struct StateStore {
+    io: Io,
+    dir: PathBuf,
+    /// The sequence of the current record.
+    seq: u32,
+    /// Open slots, by index.
+    slots: [Option<IoFile>; 2],
+}
+
+impl StateStore {
+    /// Opens the store in `dir` and reads its current record.
+    pub fn open(io: &Io, dir: &Path) -> Result<(StateStore, Option<CoordinatorState>), PersistError> {
+        let newest = load_newest(io, dir)?;
+        let seq = newest.as_ref().map_or(0, |(_, seq)| *seq);
+        let store = StateStore {
+            io: io.clone(),
+            dir: dir.to_path_buf(),
+            seq,
+            slots: [None, None],
+        };
+        Ok((store, newest.map(|(state, _)| state)))
+    }
+
+    /// Replaces the current record with `state`, durably.
+    pub fn store(&mut self, state: &CoordinatorState) -> Result<(), PersistError> {
+        let seq = self.seq.wrapping_add(1);
+        let i = (seq % 2) as usize;
+        let bytes = encode(state, seq);
+        let fresh = self.slots[i].is_none();
+        if fresh {
+            let path = slot_path(&self.dir, i);
+            let created = !path.exists();
+            self.slots[i] = Some(IoFile::open(&path, true, true)?);
+            if created {
+                // Written and synced below; the directory entry needs its
+                // own sync, once.
+                let file = self.slots[i].as_ref().expect("just opened");
+                self.io.write_durable(file, &bytes, 0)?;
+                self.io.sync_dir(&self.dir)?;
+                return self.stored(seq);
+            }
+        }
+        let file = self.slots[i].as_ref().expect("opened above");
+        self.io.write_durable(file, &bytes, 0)?;
+        self.stored(seq)
+    }
+
+    fn stored(&mut self, seq: u32) -> Result<(), PersistError> {
+        self.seq = seq;
+        // A version 1 record is superseded now; it would only confuse.
+        let legacy = legacy_path(&self.dir);
+        if legacy.exists() {
+            std::fs::remove_file(&legacy).map_err(|e| IoError::new(OpKind::Write, &legacy, None, e))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -273,14 +385,71 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let io = Io::fallback();
         assert!(load(&io, dir.path()).unwrap().is_none());
-        store(&io, dir.path(), &sample()).unwrap();
+        let (mut store, none) = StateStore::open(&io, dir.path()).unwrap();
+        assert!(none.is_none());
+        store.store(&sample()).unwrap();
         assert_eq!(load(&io, dir.path()).unwrap().unwrap(), sample());
-        let mut bytes = std::fs::read(state_path(dir.path())).unwrap();
+        let mut bytes = std::fs::read(slot_path(dir.path(), 1)).unwrap();
         for i in 0..bytes.len() {
             bytes[i] ^= 0x20;
             assert!(decode(&bytes).is_err(), "flipped byte {i} accepted");
             bytes[i] ^= 0x20;
         }
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_newest_slot_that_checks_out_wins_and_a_torn_write_keeps_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::fallback();
+        let (mut store, _) = StateStore::open(&io, dir.path()).unwrap();
+        let mut states = Vec::new();
+        for n in 0..5u64 {
+            let mut s = sample();
+            s.registry.next_token = n;
+            // Shrinking records leave an older tail behind in the slot.
+            s.retained.truncate(if n % 2 == 0 { 1 } else { 0 });
+            store.store(&s).unwrap();
+            states.push(s);
+        }
+        assert_eq!(load(&io, dir.path()).unwrap().as_ref(), states.last());
+        // Reopened, it goes on with the next sequence.
+        let (mut store, current) = StateStore::open(&io, dir.path()).unwrap();
+        assert_eq!(current.as_ref(), states.last());
+        let mut next = sample();
+        next.registry.next_token = 99;
+        store.store(&next).unwrap();
+        assert_eq!(load(&io, dir.path()).unwrap(), Some(next.clone()));
+        // The slot just written is torn: the record before it is current.
+        let written = slot_path(dir.path(), (store.seq % 2) as usize);
+        let mut bytes = std::fs::read(&written).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&written, &bytes).unwrap();
+        assert_eq!(load(&io, dir.path()).unwrap().as_ref(), states.last());
+        // Both torn: a clear error, not a fresh start.
+        let other = slot_path(dir.path(), 1 - (store.seq % 2) as usize);
+        std::fs::write(&other, b"UNDSTCRD garbage").unwrap();
+        assert!(matches!(load(&io, dir.path()), Err(PersistError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_version_1_record_is_read_and_then_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::fallback();
+        // Version 1: the sequence field is 0 and outside the CRC.
+        let mut bytes = encode(&sample(), 0);
+        let (mut h, body) = Header::read_from_prefix(&bytes).unwrap();
+        let body = body.to_vec();
+        h.version = U32::new(LEGACY_VERSION);
+        h.crc = U32::new(checksum(&h, &body));
+        bytes[..32].copy_from_slice(h.as_bytes());
+        std::fs::write(legacy_path(dir.path()), &bytes).unwrap();
+        let (mut store, state) = StateStore::open(&io, dir.path()).unwrap();
+        assert_eq!(state, Some(sample()));
+        let mut next = sample();
+        next.blind.clear();
+        store.store(&next).unwrap();
+        assert!(!legacy_path(dir.path()).exists());
+        assert_eq!(load(&io, dir.path()).unwrap(), Some(next));
     }
 }

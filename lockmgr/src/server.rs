@@ -49,7 +49,7 @@ use crate::error::{LockError, RegistryError};
 use crate::failure::RetainedLock;
 use crate::ids::{NodeId, Owner, ResourceId, Ticket};
 use crate::membership::Liveness;
-use crate::persist::{self, CoordinatorState, PersistError};
+use crate::persist::{self, CoordinatorState, PersistError, StateStore};
 use crate::queue::{RequestOutcome, WaitPolicy, Woken};
 use crate::registry::{AuthState, Grant, RecoveryOutcome, RecoveryStatus, Registry, RetainedLocks};
 use crate::table::LockTable;
@@ -202,8 +202,8 @@ struct Shared {
     restart_wanted: Mutex<BTreeSet<NodeId>>,
     /// After a restart: live nodes not yet back, and until when to wait.
     awaiting: Mutex<(BTreeSet<NodeId>, Option<Instant>)>,
-    /// Serialises writes of the durable record.
-    persist_lock: Mutex<()>,
+    /// The durable record's store; its lock serialises writes.
+    persist_lock: Mutex<StateStore>,
     /// Serialises membership changes of nodes — declaring one failed
     /// (registry, then lock table, then record) and admitting one (registry,
     /// then lock table and reclaimed locks, then record) — so a restart can
@@ -240,7 +240,7 @@ impl Coordinator {
         }
         std::fs::create_dir_all(&cfg.state_dir)
             .map_err(|e| PersistError::Io(wal::io::IoError::new(wal::io::OpKind::Open, &cfg.state_dir, None, e)))?;
-        let restored = persist::load(&cfg.io, &cfg.state_dir)?;
+        let (store, restored) = StateStore::open(&cfg.io, &cfg.state_dir)?;
         let (table, registry, blind, awaiting) = match &restored {
             None => (LockTable::new(), Registry::default(), BTreeSet::new(), BTreeSet::new()),
             Some(state) => {
@@ -278,7 +278,7 @@ impl Coordinator {
             blind: Mutex::new(blind),
             restart_wanted: Mutex::new(BTreeSet::new()),
             awaiting: Mutex::new((awaiting, grace)),
-            persist_lock: Mutex::new(()),
+            persist_lock: Mutex::new(store),
             member_changes: Mutex::new(()),
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
@@ -750,12 +750,16 @@ impl Shared {
                 match self.registry.register_counterpart(node, auth, failed) {
                     Ok(grant) => {
                         lock(&self.grants).insert(failed, grant);
+                        // Not written to the durable record: a restarted
+                        // coordinator restores an active registration as
+                        // inactive anyway (its counterpart's connection is
+                        // gone), so the write would buy nothing and compete
+                        // with the counterpart's own syncs.
                         reply(Msg::CounterpartGrant {
                             failed,
                             incarnation: grant.incarnation(),
                             token: grant.token(),
                         });
-                        self.persist();
                     }
                     Err(e) => reply(registry_error(&e)),
                 }
@@ -1063,7 +1067,7 @@ impl Shared {
     /// Writes the durable record. A coordinator that cannot record a
     /// failure cannot promise retained locks survive it: it stops.
     fn persist(&self) {
-        let _guard = lock(&self.persist_lock);
+        let mut store = lock(&self.persist_lock);
         if self.stop.load(Ordering::Acquire) {
             return;
         }
@@ -1072,7 +1076,7 @@ impl Shared {
             retained: self.table.export_retained(),
             blind: lock(&self.blind).iter().copied().collect(),
         };
-        if let Err(e) = persist::store(&self.cfg.io, &self.cfg.state_dir, &state) {
+        if let Err(e) = store.store(&state) {
             eprintln!("fatal: the coordinator cannot write its durable record: {e}");
             std::process::exit(70);
         }

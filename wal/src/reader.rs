@@ -161,9 +161,15 @@ impl LogReader {
 
     /// Scans the whole log and returns where it ends.
     pub fn find_end(&self) -> Result<LogEnd> {
+        self.find_end_visiting(&mut |_| {})
+    }
+
+    /// [`Self::find_end`], handing every record to `visit` on the way: one
+    /// pass for a caller that needs the records too.
+    pub fn find_end_visiting(&self, visit: &mut dyn FnMut(Record)) -> Result<LogEnd> {
         let mut scan = self.scan(self.start);
         for rec in scan.by_ref() {
-            rec?;
+            visit(rec?);
         }
         Ok(scan.end.expect("an exhausted scan without error has an end"))
     }
@@ -252,6 +258,16 @@ impl LogReader {
                 self.io.read_exact_at(file, &mut buf, self.layout.file_offset(from))?;
                 let mut at = 0usize;
                 while at + HEADER_LEN <= buf.len() {
+                    // Unwritten space is most of the window: skip zeroed
+                    // blocks whole (a header is never all zeros).
+                    const BLOCK: usize = 4096;
+                    if at.is_multiple_of(BLOCK)
+                        && buf.len() - at >= BLOCK
+                        && buf[at..at + BLOCK].iter().fold(0, |a, &b| a | b) == 0
+                    {
+                        at += BLOCK;
+                        continue;
+                    }
                     let lsn = Lsn(from.0 + at as u64);
                     let bytes = &buf[at..];
                     // Cheap filter first: almost no slot names its own LSN.

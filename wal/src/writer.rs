@@ -22,6 +22,7 @@ use crate::error::{Result, WalError};
 use crate::group_commit::{Batch, GroupCommit};
 use crate::io::{Io, IoError, IoFile, OpKind};
 use crate::reader::{LogEnd, LogReader};
+use crate::record::Record;
 use crate::record::{ActiveTxn, Lsn, RecordBody, RecordMeta};
 use crate::segment::{self, Layout};
 
@@ -100,6 +101,12 @@ impl Log {
     /// tail is cut off there; damage followed by valid records is
     /// [`WalError::Corruption`] — and starts the flusher.
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log> {
+        Self::open_visiting(dir, cfg, &mut |_| {})
+    }
+
+    /// [`Log::open`], handing every record from the log's start to `visit`
+    /// while finding the end: a recovery reads the log once, not twice.
+    pub fn open_visiting(dir: &Path, cfg: LogConfig, visit: &mut dyn FnMut(Record)) -> Result<Log> {
         Layout::new(cfg.segment_size)?;
         if cfg.max_pending_bytes < cfg.flush_threshold_bytes || cfg.flush_threshold_bytes == 0 {
             return Err(WalError::InvalidArgument(
@@ -128,7 +135,7 @@ impl Log {
         let layout = Layout::new(ctl.segment_size)?;
         segment::list_segments(dir, true)?;
         let reader = LogReader::open_with(dir, io.clone(), true)?;
-        let end: LogEnd = reader.find_end()?;
+        let end: LogEnd = reader.find_end_visiting(visit)?;
         if let Some(torn) = &end.torn {
             tracing::warn!(dir = %dir.display(), lsn = %end.next, damage = %torn, "torn log tail cut off");
         }
