@@ -13,11 +13,15 @@
 //!    directory lock keeps a second opener out).
 //! 4. **in-flight found** — [`crate::recovery::find_in_flight`].
 //! 5. **written back** — every changed page's oldest before-image, each page
-//!    once, one batch, then synced ([`crate::recovery::write_back`]).
+//!    once, one batch through a deep queue ([`crate::recovery::write_back`]);
+//!    **synced** — the data files made durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own
 //!    restart finds nothing left.
 //! 7. **released** — unregistered as recovered: the coordinator frees the
-//!    retained locks.
+//!    retained locks in the same request.
+//!
+//! The whole recovery runs in a `peer_recovery` tracing span; each step is
+//! an event in it.
 //!
 //! Every step may be repeated: if this node dies anywhere, its registration
 //! is dropped and another node registers and runs the same steps on the same
@@ -67,11 +71,18 @@ pub struct Timeline {
 
 impl Timeline {
     fn mark(&mut self, name: &'static str, detected: Instant) {
-        tracing::info!(failed = self.failed, step = name, "peer recovery step");
-        self.steps.push(Step {
-            name,
-            at: detected.elapsed(),
-        });
+        self.mark_at(name, detected.elapsed());
+    }
+
+    /// Records that step `name` finished `at` after detection.
+    fn mark_at(&mut self, name: &'static str, at: Duration) {
+        tracing::info!(
+            failed = self.failed,
+            step = name,
+            at_us = at.as_micros() as u64,
+            "peer recovery step"
+        );
+        self.steps.push(Step { name, at });
     }
 
     /// Total time from detection to the release of the locks.
@@ -155,6 +166,7 @@ pub enum PeerError {
 /// detected at `detected`.
 pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, PeerError> {
     let inner = &node.inner;
+    let _span = tracing::info_span!("peer_recovery", failed, counterpart = inner.node_id).entered();
     let cluster = &inner.cluster;
     let log_dir = cluster.log_dir(failed);
     let mut tl = Timeline {
@@ -252,7 +264,12 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         let wb = recovery::write_back(&inner.io, &inner.files, &mut found, &Agents::new())
             .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
-        tl.mark("written back", detected);
+        let synced = detected.elapsed();
+        tl.mark_at(
+            "written back",
+            synced.saturating_sub(wb.sync_time.saturating_sub(wb.write_time)),
+        );
+        tl.mark_at("synced", synced);
         // 6. End records.
         recovery::log_ends(&log, &found).map_err(|e| ("logging end records", e))?;
         log.close().map_err(|e| ("closing its log", e.into()))?;

@@ -149,7 +149,7 @@ fn operator_recover_and_restart_light_through_the_binary() {
     );
     let tl: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(tl["failed"], 1);
-    assert_eq!(tl["steps"].as_array().unwrap().len(), 7);
+    assert_eq!(tl["steps"].as_array().unwrap().len(), 8);
     let s1 = status_of(dir, 1);
     assert_eq!(s1["retained_locks"], 0);
     // Recovering it twice is refused with a clear message.
