@@ -187,13 +187,14 @@ impl Node {
         crate::fence::mark_host(&cluster.log_dir(node_id))?;
         let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
-        let mut found = recovery::find_in_flight_until(&log.reader()?, Some(log.next_lsn()))?;
+        let reader = log.reader()?;
+        let mut found = recovery::find_in_flight_until(&reader, Some(log.next_lsn()))?;
         let mut report = StartReport {
             restarted,
             ..StartReport::default()
         };
         if restarted {
-            let wb = recovery::write_back(&io, &files, &mut found, &Agents::new())?;
+            let wb = recovery::write_back(&io, &files, &reader, &mut found, &Agents::new())?;
             recovery::log_ends(&log, &found)?;
             client.restart_finished()?;
             report.backed_out = found.txns.len();

@@ -261,7 +261,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
             .client
             .check_lease()
             .map_err(|e| ("writing before-images back", e.into()))?;
-        let wb = recovery::write_back(&inner.io, &inner.files, &mut found, &Agents::new())
+        let wb = recovery::write_back(&inner.io, &inner.files, &reader, &mut found, &Agents::new())
             .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
         let synced = detected.elapsed();

@@ -13,8 +13,12 @@
 //!    transactions of one log can only have changed one page one after the
 //!    other — each held the page's X lock to the end — so the oldest image
 //!    is the last committed state.)
-//! 2. [`write_back`] writes those images — each page once — as one batch and
-//!    syncs the data files.
+//! 2. [`write_back`] writes those images — each page once — through a deep
+//!    queue and syncs the data files. The search keeps only where each image
+//!    lies; the write-back reads them again in log order, a bounded chunk at
+//!    a time. Holding every image from the search would cost a page fault per
+//!    4 KiB of fresh memory, several times what reading them twice from the
+//!    page cache costs, and memory in proportion to the failed node's work.
 //! 3. [`log_ends`] appends an end record for every in-flight transaction and
 //!    makes them durable, so the next recovery of this log finds nothing.
 //!
@@ -59,8 +63,8 @@ pub struct InFlightTxn {
 #[derive(Debug, Default)]
 pub struct InFlight {
     pub txns: Vec<InFlightTxn>,
-    /// (file id, page) → (LSN of the oldest before-image, the image).
-    pub pages: BTreeMap<(u32, u64), (Lsn, Vec<u8>)>,
+    /// (file id, page) → the LSN of its oldest before-image.
+    pub pages: BTreeMap<(u32, u64), Lsn>,
     /// Custom agents' undo records of in-flight transactions, newest first.
     pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
     /// Where the scan started and how many records it read.
@@ -79,7 +83,7 @@ impl InFlight {
 struct TxnScan {
     first: Option<Lsn>,
     last: Lsn,
-    pages: HashMap<(u32, u64), (Lsn, Vec<u8>)>,
+    pages: HashMap<(u32, u64), Lsn>,
     agents: Vec<(AgentId, Lsn, Vec<u8>)>,
 }
 
@@ -165,7 +169,7 @@ impl InFlightScan {
         t.last = rec.lsn;
         match rec.body {
             RecordBody::Undo(u) => {
-                t.pages.entry((u.file_id, u.page_no)).or_insert((rec.lsn, u.before));
+                t.pages.entry((u.file_id, u.page_no)).or_insert(rec.lsn);
             }
             RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
             _ => {}
@@ -188,11 +192,11 @@ impl InFlightScan {
                 first_lsn: t.first.unwrap_or(t.last),
                 last_lsn: t.last,
             });
-            for (key, (lsn, image)) in t.pages {
+            for (key, lsn) in t.pages {
                 match out.pages.get(&key) {
-                    Some((older, _)) if *older <= lsn => {}
+                    Some(older) if *older <= lsn => {}
                     _ => {
-                        out.pages.insert(key, (lsn, image));
+                        out.pages.insert(key, lsn);
                     }
                 }
             }
@@ -215,11 +219,23 @@ pub struct WriteBack {
     pub sync_time: Duration,
 }
 
-/// Writes every page's oldest before-image back as one batch and syncs the
-/// data files; then runs the custom agents' undo, newest record first. The
-/// images are moved out of `found` (they can be hundreds of MiB), which
-/// keeps its transactions for [`log_ends`].
-pub fn write_back(io: &Io, files: &DataFiles, found: &mut InFlight, agents: &Agents) -> Result<WriteBack> {
+/// Pages read back and written per round of [`write_back`]: 4 MiB, deep
+/// enough to keep the disk's queue full, small enough that its memory is
+/// reused round after round.
+const WRITE_BACK_CHUNK: usize = 1024;
+
+/// Writes every page's oldest before-image back, each page once, and syncs
+/// the data files; then runs the custom agents' undo, newest record first.
+/// The images are read from `reader` (the log `found` came from) in log
+/// order, [`WRITE_BACK_CHUNK`] at a time, each chunk one batch through the
+/// I/O layer's deep queue.
+pub fn write_back(
+    io: &Io,
+    files: &DataFiles,
+    reader: &LogReader,
+    found: &mut InFlight,
+    agents: &Agents,
+) -> Result<WriteBack> {
     let started = Instant::now();
     for (agent, _, _, _) in &found.agent_records {
         if *agent != PAGE_AGENT && !agents.contains_key(agent) {
@@ -228,44 +244,82 @@ pub fn write_back(io: &Io, files: &DataFiles, found: &mut InFlight, agents: &Age
             )));
         }
     }
+    let wanted: BTreeMap<Lsn, (u32, u64)> = std::mem::take(&mut found.pages)
+        .into_iter()
+        .map(|(page, lsn)| (lsn, page))
+        .collect();
     let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
-    let mut images: Vec<(u32, Page)> = Vec::with_capacity(found.pages.len());
-    for ((file_id, page_no), (_, image)) in std::mem::take(&mut found.pages) {
-        if image.len() != files.page_size() {
-            return Err(Error::InvalidArgument(format!(
-                "before-image of page {page_no} of file {file_id} is {} bytes, pages are {}",
-                image.len(),
-                files.page_size()
-            )));
-        }
+    for &(file_id, _) in wanted.values() {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
             v.insert(files.get(file_id, false)?);
         }
-        let written = image.iter().any(|&b| b != 0);
-        let mut page = Page::from_image(image);
-        if written {
-            page.seal();
-        }
-        debug_assert!(
-            page.bytes().iter().all(|&b| b == 0) || page.page_no() == page_no,
-            "a before-image names its own page"
-        );
-        images.push((file_id, page));
     }
-    let batch: Vec<(&DataFile, &Page)> = images.iter().map(|(f, p)| (opened[f].as_ref(), p)).collect();
-    // One batch through a deep queue, then one sync per file (timed apart
-    // for the recovery's timeline).
-    write_pages(io, &batch, false)?;
+    let write = |chunk: &[(u32, Page)]| -> Result<()> {
+        let batch: Vec<(&DataFile, &Page)> = chunk.iter().map(|(f, p)| (opened[f].as_ref(), p)).collect();
+        write_pages(io, &batch, false)
+    };
+    let mut chunk: Vec<(u32, Page)> = Vec::with_capacity(WRITE_BACK_CHUNK.min(wanted.len()));
+    let mut written = 0usize;
+    if let Some((&first, _)) = wanted.first_key_value() {
+        for rec in reader.scan(first) {
+            let rec = rec?;
+            let Some(&(file_id, page_no)) = wanted.get(&rec.lsn) else {
+                continue;
+            };
+            let RecordBody::Undo(undo) = rec.body else {
+                return Err(Error::Log(wal::WalError::Corruption {
+                    lsn: rec.lsn,
+                    kind: wal::CorruptionKind::BadPayload("a before-image's record changed kind between two reads"),
+                }));
+            };
+            if undo.before.len() != files.page_size() {
+                return Err(Error::InvalidArgument(format!(
+                    "before-image of page {page_no} of file {file_id} is {} bytes, pages are {}",
+                    undo.before.len(),
+                    files.page_size()
+                )));
+            }
+            let never_written = undo.before.iter().all(|&b| b == 0);
+            let mut page = Page::from_image(undo.before);
+            if !never_written {
+                page.seal();
+            }
+            debug_assert!(
+                never_written || page.page_no() == page_no,
+                "a before-image names its own page"
+            );
+            chunk.push((file_id, page));
+            if chunk.len() == WRITE_BACK_CHUNK {
+                write(&chunk)?;
+                written += chunk.len();
+                chunk.clear();
+            }
+            if written + chunk.len() == wanted.len() {
+                break;
+            }
+        }
+    }
+    write(&chunk)?;
+    written += chunk.len();
+    if written != wanted.len() {
+        return Err(Error::Log(wal::WalError::Corruption {
+            lsn: *wanted
+                .keys()
+                .next_back()
+                .expect("some image is missing, so some was wanted"),
+            kind: wal::CorruptionKind::BadPayload("a before-image found by the search is gone from the log"),
+        }));
+    }
     let write_time = started.elapsed();
-    let written: Vec<&wal::io::IoFile> = opened.values().map(|f| f.io_file()).collect();
-    io.sync_all(&written)?;
+    let handles: Vec<&wal::io::IoFile> = opened.values().map(|f| f.io_file()).collect();
+    io.sync_all(&handles)?;
     for (agent, txn, lsn, payload) in &found.agent_records {
         if let Some(a) = agents.get(agent) {
             a.undo(*txn, *lsn, payload)?;
         }
     }
     Ok(WriteBack {
-        pages: images.len(),
+        pages: written,
         write_time,
         sync_time: started.elapsed(),
     })

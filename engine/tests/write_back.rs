@@ -1,0 +1,98 @@
+//! The write-back of a recovery that spans many rounds: a failed node's
+//! in-flight transaction wrote more pages than one round of the write-back
+//! holds to the data file (its commit failed on the log write of its commit
+//! record); after peer recovery every page holds its last committed state.
+
+use std::time::Duration;
+
+mod common;
+
+use common::wait_for;
+use understudy::{Error, Node, NodeOptions};
+use wal::io::fault::FaultInjector;
+use wal::io::{Io, OpKind};
+
+/// More than `recovery::WRITE_BACK_CHUNK` (1024) pages.
+const BUCKETS: u32 = 2500;
+
+fn opts() -> NodeOptions {
+    NodeOptions {
+        auto_recovery: false,
+        lock_wait: Duration::from_secs(5),
+        ..NodeOptions::default()
+    }
+}
+
+/// A key of each bucket: keys are tried in order until every bucket has one.
+fn one_key_per_bucket() -> Vec<Vec<u8>> {
+    let mut keys: Vec<Option<Vec<u8>>> = vec![None; BUCKETS as usize];
+    let mut missing = BUCKETS as usize;
+    for i in 0u64.. {
+        let k = format!("key-{i}").into_bytes();
+        let b = understudy::table::bucket_page(&k, BUCKETS) as usize - 1;
+        if keys[b].is_none() {
+            keys[b] = Some(k);
+            missing -= 1;
+            if missing == 0 {
+                break;
+            }
+        }
+    }
+    keys.into_iter().map(|k| k.expect("every bucket got a key")).collect()
+}
+
+#[test]
+fn every_page_of_a_large_in_flight_transaction_gets_its_oldest_image_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, _coord) = common::cluster_with_coordinator(dir.path(), &[1, 2]);
+    let n2 = Node::open(dir.path(), 2, opts()).unwrap();
+    n2.create_table("t", BUCKETS).unwrap();
+    let keys = one_key_per_bucket();
+
+    let device = FaultInjector::new(Io::fallback());
+    let n1 = Node::open(
+        dir.path(),
+        1,
+        NodeOptions {
+            io: Some(device.io()),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let mut t = n1.begin().unwrap();
+    for k in keys.iter().step_by(2) {
+        t.put("t", k, b"committed").unwrap();
+    }
+    t.commit().unwrap();
+    // In flight: every bucket changed and written to the data file, the
+    // commit record's write failing after them (the undo records were made
+    // durable by a checkpoint first). The node stops.
+    let mut t = n1.begin().unwrap();
+    for k in &keys {
+        t.put("t", k, b"in flight").unwrap();
+    }
+    n1.checkpoint().unwrap();
+    let before = device.count(OpKind::Write);
+    let pages = u64::from(BUCKETS);
+    device.fail_nth(OpKind::Write, pages + 1, libc::EIO);
+    assert!(matches!(t.commit(), Err(Error::CommitFailed(_))));
+    assert_eq!(
+        device.count(OpKind::Write),
+        before + pages + 1,
+        "every page was written"
+    );
+    drop(n1);
+    wait_for("node 1 to be declared failed", || {
+        n2.client().status().unwrap().iter().any(|m| m.node == 1 && !m.live)
+    });
+
+    let tl = n2.recover_peer(1).unwrap();
+    assert_eq!(tl.in_flight, 1);
+    assert_eq!(tl.pages, BUCKETS as usize, "each page once");
+    let mut r = n2.begin().unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        let want = (i % 2 == 0).then_some(&b"committed"[..]);
+        assert_eq!(r.get("t", k).unwrap().as_deref(), want, "key {i}");
+    }
+    r.rollback().unwrap();
+}
