@@ -85,16 +85,7 @@ fn a_counterpart_killed_mid_recovery_is_replaced_and_the_data_ends_the_same() {
 
     // Node 1: one committed value, then a commit that writes its page and
     // fails on the log write of its commit record.
-    let device = FaultInjector::new(Io::fallback());
-    let n1 = Node::open(
-        dir.path(),
-        1,
-        NodeOptions {
-            io: Some(device.io()),
-            ..opts()
-        },
-    )
-    .unwrap();
+    let (n1, device) = common::node_with_faults(dir.path(), 1, opts());
     let mut t = n1.begin().unwrap();
     t.put("t", b"k", b"committed").unwrap();
     t.commit().unwrap();

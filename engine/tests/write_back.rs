@@ -9,8 +9,7 @@ mod common;
 
 use common::wait_for;
 use understudy::{Error, Node, NodeOptions};
-use wal::io::fault::FaultInjector;
-use wal::io::{Io, OpKind};
+use wal::io::OpKind;
 
 /// More than `recovery::WRITE_BACK_CHUNK` (1024) pages.
 const BUCKETS: u32 = 2500;
@@ -49,16 +48,7 @@ fn every_page_of_a_large_in_flight_transaction_gets_its_oldest_image_back() {
     n2.create_table("t", BUCKETS).unwrap();
     let keys = one_key_per_bucket();
 
-    let device = FaultInjector::new(Io::fallback());
-    let n1 = Node::open(
-        dir.path(),
-        1,
-        NodeOptions {
-            io: Some(device.io()),
-            ..opts()
-        },
-    )
-    .unwrap();
+    let (n1, device) = common::node_with_faults(dir.path(), 1, opts());
     let mut t = n1.begin().unwrap();
     for k in keys.iter().step_by(2) {
         t.put("t", k, b"committed").unwrap();

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lockmgr::{Coordinator, CoordinatorConfig};
-use understudy::{Cluster, Node};
+use std::sync::Arc;
+
+use understudy::{Cluster, Node, NodeOptions};
+use wal::io::fault::FaultInjector;
 use wal::io::Io;
 
 /// A cluster of `nodes` in `dir` and its coordinator, running in the test
@@ -41,4 +44,20 @@ pub fn read(node: &Node, key: &[u8]) -> Option<Vec<u8>> {
     let v = t.get("t", key).unwrap();
     t.rollback().unwrap();
     v
+}
+
+/// Node `id` of the cluster in `dir`, doing its I/O through a fault
+/// injector (returned with it) over the plain backend.
+pub fn node_with_faults(dir: &Path, id: u32, opts: NodeOptions) -> (Node, Arc<FaultInjector>) {
+    let device = FaultInjector::new(Io::fallback());
+    let node = Node::open(
+        dir,
+        id,
+        NodeOptions {
+            io: Some(device.io()),
+            ..opts
+        },
+    )
+    .unwrap();
+    (node, device)
 }
