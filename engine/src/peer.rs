@@ -180,50 +180,8 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
     };
 
-    // 1. Fence (the argument is in `crate::fence`). On the failed node's own
-    //    host only the kernel's word will do; elsewhere, an expired lease
-    //    and a free log.
-    let lease = Duration::from_millis(u64::from(inner.client.lease_ms()));
-    let here = fence::ran_here(&log_dir);
-    let lease_over = detected + lease;
-    let give_up = if here { detected } else { lease_over } + inner.opts.fence_patience;
-    loop {
-        let gone = fence::node_gone(&cluster.data_dir(), &log_dir, failed).map_err(|e| PeerError::NotFenced {
-            failed,
-            why: e.to_string(),
-        })?;
-        let now = Instant::now();
-        if gone && here {
-            break;
-        }
-        if gone && now >= lease_over {
-            tl.fencing = Fencing::LeaseExpired;
-            break;
-        }
-        if now >= give_up {
-            return Err(PeerError::NotFenced {
-                failed,
-                why: if here {
-                    format!(
-                        "its process on this host still holds its log or data files after {:?} (alive, frozen, or \
-                         with a write the device has not finished); stop the process, then run \
-                         `understudy recover --node {failed}`",
-                        inner.opts.fence_patience
-                    )
-                } else {
-                    "its lease expired but its log is still locked; stop its process, then run recover".into()
-                },
-            });
-        }
-        // Fast while a death is fresh (the kernel frees a killed process's
-        // files within a millisecond), gentler during a long wait.
-        let fresh = now < detected + Duration::from_millis(50);
-        std::thread::sleep(if fresh {
-            Duration::from_micros(100)
-        } else {
-            Duration::from_millis(5)
-        });
-    }
+    // 1. Fence (the argument is in `crate::fence`).
+    tl.fencing = fence_node(node, failed, failed, detected)?;
     tl.mark("fenced", detected);
 
     // 2. Register.
@@ -295,6 +253,61 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
     tl.mark("released", detected);
     tracing::info!("{}", tl.summary());
     Ok(tl)
+}
+
+/// Waits until node `target` provably cannot write any more (see
+/// [`crate::fence`]), its failure having been detected at `detected`: on its
+/// own host the kernel's word and nothing else; elsewhere its lease over and
+/// its log free. `failed` is the node being recovered, for errors.
+///
+/// An earlier counterpart of `failed` that died mid-recovery needs no
+/// fencing of its own: it held `failed`'s log open — and with it the log's
+/// directory lock, part of the kernel's word here — from before its first
+/// write until after its last, so this waits for it too.
+fn fence_node(node: &Node, failed: u32, target: u32, detected: Instant) -> Result<Fencing, PeerError> {
+    let inner = &node.inner;
+    let log_dir = inner.cluster.log_dir(target);
+    let data_dir = inner.cluster.data_dir();
+    let lease = Duration::from_millis(u64::from(inner.client.lease_ms()));
+    let here = fence::ran_here(&log_dir);
+    let lease_over = detected + lease;
+    let give_up = if here { detected } else { lease_over } + inner.opts.fence_patience;
+    loop {
+        let gone = fence::node_gone(&data_dir, &log_dir, target).map_err(|e| PeerError::NotFenced {
+            failed,
+            why: format!("node {target}: {e}"),
+        })?;
+        let now = Instant::now();
+        if gone && here {
+            return Ok(Fencing::Kernel);
+        }
+        if gone && now >= lease_over {
+            return Ok(Fencing::LeaseExpired);
+        }
+        if now >= give_up {
+            return Err(PeerError::NotFenced {
+                failed,
+                why: if here {
+                    format!(
+                        "the process of node {target} on this host still holds its log or data files after {:?} \
+                         (alive, frozen, or with a write the device has not finished); stop the process, then run \
+                         `understudy recover --node {failed}`",
+                        inner.opts.fence_patience
+                    )
+                } else {
+                    format!("the lease of node {target} expired but its log is still locked; stop its process, then run recover")
+                },
+            });
+        }
+        // Fast while a death is fresh (the kernel frees a killed process's
+        // files within a millisecond), gentler during a long wait.
+        let fresh = now < detected + Duration::from_millis(50);
+        std::thread::sleep(if fresh {
+            Duration::from_micros(100)
+        } else {
+            Duration::from_millis(5)
+        });
+    }
 }
 
 /// Now on the system-wide monotonic clock, in nanoseconds: comparable

@@ -8,7 +8,8 @@
 //! still pending. A counterpart that trusted the lease alone would write the
 //! before-image now and have it overwritten by node 1's late write; the
 //! fence must hold it back until that write has landed, and node 1 must
-//! write nothing after.
+//! write nothing after. The same holds for a counterpart cut off in the
+//! middle of its write-back: the next one waits for its write to land.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -142,4 +143,76 @@ fn a_cut_off_node_stops_writing_before_its_counterpart_writes_a_before_image() {
     // end records there), not to the data files.
     assert_eq!(device.count(OpKind::Write), writes_at_the_end);
     drop(n1);
+}
+
+#[test]
+fn a_cut_off_counterpart_is_fenced_before_the_next_one_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, _coord) = common::cluster_with_coordinator(dir.path(), &[1, 2, 3]);
+    let manual = || NodeOptions {
+        auto_recovery: false,
+        ..NodeOptions::default()
+    };
+    let n3 = Node::open(dir.path(), 3, manual()).unwrap();
+    n3.create_table("t", 4).unwrap();
+
+    // Node 1 fails with a page on disk and no commit record.
+    let (n1, disk1) = common::node_with_faults(dir.path(), 1, manual());
+    let mut t = n1.begin().unwrap();
+    t.put("t", b"k", b"committed").unwrap();
+    t.commit().unwrap();
+    let mut t = n1.begin().unwrap();
+    t.put("t", b"k", b"never committed").unwrap();
+    n1.checkpoint().unwrap();
+    disk1.fail_nth(OpKind::Write, 2, libc::EIO);
+    assert!(matches!(t.commit(), Err(Error::CommitFailed(_))));
+    drop(n1);
+
+    // Node 2, behind a proxy, registers and gets stuck writing back.
+    let cut = proxy(&dir.path().join("p.sock"), &dir.path().join("c.sock"));
+    let (n2, disk2) = common::node_with_faults(
+        dir.path(),
+        2,
+        NodeOptions {
+            coordinator: Some(format!("unix:{}", dir.path().join("p.sock").display()).parse().unwrap()),
+            ..manual()
+        },
+    );
+    wait_for("node 1 to be declared failed", || {
+        n3.client().status().unwrap().iter().any(|m| m.node == 1 && !m.live)
+    });
+    disk2.stall_writes(".tbl");
+    let first = {
+        let n2 = n2.clone();
+        std::thread::spawn(move || n2.recover_peer(1))
+    };
+    wait_for("node 2's write-back to get stuck", || disk2.stalled() == 1);
+
+    // Cut off, it stops; the coordinator fails it and node 1 is inactive.
+    cut.store(true, Ordering::Release);
+    wait_for("node 2 to stop", || n2.stopped().is_some());
+    wait_for("node 2 to be declared failed and node 1 free again", || {
+        let st = n3.client().status().unwrap();
+        st.iter().any(|m| m.node == 2 && !m.live) && st.iter().any(|m| m.node == 1 && m.recovery == 1)
+    });
+    let second = {
+        let n3 = n3.clone();
+        std::thread::spawn(move || n3.recover_peer(1))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !second.is_finished(),
+        "node 3 recovered node 1 while node 2's write-back was still in flight"
+    );
+
+    // Node 2's write lands; only then does node 3 go on.
+    disk2.release_stalled();
+    let _ = first.join().unwrap();
+    drop(n2);
+    let tl = second.join().unwrap().expect("node 3 recovers node 1");
+    // Node 2 may have finished the backout (end records included) once its
+    // write landed; node 3 then finds nothing left, which is as right.
+    assert_eq!((tl.failed, tl.counterpart), (1, 3));
+    assert_eq!(read(&n3, b"k").as_deref(), Some(&b"committed"[..]));
+    assert!(n3.client().retained(1).unwrap().is_empty());
 }
