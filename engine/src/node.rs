@@ -13,6 +13,9 @@
 //! later call fails with [`Error::LeaseLost`] or [`Error::Stopped`], and no
 //! page is written. So does a node whose commit failed to write or sync: the
 //! device's state is unknown, and its own restart (or a peer) recovers it.
+//! A stopped node lets go of its log and data files as soon as its last
+//! write has completed, so a peer can recover it while the process lives on
+//! (see [`crate::fence`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
