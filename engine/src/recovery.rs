@@ -227,7 +227,7 @@ const WRITE_BACK_CHUNK: usize = 1024;
 /// Writes every page's oldest before-image back, each page once, and syncs
 /// the data files; then runs the custom agents' undo, newest record first.
 /// The images are read from `reader` (the log `found` came from) in log
-/// order, [`WRITE_BACK_CHUNK`] at a time, each chunk one batch through the
+/// order, 1 024 at a time (`WRITE_BACK_CHUNK`), each chunk one batch through the
 /// I/O layer's deep queue.
 pub fn write_back(
     io: &Io,
