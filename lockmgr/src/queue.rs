@@ -46,7 +46,7 @@ pub enum WaitPolicy {
     /// Wait for live holders only: refused at once with
     /// [`LockError::Retained`] when a failed node's retained lock is in the
     /// way, and — if already queued — refused as soon as a holder in the way
-    /// fails and its lock becomes retained ([`NodeFailure::refused`]).
+    /// fails and its lock becomes retained ([`crate::FailureReport::refused`]).
     /// A retained lock lasts as long as a recovery, which no transaction
     /// should sit out holding its own locks; the caller retries instead.
     WaitForLive,
