@@ -159,3 +159,43 @@ fn waiters_leading_flushes_never_overlap_the_flusher_or_each_other() {
         assert_eq!(gc.durable(), gc.next());
     });
 }
+
+#[test]
+fn after_an_abandon_no_flush_is_running_or_starts_and_no_waiter_hangs() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    loom::model(|| {
+        let gc = queue(1 << 20);
+        let flushing = Arc::new(AtomicBool::new(false));
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let flush = {
+            let (flushing, abandoned) = (flushing.clone(), abandoned.clone());
+            move |_: &mut wal::group_commit::Batch| {
+                assert!(!abandoned.load(Ordering::SeqCst), "a flush began after the abandon returned");
+                flushing.store(true, Ordering::SeqCst);
+                flushing.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        let waiter = {
+            let gc = gc.clone();
+            thread::spawn(move || {
+                let Ok(lsn) = gc.append(&RecordMeta::txn(1, None), &RecordBody::Commit) else {
+                    return;
+                };
+                // Durable, or refused because abandoned: never stuck.
+                match gc.wait_durable_with(lsn, &flush) {
+                    Ok(()) => assert!(gc.durable() > lsn),
+                    Err(e) => assert!(matches!(e, WalError::Closed), "{e:?}"),
+                }
+            })
+        };
+        gc.abandon();
+        assert!(!flushing.load(Ordering::SeqCst), "a flush still running after the abandon");
+        abandoned.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            gc.append(&RecordMeta::txn(2, None), &RecordBody::Commit),
+            Err(WalError::Closed)
+        ));
+        waiter.join().unwrap();
+    });
+}
