@@ -170,7 +170,10 @@ fn after_an_abandon_no_flush_is_running_or_starts_and_no_waiter_hangs() {
         let flush = {
             let (flushing, abandoned) = (flushing.clone(), abandoned.clone());
             move |_: &mut wal::group_commit::Batch| {
-                assert!(!abandoned.load(Ordering::SeqCst), "a flush began after the abandon returned");
+                assert!(
+                    !abandoned.load(Ordering::SeqCst),
+                    "a flush began after the abandon returned"
+                );
                 flushing.store(true, Ordering::SeqCst);
                 flushing.store(false, Ordering::SeqCst);
                 Ok(())
@@ -190,7 +193,10 @@ fn after_an_abandon_no_flush_is_running_or_starts_and_no_waiter_hangs() {
             })
         };
         gc.abandon();
-        assert!(!flushing.load(Ordering::SeqCst), "a flush still running after the abandon");
+        assert!(
+            !flushing.load(Ordering::SeqCst),
+            "a flush still running after the abandon"
+        );
         abandoned.store(true, Ordering::SeqCst);
         assert!(matches!(
             gc.append(&RecordMeta::txn(2, None), &RecordBody::Commit),
