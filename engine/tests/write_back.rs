@@ -11,7 +11,7 @@ use common::wait_for;
 use understudy::{Error, Node, NodeOptions};
 use wal::io::OpKind;
 
-/// More than `recovery::WRITE_BACK_CHUNK` (1024) pages.
+/// Many times `recovery::WRITE_BACK_CHUNK` (256) pages.
 const BUCKETS: u32 = 2500;
 
 fn opts() -> NodeOptions {
