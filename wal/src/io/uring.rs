@@ -9,7 +9,7 @@
 //! ## Why the `unsafe` here is sound
 //! The kernel reads and writes the buffers of submitted operations
 //! asynchronously, so a buffer must stay alive and unmoved until its
-//! completion has been reaped. [`execute`] only takes pointers into slices
+//! completion has been reaped. `execute` only takes pointers into slices
 //! that the caller borrows for the whole call, and it does not return while
 //! any submitted operation is still in the kernel: it either reaps every
 //! completion or, if the ring fails so that completions can no longer be
@@ -106,7 +106,7 @@ impl Drop for RingGuard<'_> {
 }
 
 /// One operation as the ring sees it. The pointers come from slices the
-/// caller of [`execute`] borrows for the whole call (see the module docs).
+/// caller of `execute` borrows for the whole call (see the module docs).
 #[derive(Clone, Copy)]
 enum RawOp {
     Write {
