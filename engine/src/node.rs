@@ -465,11 +465,7 @@ fn watch_events(inner: &Arc<NodeInner>) {
                         };
                         let _ = std::thread::Builder::new()
                             .name(format!("peer-recovery-{node}"))
-                            .spawn(move || match crate::peer::recover(&me, node, detected) {
-                                Ok(tl) => me.inner.remember(tl),
-                                Err(crate::peer::PeerError::NotCounterpart { .. }) => {}
-                                Err(e) => tracing::warn!(failed = node, error = %e, "peer recovery did not finish"),
-                            });
+                            .spawn(move || crate::peer::auto_recover(&me, node, detected));
                     }
                     ClientEvent::Coordinator {
                         kind: lockmgr::EventKind::RestartRequested,
@@ -588,7 +584,7 @@ impl NodeInner {
         lock(&self.active).remove(&txn);
     }
 
-    fn remember(&self, tl: crate::peer::Timeline) {
+    pub(crate) fn remember(&self, tl: crate::peer::Timeline) {
         let mut r = lock(&self.recoveries);
         if r.len() == MAX_KEPT_RECOVERIES {
             r.pop_front();

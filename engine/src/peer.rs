@@ -255,6 +255,41 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
     Ok(tl)
 }
 
+/// Automatic recovery of `failed`, detected at `detected`, as every node
+/// with automatic recovery runs it on a failure event: [`recover`], tried
+/// again for as long as the failed node cannot be fenced yet (its process
+/// frozen, or a write of it stuck in the device) and still waits for a
+/// counterpart. Nothing is held between tries: fencing comes before
+/// registering. The operator's `recover` makes one try and reports.
+pub(crate) fn auto_recover(node: &Node, failed: u32, detected: Instant) {
+    loop {
+        match recover(node, failed, detected) {
+            Ok(tl) => {
+                node.inner.remember(tl);
+                return;
+            }
+            Err(PeerError::NotCounterpart { .. }) => return,
+            Err(e @ PeerError::NotFenced { .. }) => {
+                let waiting = node.inner.check_running().is_ok()
+                    && node.inner.client.status().is_ok_and(|members| {
+                        // Failed, and its recovery inactive.
+                        members.iter().any(|m| m.node == failed && !m.live && m.recovery == 1)
+                    });
+                if !waiting {
+                    return;
+                }
+                tracing::warn!(failed, error = %e, "not fenced yet; trying again");
+                // A check that fails at once (an I/O error) must not spin.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                tracing::warn!(failed, error = %e, "peer recovery did not finish");
+                return;
+            }
+        }
+    }
+}
+
 /// Waits until node `target` provably cannot write any more (see
 /// [`crate::fence`]), its failure having been detected at `detected`: on its
 /// own host the kernel's word and nothing else; elsewhere its lease over and
@@ -271,7 +306,9 @@ fn fence_node(node: &Node, failed: u32, target: u32, detected: Instant) -> Resul
     let lease = Duration::from_millis(u64::from(inner.client.lease_ms()));
     let here = fence::ran_here(&log_dir);
     let lease_over = detected + lease;
-    let give_up = if here { detected } else { lease_over } + inner.opts.fence_patience;
+    // Patience runs from the later of the detection and this call, so a
+    // retry (see `auto_recover`) waits its full share again.
+    let give_up = if here { detected } else { lease_over }.max(Instant::now()) + inner.opts.fence_patience;
     loop {
         let gone = fence::node_gone(&data_dir, &log_dir, target).map_err(|e| PeerError::NotFenced {
             failed,

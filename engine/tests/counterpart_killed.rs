@@ -11,10 +11,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+
+use common::Killed;
 
 use common::{read, wait_for};
 
@@ -56,15 +58,6 @@ fn counterpart_child() {
     }
     println!("STUCK {}", device.stalled());
     std::thread::sleep(PATIENCE);
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn member(node: &Node, id: u32) -> lockmgr::wire::MemberInfo {

@@ -8,11 +8,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
+
+use common::Killed;
 
 use rand::Rng;
 use understudy::{Node, NodeOptions};
@@ -69,15 +71,6 @@ fn child_node() {
             Err(e) if e.is_retryable() => {}
             Err(e) => panic!("child node failed: {e}"),
         }
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

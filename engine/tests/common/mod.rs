@@ -61,3 +61,14 @@ pub fn node_with_faults(dir: &Path, id: u32, opts: NodeOptions) -> (Node, Arc<Fa
     .unwrap();
     (node, device)
 }
+
+/// A child process, killed and reaped when dropped (on every path out of a
+/// test, panics included).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
