@@ -183,15 +183,7 @@ impl LogReader {
         let file = self.files.get(&seg).ok_or(WalError::NoRecord(lsn))?;
         self.check_segment(file, seg)?;
         let room = self.layout.segment_end(seg).0 - lsn.0;
-        let offset = self.layout.file_offset(lsn);
-        let mut buf = vec![0u8; HEADER_LEN.min(room as usize)];
-        self.io.read_exact_at(file, &mut buf, offset)?;
-        let mut p = record::probe(&buf, lsn, room);
-        if let Probe::NeedMore { len } = p {
-            buf.resize(len as usize, 0);
-            self.io.read_exact_at(file, &mut buf, offset)?;
-            p = record::probe(&buf, lsn, room);
-        }
+        let (p, buf) = probe_at(&self.io, file, self.layout, lsn, room)?;
         match p {
             Probe::Valid { len } => {
                 let (rec, kind) =
@@ -241,21 +233,6 @@ impl LogReader {
         Ok(first_record_starts_batch(io, file, layout, n)?.is_some())
     }
 
-    /// Whether a valid record starts at `lsn` (with `room` bytes before the
-    /// window ends): `Some(starts a flush batch)` if so.
-    fn probe_at(&self, file: &IoFile, lsn: Lsn, room: u64) -> Result<Option<bool>> {
-        let offset = self.layout.file_offset(lsn);
-        let mut buf = vec![0u8; HEADER_LEN.min(room as usize)];
-        self.io.read_exact_at(file, &mut buf, offset)?;
-        let mut p = record::probe(&buf, lsn, room);
-        if let Probe::NeedMore { len } = p {
-            buf.resize(len as usize, 0);
-            self.io.read_exact_at(file, &mut buf, offset)?;
-            p = record::probe(&buf, lsn, room);
-        }
-        Ok(matches!(p, Probe::Valid { .. }).then(|| record::is_batch_start(&buf)))
-    }
-
     /// What lies after `pos`: the first valid record that starts a flush
     /// batch, if any (proof that the log went on after `pos` was durable),
     /// and whether any valid record follows in `pos`'s segment.
@@ -301,9 +278,10 @@ impl LogReader {
                         u64::from_le_bytes(word)
                     };
                     if named == !lsn.0 {
-                        if let Some(batch_start) = self.probe_at(file, lsn, end.0 - lsn.0)? {
+                        if let (Probe::Valid { .. }, bytes) = probe_at(&self.io, file, self.layout, lsn, end.0 - lsn.0)?
+                        {
                             after.any_in_segment = true;
-                            if batch_start {
+                            if record::is_batch_start(&bytes) {
                                 after.batch_start = Some(lsn);
                                 return Ok(after);
                             }
@@ -337,20 +315,27 @@ struct After {
 /// whether that record starts a flush batch.
 fn first_record_starts_batch(io: &Io, file: &IoFile, layout: Layout, n: u64) -> Result<Option<bool>> {
     let lsn = layout.segment_start(n);
-    let room = layout.capacity();
-    let mut buf = vec![0u8; HEADER_LEN];
-    io.read_exact_at(file, &mut buf, layout.file_offset(lsn))?;
-    let len = match record::probe(&buf, lsn, room) {
-        Probe::NeedMore { len } => len as usize,
-        Probe::Valid { .. } => HEADER_LEN,
-        _ => return Ok(None),
-    };
-    buf.resize(len, 0);
-    io.read_exact_at(file, &mut buf, layout.file_offset(lsn))?;
-    Ok(match record::probe(&buf, lsn, room) {
-        Probe::Valid { .. } => Some(record::is_batch_start(&buf)),
+    Ok(match probe_at(io, file, layout, lsn, layout.capacity())? {
+        (Probe::Valid { .. }, bytes) => Some(record::is_batch_start(&bytes)),
         _ => None,
     })
+}
+
+/// Reads and probes the record at `lsn` of `file`, with `room` bytes before
+/// the segment (or the searched window) ends: its header first, then the
+/// whole record if the header names a length. Returns what the probe says
+/// and the bytes read.
+fn probe_at(io: &Io, file: &IoFile, layout: Layout, lsn: Lsn, room: u64) -> Result<(Probe, Vec<u8>)> {
+    let offset = layout.file_offset(lsn);
+    let mut buf = vec![0u8; HEADER_LEN.min(room as usize)];
+    io.read_exact_at(file, &mut buf, offset)?;
+    let mut p = record::probe(&buf, lsn, room);
+    if let Probe::NeedMore { len } = p {
+        buf.resize(len as usize, 0);
+        io.read_exact_at(file, &mut buf, offset)?;
+        p = record::probe(&buf, lsn, room);
+    }
+    Ok((p, buf))
 }
 
 /// A forward scan; see [`LogReader::scan`].
