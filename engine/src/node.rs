@@ -305,12 +305,7 @@ impl Node {
         if buckets == 0 || buckets > 1 << 24 {
             return Err(Error::InvalidArgument("buckets must be between 1 and 2^24".into()));
         }
-        let inner = &self.inner;
-        inner.check_running()?;
-        let txn = inner.next_txn.fetch_add(1, Ordering::Relaxed);
-        inner.lock(txn, CATALOG_RESOURCE, LockMode::X)?;
-        let result = (|| {
-            let mut cat = Catalog::load(&inner.io, inner.files.dir())?;
+        self.change_catalog(|inner, _, mut cat| {
             if cat.find(name).is_some() {
                 return Err(Error::TableExists(name.into()));
             }
@@ -327,19 +322,12 @@ impl Node {
             cat.next_file_id += 1;
             cat.tables.push(info);
             cat.store(&inner.io, inner.files.dir())
-        })();
-        inner.release_all(txn);
-        result
+        })
     }
 
     /// Drops a table; waits for transactions using it to finish.
     pub fn drop_table(&self, name: &str) -> Result<()> {
-        let inner = &self.inner;
-        inner.check_running()?;
-        let txn = inner.next_txn.fetch_add(1, Ordering::Relaxed);
-        inner.lock(txn, CATALOG_RESOURCE, LockMode::X)?;
-        let result = (|| {
-            let mut cat = Catalog::load(&inner.io, inner.files.dir())?;
+        self.change_catalog(|inner, txn, mut cat| {
             let info = cat.find(name).cloned().ok_or_else(|| Error::NoSuchTable(name.into()))?;
             inner.lock(txn, ResourceId::new(0, u64::from(info.file_id)), LockMode::X)?;
             cat.tables.retain(|t| t.name != name);
@@ -348,7 +336,18 @@ impl Node {
             let path = table_path(inner.files.dir(), info.file_id);
             std::fs::remove_file(&path).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Write, &path, None, e))?;
             Ok(())
-        })();
+        })
+    }
+
+    /// Runs `change` on the catalog as read under an X lock on it, taken by
+    /// a transaction of its own (passed along, for further locks) and
+    /// released afterwards whatever the outcome.
+    fn change_catalog(&self, change: impl FnOnce(&NodeInner, TxnId, Catalog) -> Result<()>) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_running()?;
+        let txn = inner.next_txn.fetch_add(1, Ordering::Relaxed);
+        inner.lock(txn, CATALOG_RESOURCE, LockMode::X)?;
+        let result = Catalog::load(&inner.io, inner.files.dir()).and_then(|cat| change(inner, txn, cat));
         inner.release_all(txn);
         result
     }
