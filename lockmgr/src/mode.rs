@@ -39,6 +39,23 @@ impl LockMode {
     /// Every mode, weakest first (a linear extension of the lattice order).
     pub const ALL: [LockMode; 5] = [LockMode::IS, LockMode::IX, LockMode::S, LockMode::SIX, LockMode::X];
 
+    /// The mode's number in the wire protocol and the coordinator's durable
+    /// record: IS 1, IX 2, S 3, SIX 4, X 5.
+    pub fn code(self) -> u8 {
+        match self {
+            LockMode::IS => 1,
+            LockMode::IX => 2,
+            LockMode::S => 3,
+            LockMode::SIX => 4,
+            LockMode::X => 5,
+        }
+    }
+
+    /// The mode numbered `code` (see [`LockMode::code`]), if any.
+    pub fn from_code(code: u8) -> Option<LockMode> {
+        LockMode::ALL.into_iter().find(|m| m.code() == code)
+    }
+
     /// Whether a lock in `self` held by one owner can coexist with a lock in
     /// `other` held by another owner. Symmetric.
     pub const fn compatible(self, other: LockMode) -> bool {

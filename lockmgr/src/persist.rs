@@ -100,10 +100,6 @@ fn newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-fn mode_code(m: LockMode) -> u8 {
-    LockMode::ALL.iter().position(|&x| x == m).map_or(0, |i| i as u8 + 1)
-}
-
 fn encode(state: &CoordinatorState, seq: u32) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&state.registry.next_token.to_le_bytes());
@@ -124,7 +120,7 @@ fn encode(state: &CoordinatorState, seq: u32) -> Vec<u8> {
         body.extend_from_slice(&l.node.to_le_bytes());
         body.extend_from_slice(&l.resource.space.to_le_bytes());
         body.extend_from_slice(&l.resource.id.to_le_bytes());
-        body.push(mode_code(l.mode));
+        body.push(l.mode.code());
     }
     for n in &state.blind {
         body.extend_from_slice(&n.to_le_bytes());
@@ -213,10 +209,7 @@ fn decode(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
     }
     let mut retained = Vec::with_capacity(r);
     for _ in 0..r {
-        let mode = match body[at + 16] {
-            c @ 1..=5 => LockMode::ALL[c as usize - 1],
-            _ => return Err("bad lock mode"),
-        };
+        let mode = LockMode::from_code(body[at + 16]).ok_or("bad lock mode")?;
         retained.push(RetainedLock {
             node: u32_at(at),
             resource: ResourceId::new(u32_at(at + 4), u64_at(at + 8)),
@@ -293,6 +286,8 @@ pub struct StateStore {
     seq: u32,
     /// Open slots, by index.
     slots: [Option<IoFile>; 2],
+    /// The current record: storing it again would cost a sync for nothing.
+    current: Option<CoordinatorState>,
 }
 
 impl StateStore {
@@ -300,17 +295,23 @@ impl StateStore {
     pub fn open(io: &Io, dir: &Path) -> Result<(StateStore, Option<CoordinatorState>), PersistError> {
         let newest = load_newest(io, dir)?;
         let seq = newest.as_ref().map_or(0, |(_, seq)| *seq);
+        let current = newest.map(|(state, _)| state);
         let store = StateStore {
             io: io.clone(),
             dir: dir.to_path_buf(),
             seq,
             slots: [None, None],
+            current: current.clone(),
         };
-        Ok((store, newest.map(|(state, _)| state)))
+        Ok((store, current))
     }
 
-    /// Replaces the current record with `state`, durably.
+    /// Replaces the current record with `state`, durably; nothing is
+    /// written if `state` is the current record.
     pub fn store(&mut self, state: &CoordinatorState) -> Result<(), PersistError> {
+        if self.current.as_ref() == Some(state) {
+            return Ok(());
+        }
         let seq = self.seq.wrapping_add(1);
         let i = (seq % 2) as usize;
         let bytes = encode(state, seq);
@@ -325,16 +326,17 @@ impl StateStore {
                 let file = self.slots[i].as_ref().expect("just opened");
                 self.io.write_durable(file, &bytes, 0)?;
                 self.io.sync_dir(&self.dir)?;
-                return self.stored(seq);
+                return self.stored(seq, state);
             }
         }
         let file = self.slots[i].as_ref().expect("opened above");
         self.io.write_durable(file, &bytes, 0)?;
-        self.stored(seq)
+        self.stored(seq, state)
     }
 
-    fn stored(&mut self, seq: u32) -> Result<(), PersistError> {
+    fn stored(&mut self, seq: u32, state: &CoordinatorState) -> Result<(), PersistError> {
         self.seq = seq;
+        self.current = Some(state.clone());
         // A version 1 record is superseded now; it would only confuse.
         let legacy = legacy_path(&self.dir);
         if legacy.exists() {

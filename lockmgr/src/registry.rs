@@ -283,14 +283,17 @@ impl Registry {
 
     /// Every node's status, sorted by node id (for operators).
     pub fn statuses(&self) -> Vec<(NodeId, NodeStatus)> {
-        let inner = lock(&self.inner);
-        inner
-            .members
-            .nodes()
-            .into_iter()
-            .filter_map(|(node, _)| Some((node, status_of(&inner, node)?)))
-            .collect()
+        all_statuses(&lock(&self.inner))
     }
+}
+
+fn all_statuses(inner: &Inner) -> Vec<(NodeId, NodeStatus)> {
+    inner
+        .members
+        .nodes()
+        .into_iter()
+        .filter_map(|(node, _)| Some((node, status_of(inner, node)?)))
+        .collect()
 }
 
 fn status_of(inner: &Inner, node: NodeId) -> Option<NodeStatus> {
@@ -334,25 +337,7 @@ impl Registry {
         let inner = lock(&self.inner);
         RegistrySnapshot {
             next_token: inner.next_token,
-            nodes: inner
-                .members
-                .nodes()
-                .into_iter()
-                .map(|(node, liveness)| {
-                    let status = NodeStatus {
-                        liveness,
-                        incarnation: inner.members.incarnation(node).unwrap_or_default(),
-                        recovery: inner.recoveries.get(&node).map(|r| match r {
-                            Recovery::Inactive => RecoveryStatus::Inactive,
-                            Recovery::Active(g) => RecoveryStatus::Active {
-                                counterpart: g.counterpart,
-                            },
-                            Recovery::Recovered => RecoveryStatus::Recovered,
-                        }),
-                    };
-                    (node, status)
-                })
-                .collect(),
+            nodes: all_statuses(&inner),
         }
     }
 

@@ -1122,28 +1122,29 @@ impl Shared {
             ids.into_iter().filter_map(|id| waits.remove(&id)).collect()
         };
         for w in expired {
-            let out = self.table.cancel(w.ticket);
-            if out.was_waiting {
-                let r = w.ticket.resource();
-                w.conn.send(
-                    w.request_id,
-                    &error_msg(ErrorCode::Timeout, 0, r, "lock wait timed out"),
-                );
-            } else {
-                // Granted in the meantime: `notify` found no wait to answer,
-                // so answer the grant here.
-                if let Some(mode) = self
-                    .table
-                    .locks_of(w.ticket.owner())
-                    .iter()
-                    .find(|(r, _)| *r == w.ticket.resource())
-                    .map(|(_, m)| *m)
-                {
-                    w.conn.send(w.request_id, &Msg::Granted { mode });
-                }
-            }
-            self.notify(out.woken);
+            let r = w.ticket.resource();
+            self.withdraw(w, error_msg(ErrorCode::Timeout, 0, r, "lock wait timed out"));
         }
+    }
+
+    /// Withdraws a wait already taken out of `waits`: its request is
+    /// cancelled and answered with `refusal` — unless a release granted it
+    /// in the meantime, in which case `notify` found no wait to answer and
+    /// the grant is answered here.
+    fn withdraw(&self, w: Wait, refusal: Msg) {
+        let out = self.table.cancel(w.ticket);
+        if out.was_waiting {
+            w.conn.send(w.request_id, &refusal);
+        } else if let Some(mode) = self
+            .table
+            .locks_of(w.ticket.owner())
+            .iter()
+            .find(|(r, _)| *r == w.ticket.resource())
+            .map(|(_, m)| *m)
+        {
+            w.conn.send(w.request_id, &Msg::Granted { mode });
+        }
+        self.notify(out.woken);
     }
 
     fn break_deadlocks(&self) {
@@ -1152,15 +1153,12 @@ impl Shared {
             let Some(d) = self.table.find_deadlock() else { return };
             tracing::info!(victim = ?d.victim, cycle = d.cycle.len(), "deadlock; aborting the youngest");
             for t in d.victim_tickets {
-                let out = self.table.cancel(t);
+                // No entry: `notify` answered a grant, or the wait expired
+                // and `expire_waits` withdrew it.
                 let wait = lock(&self.waits).remove(&t.id());
-                if let (true, Some(w)) = (out.was_waiting, wait) {
-                    w.conn.send(
-                        w.request_id,
-                        &error_msg(ErrorCode::Deadlock, 0, t.resource(), "deadlock victim"),
-                    );
+                if let Some(w) = wait {
+                    self.withdraw(w, error_msg(ErrorCode::Deadlock, 0, t.resource(), "deadlock victim"));
                 }
-                self.notify(out.woken);
             }
         }
     }

@@ -287,27 +287,6 @@ pub enum WireError {
     Malformed(&'static str),
 }
 
-fn mode_code(m: LockMode) -> u8 {
-    match m {
-        LockMode::IS => 1,
-        LockMode::IX => 2,
-        LockMode::S => 3,
-        LockMode::SIX => 4,
-        LockMode::X => 5,
-    }
-}
-
-fn mode_from(v: u8) -> Result<LockMode, WireError> {
-    Ok(match v {
-        1 => LockMode::IS,
-        2 => LockMode::IX,
-        3 => LockMode::S,
-        4 => LockMode::SIX,
-        5 => LockMode::X,
-        _ => return Err(WireError::Malformed("unknown lock mode")),
-    })
-}
-
 struct Out(Vec<u8>);
 
 impl Out {
@@ -367,7 +346,7 @@ impl<'a> In<'a> {
         Ok(ResourceId::new(self.u32()?, self.u64()?))
     }
     fn mode(&mut self) -> Result<LockMode, WireError> {
-        mode_from(self.u8()?)
+        LockMode::from_code(self.u8()?).ok_or(WireError::Malformed("unknown lock mode"))
     }
     /// A list count, checked against the bytes left so that a lying count
     /// cannot make the decoder allocate.
@@ -447,7 +426,7 @@ impl Msg {
             } => {
                 o.u64(*txn)
                     .resource(*resource)
-                    .u8(mode_code(*mode))
+                    .u8(mode.code())
                     .u32(*wait_ms)
                     .u8(u8::from(*live_only));
             }
@@ -469,7 +448,7 @@ impl Msg {
             Msg::Reassert { locks } => {
                 o.u32(locks.len() as u32);
                 for l in locks {
-                    o.u64(l.txn).resource(l.resource).u8(mode_code(l.mode));
+                    o.u64(l.txn).resource(l.resource).u8(l.mode.code());
                 }
             }
             Msg::Challenge { nonce } => {
@@ -483,7 +462,7 @@ impl Msg {
                 o.u64(*incarnation).u32(*lease_ms).u32(*heartbeat_ms);
             }
             Msg::Granted { mode } => {
-                o.u8(mode_code(*mode));
+                o.u8(mode.code());
             }
             Msg::Error {
                 code,
@@ -517,7 +496,7 @@ impl Msg {
             Msg::RetainedList { locks } => {
                 o.u32(locks.len() as u32);
                 for (r, m) in locks {
-                    o.resource(*r).u8(mode_code(*m));
+                    o.resource(*r).u8(m.code());
                 }
             }
             Msg::Event {
