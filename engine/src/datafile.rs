@@ -120,9 +120,9 @@ impl DataFiles {
     }
 }
 
-/// Writes `pages` (each already sealed) as one batch; with `sync`, each file
-/// written is made durable before returning.
-pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)], sync: bool) -> Result<()> {
+/// Writes `pages` (each already sealed) as one batch, not synced: callers
+/// sync per file, or share the sync ([`GroupSync`]).
+pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
     let ops: Vec<WriteOp<'_>> = pages
         .iter()
         .map(|(f, p)| WriteOp {
@@ -131,7 +131,7 @@ pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)], sync: bool) -> Result<
             data: p.bytes(),
         })
         .collect();
-    io.write_batch(&ops, sync)?;
+    io.write_batch(&ops, false)?;
     Ok(())
 }
 
@@ -175,7 +175,7 @@ impl GroupSync {
     /// Writes `pages` and returns once they are durable.
     pub fn write_durable(&self, io: &Io, pages: &[(&Arc<DataFile>, &Page)]) -> Result<()> {
         let batch: Vec<(&DataFile, &Page)> = pages.iter().map(|(f, p)| (f.as_ref(), *p)).collect();
-        write_pages(io, &batch, false)?;
+        write_pages(io, &batch)?;
         let mut s = self.lock();
         s.written += 1;
         let mine = s.written;

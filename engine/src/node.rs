@@ -135,8 +135,9 @@ pub(crate) struct NodeInner {
     active: Mutex<BTreeMap<TxnId, Lsn>>,
     stopped: Mutex<Option<String>>,
     last_checkpoint: Mutex<Lsn>,
-    /// The peer recoveries this node ran (the last [`MAX_KEPT_RECOVERIES`]).
-    recoveries: Mutex<std::collections::VecDeque<crate::peer::Timeline>>,
+    /// How many peer recoveries this node ran, and the last
+    /// [`MAX_KEPT_RECOVERIES`] of them.
+    recoveries: Mutex<(u64, std::collections::VecDeque<crate::peer::Timeline>)>,
     _coordinator: Option<Coordinator>,
 }
 
@@ -186,12 +187,15 @@ impl Node {
             None
         };
         let (client, restarted) = join(&cluster, node_id, &secret, &opts)?;
-        let log = open_log(&cluster, node_id, &io, &opts)?;
+        // Opening finds the log's end by reading it through; the search for
+        // in-flight work rides along on that one pass.
+        let mut scan = recovery::InFlightScan::new();
+        let log = open_log(&cluster, node_id, &io, &opts, &mut scan)?;
         crate::fence::mark_host(&cluster.log_dir(node_id))?;
         let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
         let reader = log.reader()?;
-        let mut found = recovery::find_in_flight_until(&reader, Some(log.next_lsn()))?;
+        let mut found = scan.finish(recovery::scan_start(&reader)?);
         let mut report = StartReport {
             restarted,
             ..StartReport::default()
@@ -232,7 +236,7 @@ impl Node {
             active: Mutex::new(BTreeMap::new()),
             stopped: Mutex::new(None),
             last_checkpoint: Mutex::new(cp),
-            recoveries: Mutex::new(std::collections::VecDeque::new()),
+            recoveries: Mutex::new((0, std::collections::VecDeque::new())),
             _coordinator: coordinator,
         });
         watch_events(&inner);
@@ -247,9 +251,18 @@ impl Node {
         &self.inner.cluster
     }
 
-    /// The peer recoveries this node has run, oldest first.
+    /// The peer recoveries this node has run, oldest first (the last
+    /// [`MAX_KEPT_RECOVERIES`]).
     pub fn recoveries(&self) -> Vec<crate::peer::Timeline> {
-        lock(&self.inner.recoveries).iter().cloned().collect()
+        lock(&self.inner.recoveries).1.iter().cloned().collect()
+    }
+
+    /// How many peer recoveries this node has run in all, and those kept of
+    /// the ones after the first `seen` (oldest first).
+    pub fn recoveries_after(&self, seen: u64) -> (u64, Vec<crate::peer::Timeline>) {
+        let r = lock(&self.inner.recoveries);
+        let new = r.0.saturating_sub(seen).min(r.1.len() as u64) as usize;
+        (r.0, r.1.iter().skip(r.1.len() - new).cloned().collect())
     }
 
     /// Recovers failed node `failed` now (what automatic recovery does on a
@@ -418,14 +431,22 @@ fn retry_join(e: &ClientError) -> bool {
     )
 }
 
-fn open_log(cluster: &Cluster, node_id: u32, io: &Io, opts: &NodeOptions) -> Result<Log> {
+/// Opens the node's own log, handing its records to `scan`.
+fn open_log(
+    cluster: &Cluster,
+    node_id: u32,
+    io: &Io,
+    opts: &NodeOptions,
+    scan: &mut recovery::InFlightScan,
+) -> Result<Log> {
     let cfg = LogConfig {
         segment_size: opts.log_segment_size,
         ..LogConfig::new(node_id, io.clone())
     };
     let deadline = Instant::now() + opts.join_timeout;
     loop {
-        match Log::open(&cluster.log_dir(node_id), cfg.clone()) {
+        // A refused open visits no record, so the scan starts clean on retry.
+        match Log::open_visiting(&cluster.log_dir(node_id), cfg.clone(), &mut |rec| scan.visit(rec)) {
             // A counterpart that just finished may hold the directory an
             // instant longer.
             Err(WalError::Locked { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
@@ -585,10 +606,11 @@ impl NodeInner {
 
     pub(crate) fn remember(&self, tl: crate::peer::Timeline) {
         let mut r = lock(&self.recoveries);
-        if r.len() == MAX_KEPT_RECOVERIES {
-            r.pop_front();
+        r.0 += 1;
+        if r.1.len() == MAX_KEPT_RECOVERIES {
+            r.1.pop_front();
         }
-        r.push_back(tl);
+        r.1.push_back(tl);
     }
 
     /// Checkpoints when the log has grown enough since the last one.

@@ -181,7 +181,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
     };
 
     // 1. Fence (the argument is in `crate::fence`).
-    tl.fencing = fence_node(node, failed, failed, detected)?;
+    tl.fencing = fence_node(node, failed, detected)?;
     tl.mark("fenced", detected);
 
     // 2. Register.
@@ -290,18 +290,18 @@ pub(crate) fn auto_recover(node: &Node, failed: u32, detected: Instant) {
     }
 }
 
-/// Waits until node `target` provably cannot write any more (see
+/// Waits until node `failed` provably cannot write any more (see
 /// [`crate::fence`]), its failure having been detected at `detected`: on its
 /// own host the kernel's word and nothing else; elsewhere its lease over and
-/// its log free. `failed` is the node being recovered, for errors.
+/// its log free.
 ///
 /// An earlier counterpart of `failed` that died mid-recovery needs no
 /// fencing of its own: it held `failed`'s log open — and with it the log's
 /// directory lock, part of the kernel's word here — from before its first
 /// write until after its last, so this waits for it too.
-fn fence_node(node: &Node, failed: u32, target: u32, detected: Instant) -> Result<Fencing, PeerError> {
+fn fence_node(node: &Node, failed: u32, detected: Instant) -> Result<Fencing, PeerError> {
     let inner = &node.inner;
-    let log_dir = inner.cluster.log_dir(target);
+    let log_dir = inner.cluster.log_dir(failed);
     let data_dir = inner.cluster.data_dir();
     let lease = Duration::from_millis(u64::from(inner.client.lease_ms()));
     let here = fence::ran_here(&log_dir);
@@ -310,9 +310,9 @@ fn fence_node(node: &Node, failed: u32, target: u32, detected: Instant) -> Resul
     // retry (see `auto_recover`) waits its full share again.
     let give_up = if here { detected } else { lease_over }.max(Instant::now()) + inner.opts.fence_patience;
     loop {
-        let gone = fence::node_gone(&data_dir, &log_dir, target).map_err(|e| PeerError::NotFenced {
+        let gone = fence::node_gone(&data_dir, &log_dir, failed).map_err(|e| PeerError::NotFenced {
             failed,
-            why: format!("node {target}: {e}"),
+            why: format!("node {failed}: {e}"),
         })?;
         let now = Instant::now();
         if gone && here {
@@ -326,13 +326,13 @@ fn fence_node(node: &Node, failed: u32, target: u32, detected: Instant) -> Resul
                 failed,
                 why: if here {
                     format!(
-                        "the process of node {target} on this host still holds its log or data files after {:?} \
+                        "the process of node {failed} on this host still holds its log or data files after {:?} \
                          (alive, frozen, or with a write the device has not finished); stop the process, then run \
                          `understudy recover --node {failed}`",
                         inner.opts.fence_patience
                     )
                 } else {
-                    format!("the lease of node {target} expired but its log is still locked; stop its process, then run recover")
+                    format!("the lease of node {failed} expired but its log is still locked; stop its process, then run recover")
                 },
             });
         }

@@ -67,10 +67,8 @@ pub struct InFlight {
     pub pages: BTreeMap<(u32, u64), Lsn>,
     /// Custom agents' undo records of in-flight transactions, newest first.
     pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
-    /// Where the scan started and how many records it read.
-    pub scanned_from: Lsn,
+    /// How many records the search read.
     pub records: u64,
-    pub scan_time: Duration,
 }
 
 impl InFlight {
@@ -90,19 +88,9 @@ struct TxnScan {
 /// Scans `reader`'s log and returns its in-flight transactions and the
 /// oldest before-image of every page they changed.
 pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
-    find_in_flight_until(reader, None)
-}
-
-/// [`find_in_flight`] on a log whose end a writer already found (`end`):
-/// the scan stops there instead of searching past it again.
-pub fn find_in_flight_until(reader: &LogReader, end: Option<Lsn>) -> Result<InFlight> {
     let from = scan_start(reader)?;
     let mut scan = InFlightScan::new();
-    let records: Box<dyn Iterator<Item = wal::Result<wal::Record>>> = match end {
-        Some(end) => Box::new(reader.scan_until(from, end)),
-        None => Box::new(reader.scan(from)),
-    };
-    for rec in records {
+    for rec in reader.scan(from) {
         scan.visit(rec?);
     }
     Ok(scan.finish(from))
@@ -136,7 +124,6 @@ pub fn scan_start(reader: &LogReader) -> Result<Lsn> {
 pub struct InFlightScan {
     txns: BTreeMap<TxnId, TxnScan>,
     records: u64,
-    started: Instant,
 }
 
 impl Default for InFlightScan {
@@ -150,7 +137,6 @@ impl InFlightScan {
         InFlightScan {
             txns: BTreeMap::new(),
             records: 0,
-            started: Instant::now(),
         }
     }
 
@@ -182,7 +168,6 @@ impl InFlightScan {
     /// in it, and `from` is no later than its first record).
     pub fn finish(self, from: Lsn) -> InFlight {
         let mut out = InFlight {
-            scanned_from: from,
             records: self.records,
             ..InFlight::default()
         };
@@ -204,7 +189,6 @@ impl InFlightScan {
                 .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
         }
         out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
-        out.scan_time = self.started.elapsed();
         out
     }
 }
@@ -259,7 +243,7 @@ pub fn write_back(
     }
     let write = |chunk: &[(u32, Page)]| -> Result<()> {
         let batch: Vec<(&DataFile, &Page)> = chunk.iter().map(|(f, p)| (opened[f].as_ref(), p)).collect();
-        write_pages(io, &batch, false)
+        write_pages(io, &batch)
     };
     let mut chunk: Vec<(u32, Page)> = Vec::with_capacity(WRITE_BACK_CHUNK.min(wanted.len()));
     let mut written = 0usize;

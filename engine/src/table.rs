@@ -114,7 +114,7 @@ pub fn create_file(io: &Io, files: &DataFiles, t: &TableInfo) -> Result<()> {
     // Bounded batches keep memory flat for tables with many buckets.
     for chunk in pages.chunks(4096) {
         let batch: Vec<_> = chunk.iter().map(|p| (f.as_ref(), p)).collect();
-        write_pages(io, &batch, false)?;
+        write_pages(io, &batch)?;
     }
     io.sync(f.io_file())?;
     Ok(())

@@ -152,13 +152,6 @@ impl LogReader {
         }
     }
 
-    /// Records from `from` up to `end`, an end a writer already found (for
-    /// [`crate::Log::next_lsn`]): no search past it.
-    pub fn scan_until(&self, from: Lsn, end: Lsn) -> impl Iterator<Item = Result<Record>> + '_ {
-        let mut scan = self.scan(from);
-        std::iter::from_fn(move || if scan.position() >= end { None } else { scan.next() })
-    }
-
     /// Scans the whole log and returns where it ends.
     pub fn find_end(&self) -> Result<LogEnd> {
         self.find_end_visiting(&mut |_| {})

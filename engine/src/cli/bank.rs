@@ -54,6 +54,12 @@ pub fn account_key(i: u32) -> String {
     format!("acct-{i:06}")
 }
 
+/// A transfer's entry in the journal table: `from,to,amount`. The
+/// workload writes it and the check compares against it.
+fn journal_entry(from: &str, to: &str, amount: u64) -> String {
+    format!("{from},{to},{amount}")
+}
+
 /// One acknowledged transfer, as printed by the workload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {
@@ -90,7 +96,7 @@ impl Ack {
 
     /// The journal entry this transfer wrote.
     pub fn journal_value(&self) -> String {
-        format!("{},{},{}", self.from, self.to, self.amount)
+        journal_entry(&self.from, &self.to, self.amount)
     }
 }
 
@@ -386,7 +392,7 @@ fn transfer(
             std::thread::sleep(t);
         }
         txn.put(ACCOUNTS_TABLE, to.as_bytes(), credited.to_string().as_bytes())?;
-        let entry = format!("{from},{to},{amount}");
+        let entry = journal_entry(from, to, amount);
         txn.put(TRANSFERS_TABLE, id.as_bytes(), entry.as_bytes())?;
         Ok(Some(amount))
     })();

@@ -126,8 +126,8 @@ fn report_recoveries(node: &Node) -> Reporter {
                 // Read before the recoveries, so a recovery finished before
                 // the stop is still printed.
                 let last = stopping.load(Ordering::Acquire) || node.stopped().is_some();
-                let all = node.recoveries();
-                for tl in all.iter().skip(seen) {
+                let (total, new) = node.recoveries_after(seen);
+                for tl in &new {
                     let mut out = std::io::stdout().lock();
                     if writeln!(out, "RECOVERED {}", tl.to_json())
                         .and_then(|_| out.flush())
@@ -136,7 +136,7 @@ fn report_recoveries(node: &Node) -> Reporter {
                         return;
                     }
                 }
-                seen = all.len();
+                seen = total;
                 if last {
                     return;
                 }
