@@ -241,7 +241,7 @@ impl LogReader {
             // Read in chunks through one buffer: the window is megabytes,
             // and a fresh buffer of that size costs more in page faults
             // than the reading itself.
-            const CHUNK: u64 = 256 << 10;
+            const CHUNK: u64 = SCAN_CHUNK;
             const BLOCK: usize = 4096;
             let mut buf = vec![0u8; CHUNK.min(end.0.saturating_sub(from.0)) as usize];
             let mut base = from;

@@ -71,6 +71,9 @@ struct Shared {
     gc: GroupCommit,
     /// Open segment files from the log's start onwards.
     files: Mutex<BTreeMap<u64, IoFile>>,
+    /// A flush entered this segment: the one after it is to be prepared,
+    /// once that flush's committers have been told (see `prepare_spare`).
+    spare_due: Mutex<Option<u64>>,
     control: Mutex<Control>,
     /// The directory lock: held for the life of the log, or until
     /// [`Log::relinquish`]. `None` also means relinquished: nothing may
@@ -158,6 +161,7 @@ impl Log {
             spare_segments: cfg.spare_segments,
             gc,
             files: Mutex::new(files),
+            spare_due: Mutex::new(None),
             control: Mutex::new(ctl),
             lock: Mutex::new(Some(lock)),
         });
@@ -208,21 +212,8 @@ impl Log {
     /// the hand-off to the flusher thread.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let shared = &self.shared;
-        let r = shared
-            .gc
-            .wait_durable_with(lsn, |batch| match shared.write_batch(batch) {
-                Ok(()) => Ok(()),
-                Err(WalError::Io(cause)) => Err(Arc::new(cause)),
-                Err(other) => Err(Arc::new(IoError::new(
-                    OpKind::Write,
-                    &shared.dir,
-                    None,
-                    std::io::Error::other(other.to_string()),
-                ))),
-            });
-        if let Err(WalError::Poisoned { cause }) = &r {
-            tracing::error!(error = %cause, "log write failed; the log is poisoned");
-        }
+        let r = shared.gc.wait_durable_with(lsn, |batch| shared.flush(batch));
+        shared.prepare_spare();
         r
     }
 
@@ -426,10 +417,37 @@ impl Shared {
     fn flusher(&self) {
         while let Some(mut batch) = self.gc.take_batch() {
             let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            if self.poison_on_failure(self.write_batch(&mut batch)).is_err() {
+            if let Err(cause) = self.flush(&mut batch) {
+                self.gc.fail(cause);
                 return;
             }
             self.gc.complete(batch.end, bytes);
+            self.prepare_spare();
+        }
+    }
+
+    /// Writes and syncs a batch, for the flusher or a waiter leading the
+    /// flush; the failure, if any, is what poisons the log (the caller hands
+    /// it to the group commit, which refuses everyone from then on).
+    fn flush(&self, batch: &mut Batch) -> std::result::Result<(), Arc<IoError>> {
+        let cause = match self.write_batch(batch) {
+            Ok(()) => return Ok(()),
+            Err(WalError::Io(cause)) => cause,
+            Err(other) => IoError::new(OpKind::Write, &self.dir, None, std::io::Error::other(other.to_string())),
+        };
+        let cause = Arc::new(cause);
+        tracing::error!(error = %cause, "log I/O failed; the log is poisoned");
+        Err(cause)
+    }
+
+    /// Prepares the segment after one a flush entered, so the next switch
+    /// costs nothing. Done after the flush's committers were told, not on
+    /// their path; a failure poisons the log for the calls to come, while
+    /// what is durable stays so.
+    fn prepare_spare(&self) {
+        let due = self.spare_due.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(seg) = due {
+            let _ = self.poison_on_failure(self.ensure_spare(seg));
         }
     }
 
@@ -453,12 +471,13 @@ impl Shared {
             self.io
                 .write_durable(&file, &run.bytes, self.layout.file_offset(run.start))?;
         }
-        // A batch that entered a new segment has the one after it prepared,
-        // so the next switch costs nothing; other batches skip this.
+        // A batch that entered a new segment has the one after it prepared
+        // (see `prepare_spare`); other batches skip this.
         if let Some(last) = batch.runs.last() {
             let seg = self.layout.segment_of(last.start);
             if batch.runs.len() > 1 || last.start == self.layout.segment_start(seg) {
-                self.ensure_spare(seg)?;
+                let mut due = self.spare_due.lock().unwrap_or_else(|e| e.into_inner());
+                *due = Some(due.map_or(seg, |d| d.max(seg)));
             }
         }
         Ok(())
@@ -470,6 +489,8 @@ impl Shared {
         if let Some(f) = files.get(&n) {
             return Ok(f.clone());
         }
+        // A spare prepared after a flush may come after the log was given up.
+        self.check_held()?;
         let path = segment::segment_path(&self.dir, n);
         let file = if path.exists() {
             let f = IoFile::open(&path, true, false)?;
