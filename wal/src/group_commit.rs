@@ -213,6 +213,29 @@ impl GroupCommit {
         }
     }
 
+    /// Waits up to `patience` for the record at `lsn` to become durable
+    /// through flushes others ask for, without asking for one: for records
+    /// whose durability nobody is waiting on, which may as well ride on the
+    /// next commit's flush. `None` if it was not settled in time.
+    pub fn wait_durable_within(&self, lsn: Lsn, patience: std::time::Duration) -> Option<Result<()>> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut s = self.lock();
+        loop {
+            if let Some(done) = Self::settled(&s, lsn) {
+                return Some(done);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            s = self
+                .progress
+                .wait_timeout(s, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
     /// Blocks until the record at `lsn` is durable, leading a flush with
     /// `flush` (write and sync a batch) when none is under way.
     pub fn wait_durable_with<F>(&self, lsn: Lsn, flush: F) -> Result<()>

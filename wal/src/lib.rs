@@ -52,6 +52,6 @@ pub mod writer;
 pub use error::{CorruptionKind, Result, WalError};
 pub use reader::{LogEnd, LogReader, OwnerStatus, Scan};
 pub use record::{
-    ActiveTxn, AgentId, Kind, Lsn, PageUndo, Record, RecordBody, RecordMeta, ScopeToken, TxnId, PAGE_AGENT,
+    ActiveTxn, AgentId, Kind, Lsn, PageRef, PageUndo, Record, RecordBody, RecordMeta, ScopeToken, TxnId, PAGE_AGENT,
 };
 pub use writer::{Log, LogConfig};

@@ -42,6 +42,11 @@
 //!   has been undone already.
 //! - `Checkpoint`: `count` u32, reserved u32, then `count` entries of
 //!   (`txn` u64, `first_lsn` u64): the transactions active at the checkpoint.
+//! - `CommitIntent`: `count` u32, reserved u32, then `count` entries of
+//!   (`file_id` u32, reserved u32, `page_no` u64): the pages a committing
+//!   transaction is about to force. Each of them is written stamped with the
+//!   record's LSN, so recovery can tell whether all of them reached the disk
+//!   (then the transaction is committed) or not (then it is backed out).
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -100,6 +105,7 @@ pub enum Kind {
     Checkpoint = 7,
     /// Fills the rest of a segment; the stream continues in the next one.
     SegmentEnd = 8,
+    CommitIntent = 9,
 }
 
 impl Kind {
@@ -113,6 +119,7 @@ impl Kind {
             6 => Kind::Compensation,
             7 => Kind::Checkpoint,
             8 => Kind::SegmentEnd,
+            9 => Kind::CommitIntent,
             _ => return None,
         })
     }
@@ -211,6 +218,25 @@ pub enum RecordBody {
         undo_next: Option<Lsn>,
     },
     Checkpoint(Vec<ActiveTxn>),
+    /// The pages a committing transaction forces, each stamped with this
+    /// record's LSN (see the module docs).
+    CommitIntent(Vec<PageRef>),
+}
+
+/// A page of a data file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PageRef {
+    pub file_id: u32,
+    pub page_no: u64,
+}
+
+/// One `CommitIntent` entry on disk.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct PageRefEntry {
+    file_id: U32,
+    reserved: U32,
+    page_no: U64,
 }
 
 impl RecordBody {
@@ -223,6 +249,7 @@ impl RecordBody {
             RecordBody::End => Kind::End,
             RecordBody::Compensation { .. } => Kind::Compensation,
             RecordBody::Checkpoint(_) => Kind::Checkpoint,
+            RecordBody::CommitIntent(_) => Kind::CommitIntent,
         }
     }
 
@@ -233,6 +260,7 @@ impl RecordBody {
             RecordBody::AgentUndo(p) => p.len(),
             RecordBody::Compensation { .. } => 8,
             RecordBody::Checkpoint(a) => 8 + a.len() * std::mem::size_of::<ActiveEntry>(),
+            RecordBody::CommitIntent(p) => 8 + p.len() * std::mem::size_of::<PageRefEntry>(),
         }
     }
 }
@@ -318,6 +346,18 @@ pub fn encode_into(out: &mut Vec<u8>, lsn: Lsn, meta: &RecordMeta, body: &Record
                 let e = ActiveEntry {
                     txn: U64::new(a.txn),
                     first_lsn: U64::new(a.first_lsn.0),
+                };
+                out.extend_from_slice(e.as_bytes());
+            }
+        }
+        RecordBody::CommitIntent(pages) => {
+            out.extend_from_slice(&(pages.len() as u32).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            for p in pages {
+                let e = PageRefEntry {
+                    file_id: U32::new(p.file_id),
+                    reserved: U32::new(0),
+                    page_no: U64::new(p.page_no),
                 };
                 out.extend_from_slice(e.as_bytes());
             }
@@ -508,6 +548,26 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, Kind), CorruptionKind> {
                     .map(|e| ActiveTxn {
                         txn: e.txn.get(),
                         first_lsn: Lsn(e.first_lsn.get()),
+                    })
+                    .collect(),
+            )
+        }
+        Kind::CommitIntent => {
+            if payload.len() < 8 || payload[4..8] != [0; 4] {
+                return Err(CorruptionKind::BadPayload("commit intent header malformed"));
+            }
+            let count = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes")) as usize;
+            let entries = <[PageRefEntry]>::ref_from_bytes(&payload[8..])
+                .map_err(|_| CorruptionKind::BadPayload("commit intent table is not whole entries"))?;
+            if entries.len() != count || entries.iter().any(|e| e.reserved.get() != 0) {
+                return Err(CorruptionKind::BadPayload("commit intent count or entries malformed"));
+            }
+            RecordBody::CommitIntent(
+                entries
+                    .iter()
+                    .map(|e| PageRef {
+                        file_id: e.file_id.get(),
+                        page_no: e.page_no.get(),
                     })
                     .collect(),
             )

@@ -217,6 +217,12 @@ impl Log {
         r
     }
 
+    /// Waits up to `patience` for the record at `lsn` to be made durable by
+    /// flushes others cause, without causing one; `None` if it was not.
+    pub fn wait_durable_within(&self, lsn: Lsn, patience: std::time::Duration) -> Option<Result<()>> {
+        self.shared.gc.wait_durable_within(lsn, patience)
+    }
+
     /// [`Log::append`] then [`Log::wait_durable`].
     pub fn append_durable(&self, meta: RecordMeta, body: &RecordBody) -> Result<Lsn> {
         let lsn = self.append(meta, body)?;

@@ -31,6 +31,8 @@ use super::{distinct_files, Backend, BackendKind, IoError, IoFile, OpKind, ReadO
 const RING_DEPTH: u32 = 256;
 /// Largest single transfer; longer ones continue as short transfers do.
 const MAX_TRANSFER: usize = 1 << 30;
+/// Most writes linked into one chain ending in a sync (see `write_batch`).
+const MAX_LINKED_WRITES: usize = 16;
 /// Rings kept for reuse; more concurrent callers create and drop extra rings.
 const MAX_POOLED_RINGS: usize = 16;
 /// How often a transient `EAGAIN`/`EBUSY` from `io_uring_enter` is retried.
@@ -290,8 +292,12 @@ impl Backend for UringBackend {
             .filter(|&i| !writes[i].data.is_empty())
             .map(|i| (i, 0))
             .collect();
-        // One durable write: link write → fdatasync into one submission.
-        let mut try_linked_sync = sync && pending.len() == 1;
+        // A few durable writes to one file (a commit's pages, a log flush):
+        // link write → … → write → fdatasync into one submission, which the
+        // kernel runs back to back without coming back to us in between.
+        // Larger batches run in parallel at full queue depth, then sync.
+        let mut try_linked_sync =
+            sync && !pending.is_empty() && pending.len() <= MAX_LINKED_WRITES && distinct_files(writes).len() == 1;
         let mut synced = false;
         while !pending.is_empty() {
             let mut ops: Vec<RawOp> = pending
@@ -321,6 +327,11 @@ impl Backend for UringBackend {
             for (&(i, done), &res) in pending.iter().zip(&results) {
                 let w = &writes[i];
                 let at = w.offset + done as u64;
+                if res == -libc::ECANCELED && try_linked_sync {
+                    // A short write earlier in the chain cancelled this one.
+                    still.push((i, done));
+                    continue;
+                }
                 if res < 0 {
                     return Err(IoError::new(OpKind::Write, w.file.path(), Some(at), os_err(res)));
                 }

@@ -35,6 +35,13 @@ fn record() -> impl Strategy<Value = (RecordMeta, RecordBody)> {
                 .collect(),
         )
     });
+    let intent = proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20).prop_map(|v| {
+        RecordBody::CommitIntent(
+            v.into_iter()
+                .map(|(file_id, page_no)| PageRef { file_id, page_no })
+                .collect(),
+        )
+    });
     let builtin = prop_oneof![
         Just(RecordBody::Begin),
         page,
@@ -43,6 +50,7 @@ fn record() -> impl Strategy<Value = (RecordMeta, RecordBody)> {
         Just(RecordBody::End),
         lsn_opt().prop_map(|undo_next| RecordBody::Compensation { undo_next }),
         checkpoint,
+        intent,
     ];
     let meta = || (any::<u64>(), lsn_opt(), any::<u32>());
     prop_oneof![
