@@ -123,15 +123,25 @@ impl DataFiles {
 /// Writes `pages` (each already sealed) as one batch, not synced: callers
 /// sync per file, or share the sync ([`GroupSync`]).
 pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
-    let ops: Vec<WriteOp<'_>> = pages
+    io.write_batch(&write_ops(pages), false)?;
+    Ok(())
+}
+
+fn write_ops<'a>(pages: &[(&'a DataFile, &'a Page)]) -> Vec<WriteOp<'a>> {
+    pages
         .iter()
         .map(|(f, p)| WriteOp {
             file: &f.file,
             offset: p.page_no() * f.page_size as u64,
             data: p.bytes(),
         })
-        .collect();
-    io.write_batch(&ops, false)?;
+        .collect()
+}
+
+/// Writes `pages` (each already sealed) as one batch and syncs the files
+/// written, in one submission where the backend allows.
+pub fn write_pages_synced(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
+    io.write_batch(&write_ops(pages), true)?;
     Ok(())
 }
 
@@ -175,6 +185,31 @@ impl GroupSync {
     /// Writes `pages` and returns once they are durable.
     pub fn write_durable(&self, io: &Io, pages: &[(&Arc<DataFile>, &Page)]) -> Result<()> {
         let batch: Vec<(&DataFile, &Page)> = pages.iter().map(|(f, p)| (f.as_ref(), *p)).collect();
+        let mut s = self.lock();
+        if let Some(why) = &s.failed {
+            return Err(Error::Stopped(format!("an earlier data sync failed: {why}")));
+        }
+        if !s.syncing {
+            // Nobody is syncing: lead at once. The writes and the sync go to
+            // the kernel together (`write_pages_synced`), and the files
+            // others wrote since the last sync are synced along.
+            s.syncing = true;
+            s.written += 1;
+            let target = s.written;
+            let others: Vec<Arc<DataFile>> = s
+                .dirty
+                .drain()
+                .map(|(_, f)| f)
+                .filter(|f| !pages.iter().any(|(p, _)| p.file_id == f.file_id))
+                .collect();
+            drop(s);
+            let r = write_pages_synced(io, &batch).and_then(|()| {
+                let handles: Vec<&IoFile> = others.iter().map(|f| f.io_file()).collect();
+                Ok(io.sync_all(&handles)?)
+            });
+            return self.finish_sync(target, r);
+        }
+        drop(s);
         write_pages(io, &batch)?;
         let mut s = self.lock();
         s.written += 1;
@@ -198,18 +233,26 @@ impl GroupSync {
             let files: Vec<Arc<DataFile>> = s.dirty.drain().map(|(_, f)| f).collect();
             drop(s);
             let handles: Vec<&IoFile> = files.iter().map(|f| f.io_file()).collect();
-            let r = io.sync_all(&handles);
-            s = self.lock();
-            s.syncing = false;
-            match r {
-                Ok(()) => s.synced = s.synced.max(target),
-                Err(e) => {
-                    s.failed = Some(e.to_string());
-                    self.done.notify_all();
-                    return Err(e.into());
-                }
+            let r = io.sync_all(&handles).map_err(Error::from);
+            if r.is_err() {
+                return self.finish_sync(target, r);
             }
-            self.done.notify_all();
+            self.finish_sync(target, r)?;
+            s = self.lock();
         }
+    }
+
+    /// Ends a sync that covered every write batch up to `target`: records
+    /// it, or the failure, which refuses everything from then on (a failed
+    /// fsync is never retried), and wakes the waiters.
+    fn finish_sync(&self, target: u64, r: Result<()>) -> Result<()> {
+        let mut s = self.lock();
+        s.syncing = false;
+        match &r {
+            Ok(()) => s.synced = s.synced.max(target),
+            Err(e) => s.failed = Some(e.to_string()),
+        }
+        self.done.notify_all();
+        r
     }
 }

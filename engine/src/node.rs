@@ -46,7 +46,10 @@ pub const CATALOG_RESOURCE: ResourceId = ResourceId::new(0, 0);
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
     /// How long a lock request waits for live holders before
-    /// [`Error::LockTimeout`]; a retained page refuses at once.
+    /// [`Error::LockTimeout`]; a retained page refuses at once. A committed
+    /// transaction's pages stay locked until its commit record is durable:
+    /// at once on a busy node, up to about a millisecond plus one log flush
+    /// on an idle one (see [`crate::txn`]).
     pub lock_wait: Duration,
     /// Log bytes between automatic checkpoints.
     pub checkpoint_bytes: u64,
@@ -115,6 +118,10 @@ pub struct StartReport {
     pub restarted: bool,
     /// Transactions its own recovery backed out.
     pub backed_out: usize,
+    /// Transactions its own recovery found committed by their pages (they
+    /// had forced every page, and the crash came before their `Commit`
+    /// record was durable).
+    pub committed: usize,
     /// Pages written back.
     pub pages_written: usize,
 }
@@ -138,8 +145,54 @@ pub(crate) struct NodeInner {
     /// How many peer recoveries this node ran, and the last
     /// [`MAX_KEPT_RECOVERIES`] of them.
     recoveries: Mutex<(u64, std::collections::VecDeque<crate::peer::Timeline>)>,
+    /// Committed transactions whose `Commit` record is not yet known to be
+    /// durable, on their way to the confirmer (see [`confirmer`]).
+    confirms: std::sync::mpsc::Sender<(TxnId, Lsn)>,
+    /// How many of those there are; [`Node::close`] waits for none.
+    confirming: Mutex<usize>,
+    confirmed: std::sync::Condvar,
     _coordinator: Option<Coordinator>,
 }
+
+/// How long the confirmer lets a `Commit` record wait for a flush someone
+/// else makes before making one itself. A committer's next intent flush
+/// usually carries it; a flush of its own would instead delay that next
+/// commit by a whole device flush. On an idle node, locks are released
+/// this much later.
+const CONFIRM_PATIENCE: Duration = Duration::from_millis(1);
+
+/// Waits for committed transactions' `Commit` records to become durable,
+/// then lets each transaction's locks go and ends it. Runs until the node's
+/// last handle is gone. A log that fails on the way stops the node, and the
+/// transactions' locks stay retained: recovery finds their intents, sees
+/// every page stamped, and keeps them committed.
+fn confirmer(node: std::sync::Weak<NodeInner>, queue: std::sync::mpsc::Receiver<(TxnId, Lsn)>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let Some(inner) = node.upgrade() else {
+            return;
+        };
+        let upto = batch.iter().map(|&(_, lsn)| lsn).max().expect("a batch is never empty");
+        let durable = match inner.log.wait_durable_within(upto, CONFIRM_PATIENCE) {
+            Some(r) => r,
+            None => inner.log.wait_durable(upto),
+        };
+        if inner.logged(durable).is_ok() {
+            for &(txn, _) in &batch {
+                inner.txn_finished(txn);
+                inner.release_all(txn);
+            }
+            inner.maybe_checkpoint();
+        }
+        let mut n = lock(&inner.confirming);
+        *n -= batch.len();
+        inner.confirmed.notify_all();
+    }
+}
+
+/// How long [`Node::close`] waits for committed transactions' locks to go.
+const CLOSE_CONFIRM_WAIT: Duration = Duration::from_secs(10);
 
 /// How many recovery timelines a node keeps for inspection.
 pub const MAX_KEPT_RECOVERIES: usize = 64;
@@ -204,11 +257,13 @@ impl Node {
             let wb = recovery::write_back(&io, &files, &reader, &mut found, &Agents::new())?;
             recovery::log_ends(&log, &found)?;
             client.restart_finished()?;
-            report.backed_out = found.txns.len();
+            report.committed = found.committed;
+            report.backed_out = found.txns.len() - found.committed;
             report.pages_written = wb.pages;
             tracing::info!(
                 node_id,
                 txns = found.txns.len(),
+                committed = found.committed,
                 pages = wb.pages,
                 "own recovery finished"
             );
@@ -222,6 +277,7 @@ impl Node {
             )));
         }
         let cp = log.control().checkpoint_lsn.unwrap_or(Lsn(0));
+        let (confirms, confirm_queue) = std::sync::mpsc::channel();
         let inner = Arc::new(NodeInner {
             next_txn: AtomicU64::new((client.incarnation() << 32) | 1),
             cluster,
@@ -237,8 +293,23 @@ impl Node {
             stopped: Mutex::new(None),
             last_checkpoint: Mutex::new(cp),
             recoveries: Mutex::new((0, std::collections::VecDeque::new())),
+            confirms,
+            confirming: Mutex::new(0),
+            confirmed: std::sync::Condvar::new(),
             _coordinator: coordinator,
         });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name(format!("confirm-{node_id}"))
+            .spawn(move || confirmer(weak, confirm_queue))
+            .map_err(|e| {
+                Error::Io(wal::io::IoError::new(
+                    wal::io::OpKind::Open,
+                    "confirmer thread".as_ref(),
+                    None,
+                    e,
+                ))
+            })?;
         watch_events(&inner);
         Ok(Node { inner, report })
     }
@@ -384,6 +455,24 @@ impl Node {
     /// handle and background thread let go of it.
     pub fn close(self) -> Result<()> {
         let inner = &self.inner;
+        // Committed transactions still holding their locks get them
+        // released first; a node that stops meanwhile leaves them retained.
+        let deadline = Instant::now() + CLOSE_CONFIRM_WAIT;
+        let mut pending = lock(&inner.confirming);
+        while *pending > 0 && inner.check_running().is_ok() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Stopped(
+                    "committed transactions' locks were not released in time".into(),
+                ));
+            }
+            pending = inner
+                .confirmed
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(pending);
         if !lock(&inner.active).is_empty() {
             return Err(Error::InvalidArgument("transactions are still running".into()));
         }
@@ -570,12 +659,25 @@ impl NodeInner {
 
     pub(crate) fn lock_many(&self, txn: TxnId, requests: &[(ResourceId, LockMode)]) -> Result<Vec<LockMode>> {
         self.check_running()?;
-        Ok(self.client.lock_many(txn, requests, self.lock_wait())?)
+        self.client
+            .lock_many(txn, requests, self.lock_wait())
+            .map_err(|e| self.client_error(e))
     }
 
     pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<LockMode> {
         self.check_running()?;
-        Ok(self.client.lock(txn, resource, mode, self.lock_wait())?)
+        self.client
+            .lock(txn, resource, mode, self.lock_wait())
+            .map_err(|e| self.client_error(e))
+    }
+
+    /// A request that failed because the node stopped meanwhile (its
+    /// connection is dropped on stopping) reports why it stopped.
+    fn client_error(&self, e: ClientError) -> Error {
+        match self.check_running() {
+            Err(stopped) => stopped,
+            Ok(()) => e.into(),
+        }
     }
 
     pub(crate) fn release_all(&self, txn: TxnId) {
@@ -598,6 +700,22 @@ impl NodeInner {
         )?;
         active.insert(txn, lsn);
         Ok(lsn)
+    }
+
+    /// A transaction committed under the intent at `intent`: logs its
+    /// `Commit` record and hands it to the confirmer, which releases its
+    /// locks once the record is durable.
+    pub(crate) fn confirm_commit(&self, txn: TxnId, intent: Lsn) {
+        let Ok(lsn) = self.logged(
+            self.log
+                .append(wal::RecordMeta::txn(txn, Some(intent)), &wal::RecordBody::Commit),
+        ) else {
+            return; // stopped: the locks stay retained, the intent decides
+        };
+        *lock(&self.confirming) += 1;
+        if self.confirms.send((txn, lsn)).is_err() {
+            *lock(&self.confirming) -= 1;
+        }
     }
 
     pub(crate) fn txn_finished(&self, txn: TxnId) {

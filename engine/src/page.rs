@@ -1,6 +1,6 @@
 //! Pages: the fixed-size unit of table files, of locking and of undo.
 //!
-//! ## Format (version 1, little-endian), 32-byte header then items
+//! ## Format (version 2, little-endian), 48-byte header then items
 //!
 //! | offset | size | field |
 //! |-------:|-----:|-------|
@@ -12,6 +12,14 @@
 //! | 20 | 2 | bytes of the item area in use |
 //! | 22 | 2 | reserved, zero |
 //! | 24 | 8 | next page of the bucket's overflow chain, 0 = none |
+//! | 32 | 4 | stamp: node whose commit last wrote the page (0 = none) |
+//! | 36 | 4 | reserved, zero |
+//! | 40 | 8 | stamp: LSN of that commit's intent record in the node's log |
+//!
+//! The stamp is what decides, after a crash in the middle of a commit,
+//! whether the commit happened: a transaction is committed once every page
+//! its `CommitIntent` record lists carries that record's (node, LSN) stamp
+//! on disk, checksum intact (see `crate::txn`).
 //!
 //! Items follow the header, packed: key length u16, value length u16, key,
 //! value. A deleted item's space is reclaimed at once by moving later items
@@ -27,7 +35,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 48;
 /// Longest key.
 pub const MAX_KEY: usize = 1024;
 /// Per-item overhead in the item area.
@@ -172,6 +180,21 @@ impl Page {
 
     pub fn set_next(&mut self, next: u64) {
         self.buf[24..32].copy_from_slice(&next.to_le_bytes());
+    }
+
+    /// The (node, intent LSN) of the commit that last wrote the page.
+    pub fn stamp(&self) -> (u32, u64) {
+        (
+            u32::from_le_bytes(self.buf[32..36].try_into().expect("4 bytes")),
+            u64_at(&self.buf, 40),
+        )
+    }
+
+    /// Marks the page as written by `node`'s commit whose intent record is
+    /// at `lsn`.
+    pub fn set_stamp(&mut self, node: u32, lsn: u64) {
+        self.buf[32..36].copy_from_slice(&node.to_le_bytes());
+        self.buf[40..48].copy_from_slice(&lsn.to_le_bytes());
     }
 
     /// Bytes free for items.

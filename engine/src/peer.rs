@@ -63,6 +63,9 @@ pub struct Timeline {
     pub fencing: Fencing,
     pub steps: Vec<Step>,
     pub in_flight: usize,
+    /// Of those, how many had forced all their pages before the failure and
+    /// so were committed, not backed out (see [`crate::txn`]).
+    pub committed: usize,
     pub pages: usize,
     pub records: u64,
     /// When the failure was detected, on [`monotonic_ns`]'s clock.
@@ -103,11 +106,12 @@ impl Timeline {
             .map(|s| format!("{} {:.3}ms", s.name, s.at.as_secs_f64() * 1e3))
             .collect();
         format!(
-            "node {} recovered node {}: {} in-flight transactions, {} pages written back, {} log records read; \
-             fenced by {:?}; {}",
+            "node {} recovered node {}: {} in-flight transactions ({} of them committed), {} pages written back, \
+             {} log records read; fenced by {:?}; {}",
             self.counterpart,
             self.failed,
             self.in_flight,
+            self.committed,
             self.pages,
             self.records,
             self.fencing,
@@ -123,11 +127,12 @@ impl Timeline {
             .map(|s| format!("{{\"step\":\"{}\",\"at_us\":{}}}", s.name, s.at.as_micros()))
             .collect();
         format!(
-            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}]}}",
+            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}]}}",
             self.failed,
             self.counterpart,
             self.fencing,
             self.in_flight,
+            self.committed,
             self.pages,
             self.records,
             self.total().as_micros(),
@@ -175,6 +180,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         fencing: Fencing::Kernel,
         steps: Vec::new(),
         in_flight: 0,
+        committed: 0,
         pages: 0,
         records: 0,
         detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
@@ -222,6 +228,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         let wb = recovery::write_back(&inner.io, &inner.files, &reader, &mut found, &Agents::new())
             .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
+        tl.committed = found.committed;
         let synced = detected.elapsed();
         tl.mark_at(
             "written back",

@@ -13,7 +13,14 @@
 //!    transactions of one log can only have changed one page one after the
 //!    other — each held the page's X lock to the end — so the oldest image
 //!    is the last committed state.)
-//! 2. [`write_back`] writes those images — each page once — through a deep
+//!    A transaction whose last record is a `CommitIntent` was between its
+//!    two commit flushes ([`crate::txn`]). Its pages decide: if every page
+//!    the intent lists carries the intent's (node, LSN) stamp on disk with a
+//!    good checksum, the transaction is committed, its pages are kept and
+//!    synced; otherwise its before-images go back like any other's. Its
+//!    pages are its own (it held their X locks until its `Commit` record was
+//!    durable), so no other in-flight transaction's image is at stake.
+//! 2. [`write_back`] decides the intents, then writes those images — each page once — through a deep
 //!    queue and syncs the data files. The search keeps only where each image
 //!    lies; the write-back reads them again in log order, a bounded chunk at
 //!    a time. Holding every image from the search would cost a page fault per
@@ -36,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wal::io::Io;
-use wal::{AgentId, Log, LogReader, Lsn, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
+use wal::{AgentId, Log, LogReader, Lsn, PageRef, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
 
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
@@ -59,10 +66,30 @@ pub struct InFlightTxn {
     pub last_lsn: Lsn,
 }
 
+/// A transaction caught between its commit intent and its commit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub txn: TxnId,
+    /// Where the intent lies: the stamp its pages carry once written.
+    pub lsn: Lsn,
+    pub pages: Vec<PageRef>,
+    /// (file id, page) → the LSN of its oldest before-image, written back
+    /// if the transaction turns out not committed.
+    images: HashMap<(u32, u64), Lsn>,
+    /// Its custom agents' undo records, run only if it is backed out.
+    agents: Vec<(AgentId, Lsn, Vec<u8>)>,
+}
+
 /// What [`find_in_flight`] found.
 #[derive(Debug, Default)]
 pub struct InFlight {
     pub txns: Vec<InFlightTxn>,
+    /// In-flight transactions that had logged their commit intent; decided
+    /// by [`write_back`], which moves the images of those not committed
+    /// into `pages`.
+    pub intents: Vec<Intent>,
+    /// Of `intents`, how many [`write_back`] found committed.
+    pub committed: usize,
     /// (file id, page) → the LSN of its oldest before-image.
     pub pages: BTreeMap<(u32, u64), Lsn>,
     /// Custom agents' undo records of in-flight transactions, newest first.
@@ -83,6 +110,7 @@ struct TxnScan {
     last: Lsn,
     pages: HashMap<(u32, u64), Lsn>,
     agents: Vec<(AgentId, Lsn, Vec<u8>)>,
+    intent: Option<(Lsn, Vec<PageRef>)>,
 }
 
 /// Scans `reader`'s log and returns its in-flight transactions and the
@@ -158,6 +186,9 @@ impl InFlightScan {
                 t.pages.entry((u.file_id, u.page_no)).or_insert(rec.lsn);
             }
             RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
+            RecordBody::CommitIntent(pages) => t.intent = Some((rec.lsn, pages)),
+            // The commit failed and said so: back it out like any other.
+            RecordBody::Abort => t.intent = None,
             _ => {}
         }
     }
@@ -177,6 +208,16 @@ impl InFlightScan {
                 first_lsn: t.first.unwrap_or(t.last),
                 last_lsn: t.last,
             });
+            if let Some((lsn, pages)) = t.intent {
+                out.intents.push(Intent {
+                    txn,
+                    lsn,
+                    pages,
+                    images: t.pages,
+                    agents: t.agents,
+                });
+                continue;
+            }
             for (key, lsn) in t.pages {
                 match out.pages.get(&key) {
                     Some(older) if *older <= lsn => {}
@@ -231,11 +272,27 @@ pub fn write_back(
             )));
         }
     }
+    // Intents first: a committed one keeps its pages (synced below with the
+    // rest), one that is not gives its images to the write-back.
+    let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
+    for intent in std::mem::take(&mut found.intents) {
+        if committed(io, files, reader.node_id(), &intent, &mut opened)? {
+            found.committed += 1;
+            continue;
+        }
+        for (key, lsn) in intent.images {
+            let slot = found.pages.entry(key).or_insert(lsn);
+            *slot = (*slot).min(lsn);
+        }
+        found
+            .agent_records
+            .extend(intent.agents.into_iter().map(|(a, lsn, p)| (a, intent.txn, lsn, p)));
+    }
+    found.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
     let wanted: BTreeMap<Lsn, (u32, u64)> = std::mem::take(&mut found.pages)
         .into_iter()
         .map(|(page, lsn)| (lsn, page))
         .collect();
-    let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
     for &(file_id, _) in wanted.values() {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
             v.insert(files.get(file_id, false)?);
@@ -310,6 +367,34 @@ pub fn write_back(
         write_time,
         sync_time: started.elapsed(),
     })
+}
+
+/// Whether every page `intent` lists carries its stamp on disk, checksum
+/// intact. A page that fails its checksum was torn by the crash in the
+/// middle of the commit's writes, which never finished: not committed (its
+/// before-image repairs it). Each file read is added to `opened`, so that
+/// the write-back's sync covers a committed page the crashed process left
+/// in the page cache unsynced.
+fn committed(
+    io: &Io,
+    files: &DataFiles,
+    owner: u32,
+    intent: &Intent,
+    opened: &mut HashMap<u32, Arc<DataFile>>,
+) -> Result<bool> {
+    let mut all = true;
+    for p in &intent.pages {
+        let file = match opened.entry(p.file_id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(files.get(p.file_id, false)?),
+        };
+        match file.read_page(io, p.page_no) {
+            Ok(page) if page.stamp() == (owner, intent.lsn.0) => {}
+            Ok(_) | Err(Error::CorruptPage { .. }) => all = false,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all)
 }
 
 /// Appends a durable end record for every in-flight transaction.

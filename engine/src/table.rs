@@ -12,7 +12,7 @@
 //!
 //! ## Limits
 //! A key is at most [`MAX_KEY`] bytes and key + value at most
-//! `page_size - 36` (4060 bytes with 4 KiB pages); larger ones are refused
+//! `page_size - 52` (4044 bytes with 4 KiB pages); larger ones are refused
 //! with `KeyTooLarge` / `ValueTooLarge`.
 
 use wal::io::Io;

@@ -19,24 +19,46 @@
 //! The first time a transaction changes a page in a scope, the page's whole
 //! image is logged as its before-image (scope token = savepoint level).
 //! Pages are changed in memory only; nothing reaches a data file before
-//! commit, so no page can reach disk before its undo record is durable. At
-//! commit:
-//! 1. the undo records are made durable (the WAL rule);
-//! 2. the changed pages are written as one batch and synced (FORCE);
-//! 3. the commit record is made durable — the transaction is committed;
-//! 4. the locks are released.
+//! commit, so no page can reach disk before its undo record is durable.
 //!
-//! A crash before 3 leaves the transaction in flight: recovery writes back
-//! its before-images (harmless where the pages never reached disk). Rollback
-//! has nothing on disk to undo; it logs a durable end record before its
-//! locks go, so no later recovery of this log can write its before-images
-//! over another node's later commit.
+//! ## Commit: two flushes, then the locks
+//! 1. A `CommitIntent` record listing the changed pages is appended, and each
+//!    page is stamped with that record's (node, LSN) and sealed.
+//! 2. The intent is made durable, and with it every undo record before it
+//!    (the WAL rule: no page is written before its before-image is durable).
+//! 3. The pages are written as one batch and synced (FORCE). The transaction
+//!    is now committed, and `commit` returns.
+//! 4. A `Commit` record is appended without waiting; once a later flush has
+//!    made it durable (one the node makes after a short linger, or anyone's
+//!    commit, whichever comes first), the locks are released.
+//!
+//! Between 2 and 4 the outcome is written in the data files themselves: the
+//! transaction is committed exactly when every page its intent lists carries
+//! the intent's stamp on disk with a good checksum. Recovery decides so
+//! ([`crate::recovery`]): all stamped, it keeps the pages and syncs them (a
+//! write the crashed process left in the page cache becomes durable before
+//! the decision is logged); otherwise it writes the before-images back,
+//! which also repairs a page torn by the crash. Until the `Commit` record is
+//! durable the pages stay X-locked, so nobody else can have changed a stamp
+//! the decision reads — which is why the locks wait for step 4.
+//!
+//! A commit that fails after its intent logs an `Abort` if the log still
+//! works: the caller was told it failed, so recovery backs it out whatever
+//! its pages say (after a failed fsync the page cache is no witness).
+//!
+//! The classic order (undo durable, pages forced, commit record durable)
+//! costs three device flushes before a commit is acknowledged; this one
+//! costs two, and the third rides on later flushes, off the caller's path.
+//!
+//! Rollback has nothing on disk to undo; it logs a durable end record before
+//! its locks go, so no later recovery of this log can write its
+//! before-images over another node's later commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use lockmgr::{LockMode, ResourceId};
-use wal::{Lsn, PageUndo, RecordBody, RecordMeta, TxnId};
+use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
 
 use crate::catalog::TableInfo;
 use crate::datafile::DataFile;
@@ -356,37 +378,57 @@ impl Transaction {
             node.release_all(self.id);
             return Ok(());
         };
-        let dirty: Vec<(Arc<DataFile>, Page)> = {
-            let mut out = Vec::new();
-            for (&(file_id, _), p) in self.pages.iter_mut().filter(|(_, p)| p.dirty) {
-                p.page.seal();
-                out.push((self.node.files.get(file_id, false)?, p.page.clone()));
-            }
-            out
-        };
-        let result = (|| -> Result<Lsn> {
+        let mut dirty: Vec<(PageKey, &mut Page)> = self
+            .pages
+            .iter_mut()
+            .filter(|(_, p)| p.dirty)
+            .map(|(&k, p)| (k, &mut p.page))
+            .collect();
+        dirty.sort_unstable_by_key(|(k, _)| *k);
+        let refs: Vec<PageRef> = dirty
+            .iter()
+            .map(|&((file_id, page_no), _)| PageRef { file_id, page_no })
+            .collect();
+        let mut intent = None;
+        let result = (|| -> Result<()> {
             // Self-fencing: no page is written once the lease may be gone.
             node.client.check_lease()?;
-            node.log.wait_durable(last)?;
-            let batch: Vec<(&Arc<DataFile>, &Page)> = dirty.iter().map(|(f, p)| (f, p)).collect();
-            node.group_sync.write_durable(&node.io, &batch)?;
-            let commit = node
+            let lsn = node
                 .log
-                .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::Commit)?;
-            node.log.wait_durable(commit)?;
-            Ok(commit)
+                .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::CommitIntent(refs))?;
+            intent = Some(lsn);
+            // The files are held (with their fencing locks, `crate::fence`)
+            // from before the intent is durable until the writes are done.
+            let mut batch = Vec::with_capacity(dirty.len());
+            for ((file_id, _), page) in dirty {
+                page.set_stamp(node.node_id, lsn.0);
+                page.seal();
+                batch.push((node.files.get(file_id, false)?, &*page));
+            }
+            node.log.wait_durable(lsn)?;
+            let batch: Vec<(&Arc<DataFile>, &Page)> = batch.iter().map(|(f, p)| (f, *p)).collect();
+            node.group_sync.write_durable(&node.io, &batch)
         })();
         match result {
-            Ok(_) => {
-                node.txn_finished(self.id);
-                node.release_all(self.id);
-                node.maybe_checkpoint();
+            Ok(()) => {
+                node.confirm_commit(self.id, intent.expect("a commit that succeeded logged its intent"));
                 Ok(())
             }
             Err(e) => {
-                // The pages may be partly on disk and the device's state is
-                // unknown: stop, and leave the backout to recovery, which the
-                // retained locks protect.
+                // Stopped already: that is the reason to report.
+                node.check_running()?;
+                // The pages may be partly on disk. If the log still works,
+                // an Abort after the intent tells recovery to back the
+                // transaction out whatever reached the disk — this commit
+                // is reported failed, and a page an fsync failed on cannot
+                // be trusted. Then stop, and leave the rest to recovery,
+                // which the retained locks protect.
+                if let Some(lsn) = intent {
+                    let _ = node
+                        .log
+                        .append(RecordMeta::txn(self.id, Some(lsn)), &RecordBody::Abort)
+                        .and_then(|abort| node.log.wait_durable(abort));
+                }
                 node.stop(&format!("commit of transaction {} failed: {e}", self.id));
                 Err(match e {
                     Error::LeaseLost => Error::LeaseLost,

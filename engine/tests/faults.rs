@@ -133,12 +133,7 @@ fn an_error_at_every_write_and_sync_site_stops_the_node_and_loses_no_commit() {
 #[test]
 fn a_crash_mid_commit_is_backed_out_by_the_nodes_own_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let _coord = setup(dir.path());
-    let admin = Node::open(dir.path(), 2, opts(None)).unwrap();
-    admin.create_table("t", 4).unwrap();
-    admin.close().unwrap();
-    let fi = FaultInjector::new(Io::fallback());
-    let node = Node::open(dir.path(), 1, opts(Some(fi.io()))).unwrap();
+    let (_coord, fi, node) = faulty_node(dir.path());
     let (acked, _) = run_until_failure(&node, 10);
     assert_eq!(acked.len(), 10);
     // The next commit's page batch is torn after the first page: that page
@@ -220,4 +215,77 @@ fn a_flipped_bit_in_a_page_is_reported_with_file_and_page() {
         }
         other => panic!("corruption returned as {other:?}"),
     }
+}
+
+/// A cluster with table `t`, and node 1 on a fault-injecting device.
+fn faulty_node(dir: &Path) -> (Coordinator, std::sync::Arc<FaultInjector>, Node) {
+    let coord = setup(dir);
+    let admin = Node::open(dir, 2, opts(None)).unwrap();
+    admin.create_table("t", 4).unwrap();
+    admin.close().unwrap();
+    let fi = FaultInjector::new(Io::fallback());
+    let node = Node::open(dir, 1, opts(Some(fi.io()))).unwrap();
+    (coord, fi, node)
+}
+
+/// Commits `n`'s pair on `node` and returns what `commit` said.
+fn commit_pair(node: &Node, n: u32) -> Result<(), Error> {
+    let pair = n % 20;
+    let mut t = node.begin()?;
+    t.put("t", &key(2 * pair), &pair_value(n))?;
+    t.put("t", &key(2 * pair + 1), &pair_value(n))?;
+    t.commit()
+}
+
+#[test]
+fn an_acknowledged_commit_whose_commit_record_was_lost_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, fi, node) = faulty_node(dir.path());
+    let (mut acked, _) = run_until_failure(&node, 5);
+    node.checkpoint().unwrap(); // earlier commit records are durable
+                                // Write 1: the intent (synced). Writes 2 and 3: the pages (synced).
+                                // Write 4: the commit record, on the log flush after the acknowledgement.
+    fi.fail_nth(OpKind::Write, 4, libc::EIO);
+    commit_pair(&node, 5).expect("the pages and the intent are durable: committed");
+    acked.push(5);
+    common::wait_for("the failed commit-record flush to stop the node", || {
+        node.stopped().is_some()
+    });
+    fi.crash(CrashMode::DropUnsynced).unwrap();
+    drop(node);
+
+    // The log holds the intent and no commit record; every page carries
+    // the intent's stamp, so the restart keeps the commit.
+    let node = Node::open(dir.path(), 1, opts(None)).unwrap();
+    let report = node.start_report().clone();
+    assert!(report.restarted);
+    assert_eq!((report.committed, report.backed_out), (1, 0), "{report:?}");
+    node.close().unwrap();
+    check_pairs(&read_all(dir.path(), 40), &acked, None);
+}
+
+#[test]
+fn a_commit_torn_between_its_pages_with_the_log_gone_is_backed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, fi, node) = faulty_node(dir.path());
+    let (acked, _) = run_until_failure(&node, 5);
+    node.checkpoint().unwrap();
+    // Write 1: the intent. Write 2: the first page, whole. Write 3: the
+    // second page, torn before its first sector. Write 4: the abort the
+    // failed commit tries to log, which fails too, so only the pages can
+    // tell recovery what happened: one carries the intent's stamp, the
+    // other does not.
+    fi.tear_nth_write(3, 0);
+    fi.fail_nth(OpKind::Write, 4, libc::EIO);
+    assert!(matches!(commit_pair(&node, 5), Err(Error::CommitFailed(_))));
+    assert!(node.stopped().is_some());
+    fi.crash(CrashMode::KeepUnsynced).unwrap();
+    drop(node);
+
+    let node = Node::open(dir.path(), 1, opts(None)).unwrap();
+    let report = node.start_report().clone();
+    assert!(report.restarted);
+    assert_eq!((report.committed, report.backed_out), (0, 1), "{report:?}");
+    node.close().unwrap();
+    check_pairs(&read_all(dir.path(), 40), &acked, None);
 }

@@ -186,6 +186,17 @@ fn body_summary(body: &RecordBody) -> String {
             }
             format!("{} active: {}", active.len(), shown.join(", "))
         }
+        RecordBody::CommitIntent(pages) => {
+            let mut shown: Vec<String> = pages
+                .iter()
+                .take(SHOWN_ACTIVE)
+                .map(|p| format!("file {} page {}", p.file_id, p.page_no))
+                .collect();
+            if pages.len() > SHOWN_ACTIVE {
+                shown.push(format!("and {} more", pages.len() - SHOWN_ACTIVE));
+            }
+            format!("forcing {} pages: {}", pages.len(), shown.join(", "))
+        }
     }
 }
 
@@ -205,6 +216,12 @@ fn record_json(rec: &Record) -> Value {
             "active": active
                 .iter()
                 .map(|a| json!({ "txn": a.txn, "first_lsn": a.first_lsn.0 }))
+                .collect::<Vec<_>>(),
+        }),
+        RecordBody::CommitIntent(pages) => json!({
+            "pages": pages
+                .iter()
+                .map(|p| json!({ "file_id": p.file_id, "page_no": p.page_no }))
                 .collect::<Vec<_>>(),
         }),
     };
