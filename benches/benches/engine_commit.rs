@@ -137,6 +137,25 @@ fn bench(c: &mut Criterion) {
         });
     }
 
+    // The commit call alone, of a transaction that already changed its two
+    // rows: the latency an application waits for once its work is done.
+    g.bench_function("understudy_1_node/commit_call_only", |b| {
+        b.iter_custom(|iters| {
+            let mut rng = rand::rng();
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let (a, c) = (rng.random_range(0..ROWS), rng.random_range(0..ROWS));
+                let mut t = node.begin().expect("begin");
+                for k in [a, c] {
+                    t.put(rows::TABLE, &rows::key(k), &[7u8; VALUE_LEN]).expect("put");
+                }
+                let start = std::time::Instant::now();
+                t.commit().expect("commit");
+                spent += start.elapsed();
+            }
+            spent
+        })
+    });
     for threads in THREADS {
         g.bench_function(format!("understudy_1_node/{threads}"), |b| {
             b.iter_custom(|iters| {
