@@ -555,7 +555,13 @@ impl Shared {
         let on_disk = segment::list_segments(&self.dir, false)?;
         let write_seg = self.layout.segment_of(self.gc.next());
         let mut highest = on_disk.last().map_or(write_seg, |(n, _)| *n).max(write_seg);
-        for (n, path) in on_disk.into_iter().filter(|(n, _)| *n < keep) {
+        let below: Vec<(u64, std::path::PathBuf)> = on_disk.into_iter().filter(|(n, _)| *n < keep).collect();
+        if below.is_empty() {
+            // Nothing renamed or removed: no directory sync (an open of a
+            // failed node's log for recovery would wait on it for nothing).
+            return Ok(());
+        }
+        for (n, path) in below {
             files.remove(&n);
             let spares = highest - write_seg;
             if (spares as usize) < self.spare_segments {
