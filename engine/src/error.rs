@@ -63,6 +63,11 @@ pub enum Error {
     #[error("value of {len} bytes exceeds the limit of {max}")]
     ValueTooLarge { len: usize, max: usize },
 
+    /// The transaction changed as many pages as one commit can force; it
+    /// is still open, and can be rolled back (or back to a savepoint).
+    #[error("a transaction may change at most {max} pages")]
+    TransactionTooLarge { max: usize },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 

@@ -97,6 +97,8 @@ pub struct Transaction {
     /// Per level, the image of each page before its first change there.
     scope_images: Vec<HashMap<PageKey, Page>>,
     done: bool,
+    /// Pages marked dirty (each listed in the commit intent).
+    dirty_pages: usize,
 }
 
 impl Transaction {
@@ -112,6 +114,7 @@ impl Transaction {
             scope: 0,
             scope_images: vec![HashMap::new()],
             done: false,
+            dirty_pages: 0,
         }
     }
 
@@ -192,6 +195,13 @@ impl Transaction {
     fn page_mut(&mut self, t: &TableInfo, no: u64) -> Result<&mut Page> {
         self.fetch(t, no, LockMode::X)?;
         let key = (t.file_id, no);
+        if !self.pages[&key].dirty {
+            // The commit intent lists every changed page in one record.
+            let max = wal::record::max_intent_pages(self.node.log.layout().max_record());
+            if self.dirty_pages >= max {
+                return Err(Error::TransactionTooLarge { max });
+            }
+        }
         let scope = self.scope as usize;
         if !self.scope_images[scope].contains_key(&key) {
             let image = self.pages[&key].page.clone();
@@ -199,6 +209,9 @@ impl Transaction {
             self.scope_images[scope].insert(key, image);
         }
         let p = self.pages.get_mut(&key).expect("fetched above");
+        if !p.dirty {
+            self.dirty_pages += 1;
+        }
         p.dirty = true;
         Ok(&mut p.page)
     }

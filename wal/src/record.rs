@@ -223,6 +223,13 @@ pub enum RecordBody {
     CommitIntent(Vec<PageRef>),
 }
 
+/// Most pages one `CommitIntent` can list in a log whose largest record
+/// (padding included) is `max_record` bytes.
+pub fn max_intent_pages(max_record: u64) -> usize {
+    let payload = (max_record.saturating_sub(HEADER_LEN as u64) as usize).min(MAX_PAYLOAD);
+    payload.saturating_sub(8) / std::mem::size_of::<PageRefEntry>()
+}
+
 /// A page of a data file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PageRef {
