@@ -37,18 +37,49 @@ impl DataFile {
 
     /// Reads and checks page `page_no`.
     pub fn read_page(&self, io: &Io, page_no: u64) -> Result<Page> {
+        self.read_page_through(io, &self.file, page_no)
+    }
+
+    /// Reads and checks page `page_no` as the device holds it, past the
+    /// page cache (`O_DIRECT`): after a failed fsync the cache may hold a
+    /// page the disk does not. Where the file system refuses direct I/O
+    /// (tmpfs), the cache is all there is, and it is read instead.
+    pub fn read_page_from_device(&self, io: &Io, page_no: u64) -> Result<Page> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(self.path());
+        match direct {
+            Ok(f) => self.read_page_through(io, &IoFile::from_std(f, self.path()), page_no),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.read_page(io, page_no),
+            Err(e) => Err(wal::io::IoError::new(wal::io::OpKind::Open, self.path(), None, e).into()),
+        }
+    }
+
+    fn read_page_through(&self, io: &Io, file: &IoFile, page_no: u64) -> Result<Page> {
         let offset = page_no
             .checked_mul(self.page_size as u64)
             .ok_or_else(|| Error::InvalidArgument(format!("page number {page_no} out of range")))?;
-        let len = self.file.len()?;
-        let mut buf = vec![0u8; self.page_size];
+        let len = file.len()?;
+        // Direct I/O wants the buffer aligned to the device's block; the
+        // page size (a multiple of 4 KiB) is, so a page-aligned window of a
+        // buffer twice that size serves both kinds of file.
+        let mut raw = vec![0u8; 2 * self.page_size];
+        let at = raw.as_ptr().align_offset(self.page_size.min(4096));
+        let buf = &mut raw[at..at + self.page_size];
         if offset + self.page_size as u64 <= len {
-            io.read_exact_at(&self.file, &mut buf, offset)?;
+            io.read_exact_at(file, buf, offset)?;
         } else if offset < len {
-            // A torn extension: the part that exists is read, the rest is zero.
-            io.read_exact_at(&self.file, &mut buf[..(len - offset) as usize], offset)?;
+            // A torn extension: the part that exists is read, the rest is
+            // zero. Direct I/O refuses a length that is not whole blocks, so
+            // this rare tail is read through the cache.
+            let part = (len - offset) as usize;
+            if io.read_exact_at(file, &mut buf[..part], offset).is_err() {
+                io.read_exact_at(&self.file, &mut buf[..part], offset)?;
+            }
         }
-        Page::from_disk(buf, self.file.path(), self.file_id, page_no)
+        Page::from_disk(buf.to_vec(), self.file.path(), self.file_id, page_no)
     }
 }
 

@@ -370,7 +370,11 @@ pub fn write_back(
 }
 
 /// Whether every page `intent` lists carries its stamp on disk, checksum
-/// intact. A page that fails its checksum was torn by the crash in the
+/// intact. The pages are read from the device, not the page cache (which
+/// after a failed fsync may hold what the disk does not); a write the
+/// crashed process left dirty in the cache is written back by the kernel
+/// before a direct read of its range, so it counts, as it will reach the
+/// disk anyway. A page that fails its checksum was torn by the crash in the
 /// middle of the commit's writes, which never finished: not committed (its
 /// before-image repairs it). Each file read is added to `opened`, so that
 /// the write-back's sync covers a committed page the crashed process left
@@ -388,7 +392,7 @@ fn committed(
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(files.get(p.file_id, false)?),
         };
-        match file.read_page(io, p.page_no) {
+        match file.read_page_from_device(io, p.page_no) {
             Ok(page) if page.stamp() == (owner, intent.lsn.0) => {}
             Ok(_) | Err(Error::CorruptPage { .. }) => all = false,
             Err(e) => return Err(e),
