@@ -16,8 +16,14 @@
 //! | 24 | 8 | segment size |
 //! | 32 | 8 | start LSN: nothing before it is part of the log |
 //! | 40 | 8 | LSN of the last durable checkpoint record, `u64::MAX` if none |
-//! | 48 | 12 | reserved, zero |
+//! | 48 | 4 | batch bound: no flush of this log was larger (0 = not recorded) |
+//! | 52 | 8 | reserved, zero |
 //! | 60 | 4 | CRC32C of bytes 0..60 |
+//!
+//! The batch bound is raised (and made durable) before a larger flush is
+//! written. It bounds how far past a log's end a reader must look for what
+//! the last, unfinished flush may have left, or for a later flush's start
+//! (see `crate::reader`): a few kilobytes for most logs, not a segment.
 //!
 //! The file is written last when a log is created, so a directory holding
 //! segments but no control file is a creation that never finished.
@@ -46,7 +52,8 @@ struct Slot {
     segment_size: U64,
     start_lsn: U64,
     checkpoint_lsn: U64,
-    reserved: [u8; 12],
+    max_batch: U32,
+    reserved: [u8; 8],
     crc: U32,
 }
 
@@ -61,6 +68,9 @@ pub struct Control {
     pub segment_size: u64,
     pub start_lsn: Lsn,
     pub checkpoint_lsn: Option<Lsn>,
+    /// No flush of this log wrote more bytes than this; 0 when not
+    /// recorded (then only [`crate::record::MAX_BATCH_BYTES`] bounds it).
+    pub max_batch: u32,
 }
 
 pub fn control_path(dir: &Path) -> PathBuf {
@@ -76,7 +86,8 @@ fn encode(c: &Control) -> [u8; SLOT_BYTES] {
         segment_size: U64::new(c.segment_size),
         start_lsn: U64::new(c.start_lsn.0),
         checkpoint_lsn: U64::new(c.checkpoint_lsn.map_or(NO_LSN, |l| l.0)),
-        reserved: [0; 12],
+        max_batch: U32::new(c.max_batch),
+        reserved: [0; 8],
         crc: U32::new(0),
     };
     s.crc = U32::new(crc32c::crc32c(&s.as_bytes()[..SLOT_BYTES - 4]));
@@ -102,6 +113,7 @@ fn decode(buf: &[u8; SLOT_BYTES]) -> Option<Control> {
             NO_LSN => None,
             l => Some(Lsn(l)),
         },
+        max_batch: s.max_batch.get(),
     })
 }
 

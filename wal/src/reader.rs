@@ -60,7 +60,21 @@ pub struct LogReader {
     node_id: u32,
     start: Lsn,
     checkpoint: Option<Lsn>,
+    /// The control file's batch bound (0 = not recorded).
+    max_batch: u32,
     files: BTreeMap<u64, IoFile>,
+}
+
+/// How far past a position where the records stop the next flush can
+/// start, or the last flush's leftovers can lie: one flush. With the batch
+/// bound recorded in the control file that is the bound; without it, the
+/// largest flush any writer makes, plus one record (a lone record may be
+/// larger than a writer's pending limit).
+pub(crate) fn search_window(max_batch: u32) -> u64 {
+    match max_batch {
+        0 => record::MAX_BATCH_BYTES + (HEADER_LEN + record::MAX_PAYLOAD) as u64,
+        b => u64::from(b),
+    }
 }
 
 impl LogReader {
@@ -92,6 +106,7 @@ impl LogReader {
             node_id: ctl.node_id,
             start: ctl.start_lsn,
             checkpoint: ctl.checkpoint_lsn,
+            max_batch: ctl.max_batch,
             files,
         })
     }
@@ -233,9 +248,9 @@ impl LogReader {
         let mut after = After::default();
         let seg = self.layout.segment_of(pos);
         if let Some(file) = self.files.get(&seg) {
-            // The next flush starts within one flush (and one record) of any
-            // position of the previous one: no need to look further.
-            let window = record::MAX_BATCH_BYTES + (record::HEADER_LEN + record::MAX_PAYLOAD) as u64;
+            // The next flush starts within one flush of any position of the
+            // previous one: no need to look further.
+            let window = search_window(self.max_batch);
             let end = Lsn(self.layout.segment_end(seg).0.min(pos.0.saturating_add(window)));
             let from = Lsn(pos.0 + record::RECORD_ALIGN);
             // Read in chunks through one buffer: the window is megabytes,

@@ -21,7 +21,7 @@ use crate::control::{self, Control};
 use crate::error::{Result, WalError};
 use crate::group_commit::{Batch, GroupCommit};
 use crate::io::{Io, IoError, IoFile, OpKind};
-use crate::reader::{LogEnd, LogReader};
+use crate::reader::{search_window, LogEnd, LogReader};
 use crate::record::Record;
 use crate::record::{ActiveTxn, Lsn, RecordBody, RecordMeta};
 use crate::segment::{self, Layout};
@@ -99,6 +99,10 @@ fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// The batch bound a new log starts with: flushes of a few transactions fit
+/// without raising it, and a reader's search past the end stays this small.
+const INITIAL_BATCH_BOUND: u32 = 64 * 1024;
+
 impl Log {
     /// Opens (creating if needed) the log in `dir`, finds its end — a torn
     /// tail is cut off there; damage followed by valid records is
@@ -170,11 +174,9 @@ impl Log {
             // Erase what the unfinished write left past the end, durably,
             // before anything is appended over it (see `LogEnd::leftovers`).
             // Leftovers lie within one flush of the end (see
-            // `record::MAX_BATCH_BYTES`).
+            // `reader::search_window`).
             let from = layout.file_offset(end.next);
-            let last = Lsn((layout.segment_end(end_seg).0)
-                .min(end.next.0 + crate::record::MAX_BATCH_BYTES + crate::record::MAX_PAYLOAD as u64 + 64)
-                - 1);
+            let last = Lsn((layout.segment_end(end_seg).0).min(end.next.0 + search_window(ctl.max_batch)) - 1);
             let to = layout.file_offset(last) + 1;
             // Only up to the window's last non-zero byte: past it there is
             // nothing to erase, and a whole window of zeros written and
@@ -414,6 +416,7 @@ fn create_log(io: &Io, dir: &Path, cfg: &LogConfig) -> Result<Control> {
         segment_size: cfg.segment_size,
         start_lsn: Lsn(0),
         checkpoint_lsn: None,
+        max_batch: INITIAL_BATCH_BOUND,
     };
     control::create(io, dir, &ctl)?;
     Ok(ctl)
@@ -464,6 +467,7 @@ impl Shared {
     /// segments; the first record is marked as a batch start (see
     /// [`crate::record::FLAG_BATCH_START`]).
     fn write_batch(&self, batch: &mut Batch) -> Result<()> {
+        self.cover_batch(batch.runs.iter().map(|r| r.bytes.len() as u64).sum())?;
         if let Some(first) = batch.runs.first_mut() {
             crate::record::mark_batch_start(&mut first.bytes);
         }
@@ -486,6 +490,26 @@ impl Shared {
                 *due = Some(due.map_or(seg, |d| d.max(seg)));
             }
         }
+        Ok(())
+    }
+
+    /// Raises the control file's batch bound, durably, before a flush of
+    /// `bytes` larger than it is written (see `crate::control`). Rounded up
+    /// to a power of two, so it is raised a handful of times in a log's life.
+    fn cover_batch(&self, bytes: u64) -> Result<()> {
+        let mut ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        if ctl.max_batch == 0 || bytes <= u64::from(ctl.max_batch) {
+            // Not recorded (a log from before the bound): readers use the
+            // widest window, which covers any flush.
+            return Ok(());
+        }
+        let next = Control {
+            seq: ctl.seq + 1,
+            max_batch: u32::try_from(bytes.next_power_of_two()).unwrap_or(u32::MAX),
+            ..*ctl
+        };
+        self.write_control(&next)?;
+        *ctl = next;
         Ok(())
     }
 
