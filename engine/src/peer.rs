@@ -197,7 +197,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         .map_err(|reason| PeerError::NotCounterpart { failed, reason })?;
     tl.mark("registered", detected);
 
-    let steps = (|| -> Result<(), (&'static str, Error)> {
+    let steps = (|| -> Result<Log, (&'static str, Error)> {
         // 3. Open its log with the grant.
         let cfg = LogConfig {
             segment_size: inner.opts.log_segment_size,
@@ -237,16 +237,18 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         tl.mark_at("synced", synced);
         // 6. End records.
         recovery::log_ends(&log, &found).map_err(|e| ("logging end records", e))?;
-        log.close().map_err(|e| ("closing its log", e.into()))?;
         tl.mark("ended", detected);
-        Ok(())
+        Ok(log)
     })();
-    if let Err((step, source)) = steps {
-        if let Err(e) = inner.client.unregister_counterpart(&grant, Outcome::Abandoned) {
-            tracing::warn!(failed, error = %e, "abandoning the registration failed");
+    let log = match steps {
+        Ok(log) => log,
+        Err((step, source)) => {
+            if let Err(e) = inner.client.unregister_counterpart(&grant, Outcome::Abandoned) {
+                tracing::warn!(failed, error = %e, "abandoning the registration failed");
+            }
+            return Err(PeerError::Failed { failed, step, source });
         }
-        return Err(PeerError::Failed { failed, step, source });
-    }
+    };
 
     // 7. Release the retained locks.
     inner
@@ -258,6 +260,13 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
             source: e.into(),
         })?;
     tl.mark("released", detected);
+    // Closed only now: everything it had to say is durable, and stopping
+    // its flusher thread need not delay the release. Until then its
+    // directory lock stays held, which only makes the failed node's own
+    // restart wait that much longer for its log.
+    if let Err(e) = log.close() {
+        tracing::warn!(failed, error = %e, "closing the recovered log failed");
+    }
     tracing::info!("{}", tl.summary());
     Ok(tl)
 }
