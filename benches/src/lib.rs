@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use wal::io::{BackendChoice, Io, IoFile};
+use wal::io::{Io, IoFile};
 
 /// A scratch directory on the same disk as the project (not tmpfs).
 pub fn scratch_dir() -> tempfile::TempDir {
@@ -43,9 +43,10 @@ pub fn raw_write_fdatasync(f: &std::fs::File, len: usize, iters: u64) -> Duratio
     start.elapsed()
 }
 
-/// The io_uring backend of the I/O layer on its own, if the kernel allows it.
+/// The io_uring backend of the I/O layer on its own, run on the caller's
+/// thread (no submitter threads): the raw figure, if the kernel allows it.
 pub fn uring() -> Option<Io> {
-    Io::new(BackendChoice::Uring).ok()
+    Io::uring_inline().ok()
 }
 
 /// `iters` rounds of one io_uring write linked to an fdatasync.

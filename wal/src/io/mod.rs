@@ -20,6 +20,7 @@
 
 pub mod fallback;
 pub mod fault;
+mod submitters;
 pub mod uring;
 
 use std::fmt;
@@ -239,6 +240,13 @@ impl Io {
                 }
             },
         }
+    }
+
+    /// The io_uring backend with every operation run on the caller's own
+    /// thread, no submitter threads (see `submitters`): the raw figure
+    /// benchmarks compare against. An engine uses [`Io::new`].
+    pub fn uring_inline() -> Result<Io, IoError> {
+        uring::UringBackend::probe_inline().map(Io::with_backend)
     }
 
     /// The pread/pwrite/fdatasync backend.

@@ -6,6 +6,12 @@
 //! as a linked chain `write → fdatasync`, one system call for both. Short
 //! transfers are continued with a new operation for the remainder.
 //!
+//! Writes and syncs run on the backend's submitter threads
+//! (`super::submitters`), so the kernel's workers for blocking operations
+//! belong to those few threads, not to every thread of the engine; reads run
+//! on the caller's thread. [`UringBackend::probe_inline`] runs everything on
+//! the caller's thread (the raw baseline of the benchmarks).
+//!
 //! ## Why the `unsafe` here is sound
 //! The kernel reads and writes the buffers of submitted operations
 //! asynchronously, so a buffer must stay alive and unmoved until its
@@ -25,10 +31,11 @@ use std::sync::Mutex;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
+use super::submitters::Submitters;
 use super::{distinct_files, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, WriteOp};
 
 /// Entries per ring: deeper than the disk's best queue depth (128).
-const RING_DEPTH: u32 = 256;
+pub(super) const RING_DEPTH: u32 = 256;
 /// Largest single transfer; longer ones continue as short transfers do.
 const MAX_TRANSFER: usize = 1 << 30;
 /// Most writes linked into one chain ending in a sync (see `write_batch`).
@@ -41,11 +48,24 @@ const MAX_TRANSIENT_RETRIES: u32 = 100_000;
 /// See the module docs.
 pub struct UringBackend {
     pool: Mutex<Vec<IoUring>>,
+    /// Where writes and syncs run (see `super::submitters`); on the
+    /// caller's thread without.
+    submitters: Option<Submitters>,
 }
 
 impl UringBackend {
-    /// Creates a ring and checks that the kernel supports every opcode used.
+    /// Creates a ring, checks that the kernel supports every opcode used,
+    /// and starts the submitter threads.
     pub fn probe() -> Result<UringBackend, IoError> {
+        let mut b = Self::probe_inline()?;
+        b.submitters =
+            Some(Submitters::start().map_err(|e| IoError::new(OpKind::Open, "io_uring submitters".as_ref(), None, e))?);
+        Ok(b)
+    }
+
+    /// [`UringBackend::probe`] without submitter threads: every operation
+    /// runs on its caller's thread.
+    pub fn probe_inline() -> Result<UringBackend, IoError> {
         let probe_err = |e: io::Error| IoError::new(OpKind::Open, "io_uring".as_ref(), None, e);
         let ring = IoUring::new(RING_DEPTH).map_err(probe_err)?;
         let mut probe = Probe::new();
@@ -64,6 +84,7 @@ impl UringBackend {
         }
         Ok(UringBackend {
             pool: Mutex::new(vec![ring]),
+            submitters: None,
         })
     }
 
@@ -77,6 +98,14 @@ impl UringBackend {
             pool: &self.pool,
             ring: Some(ring),
         })
+    }
+
+    /// Runs writes and syncs: on a submitter thread where there are any.
+    fn run_blocking(&self, ops: &[RawOp], results: &mut [i32]) -> io::Result<()> {
+        match &self.submitters {
+            Some(s) => s.run(ops, results),
+            None => self.run(ops, results),
+        }
     }
 
     /// Runs `ops` on a pooled ring; a ring that failed is dropped, not pooled.
@@ -110,7 +139,7 @@ impl Drop for RingGuard<'_> {
 /// One operation as the ring sees it. The pointers come from slices the
 /// caller of `execute` borrows for the whole call (see the module docs).
 #[derive(Clone, Copy)]
-enum RawOp {
+pub(super) enum RawOp {
     Write {
         fd: RawFd,
         ptr: *const u8,
@@ -164,7 +193,7 @@ impl RawOp {
 /// pushed whole. Returns only when every submitted op has completed (or the
 /// process is aborted, see the module docs); an error means the ring must not
 /// be reused.
-fn execute(ring: &mut IoUring, ops: &[RawOp], results: &mut [i32]) -> io::Result<()> {
+pub(super) fn execute(ring: &mut IoUring, ops: &[RawOp], results: &mut [i32]) -> io::Result<()> {
     debug_assert_eq!(ops.len(), results.len(), "one result slot per op");
     let capacity = ring.params().sq_entries() as usize;
     let mut next = 0usize;
@@ -321,7 +350,7 @@ impl Backend for UringBackend {
             }
             let mut results = vec![0i32; ops.len()];
             let first = &writes[pending[0].0];
-            self.run(&ops, &mut results)
+            self.run_blocking(&ops, &mut results)
                 .map_err(|e| IoError::new(OpKind::Write, first.file.path(), Some(first.offset), e))?;
             let mut still = Vec::new();
             for (&(i, done), &res) in pending.iter().zip(&results) {
@@ -373,7 +402,7 @@ impl Backend for UringBackend {
         }
         let ops: Vec<RawOp> = files.iter().map(|f| RawOp::Fsync { fd: f.raw_fd() }).collect();
         let mut results = vec![0i32; ops.len()];
-        self.run(&ops, &mut results)
+        self.run_blocking(&ops, &mut results)
             .map_err(|e| IoError::new(OpKind::Sync, files[0].path(), None, e))?;
         for (f, &res) in files.iter().zip(&results) {
             if res < 0 {
