@@ -1028,8 +1028,18 @@ impl Shared {
     }
 
     /// Declares `node` failed: S/IS locks go, write locks are retained, its
-    /// registrations as a counterpart are dropped, the record is made
-    /// durable, then every live node hears of it.
+    /// registrations as a counterpart are dropped, every live node hears of
+    /// it, and the record is made durable; only then are the locks its
+    /// failure freed granted.
+    ///
+    /// The announcement goes before the record's sync, which would
+    /// otherwise delay every recovery by a device flush. That is safe:
+    /// should this coordinator die before the record is durable, its
+    /// successor restores the node as live, and as it never rejoins it is
+    /// declared failed with its locks unknown — nothing is granted until a
+    /// counterpart has recovered it again (recovery is idempotent), so the
+    /// work of a counterpart that started on the announcement is never
+    /// exposed. What is never sent before the record is durable is a grant.
     fn fail_node(&self, node: NodeId, incarnation: u64, blind: bool) {
         let member_guard = lock(&self.member_changes);
         // A failure is of one incarnation: a newer one is not failed by it.
@@ -1050,18 +1060,18 @@ impl Shared {
         if blind {
             lock(&self.blind).insert(node);
         }
-        self.persist();
-        drop(member_guard);
-        self.notify(report.woken);
-        tracing::warn!(node, retained = report.retained.len(), blind, "node declared failed");
         self.broadcast(EventKind::NodeFailed, node, incarnation);
         if lock(&self.restart_wanted).remove(&node) {
             self.broadcast(EventKind::RestartRequested, node, incarnation);
         }
-        for failed in orphaned {
+        for &failed in &orphaned {
             let inc = self.registry.status(failed).map_or(0, |s| s.incarnation);
             self.broadcast(EventKind::NodeFailed, failed, inc);
         }
+        self.persist();
+        drop(member_guard);
+        self.notify(report.woken);
+        tracing::warn!(node, retained = report.retained.len(), blind, "node declared failed");
     }
 
     /// Writes the durable record. A coordinator that cannot record a
