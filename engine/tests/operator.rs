@@ -157,8 +157,10 @@ fn operator_recover_and_restart_light_through_the_binary() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not recovered"));
 
-    // Restart light: node 2 dies and backs out its own work.
-    kill_busy_node(dir, 2, &[]);
+    // Restart light: node 2 dies and backs out its own work. Its two
+    // threads each keep four transfers in flight, interleaved (the bench's
+    // workload shape), so it dies with several of them half done.
+    kill_busy_node(dir, 2, &["--txns-per-thread", "4", "--think-ms", "20"]);
     wait_failed(dir, 2);
     let out = run(&["restart-light", "--cluster", dir, "--node", "2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -234,6 +234,9 @@ pub struct TransferConfig {
     /// A pause between a transfer's first and second write, while its first
     /// change is logged and its locks held.
     pub think: Option<Duration>,
+    /// Transfers each thread keeps in flight at once, interleaved: while
+    /// one pauses, the thread starts or finishes the others.
+    pub per_thread: u16,
 }
 
 /// What the transfer threads did.
@@ -313,67 +316,137 @@ pub fn run_transfers(node: &Node, cfg: &TransferConfig) -> Result<Totals, CliErr
     Ok(totals)
 }
 
+/// One of a thread's transfers: which it is, how often it was retried, and
+/// where it stands.
+struct Slot {
+    id: String,
+    from: String,
+    to: String,
+    tries: u32,
+    state: SlotState,
+}
+
+enum SlotState {
+    /// To be started (again) at this time.
+    Due(Instant),
+    /// Started: its first write is made and its locks held; it finishes
+    /// once its pause is over.
+    Pausing(Box<Pending>, Instant),
+}
+
+impl Slot {
+    fn new(prefix: &str, seq: &mut u64, accounts: u32, rng: &mut impl Rng) -> Slot {
+        let from = rng.random_range(0..accounts);
+        let to = (from + rng.random_range(1..accounts)) % accounts;
+        *seq += 1;
+        Slot {
+            id: format!("{prefix}-{}", *seq - 1),
+            from: account_key(from),
+            to: account_key(to),
+            tries: 0,
+            state: SlotState::Due(Instant::now()),
+        }
+    }
+}
+
+/// Runs `per_thread` transfers at a time, each begun, paused and finished
+/// in turn, until told to stop. With one per thread this is a plain loop of
+/// transfers.
 fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Totals, CliError> {
     let mut rng = rand::rng();
     let mut totals = Totals::default();
-    let accounts = shared.cfg.accounts;
+    let cfg = shared.cfg;
     let prefix = format!("{}-{}-{thread}", node.id(), node.incarnation());
-    for seq in 0u64.. {
-        if shared.stopping() {
-            break;
-        }
-        let id = format!("{prefix}-{seq}");
-        let from = rng.random_range(0..accounts);
-        let to = (from + rng.random_range(1..accounts)) % accounts;
-        let (from, to) = (account_key(from), account_key(to));
-        let mut tries = 0;
-        loop {
-            match transfer(node, &id, &from, &to, shared.cfg.think, &mut rng) {
-                Ok(Some(amount)) => {
-                    let ack = Ack { id, from, to, amount };
+    let mut seq = 0u64;
+    let mut slots: Vec<Slot> = (0..cfg.per_thread.max(1))
+        .map(|_| Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng))
+        .collect();
+    while !shared.stopping() {
+        let now = Instant::now();
+        for slot in &mut slots {
+            let outcome = match std::mem::replace(&mut slot.state, SlotState::Due(now)) {
+                SlotState::Due(at) if at > now => {
+                    slot.state = SlotState::Due(at);
+                    continue;
+                }
+                SlotState::Due(_) => match start_transfer(node, &slot.id, &slot.from, &slot.to, &mut rng) {
+                    Ok(Some(p)) => {
+                        slot.state = SlotState::Pausing(Box::new(p), now + cfg.think.unwrap_or_default());
+                        continue;
+                    }
+                    Ok(None) => {
+                        totals.skipped += 1;
+                        *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                SlotState::Pausing(p, until) if until > now => {
+                    slot.state = SlotState::Pausing(p, until);
+                    continue;
+                }
+                SlotState::Pausing(p, _) => finish_transfer(*p),
+            };
+            match outcome {
+                Ok(ack) => {
                     let mut out = shared.out();
                     writeln!(out, "{ack}")
                         .and_then(|()| out.flush())
                         .map_err(|e| CliError::os("writing an acknowledgement to stdout", e))?;
+                    drop(out);
                     totals.transfers += 1;
-                    break;
-                }
-                Ok(None) => {
-                    totals.skipped += 1;
-                    break;
+                    *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
                 }
                 Err(CliError::Engine(e)) if e.is_retryable() => {
-                    if tries == MAX_RETRIES {
-                        tracing::warn!(transfer = id, error = %e, "transfer given up");
+                    if slot.tries == MAX_RETRIES {
+                        tracing::warn!(transfer = slot.id, error = %e, "transfer given up");
                         totals.given_up += 1;
-                        break;
+                        *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
+                    } else {
+                        slot.tries += 1;
+                        totals.retries += 1;
+                        slot.state = SlotState::Due(Instant::now() + backoff(slot.tries, &mut rng));
                     }
-                    if shared.stopping() {
-                        break;
-                    }
-                    tries += 1;
-                    totals.retries += 1;
-                    std::thread::sleep(backoff(tries, &mut rng));
                 }
                 Err(e) => return Err(e),
             }
+        }
+        // Sleep until the next slot has something to do.
+        let next = slots
+            .iter()
+            .map(|s| match &s.state {
+                SlotState::Due(at) | SlotState::Pausing(_, at) => *at,
+            })
+            .min()
+            .unwrap_or(now);
+        let wait = next.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait.min(Duration::from_millis(50)));
         }
     }
     Ok(totals)
 }
 
-/// One attempt at a transfer: `Some(amount)` once committed, `None` when the
-/// payer's account was empty. Any failure rolls the transaction back.
-fn transfer(
+/// A transfer between its first write and the rest: in flight, its locks
+/// held.
+struct Pending {
+    txn: understudy::Transaction,
+    ack: Ack,
+    credited: u64,
+}
+
+/// Starts a transfer: reads both balances and debits the payer. `None`
+/// when the payer's account is empty (rolled back). Any failure rolls the
+/// transaction back.
+fn start_transfer(
     node: &Node,
     id: &str,
     from: &str,
     to: &str,
-    think: Option<Duration>,
     rng: &mut impl Rng,
-) -> Result<Option<u64>, CliError> {
+) -> Result<Option<Pending>, CliError> {
     let mut txn = node.begin()?;
-    let staged = (|| -> Result<Option<u64>, CliError> {
+    let staged = (|| -> Result<Option<(u64, u64)>, CliError> {
         let from_balance = balance(&mut txn, from)?;
         let to_balance = balance(&mut txn, to)?;
         if from_balance == 0 {
@@ -388,19 +461,19 @@ fn transfer(
             from.as_bytes(),
             (from_balance - amount).to_string().as_bytes(),
         )?;
-        if let Some(t) = think {
-            std::thread::sleep(t);
-        }
-        txn.put(ACCOUNTS_TABLE, to.as_bytes(), credited.to_string().as_bytes())?;
-        let entry = journal_entry(from, to, amount);
-        txn.put(TRANSFERS_TABLE, id.as_bytes(), entry.as_bytes())?;
-        Ok(Some(amount))
+        Ok(Some((amount, credited)))
     })();
     match staged {
-        Ok(Some(amount)) => {
-            txn.commit()?;
-            Ok(Some(amount))
-        }
+        Ok(Some((amount, credited))) => Ok(Some(Pending {
+            txn,
+            ack: Ack {
+                id: id.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                amount,
+            },
+            credited,
+        })),
         Ok(None) => {
             txn.rollback()?;
             Ok(None)
@@ -408,6 +481,27 @@ fn transfer(
         Err(e) => {
             // The first error says what went wrong; a rollback failing after
             // it (the node stopped) adds nothing.
+            let _ = txn.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Credits the payee, journals the transfer and commits.
+fn finish_transfer(p: Pending) -> Result<Ack, CliError> {
+    let Pending { mut txn, ack, credited } = p;
+    let staged = (|| -> Result<(), CliError> {
+        txn.put(ACCOUNTS_TABLE, ack.to.as_bytes(), credited.to_string().as_bytes())?;
+        let entry = journal_entry(&ack.from, &ack.to, ack.amount);
+        txn.put(TRANSFERS_TABLE, ack.id.as_bytes(), entry.as_bytes())?;
+        Ok(())
+    })();
+    match staged {
+        Ok(()) => {
+            txn.commit()?;
+            Ok(ack)
+        }
+        Err(e) => {
             let _ = txn.rollback();
             Err(e)
         }

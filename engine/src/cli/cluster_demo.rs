@@ -40,16 +40,23 @@ pub struct ClusterDemoArgs {
     /// Measure instead: kill node 1 `--kills` times and report percentiles
     /// of failure detection and of kill → locks released, and the
     /// survivors' commit rate during recoveries. The bank gets at least 100
-    /// accounts per transfer thread of node 1.
+    /// accounts per transfer node 1 keeps in flight.
     #[arg(long)]
     pub bench: bool,
     /// Kills the bench makes.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub kills: u32,
-    /// Transfer threads of node 1 in the bench: about one transaction in
-    /// flight each when it is killed.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    /// Transfer threads of node 1 in the bench.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub victim_threads: u16,
+    /// Transfers each of node 1's threads keeps in flight in the bench,
+    /// interleaved (`node --txns-per-thread`): threads × this is about the
+    /// transactions in flight when it is killed, a little less since each
+    /// is between transfers part of the time (10 × 13 leaves about 90).
+    /// 100 threads of one each is the same load, slower to kill: the
+    /// kernel tears every thread down before the process's sockets close.
+    #[arg(long, default_value_t = 13, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub victim_txns_per_thread: u16,
     /// Milliseconds node 1 pauses inside each transfer in the bench.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub think_ms: u64,

@@ -73,6 +73,13 @@ pub struct NodeArgs {
     /// restart (or a peer) to back out.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub think_ms: u64,
+    /// Transfers each thread keeps in flight at once, interleaved: while one
+    /// pauses (`--think-ms`), the thread starts or finishes the others. With
+    /// more than one, a lock wait gives up after 10 ms (and the transfer is
+    /// retried), since a thread waiting for a lock holds up all of its
+    /// transfers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub txns_per_thread: u16,
     /// Leave failed peers to an operator's `recover` (or a restart request)
     /// instead of racing to recover them.
     #[arg(long)]
@@ -83,6 +90,9 @@ pub struct NodeArgs {
     pub restart_light_on_failure: bool,
 }
 
+/// How long a lock request of a thread running several transfers waits.
+const INTERLEAVED_LOCK_WAIT: Duration = Duration::from_millis(10);
+
 pub fn run(args: &NodeArgs) -> Result<(), CliError> {
     let opts = NodeOptions {
         embed_coordinator: args.embed_coordinator,
@@ -90,6 +100,14 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
         // Any peer's restart request is served with this binary.
         restart_command: super::recover::restart_light_command(),
         ..NodeOptions::default()
+    };
+    let opts = if args.txns_per_thread > 1 {
+        NodeOptions {
+            lock_wait: INTERLEAVED_LOCK_WAIT,
+            ..opts
+        }
+    } else {
+        opts
     };
     let node = Node::open(&args.cluster, args.id, opts)?;
     if args.restart_light_on_failure {
@@ -185,6 +203,7 @@ fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>) -> Result<(), 
                 accounts: args.accounts,
                 deadline,
                 think: (args.think_ms > 0).then(|| Duration::from_millis(args.think_ms)),
+                per_thread: args.txns_per_thread,
             };
             let t = bank::run_transfers(node, &cfg)?;
             say!(

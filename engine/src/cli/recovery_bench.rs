@@ -1,9 +1,10 @@
 //! `understudy demo --bench`: peer recovery measured over many kills.
 //!
 //! A coordinator and three node processes run bank transfers. Round after
-//! round, node 1 runs with many transfer threads that pause inside each
-//! transfer (`--think-ms`), so that about one in-flight transaction per
-//! thread is on its log when it is killed with SIGKILL; the survivors
+//! round, node 1 runs transfer threads that each keep several transfers in
+//! flight and pause inside each (`--think-ms`), so that about threads ×
+//! transfers per thread in-flight transactions are on its log when it is
+//! killed with SIGKILL; the survivors
 //! recover it, and it is started again for the next round. Per kill the
 //! bench takes, on the host's monotonic clock (shared by the processes):
 //!
@@ -105,16 +106,19 @@ fn parse_recovered(json: &str, killed_ns: u64) -> Result<Recovered, CliError> {
 
 pub fn run(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Result<(), CliError> {
     // Enough accounts that node 1's many concurrent transfers seldom meet.
-    let accounts = args.accounts.max(u32::from(args.victim_threads) * 100);
+    let in_flight = u32::from(args.victim_threads) * u32::from(args.victim_txns_per_thread);
+    let accounts = args.accounts.max(in_flight * 100);
     say!(
-        "== Understudy recovery bench: {} kills of node {VICTIM} ({} transfer threads, {} ms inside each transfer) ==",
+        "== Understudy recovery bench: {} kills of node {VICTIM} ({} transfer threads × {} transfers each, {} ms \
+         inside each transfer) ==",
         args.kills,
         args.victim_threads,
+        args.victim_txns_per_thread,
         args.think_ms
     );
     let _coordinator = start_cluster(exe, dir, d, ep, accounts)?;
     let expected = bank::expected_total(accounts, INIT_BALANCE)?;
-    let node_args = |id: u32, threads: u16, think_ms: u64| -> Vec<String> {
+    let node_args = |id: u32, threads: u16, per_thread: u16, think_ms: u64| -> Vec<String> {
         [
             "node",
             "--cluster",
@@ -129,6 +133,8 @@ pub fn run(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) ->
             &accounts.to_string(),
             "--think-ms",
             &think_ms.to_string(),
+            "--txns-per-thread",
+            &per_thread.to_string(),
         ]
         .map(String::from)
         .to_vec()
@@ -139,7 +145,7 @@ pub fn run(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) ->
     for id in [2, 3] {
         survivors.push(spawn(
             exe,
-            &node_args(id, args.threads, 0),
+            &node_args(id, args.threads, 1, 0),
             &format!("node {id}"),
             id,
             Some(tx.clone()),
@@ -165,7 +171,7 @@ pub fn run(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) ->
     for round in 0..args.kills {
         let mut victim = spawn(
             exe,
-            &node_args(VICTIM, args.victim_threads, args.think_ms),
+            &node_args(VICTIM, args.victim_threads, args.victim_txns_per_thread, args.think_ms),
             "node 1",
             VICTIM,
             Some(tx.clone()),
