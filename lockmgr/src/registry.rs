@@ -323,13 +323,13 @@ pub struct RegistrySnapshot {
 impl Registry {
     /// `node` leaves cleanly, holding no write lock: it is failed and at once
     /// recovered (nothing of it needs backing out), so it may join again.
-    pub fn leave(&self, node: NodeId) -> Result<(), RegistryError> {
+    pub fn leave(&self, node: NodeId) -> Result<Vec<NodeId>, RegistryError> {
         let mut inner = lock(&self.inner);
         inner.members.fail(node)?;
         inner.recoveries.insert(node, Recovery::Recovered);
-        drop_registrations_of(&mut inner, node);
-        tracing::info!(node, "node left");
-        Ok(())
+        let orphaned = drop_registrations_of(&mut inner, node);
+        tracing::info!(node, orphaned = orphaned.len(), "node left");
+        Ok(orphaned)
     }
 
     /// The state to keep durably.

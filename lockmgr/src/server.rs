@@ -180,6 +180,12 @@ impl Session {
     }
 }
 
+/// How a member went (see `Shared::member_gone`).
+enum Gone {
+    Failed { blind: bool },
+    Left,
+}
+
 struct Wait {
     ticket: Ticket,
     conn: Arc<Conn>,
@@ -875,32 +881,13 @@ impl Shared {
                 self.broadcast(EventKind::RecoveryFinished, node, member.map_or(0, |s| s.incarnation));
             }
             Msg::Leave => {
-                if member.is_none() {
+                let Some(member) = member else {
                     reply(Msg::Ok);
                     return false;
-                }
+                };
                 lock(&self.sessions).remove(&node);
-                let report = self.table.node_failed(node);
-                self.forget_waits(&report.cancelled);
-                self.refuse_retained(node, &report.refused);
-                self.notify(report.woken);
-                if report.retained.is_empty() {
-                    let _ = self.registry.leave(node);
-                } else {
-                    // It left holding write locks: they stay retained and
-                    // it needs recovery like any failed node.
-                    let _ = self.registry.node_failed(node);
-                }
-                self.persist();
+                self.member_gone(node, member.incarnation, Gone::Left);
                 reply(Msg::Ok);
-                let wanted = lock(&self.restart_wanted).remove(&node);
-                if !report.retained.is_empty() {
-                    let inc = member.map_or(0, |s| s.incarnation);
-                    self.broadcast(EventKind::NodeFailed, node, inc);
-                    if wanted {
-                        self.broadcast(EventKind::RestartRequested, node, inc);
-                    }
-                }
                 return false;
             }
             Msg::Hello { .. } | Msg::AuthProof { .. } => {
@@ -1027,10 +1014,18 @@ impl Shared {
         }
     }
 
-    /// Declares `node` failed: S/IS locks go, write locks are retained, its
-    /// registrations as a counterpart are dropped, every live node hears of
-    /// it, and the record is made durable; only then are the locks its
-    /// failure freed granted.
+    /// Declares `node` failed: see [`Shared::member_gone`].
+    fn fail_node(&self, node: NodeId, incarnation: u64, blind: bool) {
+        self.member_gone(node, incarnation, Gone::Failed { blind });
+    }
+
+    /// A member goes, by failing or by leaving: its S/IS locks go, its
+    /// write locks are retained, its registrations as a counterpart are
+    /// dropped (the nodes it was recovering are announced failed again, for
+    /// another counterpart). A node that leaves holding no write lock is
+    /// recovered at once; one that leaves holding some needs recovery like
+    /// a failed one. Every live node hears of a failure, and the record is
+    /// made durable; only then are the locks the departure freed granted.
     ///
     /// The announcement goes before the record's sync, which would
     /// otherwise delay every recovery by a device flush. That is safe:
@@ -1040,38 +1035,50 @@ impl Shared {
     /// counterpart has recovered it again (recovery is idempotent), so the
     /// work of a counterpart that started on the announcement is never
     /// exposed. What is never sent before the record is durable is a grant.
-    fn fail_node(&self, node: NodeId, incarnation: u64, blind: bool) {
+    fn member_gone(&self, node: NodeId, incarnation: u64, how: Gone) {
         let member_guard = lock(&self.member_changes);
         // A failure is of one incarnation: a newer one is not failed by it.
         if self.registry.status(node).map(|s| s.incarnation) != Some(incarnation) {
             return;
         }
-        let orphaned = match self.registry.node_failed(node) {
+        let report = self.table.node_failed(node);
+        let failed = !matches!(how, Gone::Left) || !report.retained.is_empty();
+        let gone = if failed {
+            self.registry.node_failed(node)
+        } else {
+            self.registry.leave(node)
+        };
+        let orphaned = match gone {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(node, error = %e, "failure of a node that is not live");
-                return;
+                tracing::warn!(node, error = %e, "departure of a node that is not live");
+                Vec::new()
             }
         };
-        let report = self.table.node_failed(node);
         self.forget_waits(&report.cancelled);
         self.refuse_retained(node, &report.refused);
         lock(&self.grants).retain(|_, g| g.counterpart() != node);
+        let blind = matches!(how, Gone::Failed { blind: true });
         if blind {
             lock(&self.blind).insert(node);
         }
-        self.broadcast(EventKind::NodeFailed, node, incarnation);
-        if lock(&self.restart_wanted).remove(&node) {
-            self.broadcast(EventKind::RestartRequested, node, incarnation);
+        let wanted = lock(&self.restart_wanted).remove(&node);
+        if failed {
+            self.broadcast(EventKind::NodeFailed, node, incarnation);
+            if wanted {
+                self.broadcast(EventKind::RestartRequested, node, incarnation);
+            }
         }
-        for &failed in &orphaned {
-            let inc = self.registry.status(failed).map_or(0, |s| s.incarnation);
-            self.broadcast(EventKind::NodeFailed, failed, inc);
+        for &orphan in &orphaned {
+            let inc = self.registry.status(orphan).map_or(0, |s| s.incarnation);
+            self.broadcast(EventKind::NodeFailed, orphan, inc);
         }
         self.persist();
         drop(member_guard);
         self.notify(report.woken);
-        tracing::warn!(node, retained = report.retained.len(), blind, "node declared failed");
+        if failed {
+            tracing::warn!(node, retained = report.retained.len(), blind, "node declared failed");
+        }
     }
 
     /// Writes the durable record. A coordinator that cannot record a

@@ -915,20 +915,27 @@ fn of_two_nodes_racing_to_register_exactly_one_wins() {
     assert!(rounds >= 3, "only {rounds} rounds ran (wins {wins:?})");
 }
 
+/// A coordinator, node 1 joined (returned, to watch events), and node 2
+/// killed while holding X on `page`, announced failed.
+fn node_2_failed_holding(cluster: &Cluster, page: ResourceId) -> (Coord, Member) {
+    let coord = cluster.start(FAST);
+    let observer = join(&coord.unix, 1);
+    let mut failed = cluster.node(&coord.tcp, 2);
+    assert_eq!(failed.ask(&lock_cmd(1, page, LockMode::X, None)), "GRANTED X");
+    failed.kill();
+    wait_event(&observer.events, EventKind::NodeFailed, 2);
+    (coord, observer)
+}
+
 // ---------------------------------------------------------------------------
 // 5. Refusals while a counterpart is active.
 
 #[test]
 fn while_a_counterpart_recovers_the_failed_node_and_others_are_refused() {
     let cluster = Cluster::new();
-    let coord = cluster.start(FAST);
-    let counterpart = join(&coord.unix, 1);
-    let events = &counterpart.events;
-    let mut failed = cluster.node(&coord.tcp, 2);
     let page = ResourceId::new(5, 1);
-    assert_eq!(failed.ask(&lock_cmd(1, page, LockMode::X, None)), "GRANTED X");
-    failed.kill();
-    wait_event(events, EventKind::NodeFailed, 2);
+    let (coord, counterpart) = node_2_failed_holding(&cluster, page);
+    let events = &counterpart.events;
     let grant = counterpart.register_counterpart(2).expect("register");
     assert_eq!(grant.failed, 2);
 
@@ -960,14 +967,9 @@ fn while_a_counterpart_recovers_the_failed_node_and_others_are_refused() {
 #[test]
 fn a_counterpart_killed_mid_recovery_is_replaced() {
     let cluster = Cluster::new();
-    let coord = cluster.start(FAST);
-    let observer = join(&coord.unix, 1);
-    let events = &observer.events;
-    let mut failed = cluster.node(&coord.tcp, 2);
     let page = ResourceId::new(6, 1);
-    assert_eq!(failed.ask(&lock_cmd(1, page, LockMode::X, None)), "GRANTED X");
-    failed.kill();
-    wait_event(events, EventKind::NodeFailed, 2);
+    let (coord, observer) = node_2_failed_holding(&cluster, page);
+    let events = &observer.events;
 
     let mut first = cluster.node(&coord.unix, 3);
     let old = won_grant(2, &first.ask("register 2"));
@@ -997,6 +999,35 @@ fn a_counterpart_killed_mid_recovery_is_replaced() {
     let new = won_grant(2, &second.ask("register 2"));
     assert_ne!(new.token, old.token);
     assert_eq!(second.ask("unregister recovered"), "OK");
+    wait_event(events, EventKind::RecoveryFinished, 2);
+    assert_eq!(observer.lock(1, page, LockMode::X, None), Ok(LockMode::X));
+}
+
+/// A counterpart that leaves cleanly in the middle of a recovery drops its
+/// registration like one that dies: the failed node is announced again,
+/// inactive, for another counterpart; the one that left holds no lock, so
+/// it is not announced itself.
+#[test]
+fn a_counterpart_that_leaves_mid_recovery_is_replaced() {
+    let cluster = Cluster::new();
+    let page = ResourceId::new(6, 1);
+    let (coord, observer) = node_2_failed_holding(&cluster, page);
+    let events = &observer.events;
+
+    let leaving = join(&coord.unix, 3);
+    let grant = leaving.register_counterpart(2).expect("register");
+    assert_eq!(grant.failed, 2);
+    leaving.leave().expect("leave");
+    wait_event(events, EventKind::NodeFailed, 2);
+    assert_eq!(
+        status_of(&observer, 2).map(|m| (m.recovery, m.counterpart, m.retained_locks)),
+        Some((1, 0, 1)),
+        "node 2 is failed, inactive, its lock retained"
+    );
+    assert_eq!(status_of(&observer, 3).map(|m| m.live), Some(false), "node 3 left");
+    let mut next = cluster.node(&coord.tcp, 4);
+    won_grant(2, &next.ask("register 2"));
+    assert_eq!(next.ask("unregister recovered"), "OK");
     wait_event(events, EventKind::RecoveryFinished, 2);
     assert_eq!(observer.lock(1, page, LockMode::X, None), Ok(LockMode::X));
 }
