@@ -88,13 +88,26 @@ impl LogReader {
             path: control::control_path(dir),
             reason: "missing: this is not a log directory, or its creation never finished".into(),
         })?;
+        let listing = segment::list_segments(dir, false)?;
+        Self::from_parts(dir, io, &ctl, listing, writable)
+    }
+
+    /// A reader from a control record and a segment listing already read
+    /// (a writer opening its log has both).
+    pub(crate) fn from_parts(
+        dir: &Path,
+        io: Io,
+        ctl: &control::Control,
+        listing: Vec<(u64, PathBuf)>,
+        writable: bool,
+    ) -> Result<LogReader> {
         let layout = Layout::new(ctl.segment_size).map_err(|e| WalError::BadControl {
             path: control::control_path(dir),
             reason: e.to_string(),
         })?;
         let first = layout.segment_of(ctl.start_lsn);
         let mut files = BTreeMap::new();
-        for (n, path) in segment::list_segments(dir, false)? {
+        for (n, path) in listing {
             if n >= first {
                 files.insert(n, IoFile::open(&path, writable, false)?);
             }

@@ -140,8 +140,10 @@ impl Log {
             });
         }
         let layout = Layout::new(ctl.segment_size)?;
-        segment::list_segments(dir, true)?;
-        let reader = LogReader::open_with(dir, io.clone(), true)?;
+        let listing = segment::list_segments(dir, true)?;
+        // Segments left below the start by a crash mid-truncation.
+        let below_start = listing.iter().any(|&(n, _)| n < layout.segment_of(ctl.start_lsn));
+        let reader = LogReader::from_parts(dir, io.clone(), &ctl, listing, true)?;
         let end: LogEnd = reader.find_end_visiting(visit)?;
         if let Some(torn) = &end.torn {
             tracing::warn!(dir = %dir.display(), lsn = %end.next, damage = %torn, "torn log tail cut off");
@@ -188,7 +190,9 @@ impl Log {
         }
         // A crash between a truncation's control write and its recycling
         // leaves segments below the start; finish the job.
-        shared.recycle_below(layout.segment_of(ctl.start_lsn))?;
+        if below_start {
+            shared.recycle_below(layout.segment_of(ctl.start_lsn))?;
+        }
         shared.ensure_spare(end_seg)?;
         let flusher = {
             let shared = shared.clone();
