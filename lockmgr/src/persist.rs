@@ -28,8 +28,9 @@
 //! sequence among those that check out is current. A crash mid-write tears
 //! only the slot being written, which held the record before the previous
 //! one, so the previous record — the last acknowledged — survives. This is
-//! what a failure, a join or a recovery's end waits on, so it is kept to
-//! one device flush.
+//! what a join, a recovery's end and the grants a failure frees wait on
+//! (the failure's announcement goes before it), so it is kept to one device
+//! flush.
 //!
 //! Version 1 (a single `coordinator.state`, replaced by rename; the sequence
 //! field reserved as 0 and outside the CRC) is still read, as sequence 0.

@@ -210,9 +210,10 @@ struct Shared {
     awaiting: Mutex<(BTreeSet<NodeId>, Option<Instant>)>,
     /// The durable record's store; its lock serialises writes.
     persist_lock: Mutex<StateStore>,
-    /// Serialises membership changes of nodes — declaring one failed
-    /// (registry, then lock table, then record) and admitting one (registry,
-    /// then lock table and reclaimed locks, then record) — so a restart can
+    /// Serialises membership changes of nodes — one going (lock table,
+    /// registry, announcement, then record; see `member_gone`) and one
+    /// admitted (registry, then lock table and reclaimed locks, then
+    /// record) — so a restart can
     /// never slip between the steps of its own failure. Taken after
     /// `awaiting` when both are needed, never before it.
     member_changes: Mutex<()>,
@@ -1010,13 +1011,8 @@ impl Shared {
             }
         };
         if current {
-            self.fail_node(node, session.incarnation, false);
+            self.member_gone(node, session.incarnation, Gone::Failed { blind: false });
         }
-    }
-
-    /// Declares `node` failed: see [`Shared::member_gone`].
-    fn fail_node(&self, node: NodeId, incarnation: u64, blind: bool) {
-        self.member_gone(node, incarnation, Gone::Failed { blind });
     }
 
     /// A member goes, by failing or by leaving: its S/IS locks go, its
@@ -1037,9 +1033,12 @@ impl Shared {
     /// exposed. What is never sent before the record is durable is a grant.
     fn member_gone(&self, node: NodeId, incarnation: u64, how: Gone) {
         let member_guard = lock(&self.member_changes);
-        // A failure is of one incarnation: a newer one is not failed by it.
-        if self.registry.status(node).map(|s| s.incarnation) != Some(incarnation) {
-            return;
+        // A departure is of one live incarnation: a newer one is not failed
+        // by it, and one that already went (its connection ended and its
+        // lease ran out, say) does not go twice.
+        match self.registry.status(node) {
+            Some(s) if s.incarnation == incarnation && s.liveness == Liveness::Live => {}
+            _ => return,
         }
         let report = self.table.node_failed(node);
         let failed = !matches!(how, Gone::Left) || !report.retained.is_empty();
@@ -1048,13 +1047,11 @@ impl Shared {
         } else {
             self.registry.leave(node)
         };
-        let orphaned = match gone {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(node, error = %e, "departure of a node that is not live");
-                Vec::new()
-            }
-        };
+        let orphaned = gone.unwrap_or_else(|e| {
+            // Checked live above, under the same lock: cannot happen.
+            tracing::error!(node, error = %e, "departure of a node that is not live");
+            Vec::new()
+        });
         self.forget_waits(&report.cancelled);
         self.refuse_retained(node, &report.refused);
         lock(&self.grants).retain(|_, g| g.counterpart() != node);
@@ -1204,7 +1201,7 @@ impl Shared {
                 node,
                 "did not come back after the coordinator restarted; its locks are unknown"
             );
-            self.fail_node(node, inc, true);
+            self.member_gone(node, inc, Gone::Failed { blind: true });
         }
     }
 }

@@ -80,16 +80,12 @@ pub(crate) fn search_window(max_batch: u32) -> u64 {
 impl LogReader {
     /// Opens the log in `dir` for reading. Takes no lock.
     pub fn open(dir: &Path, io: Io) -> Result<LogReader> {
-        Self::open_with(dir, io, false)
-    }
-
-    pub(crate) fn open_with(dir: &Path, io: Io, writable: bool) -> Result<LogReader> {
         let ctl = control::read(&io, dir)?.ok_or_else(|| WalError::BadControl {
             path: control::control_path(dir),
             reason: "missing: this is not a log directory, or its creation never finished".into(),
         })?;
         let listing = segment::list_segments(dir, false)?;
-        Self::from_parts(dir, io, &ctl, listing, writable)
+        Self::from_parts(dir, io, &ctl, listing, false)
     }
 
     /// A reader from a control record and a segment listing already read

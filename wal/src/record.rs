@@ -346,30 +346,48 @@ pub fn encode_into(out: &mut Vec<u8>, lsn: Lsn, meta: &RecordMeta, body: &Record
         RecordBody::Compensation { undo_next } => {
             out.extend_from_slice(&undo_next.map_or(NO_LSN, |l| l.0).to_le_bytes())
         }
-        RecordBody::Checkpoint(active) => {
-            out.extend_from_slice(&(active.len() as u32).to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
-            for a in active {
-                let e = ActiveEntry {
-                    txn: U64::new(a.txn),
-                    first_lsn: U64::new(a.first_lsn.0),
-                };
-                out.extend_from_slice(e.as_bytes());
-            }
-        }
-        RecordBody::CommitIntent(pages) => {
-            out.extend_from_slice(&(pages.len() as u32).to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
-            for p in pages {
-                let e = PageRefEntry {
-                    file_id: U32::new(p.file_id),
-                    reserved: U32::new(0),
-                    page_no: U64::new(p.page_no),
-                };
-                out.extend_from_slice(e.as_bytes());
-            }
-        }
+        RecordBody::Checkpoint(active) => encode_counted_table(
+            out,
+            active.iter().map(|a| ActiveEntry {
+                txn: U64::new(a.txn),
+                first_lsn: U64::new(a.first_lsn.0),
+            }),
+        ),
+        RecordBody::CommitIntent(pages) => encode_counted_table(
+            out,
+            pages.iter().map(|p| PageRefEntry {
+                file_id: U32::new(p.file_id),
+                reserved: U32::new(0),
+                page_no: U64::new(p.page_no),
+            }),
+        ),
     });
+}
+
+/// A counted table payload (`Checkpoint`, `CommitIntent`): `count` u32,
+/// reserved u32, then `count` fixed-size entries.
+fn encode_counted_table<E: IntoBytes + Immutable>(out: &mut Vec<u8>, entries: impl ExactSizeIterator<Item = E>) {
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(e.as_bytes());
+    }
+}
+
+/// The entries of a counted table payload whose count agrees with them.
+fn counted_table<'a, E: FromBytes + KnownLayout + Immutable + Unaligned>(
+    payload: &'a [u8],
+    malformed: &'static str,
+) -> Result<&'a [E], CorruptionKind> {
+    if payload.len() < 8 {
+        return Err(CorruptionKind::BadPayload(malformed));
+    }
+    let count = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes")) as usize;
+    let entries = <[E]>::ref_from_bytes(&payload[8..]).map_err(|_| CorruptionKind::BadPayload(malformed))?;
+    if entries.len() != count {
+        return Err(CorruptionKind::BadPayload(malformed));
+    }
+    Ok(entries)
 }
 
 /// Appends a segment-end filler record at `lsn`.
@@ -540,15 +558,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, Kind), CorruptionKind> {
             }
         }
         Kind::Checkpoint => {
-            if payload.len() < 8 {
-                return Err(CorruptionKind::BadPayload("checkpoint payload too short"));
-            }
-            let count = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes")) as usize;
-            let entries = <[ActiveEntry]>::ref_from_bytes(&payload[8..])
-                .map_err(|_| CorruptionKind::BadPayload("checkpoint table is not whole entries"))?;
-            if entries.len() != count {
-                return Err(CorruptionKind::BadPayload("checkpoint count disagrees with its table"));
-            }
+            let entries: &[ActiveEntry] = counted_table(payload, "checkpoint table malformed")?;
             RecordBody::Checkpoint(
                 entries
                     .iter()
@@ -560,14 +570,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, Kind), CorruptionKind> {
             )
         }
         Kind::CommitIntent => {
-            if payload.len() < 8 || payload[4..8] != [0; 4] {
-                return Err(CorruptionKind::BadPayload("commit intent header malformed"));
-            }
-            let count = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes")) as usize;
-            let entries = <[PageRefEntry]>::ref_from_bytes(&payload[8..])
-                .map_err(|_| CorruptionKind::BadPayload("commit intent table is not whole entries"))?;
-            if entries.len() != count || entries.iter().any(|e| e.reserved.get() != 0) {
-                return Err(CorruptionKind::BadPayload("commit intent count or entries malformed"));
+            const MALFORMED: &str = "commit intent table malformed";
+            let entries: &[PageRefEntry] = counted_table(payload, MALFORMED)?;
+            if payload[4..8] != [0; 4] || entries.iter().any(|e| e.reserved.get() != 0) {
+                return Err(CorruptionKind::BadPayload(MALFORMED));
             }
             RecordBody::CommitIntent(
                 entries

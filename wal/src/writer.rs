@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -75,6 +76,8 @@ struct Shared {
     /// once that flush's committers have been told (see `prepare_spare`).
     spare_due: Mutex<Option<u64>>,
     control: Mutex<Control>,
+    /// `control`'s batch bound, for the check every flush makes.
+    batch_bound: AtomicU32,
     /// The directory lock: held for the life of the log, or until
     /// [`Log::relinquish`]. `None` also means relinquished: nothing may
     /// write the control file or recycle segments then (both check it
@@ -122,7 +125,7 @@ impl Log {
         }
         if cfg.max_pending_bytes > crate::record::MAX_BATCH_BYTES {
             return Err(WalError::InvalidArgument(format!(
-                "max_pending_bytes may be at most {} (a flush's size bounds the reader's search past damage)",
+                "max_pending_bytes may be at most {} (it bounds a reader's search past damage in logs without a recorded batch bound)",
                 crate::record::MAX_BATCH_BYTES
             )));
         }
@@ -168,6 +171,7 @@ impl Log {
             gc,
             files: Mutex::new(files),
             spare_due: Mutex::new(None),
+            batch_bound: AtomicU32::new(ctl.max_batch),
             control: Mutex::new(ctl),
             lock: Mutex::new(Some(lock)),
         });
@@ -500,11 +504,20 @@ impl Shared {
     /// Raises the control file's batch bound, durably, before a flush of
     /// `bytes` larger than it is written (see `crate::control`). Rounded up
     /// to a power of two, so it is raised a handful of times in a log's life.
+    ///
+    /// The bound is read without the control lock, which a checkpoint holds
+    /// across a control write: a flush waits on it only to raise the bound.
+    /// A failed control write comes back as the plain I/O error; the flush
+    /// that asked poisons the log with it.
     fn cover_batch(&self, bytes: u64) -> Result<()> {
+        let covers = |bound: u32| bound == 0 || bytes <= u64::from(bound);
+        // 0: not recorded (a log from before the bound); readers use the
+        // widest window, which covers any flush.
+        if covers(self.batch_bound.load(Ordering::Acquire)) {
+            return Ok(());
+        }
         let mut ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
-        if ctl.max_batch == 0 || bytes <= u64::from(ctl.max_batch) {
-            // Not recorded (a log from before the bound): readers use the
-            // widest window, which covers any flush.
+        if covers(ctl.max_batch) {
             return Ok(());
         }
         let next = Control {
@@ -512,8 +525,9 @@ impl Shared {
             max_batch: u32::try_from(bytes.next_power_of_two()).unwrap_or(u32::MAX),
             ..*ctl
         };
-        self.write_control(&next)?;
+        control::write(&self.io, &self.dir, &next)?;
         *ctl = next;
+        self.batch_bound.store(next.max_batch, Ordering::Release);
         Ok(())
     }
 
@@ -585,8 +599,7 @@ impl Shared {
         let mut highest = on_disk.last().map_or(write_seg, |(n, _)| *n).max(write_seg);
         let below: Vec<(u64, std::path::PathBuf)> = on_disk.into_iter().filter(|(n, _)| *n < keep).collect();
         if below.is_empty() {
-            // Nothing renamed or removed: no directory sync (an open of a
-            // failed node's log for recovery would wait on it for nothing).
+            // Nothing renamed or removed: no directory sync to wait on.
             return Ok(());
         }
         for (n, path) in below {

@@ -2,9 +2,10 @@
 //!
 //! A batch is pushed onto a ring and kept full up to the ring's depth (deep
 //! queues are where the disk is fast: ~150 k 4 KiB writes/s at depth 128
-//! against ~15 k at depth 1). A single write that must be durable is submitted
-//! as a linked chain `write → fdatasync`, one system call for both. Short
-//! transfers are continued with a new operation for the remainder.
+//! against ~15 k at depth 1). A few writes to one file that must be durable
+//! (up to `MAX_LINKED_WRITES`) are submitted as one linked chain
+//! `write → … → write → fdatasync`, one system call for all. Short transfers
+//! are continued with a new operation for the remainder.
 //!
 //! Writes and syncs run on the backend's submitter threads
 //! (`super::submitters`), so the kernel's workers for blocking operations
