@@ -37,49 +37,64 @@ impl DataFile {
 
     /// Reads and checks page `page_no`.
     pub fn read_page(&self, io: &Io, page_no: u64) -> Result<Page> {
-        self.read_page_through(io, &self.file, page_no)
+        let mut buf = vec![0u8; self.page_size];
+        self.read_into(io, &self.file, &mut buf, page_no)?;
+        Page::from_disk(buf, self.file.path(), self.file_id, page_no)
     }
 
-    /// Reads and checks page `page_no` as the device holds it, past the
-    /// page cache (`O_DIRECT`): after a failed fsync the cache may hold a
-    /// page the disk does not. Where the file system refuses direct I/O
-    /// (tmpfs), the cache is all there is, and it is read instead.
-    pub fn read_page_from_device(&self, io: &Io, page_no: u64) -> Result<Page> {
+    /// The file opened for reading past the page cache (`O_DIRECT`), for
+    /// [`DataFile::read_page_from_device`]; `None` where the file system
+    /// refuses direct I/O (tmpfs), whose cache is all there is.
+    pub fn open_on_device(&self) -> Result<Option<IoFile>> {
         use std::os::unix::fs::OpenOptionsExt;
         let direct = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
             .open(self.path());
         match direct {
-            Ok(f) => self.read_page_through(io, &IoFile::from_std(f, self.path()), page_no),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.read_page(io, page_no),
+            Ok(f) => Ok(Some(IoFile::from_std(f, self.path()))),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
             Err(e) => Err(wal::io::IoError::new(wal::io::OpKind::Open, self.path(), None, e).into()),
         }
     }
 
-    fn read_page_through(&self, io: &Io, file: &IoFile, page_no: u64) -> Result<Page> {
+    /// Reads and checks page `page_no` as the device holds it, through
+    /// `device` ([`DataFile::open_on_device`]): after a failed fsync the
+    /// page cache may hold a page the disk does not. Without `device`, the
+    /// page is read as usual.
+    pub fn read_page_from_device(&self, io: &Io, device: Option<&IoFile>, page_no: u64) -> Result<Page> {
+        let Some(device) = device else {
+            return self.read_page(io, page_no);
+        };
+        // Direct I/O wants the buffer aligned to the device's block; the
+        // page size (a multiple of 4 KiB) is, so take a page-aligned window
+        // of a buffer twice that size.
+        let mut raw = vec![0u8; 2 * self.page_size];
+        let at = raw.as_ptr().align_offset(self.page_size.min(4096));
+        let buf = &mut raw[at..at + self.page_size];
+        self.read_into(io, device, buf, page_no)?;
+        Page::from_disk(buf.to_vec(), self.file.path(), self.file_id, page_no)
+    }
+
+    /// Page `page_no`'s bytes from `file` into `buf`; zeros where the file
+    /// ends first.
+    fn read_into(&self, io: &Io, file: &IoFile, buf: &mut [u8], page_no: u64) -> Result<()> {
         let offset = page_no
             .checked_mul(self.page_size as u64)
             .ok_or_else(|| Error::InvalidArgument(format!("page number {page_no} out of range")))?;
         let len = file.len()?;
-        // Direct I/O wants the buffer aligned to the device's block; the
-        // page size (a multiple of 4 KiB) is, so a page-aligned window of a
-        // buffer twice that size serves both kinds of file.
-        let mut raw = vec![0u8; 2 * self.page_size];
-        let at = raw.as_ptr().align_offset(self.page_size.min(4096));
-        let buf = &mut raw[at..at + self.page_size];
         if offset + self.page_size as u64 <= len {
             io.read_exact_at(file, buf, offset)?;
         } else if offset < len {
             // A torn extension: the part that exists is read, the rest is
             // zero. Direct I/O refuses a length that is not whole blocks, so
-            // this rare tail is read through the cache.
-            let part = (len - offset) as usize;
-            if io.read_exact_at(file, &mut buf[..part], offset).is_err() {
-                io.read_exact_at(&self.file, &mut buf[..part], offset)?;
+            // there this rare tail is read through the cache.
+            let part = &mut buf[..(len - offset) as usize];
+            if io.read_exact_at(file, part, offset).is_err() {
+                io.read_exact_at(&self.file, part, offset)?;
             }
         }
-        Page::from_disk(buf.to_vec(), self.file.path(), self.file_id, page_no)
+        Ok(())
     }
 }
 
@@ -179,11 +194,12 @@ pub fn write_pages_synced(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
 /// Group FORCE: concurrent commits share data-file syncs the way group
 /// commit shares log syncs.
 ///
-/// A committer writes its pages (no sync), then asks for a sync covering its
-/// writes. If no sync is under way it leads one: it takes every file written
-/// so far and syncs them; a sync started after a write completed covers it.
-/// Committers whose writes a running sync does not cover wait for the next
-/// one, which one of them leads. After a failed sync nothing more is
+/// A committer that finds no sync under way leads one at once: its writes
+/// and the sync of its files go to the kernel together, and the files
+/// others wrote since the last sync are synced along. Otherwise it writes
+/// its pages (no sync) and waits for a sync that started after its write
+/// completed; when the running one ends, one of those waiting leads the
+/// next, taking every file written so far. After a failed sync nothing more is
 /// accepted (a failed fsync is never retried).
 #[derive(Default)]
 pub struct GroupSync {
@@ -264,11 +280,7 @@ impl GroupSync {
             let files: Vec<Arc<DataFile>> = s.dirty.drain().map(|(_, f)| f).collect();
             drop(s);
             let handles: Vec<&IoFile> = files.iter().map(|f| f.io_file()).collect();
-            let r = io.sync_all(&handles).map_err(Error::from);
-            if r.is_err() {
-                return self.finish_sync(target, r);
-            }
-            self.finish_sync(target, r)?;
+            self.finish_sync(target, io.sync_all(&handles).map_err(Error::from))?;
             s = self.lock();
         }
     }

@@ -64,7 +64,8 @@ pub enum Error {
     ValueTooLarge { len: usize, max: usize },
 
     /// The transaction changed as many pages as one commit can force; it
-    /// is still open, and can be rolled back (or back to a savepoint).
+    /// is still open, and can be rolled back. (Rolling back to a savepoint
+    /// frees no room: the pages it changed stay listed.)
     #[error("a transaction may change at most {max} pages")]
     TransactionTooLarge { max: usize },
 

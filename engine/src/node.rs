@@ -257,13 +257,13 @@ impl Node {
             let wb = recovery::write_back(&io, &files, &reader, &mut found, &Agents::new())?;
             recovery::log_ends(&log, &found)?;
             client.restart_finished()?;
-            report.committed = found.committed;
-            report.backed_out = found.txns.len() - found.committed;
+            report.committed = wb.committed;
+            report.backed_out = found.txns.len() - wb.committed;
             report.pages_written = wb.pages;
             tracing::info!(
                 node_id,
                 txns = found.txns.len(),
-                committed = found.committed,
+                committed = wb.committed,
                 pages = wb.pages,
                 "own recovery finished"
             );

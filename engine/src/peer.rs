@@ -10,11 +10,14 @@
 //!    one racer wins, the others stop here.
 //! 3. **log opened** — the failed node's private log, opened for writing
 //!    with the grant (only a holder of a grant gets here; the log's own
-//!    directory lock keeps a second opener out).
-//! 4. **in-flight found** — [`crate::recovery::find_in_flight`].
-//! 5. **written back** — every changed page's oldest before-image, each page
-//!    once, one batch through a deep queue ([`crate::recovery::write_back`]);
-//!    **synced** — the data files made durable.
+//!    directory lock keeps a second opener out). The open reads the log
+//!    through to find its end, and the in-flight search
+//!    ([`crate::recovery::InFlightScan`]) rides on that pass.
+//! 4. **in-flight found** — the search's result, from the last checkpoint.
+//! 5. **written back** — intents decided by their pages, then every changed
+//!    page's oldest before-image, each page once, in rounds of a deep queue
+//!    ([`crate::recovery::write_back`]); **synced** — the data files made
+//!    durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own
 //!    restart finds nothing left.
 //! 7. **released** — unregistered as recovered: the coordinator frees the
@@ -228,7 +231,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
         let wb = recovery::write_back(&inner.io, &inner.files, &reader, &mut found, &Agents::new())
             .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
-        tl.committed = found.committed;
+        tl.committed = wb.committed;
         let synced = detected.elapsed();
         tl.mark_at(
             "written back",

@@ -5,8 +5,10 @@
 //! restarting node took its retained locks back; a counterpart is protected
 //! by the failed node's retained locks).
 //!
-//! 1. [`find_in_flight`] scans the log from its last checkpoint (and from the
-//!    first record of any transaction active at that checkpoint) and finds
+//! 1. The in-flight search ([`InFlightScan`], fed by the scan that opening
+//!    the log makes, or by [`find_in_flight`]) keeps what lies from the last
+//!    checkpoint (and from the first record of any transaction active at
+//!    that checkpoint) and finds
 //!    the transactions with records but neither a commit nor an end record.
 //!    For each page they changed it keeps the **oldest** before-image: the
 //!    page as it was before any of them touched it. (Several in-flight
@@ -88,8 +90,6 @@ pub struct InFlight {
     /// by [`write_back`], which moves the images of those not committed
     /// into `pages`.
     pub intents: Vec<Intent>,
-    /// Of `intents`, how many [`write_back`] found committed.
-    pub committed: usize,
     /// (file id, page) → the LSN of its oldest before-image.
     pub pages: BTreeMap<(u32, u64), Lsn>,
     /// Custom agents' undo records of in-flight transactions, newest first.
@@ -238,6 +238,8 @@ impl InFlightScan {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteBack {
     pub pages: usize,
+    /// In-flight transactions found committed by their pages (their intents).
+    pub committed: usize,
     /// Until every image was written (not yet durable).
     pub write_time: Duration,
     /// Until the data files were synced, and the agents' undo ran.
@@ -275,9 +277,10 @@ pub fn write_back(
     // Intents first: a committed one keeps its pages (synced below with the
     // rest), one that is not gives its images to the write-back.
     let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
+    let mut kept = 0;
     for intent in std::mem::take(&mut found.intents) {
         if committed(io, files, reader.node_id(), &intent, &mut opened)? {
-            found.committed += 1;
+            kept += 1;
             continue;
         }
         for (key, lsn) in intent.images {
@@ -364,6 +367,7 @@ pub fn write_back(
     }
     Ok(WriteBack {
         pages: written,
+        committed: kept,
         write_time,
         sync_time: started.elapsed(),
     })
@@ -386,19 +390,23 @@ fn committed(
     intent: &Intent,
     opened: &mut HashMap<u32, Arc<DataFile>>,
 ) -> Result<bool> {
-    let mut all = true;
+    let mut devices: HashMap<u32, Option<wal::io::IoFile>> = HashMap::new();
     for p in &intent.pages {
         let file = match opened.entry(p.file_id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(files.get(p.file_id, false)?),
         };
-        match file.read_page_from_device(io, p.page_no) {
+        let device = match devices.entry(p.file_id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(file.open_on_device()?),
+        };
+        match file.read_page_from_device(io, device.as_ref(), p.page_no) {
             Ok(page) if page.stamp() == (owner, intent.lsn.0) => {}
-            Ok(_) | Err(Error::CorruptPage { .. }) => all = false,
+            Ok(_) | Err(Error::CorruptPage { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
     }
-    Ok(all)
+    Ok(true)
 }
 
 /// Appends a durable end record for every in-flight transaction.

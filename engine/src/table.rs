@@ -24,7 +24,8 @@ pub use crate::page::MAX_KEY;
 use crate::page::{max_item, Kind, Page};
 
 const MAGIC: [u8; 8] = *b"UNDSTTBL";
-const VERSION: u32 = 1;
+/// Of the table file's format: the page format (`crate::page`) is part of it.
+const VERSION: u32 = 2;
 
 /// The page holding `key`'s bucket.
 pub fn bucket_page(key: &[u8], buckets: u32) -> u64 {

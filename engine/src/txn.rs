@@ -381,8 +381,9 @@ impl Transaction {
         Ok(())
     }
 
-    /// Commits: undo durable, pages written and synced, commit record
-    /// durable, locks released.
+    /// Commits: intent (and undo) durable, pages written and synced; then
+    /// it returns. The commit record follows on a later flush, and the
+    /// locks go once it is durable (see the module docs).
     pub fn commit(mut self) -> Result<()> {
         self.check_open()?;
         self.done = true;

@@ -12,18 +12,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Killed;
-
 use common::{read, wait_for};
 
-use understudy::{Error, Node, NodeOptions};
+use understudy::{Node, NodeOptions};
 use wal::io::fault::FaultInjector;
-use wal::io::{Io, OpKind};
+use wal::io::Io;
 
 const CHILD_VAR: &str = "UNDERSTUDY_COUNTERPART_CHILD_CLUSTER";
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -79,31 +76,11 @@ fn a_counterpart_killed_mid_recovery_is_replaced_and_the_data_ends_the_same() {
 
     // Node 1: one committed value, then a commit that writes its page and
     // fails on the page's sync.
-    let (n1, device) = common::node_with_faults(dir.path(), 1, opts());
-    let mut t = n1.begin().unwrap();
-    t.put("t", b"k", b"committed").unwrap();
-    t.commit().unwrap();
-    let mut t = n1.begin().unwrap();
-    t.put("t", b"k", b"torn").unwrap();
-    n1.checkpoint().unwrap(); // the undo record is durable now
-    let before = device.count(OpKind::Write);
-    // Write 1: the commit intent, synced (sync 1). Write 2: the one changed
-    // page, whose sync (sync 2) fails.
-    device.fail_nth(OpKind::Sync, 2, libc::EIO);
-    assert!(matches!(t.commit(), Err(Error::CommitFailed(_))));
-    assert!(device.count(OpKind::Write) >= before + 2, "the page was written");
-    drop(n1);
+    let _device = common::node_1_fails_mid_commit(dir.path(), opts(), b"torn");
     wait_for("node 1 to be declared failed", || !member(&n3, 1).live);
 
     // Node 2 registers and gets stuck writing the before-image; kill it.
-    let mut child = Killed(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "counterpart_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_VAR, dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = common::child_test("counterpart_child", &[(CHILD_VAR, dir.path().as_os_str())]);
     let lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let stuck = lines
         .map_while(Result::ok)

@@ -228,6 +228,17 @@ fn faulty_node(dir: &Path) -> (Coordinator, std::sync::Arc<FaultInjector>, Node)
     (coord, fi, node)
 }
 
+/// Restarts node 1, which must recover itself finding `decided` (committed,
+/// backed out) in-flight transactions, then checks the pairs.
+fn restart_and_check(dir: &Path, decided: (usize, usize), acked: &[u32]) {
+    let node = Node::open(dir, 1, opts(None)).unwrap();
+    let report = node.start_report().clone();
+    assert!(report.restarted);
+    assert_eq!((report.committed, report.backed_out), decided, "{report:?}");
+    node.close().unwrap();
+    check_pairs(&read_all(dir, 40), acked, None);
+}
+
 /// Commits `n`'s pair on `node` and returns what `commit` said.
 fn commit_pair(node: &Node, n: u32) -> Result<(), Error> {
     let pair = n % 20;
@@ -256,12 +267,7 @@ fn an_acknowledged_commit_whose_commit_record_was_lost_is_kept() {
 
     // The log holds the intent and no commit record; every page carries
     // the intent's stamp, so the restart keeps the commit.
-    let node = Node::open(dir.path(), 1, opts(None)).unwrap();
-    let report = node.start_report().clone();
-    assert!(report.restarted);
-    assert_eq!((report.committed, report.backed_out), (1, 0), "{report:?}");
-    node.close().unwrap();
-    check_pairs(&read_all(dir.path(), 40), &acked, None);
+    restart_and_check(dir.path(), (1, 0), &acked);
 }
 
 #[test]
@@ -282,10 +288,5 @@ fn a_commit_torn_between_its_pages_with_the_log_gone_is_backed_out() {
     fi.crash(CrashMode::KeepUnsynced).unwrap();
     drop(node);
 
-    let node = Node::open(dir.path(), 1, opts(None)).unwrap();
-    let report = node.start_report().clone();
-    assert!(report.restarted);
-    assert_eq!((report.committed, report.backed_out), (0, 1), "{report:?}");
-    node.close().unwrap();
-    check_pairs(&read_all(dir.path(), 40), &acked, None);
+    restart_and_check(dir.path(), (0, 1), &acked);
 }

@@ -165,17 +165,8 @@ fn a_cut_off_counterpart_is_fenced_before_the_next_one_writes() {
     let n3 = Node::open(dir.path(), 3, manual()).unwrap();
     n3.create_table("t", 4).unwrap();
 
-    // Node 1 fails with a page on disk and no commit record.
-    let (n1, disk1) = common::node_with_faults(dir.path(), 1, manual());
-    let mut t = n1.begin().unwrap();
-    t.put("t", b"k", b"committed").unwrap();
-    t.commit().unwrap();
-    let mut t = n1.begin().unwrap();
-    t.put("t", b"k", b"never committed").unwrap();
-    n1.checkpoint().unwrap();
-    disk1.fail_nth(OpKind::Write, 2, libc::EIO);
-    assert!(matches!(t.commit(), Err(Error::CommitFailed(_))));
-    drop(n1);
+    // Node 1 fails with a page on disk and its commit aborted.
+    let _disk1 = common::node_1_fails_mid_commit(dir.path(), manual(), b"never committed");
 
     // Node 2, behind a proxy, registers and gets stuck writing back.
     let cut = proxy(&dir.path().join("p.sock"), &dir.path().join("c.sock"));

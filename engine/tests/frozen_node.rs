@@ -5,12 +5,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 mod common;
-
-use common::Killed;
 
 use common::{read, wait_for};
 use understudy::{Node, NodeOptions};
@@ -63,14 +61,7 @@ fn a_frozen_node_is_recovered_once_its_process_is_gone() {
     .unwrap();
     n2.create_table("t", 4).unwrap();
 
-    let mut child = Killed(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "frozen_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_VAR, dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = common::child_test("frozen_child", &[(CHILD_VAR, dir.path().as_os_str())]);
     let ready = BufReader::new(child.0.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)

@@ -8,13 +8,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
-
-use common::Killed;
 
 use rand::Rng;
 use understudy::{Node, NodeOptions};
@@ -103,14 +100,10 @@ fn survivors_recover_a_killed_node_exactly_once_and_lose_nothing() {
         if round >= 3 && recovered_in_flight > 0 {
             break;
         }
-        let mut child = Killed(
-            Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
-                .env(CHILD_VAR, dir.path())
-                .env(ROUND_VAR, round.to_string())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
+        let round_var = round.to_string();
+        let mut child = common::child_test(
+            "child_node",
+            &[(CHILD_VAR, dir.path().as_os_str()), (ROUND_VAR, round_var.as_ref())],
         );
         let out = child.0.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();

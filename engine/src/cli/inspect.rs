@@ -175,29 +175,26 @@ fn body_summary(body: &RecordBody) -> String {
         }
         RecordBody::AgentUndo(p) => format!("{} B of agent data", p.len()),
         RecordBody::Compensation { undo_next } => format!("undo next: {}", lsn_or_none(*undo_next)),
-        RecordBody::Checkpoint(active) => {
-            let mut shown: Vec<String> = active
-                .iter()
-                .take(SHOWN_ACTIVE)
-                .map(|a| format!("txn {} from {}", a.txn, a.first_lsn))
-                .collect();
-            if active.len() > SHOWN_ACTIVE {
-                shown.push(format!("and {} more", active.len() - SHOWN_ACTIVE));
-            }
-            format!("{} active: {}", active.len(), shown.join(", "))
-        }
-        RecordBody::CommitIntent(pages) => {
-            let mut shown: Vec<String> = pages
-                .iter()
-                .take(SHOWN_ACTIVE)
-                .map(|p| format!("file {} page {}", p.file_id, p.page_no))
-                .collect();
-            if pages.len() > SHOWN_ACTIVE {
-                shown.push(format!("and {} more", pages.len() - SHOWN_ACTIVE));
-            }
-            format!("forcing {} pages: {}", pages.len(), shown.join(", "))
-        }
+        RecordBody::Checkpoint(active) => format!(
+            "{} active: {}",
+            active.len(),
+            first_few(active, |a| format!("txn {} from {}", a.txn, a.first_lsn))
+        ),
+        RecordBody::CommitIntent(pages) => format!(
+            "forcing {} pages: {}",
+            pages.len(),
+            first_few(pages, |p| format!("file {} page {}", p.file_id, p.page_no))
+        ),
     }
+}
+
+/// The first [`SHOWN_ACTIVE`] of `items`, and how many more there are.
+fn first_few<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+    let mut shown: Vec<String> = items.iter().take(SHOWN_ACTIVE).map(show).collect();
+    if items.len() > SHOWN_ACTIVE {
+        shown.push(format!("and {} more", items.len() - SHOWN_ACTIVE));
+    }
+    shown.join(", ")
 }
 
 fn record_json(rec: &Record) -> Value {

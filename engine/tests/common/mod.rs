@@ -1,7 +1,9 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lockmgr::{Coordinator, CoordinatorConfig};
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use understudy::{Cluster, Node, NodeOptions};
 use wal::io::fault::FaultInjector;
-use wal::io::Io;
+use wal::io::{Io, OpKind};
 
 /// A cluster of `nodes` in `dir` and its coordinator, running in the test
 /// process with short heartbeats and a lease that a busy machine keeps.
@@ -60,6 +62,38 @@ pub fn node_with_faults(dir: &Path, id: u32, opts: NodeOptions) -> (Node, Arc<Fa
     )
     .unwrap();
     (node, device)
+}
+
+/// Node 1 of the cluster in `dir` (on a fault-injecting device, returned)
+/// commits `k = committed` in table `t`, which must exist; then a commit of
+/// `k = value` writes its page and fails on the page's sync, and the node
+/// stops with that transaction aborted and its lock retained.
+pub fn node_1_fails_mid_commit(dir: &Path, opts: NodeOptions, value: &[u8]) -> Arc<FaultInjector> {
+    let (n1, device) = node_with_faults(dir, 1, opts);
+    let mut t = n1.begin().unwrap();
+    t.put("t", b"k", b"committed").unwrap();
+    t.commit().unwrap();
+    let mut t = n1.begin().unwrap();
+    t.put("t", b"k", value).unwrap();
+    n1.checkpoint().unwrap(); // the undo record is durable now
+    let before = device.count(OpKind::Write);
+    // Write 1: the commit intent, synced (sync 1). Write 2: the changed
+    // page, whose sync (sync 2) fails.
+    device.fail_nth(OpKind::Sync, 2, libc::EIO);
+    assert!(matches!(t.commit(), Err(understudy::Error::CommitFailed(_))));
+    assert!(device.count(OpKind::Write) >= before + 2, "the page was written");
+    device
+}
+
+/// Runs test `name` of this test binary as a child process with `vars` in
+/// its environment and its stdout piped; killed when dropped.
+pub fn child_test(name: &str, vars: &[(&str, &OsStr)]) -> Killed {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    Killed(cmd.stdout(Stdio::piped()).spawn().unwrap())
 }
 
 /// A child process, killed and reaped when dropped (on every path out of a
