@@ -31,6 +31,15 @@ impl DataFile {
         self.file.path()
     }
 
+    /// The write that puts `page` (sealed) in its place in this file.
+    pub fn write_op<'a>(&'a self, page: &'a Page) -> WriteOp<'a> {
+        WriteOp {
+            file: &self.file,
+            offset: page.page_no() * self.page_size as u64,
+            data: page.bytes(),
+        }
+    }
+
     pub fn io_file(&self) -> &IoFile {
         &self.file
     }
@@ -174,14 +183,7 @@ pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
 }
 
 fn write_ops<'a>(pages: &[(&'a DataFile, &'a Page)]) -> Vec<WriteOp<'a>> {
-    pages
-        .iter()
-        .map(|(f, p)| WriteOp {
-            file: &f.file,
-            offset: p.page_no() * f.page_size as u64,
-            data: p.bytes(),
-        })
-        .collect()
+    pages.iter().map(|(f, p)| f.write_op(p)).collect()
 }
 
 /// Writes `pages` (each already sealed) as one batch and syncs the files

@@ -254,8 +254,7 @@ impl Node {
             ..StartReport::default()
         };
         if restarted {
-            let wb = recovery::write_back(&io, &files, &reader, &mut found, &Agents::new())?;
-            recovery::log_ends(&log, &found)?;
+            let wb = recovery::back_out(&io, &files, &log, &reader, &mut found, &Agents::new())?;
             client.restart_finished()?;
             report.committed = wb.committed;
             report.backed_out = found.txns.len() - wb.committed;

@@ -16,10 +16,12 @@
 //! 4. **in-flight found** — the search's result, from the last checkpoint.
 //! 5. **written back** — intents decided by their pages, then every changed
 //!    page's oldest before-image, each page once, in rounds of a deep queue
-//!    ([`crate::recovery::write_back`]); **synced** — the data files made
+//!    ([`crate::recovery::back_out`]); **synced** — the data files made
 //!    durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own
-//!    restart finds nothing left.
+//!    restart finds nothing left. The last round of images, the sync and the
+//!    end records go to the kernel as one staged submission, so these steps
+//!    finish together (all three when the images fit one round).
 //! 7. **released** — unregistered as recovered: the coordinator frees the
 //!    retained locks in the same request.
 //!
@@ -228,19 +230,14 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
             .client
             .check_lease()
             .map_err(|e| ("writing before-images back", e.into()))?;
-        let wb = recovery::write_back(&inner.io, &inner.files, &reader, &mut found, &Agents::new())
+        let start = detected.elapsed();
+        let wb = recovery::back_out(&inner.io, &inner.files, &log, &reader, &mut found, &Agents::new())
             .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
         tl.committed = wb.committed;
-        let synced = detected.elapsed();
-        tl.mark_at(
-            "written back",
-            synced.saturating_sub(wb.sync_time.saturating_sub(wb.write_time)),
-        );
-        tl.mark_at("synced", synced);
-        // 6. End records.
-        recovery::log_ends(&log, &found).map_err(|e| ("logging end records", e))?;
-        tl.mark("ended", detected);
+        tl.mark_at("written back", start + wb.written);
+        tl.mark_at("synced", start + wb.synced);
+        tl.mark_at("ended", start + wb.ended);
         Ok(log)
     })();
     let log = match steps {

@@ -22,14 +22,19 @@
 //!    synced; otherwise its before-images go back like any other's. Its
 //!    pages are its own (it held their X locks until its `Commit` record was
 //!    durable), so no other in-flight transaction's image is at stake.
-//! 2. [`write_back`] decides the intents, then writes those images — each page once — through a deep
-//!    queue and syncs the data files. The search keeps only where each image
-//!    lies; the write-back reads them again in log order, a bounded chunk at
-//!    a time. Holding every image from the search would cost a page fault per
-//!    4 KiB of fresh memory, several times what reading them twice from the
-//!    page cache costs, and memory in proportion to the failed node's work.
-//! 3. [`log_ends`] appends an end record for every in-flight transaction and
-//!    makes them durable, so the next recovery of this log finds nothing.
+//! 2. [`back_out`] decides the intents, then writes those images — each page
+//!    once — through a deep queue and syncs the data files. The search keeps
+//!    only where each image lies; the write-back reads them again in log
+//!    order, a bounded chunk at a time. Holding every image from the search
+//!    would cost a page fault per 4 KiB of fresh memory, several times what
+//!    reading them twice from the page cache costs, and memory in proportion
+//!    to the failed node's work.
+//! 3. It then appends an end record for every in-flight transaction and makes
+//!    them durable, so the next recovery of this log finds nothing. The end
+//!    records reach the disk only after the data files' sync: the last chunk
+//!    of images, the sync and the log flush go to the kernel as one staged
+//!    submission ([`wal::Log::append_durable_after`]), which for a small
+//!    recovery is one round trip where three separate ones cost three.
 //!
 //! Only after step 3 may the locks protecting those pages go. Every step is
 //! idempotent: a crash anywhere in between and another run give the same
@@ -44,7 +49,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wal::io::Io;
+use wal::io::{Io, IoFile, Stage, WriteOp};
 use wal::{AgentId, Log, LogReader, Lsn, PageRef, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
 
 use crate::datafile::{write_pages, DataFile, DataFiles};
@@ -234,19 +239,24 @@ impl InFlightScan {
     }
 }
 
-/// What [`write_back`] did.
+/// What [`back_out`] did, and when each part of it was done (from the
+/// call). The images of the last chunk, the data files' sync and the end
+/// records complete in one submission, so `synced` and `ended` coincide,
+/// and so does `written` when every image fits that chunk.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteBack {
     pub pages: usize,
     /// In-flight transactions found committed by their pages (their intents).
     pub committed: usize,
     /// Until every image was written (not yet durable).
-    pub write_time: Duration,
-    /// Until the data files were synced, and the agents' undo ran.
-    pub sync_time: Duration,
+    pub written: Duration,
+    /// Until the data files were durable.
+    pub synced: Duration,
+    /// Until the end records were durable.
+    pub ended: Duration,
 }
 
-/// Pages read back and written per round of [`write_back`]: one io_uring
+/// Pages read back and written per round of [`back_out`]: one io_uring
 /// ring's depth, so the disk's queue stays full, and 1 MiB of images, which
 /// stays in cache and is reused round after round. Measured with K = 1 000
 /// (`benches/peer_recovery.rs`): 128 pages 40 ms, 256 pages 31 ms, 512 pages
@@ -254,14 +264,18 @@ pub struct WriteBack {
 /// writes.
 const WRITE_BACK_CHUNK: usize = 256;
 
-/// Writes every page's oldest before-image back, each page once, and syncs
-/// the data files; then runs the custom agents' undo, newest record first.
-/// The images are read from `reader` (the log `found` came from) in log
-/// order, 256 at a time (`WRITE_BACK_CHUNK`), each chunk one batch through the
-/// I/O layer's deep queue.
-pub fn write_back(
+/// Backs out what `found` holds, in the log `log` (read through `reader`):
+/// decides the intents, writes every page's oldest before-image back, each
+/// page once, runs the custom agents' undo (newest record first), syncs the
+/// data files and then makes an end record durable for every in-flight
+/// transaction. The images are read in log order, 256 at a time
+/// (`WRITE_BACK_CHUNK`), each chunk one batch through the I/O layer's deep
+/// queue; the last chunk goes with the sync and the end records (module
+/// docs).
+pub fn back_out(
     io: &Io,
     files: &DataFiles,
+    log: &Log,
     reader: &LogReader,
     found: &mut InFlight,
     agents: &Agents,
@@ -335,20 +349,20 @@ pub fn write_back(
                 never_written || page.page_no() == page_no,
                 "a before-image names its own page"
             );
-            chunk.push((file_id, page));
+            // A full chunk goes now, unless it is the last: that one goes
+            // with the sync and the end records.
             if chunk.len() == WRITE_BACK_CHUNK {
                 write(&chunk)?;
                 written += chunk.len();
                 chunk.clear();
             }
+            chunk.push((file_id, page));
             if written + chunk.len() == wanted.len() {
                 break;
             }
         }
     }
-    write(&chunk)?;
-    written += chunk.len();
-    if written != wanted.len() {
+    if written + chunk.len() != wanted.len() {
         return Err(Error::Log(wal::WalError::Corruption {
             lsn: *wanted
                 .keys()
@@ -357,19 +371,35 @@ pub fn write_back(
             kind: wal::CorruptionKind::BadPayload("a before-image found by the search is gone from the log"),
         }));
     }
-    let write_time = started.elapsed();
-    let handles: Vec<&wal::io::IoFile> = opened.values().map(|f| f.io_file()).collect();
-    io.sync_all(&handles)?;
     for (agent, txn, lsn, payload) in &found.agent_records {
         if let Some(a) = agents.get(agent) {
             a.undo(*txn, *lsn, payload)?;
         }
     }
+    let last: Vec<WriteOp<'_>> = chunk.iter().map(|(f, p)| opened[f].write_op(p)).collect();
+    let handles: Vec<&IoFile> = opened.values().map(|f| f.io_file()).collect();
+    let stage = [Stage {
+        writes: &last,
+        sync: &handles,
+    }];
+    let ends: Vec<(RecordMeta, RecordBody)> = found
+        .txns
+        .iter()
+        .map(|t| (RecordMeta::txn(t.txn, Some(t.last_lsn)), RecordBody::End))
+        .collect();
+    let before_last = started.elapsed();
+    if ends.is_empty() {
+        io.write_stages(&stage)?;
+    } else {
+        log.append_durable_after(&stage, &ends)?;
+    }
+    let ended = started.elapsed();
     Ok(WriteBack {
-        pages: written,
+        pages: written + chunk.len(),
         committed: kept,
-        write_time,
-        sync_time: started.elapsed(),
+        written: if chunk.is_empty() { before_last } else { ended },
+        synced: ended,
+        ended,
     })
 }
 
@@ -407,16 +437,4 @@ fn committed(
         }
     }
     Ok(true)
-}
-
-/// Appends a durable end record for every in-flight transaction.
-pub fn log_ends(log: &Log, found: &InFlight) -> Result<()> {
-    let mut last = None;
-    for t in &found.txns {
-        last = Some(log.append(RecordMeta::txn(t.txn, Some(t.last_lsn)), &RecordBody::End)?);
-    }
-    if let Some(l) = last {
-        log.wait_durable(l)?;
-    }
-    Ok(())
 }

@@ -116,6 +116,56 @@ impl GroupCommit {
 
     /// Encodes the record at the end of the stream and returns its LSN.
     pub fn append(&self, meta: &RecordMeta, body: &RecordBody) -> Result<Lsn> {
+        let size = self.check(meta, body)?;
+        let mut s = self.lock();
+        loop {
+            Self::refuse(&s)?;
+            if self.has_room(&s, size) {
+                break;
+            }
+            s.wanted = s.wanted.max(s.next);
+            self.work.notify_one();
+            s = self.wait(&self.progress, s);
+        }
+        let lsn = self.push(&mut s, meta, body, size);
+        if s.undurable_bytes >= self.flush_threshold {
+            self.work.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// Appends `records` and takes everything pending as a batch for the
+    /// caller to flush at once — if no flush is under way and there is room;
+    /// otherwise appends nothing and returns `None`. While the caller holds
+    /// the batch nobody else flushes, so the records become durable through
+    /// the caller's flush and no other: what the caller writes ahead of that
+    /// batch is on disk before any of them.
+    pub fn append_leading(&self, records: &[(RecordMeta, RecordBody)]) -> Result<Option<(Vec<Lsn>, Batch)>> {
+        let sizes = records
+            .iter()
+            .map(|(meta, body)| self.check(meta, body))
+            .collect::<Result<Vec<u64>>>()?;
+        let total: u64 = sizes.iter().map(|&n| n + record::HEADER_LEN as u64).sum();
+        let mut s = self.lock();
+        Self::refuse(&s)?;
+        if s.flushing || !self.has_room(&s, total) {
+            return Ok(None);
+        }
+        let lsns = records
+            .iter()
+            .zip(sizes)
+            .map(|((meta, body), size)| self.push(&mut s, meta, body, size))
+            .collect();
+        s.flushing = true;
+        let batch = Batch {
+            runs: std::mem::take(&mut s.runs),
+            end: s.next,
+        };
+        Ok(Some((lsns, batch)))
+    }
+
+    /// The encoded size of a record this stream can take.
+    fn check(&self, meta: &RecordMeta, body: &RecordBody) -> Result<u64> {
         record::validate(meta, body).map_err(|e| match e {
             record::EncodeError::TooLarge { payload, max } => WalError::RecordTooLarge { payload, max },
             record::EncodeError::AgentMismatch { agent, kind } => WalError::AgentMismatch { agent, kind },
@@ -127,21 +177,20 @@ impl GroupCommit {
                 max: self.layout.max_record() as usize,
             });
         }
-        let mut s = self.lock();
-        loop {
-            Self::refuse(&s)?;
-            // Room for this record plus a possible segment-end filler.
-            if s.undurable_bytes == 0 || s.undurable_bytes + size + record::HEADER_LEN as u64 <= self.max_pending {
-                break;
-            }
-            s.wanted = s.wanted.max(s.next);
-            self.work.notify_one();
-            s = self.wait(&self.progress, s);
-        }
+        Ok(size)
+    }
+
+    /// Room for `size` more bytes plus a possible segment-end filler.
+    fn has_room(&self, s: &State, size: u64) -> bool {
+        s.undurable_bytes == 0 || s.undurable_bytes + size + record::HEADER_LEN as u64 <= self.max_pending
+    }
+
+    /// Encodes a record of `size` bytes (checked) at the end of the stream.
+    fn push(&self, s: &mut State, meta: &RecordMeta, body: &RecordBody, size: u64) -> Lsn {
         let seg = self.layout.segment_of(s.next);
         if s.next.0 + size > self.layout.record_limit(seg).0 {
             let filler_at = s.next;
-            let run = Self::run_at(self.layout, &mut s, filler_at);
+            let run = Self::run_at(self.layout, s, filler_at);
             record::encode_segment_end(&mut run.bytes, filler_at);
             let filler = self.layout.segment_end(seg).0 - filler_at.0;
             s.undurable_bytes += record::HEADER_LEN as u64;
@@ -149,16 +198,13 @@ impl GroupCommit {
             debug_assert!(filler >= record::HEADER_LEN as u64, "segment reserve holds a filler");
         }
         let lsn = s.next;
-        let run = Self::run_at(self.layout, &mut s, lsn);
+        let run = Self::run_at(self.layout, s, lsn);
         let before = run.bytes.len();
         record::encode_into(&mut run.bytes, lsn, meta, body);
         debug_assert_eq!((run.bytes.len() - before) as u64, size, "encoded_len matches encoding");
         s.next = Lsn(lsn.0 + size);
         s.undurable_bytes += size;
-        if s.undurable_bytes >= self.flush_threshold {
-            self.work.notify_one();
-        }
-        Ok(lsn)
+        lsn
     }
 
     /// The run that ends at `lsn` in the same segment, or a new one starting

@@ -24,8 +24,13 @@ use crate::io::{Io, IoError, IoFile, OpKind};
 use crate::record::{self, Kind, Lsn, Probe, Record, HEADER_LEN};
 use crate::segment::{self, Layout};
 
-/// Bytes read at a time while scanning.
+/// Bytes read at a time while scanning, at most.
 const SCAN_CHUNK: u64 = 256 * 1024;
+/// A scan's first read: most scans of a recovery's small log end within it,
+/// and a whole chunk of fresh buffer costs page faults and copying well
+/// beyond the reading a short log needs. Each further read doubles, up to
+/// `SCAN_CHUNK`.
+const FIRST_SCAN_READ: u64 = 16 * 1024;
 
 /// Where a log ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +175,7 @@ impl LogReader {
             pos: from.max(self.start),
             buf: Vec::new(),
             buf_start: Lsn(0),
+            ahead: FIRST_SCAN_READ,
             checked_seg: None,
             end: None,
             done: false,
@@ -362,6 +368,8 @@ pub struct Scan<'r> {
     /// Bytes of the segment being read, starting at `buf_start`.
     buf: Vec<u8>,
     buf_start: Lsn,
+    /// How much the next read asks for (see `FIRST_SCAN_READ`).
+    ahead: u64,
     checked_seg: Option<u64>,
     end: Option<LogEnd>,
     done: bool,
@@ -385,7 +393,8 @@ impl Scan<'_> {
             return Ok(());
         }
         let seg_end = self.r.layout.segment_end(seg).0;
-        let want = len.max(SCAN_CHUNK).min(seg_end - pos.0);
+        let want = len.max(self.ahead).min(seg_end - pos.0);
+        self.ahead = (self.ahead * 2).min(SCAN_CHUNK);
         self.buf.resize(want as usize, 0);
         self.r
             .io

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use crate::control::{self, Control};
 use crate::error::{Result, WalError};
 use crate::group_commit::{Batch, GroupCommit};
-use crate::io::{Io, IoError, IoFile, OpKind};
+use crate::io::{Io, IoError, IoFile, OpKind, Stage, WriteOp};
 use crate::reader::{search_window, LogEnd, LogReader};
 use crate::record::Record;
 use crate::record::{ActiveTxn, Lsn, RecordBody, RecordMeta};
@@ -222,9 +222,47 @@ impl Log {
     /// the hand-off to the flusher thread.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let shared = &self.shared;
-        let r = shared.gc.wait_durable_with(lsn, |batch| shared.flush(batch));
+        let r = shared.gc.wait_durable_with(lsn, |batch| shared.flush(batch, &[]));
         shared.prepare_spare();
         r
+    }
+
+    /// Appends `records` and makes them durable, with the `before` stages
+    /// (data pages, say, and their syncs) durable ahead of them: a record
+    /// that vouches for pages cannot reach the disk before those pages do.
+    ///
+    /// When no flush is under way, the stages and the flush go to the kernel
+    /// as one staged submission ([`Io::write_stages`]); otherwise the stages
+    /// run first and the records are appended after. A failure in the stages
+    /// of a combined submission poisons the log, since the records it
+    /// carried can no longer be written; it is returned as the log failure.
+    pub fn append_durable_after(&self, before: &[Stage<'_>], records: &[(RecordMeta, RecordBody)]) -> Result<Vec<Lsn>> {
+        let shared = &self.shared;
+        let Some((lsns, mut batch)) = shared.gc.append_leading(records)? else {
+            self.io_stages(before)?;
+            let lsns = records
+                .iter()
+                .map(|(meta, body)| self.append(*meta, body))
+                .collect::<Result<Vec<Lsn>>>()?;
+            if let Some(&last) = lsns.last() {
+                self.wait_durable(last)?;
+            }
+            return Ok(lsns);
+        };
+        let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
+        match shared.flush(&mut batch, before) {
+            Ok(()) => shared.gc.complete(batch.end, bytes),
+            Err(cause) => {
+                shared.gc.fail(cause.clone());
+                return Err(WalError::Poisoned { cause });
+            }
+        }
+        shared.prepare_spare();
+        Ok(lsns)
+    }
+
+    fn io_stages(&self, stages: &[Stage<'_>]) -> Result<()> {
+        Ok(self.shared.io.write_stages(stages)?)
     }
 
     /// Waits up to `patience` for the record at `lsn` to be made durable by
@@ -434,7 +472,7 @@ impl Shared {
     fn flusher(&self) {
         while let Some(mut batch) = self.gc.take_batch() {
             let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            if let Err(cause) = self.flush(&mut batch) {
+            if let Err(cause) = self.flush(&mut batch, &[]) {
                 self.gc.fail(cause);
                 return;
             }
@@ -444,10 +482,11 @@ impl Shared {
     }
 
     /// Writes and syncs a batch, for the flusher or a waiter leading the
-    /// flush; the failure, if any, is what poisons the log (the caller hands
-    /// it to the group commit, which refuses everyone from then on).
-    fn flush(&self, batch: &mut Batch) -> std::result::Result<(), Arc<IoError>> {
-        let cause = match self.write_batch(batch) {
+    /// flush, after the `before` stages (see [`Log::append_durable_after`]);
+    /// the failure, if any, is what poisons the log (the caller hands it to
+    /// the group commit, which refuses everyone from then on).
+    fn flush(&self, batch: &mut Batch, before: &[Stage<'_>]) -> std::result::Result<(), Arc<IoError>> {
+        let cause = match self.write_batch(batch, before) {
             Ok(()) => return Ok(()),
             Err(WalError::Io(cause)) => cause,
             Err(other) => IoError::new(OpKind::Write, &self.dir, None, std::io::Error::other(other.to_string())),
@@ -468,27 +507,46 @@ impl Shared {
         }
     }
 
-    /// Writes and syncs a batch.
+    /// Writes and syncs a batch, after the `before` stages.
     ///
     /// Each run lies in one segment. Runs are written and synced one after
-    /// the other, so a crash can only lose a suffix of the stream across
-    /// segments; the first record is marked as a batch start (see
-    /// [`crate::record::FLAG_BATCH_START`]).
-    fn write_batch(&self, batch: &mut Batch) -> Result<()> {
+    /// the other (one stage each, see [`Io::write_stages`]), so a crash can
+    /// only lose a suffix of the stream across segments; the first record is
+    /// marked as a batch start (see [`crate::record::FLAG_BATCH_START`]).
+    fn write_batch(&self, batch: &mut Batch, before: &[Stage<'_>]) -> Result<()> {
         self.cover_batch(batch.runs.iter().map(|r| r.bytes.len() as u64).sum())?;
         if let Some(first) = batch.runs.first_mut() {
             crate::record::mark_batch_start(&mut first.bytes);
         }
+        let mut files = Vec::with_capacity(batch.runs.len());
         for run in &batch.runs {
             let seg = self.layout.segment_of(run.start);
             assert!(
                 run.start.0 + run.bytes.len() as u64 <= self.layout.segment_end(seg).0,
                 "a run never crosses the end of its segment"
             );
-            let file = self.segment_file(seg)?;
-            self.io
-                .write_durable(&file, &run.bytes, self.layout.file_offset(run.start))?;
+            files.push(self.segment_file(seg)?);
         }
+        let writes: Vec<WriteOp<'_>> = batch
+            .runs
+            .iter()
+            .zip(&files)
+            .map(|(run, file)| WriteOp {
+                file,
+                offset: self.layout.file_offset(run.start),
+                data: &run.bytes,
+            })
+            .collect();
+        let syncs: Vec<[&IoFile; 1]> = files.iter().map(|f| [f]).collect();
+        let stages: Vec<Stage<'_>> = before
+            .iter()
+            .copied()
+            .chain(writes.iter().zip(&syncs).map(|(w, f)| Stage {
+                writes: std::slice::from_ref(w),
+                sync: f,
+            }))
+            .collect();
+        self.io.write_stages(&stages)?;
         // A batch that entered a new segment has the one after it prepared
         // (see `prepare_spare`); other batches skip this.
         if let Some(last) = batch.runs.last() {

@@ -235,3 +235,68 @@ fn a_relinquished_log_writes_nothing_more_and_another_writer_may_open_it() {
     let txns: Vec<u64> = read_all(dir.path(), io).iter().map(|r| r.meta.txn).collect();
     assert_eq!(txns, vec![1, 0, 4], "begin, checkpoint, the peer's end");
 }
+
+/// Records appended behind staged writes are durable on return, with the
+/// stages' data in place; when a stage fails, none of the records reaches
+/// the log and the log refuses to go on.
+#[test]
+fn records_appended_after_stages_follow_them_and_share_their_fate() {
+    use wal::io::fault::FaultInjector;
+    use wal::io::{IoFile, OpKind, Stage, WriteOp};
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_path = dir.path().join("data");
+        let data = IoFile::open(&data_path, true, true).unwrap();
+        let page = vec![0x6bu8; 4096];
+        let inj = FaultInjector::new(io.clone());
+        let log = Log::open(&dir.path().join("log"), small_config(1, inj.io())).unwrap();
+        let begin = log.append(RecordMeta::txn(7, None), &RecordBody::Begin).unwrap();
+        let writes = [WriteOp {
+            file: &data,
+            offset: 0,
+            data: &page,
+        }];
+        let stage = [Stage {
+            writes: &writes,
+            sync: &[&data],
+        }];
+        let ends = [
+            (RecordMeta::txn(7, Some(begin)), RecordBody::End),
+            (RecordMeta::txn(8, None), RecordBody::End),
+        ];
+        let lsns = log.append_durable_after(&stage, &ends).unwrap();
+        assert_eq!(lsns.len(), 2);
+        assert!(log.durable_lsn() > lsns[1], "backend {}", io.kind());
+        let mut back = vec![0u8; 4096];
+        io.read_exact_at(&data, &mut back, 0).unwrap();
+        assert_eq!(back, page);
+
+        // The stage's write fails: the records it carried never land.
+        inj.fail_nth(OpKind::Write, 1, libc::EIO);
+        let other = vec![0x11u8; 4096];
+        let writes = [WriteOp {
+            file: &data,
+            offset: 4096,
+            data: &other,
+        }];
+        let stage = [Stage {
+            writes: &writes,
+            sync: &[&data],
+        }];
+        let err = log
+            .append_durable_after(&stage, &[(RecordMeta::txn(9, None), RecordBody::End)])
+            .unwrap_err();
+        assert!(
+            matches!(err, WalError::Poisoned { .. }),
+            "backend {}: {err:?}",
+            io.kind()
+        );
+        assert!(log.append(RecordMeta::txn(10, None), &RecordBody::Begin).is_err());
+        drop(log);
+        let kept: Vec<u64> = read_all(&dir.path().join("log"), io.clone())
+            .iter()
+            .map(|r| r.meta.txn)
+            .collect();
+        assert_eq!(kept, vec![7, 7, 8], "backend {}", io.kind());
+    }
+}

@@ -205,3 +205,41 @@ fn after_an_abandon_no_flush_is_running_or_starts_and_no_waiter_hangs() {
         waiter.join().unwrap();
     });
 }
+
+/// A leader that appends with `append_leading` holds the only flush of its
+/// records: nobody — the flusher, another waiter — makes them durable
+/// before it completes its batch (what it writes ahead of the batch relies
+/// on that), and everyone else's records still get durable.
+#[test]
+fn records_appended_leading_become_durable_only_through_their_leader() {
+    loom::model(|| {
+        let gc = queue(1 << 20);
+        let f = flusher(gc.clone(), false);
+        let other = {
+            let gc = gc.clone();
+            thread::spawn(move || {
+                let lsn = gc.append(&RecordMeta::txn(1, None), &RecordBody::Commit).unwrap();
+                gc.wait_durable(lsn).unwrap();
+            })
+        };
+        let records = [(RecordMeta::txn(2, None), RecordBody::End)];
+        let led = loop {
+            match gc.append_leading(&records).unwrap() {
+                Some(led) => break led,
+                // A flush is under way: the caller would run its stages on
+                // its own and append plainly; here it waits and tries again.
+                None => thread::yield_now(),
+            }
+        };
+        let (lsns, batch) = led;
+        // Before the leader completes, nothing of its batch is durable.
+        assert!(gc.durable() <= lsns[0], "someone else flushed a led record");
+        let bytes = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
+        gc.complete(batch.end, bytes);
+        assert!(gc.durable() > lsns[0]);
+        other.join().unwrap();
+        gc.close();
+        f.join().unwrap();
+        assert_eq!(gc.durable(), gc.next());
+    });
+}

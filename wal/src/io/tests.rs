@@ -198,3 +198,127 @@ fn a_torn_write_keeps_whole_sectors_before_the_tear() {
     assert_eq!(on_disk.len(), 1024);
     assert_eq!(&on_disk[100..], &data[..924]);
 }
+
+/// Two stages on two files, each small enough for one linked chain, and a
+/// first stage too large for one (it runs on its own, then the next).
+#[test]
+fn stages_land_whole_on_every_backend() {
+    for io in backends() {
+        for first_len in [2usize, 40] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = (temp_file(&dir, "a"), temp_file(&dir, "b"));
+            let pages: Vec<Vec<u8>> = (0..first_len).map(|i| pattern(i as u8, 4096)).collect();
+            let first: Vec<WriteOp<'_>> = pages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| WriteOp {
+                    file: &a,
+                    offset: i as u64 * 4096,
+                    data: p,
+                })
+                .collect();
+            let tail = pattern(99, 100);
+            let second = [WriteOp {
+                file: &b,
+                offset: 10,
+                data: &tail,
+            }];
+            io.write_stages(&[
+                Stage {
+                    writes: &first,
+                    sync: &[&a],
+                },
+                Stage {
+                    writes: &second,
+                    sync: &[&b],
+                },
+            ])
+            .unwrap();
+            for (i, p) in pages.iter().enumerate() {
+                let mut back = vec![0u8; 4096];
+                io.read_exact_at(&a, &mut back, i as u64 * 4096).unwrap();
+                assert_eq!(&back, p, "backend {}, page {i}", io.kind());
+            }
+            let mut back = vec![0u8; 100];
+            io.read_exact_at(&b, &mut back, 10).unwrap();
+            assert_eq!(back, tail, "backend {}", io.kind());
+        }
+    }
+}
+
+/// A write that fails for real (the handle is read-only) ends the call with
+/// its error, and nothing of the later stage is issued.
+#[test]
+fn a_failed_stage_stops_the_stages_after_it_on_every_backend() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        temp_file(&dir, "a");
+        let read_only = IoFile::open(&dir.path().join("a"), false, false).unwrap();
+        let later = temp_file(&dir, "later");
+        let data = pattern(5, 512);
+        let bad = [WriteOp {
+            file: &read_only,
+            offset: 0,
+            data: &data,
+        }];
+        let good = [WriteOp {
+            file: &later,
+            offset: 0,
+            data: &data,
+        }];
+        let err = io
+            .write_stages(&[
+                Stage {
+                    writes: &bad,
+                    sync: &[&read_only],
+                },
+                Stage {
+                    writes: &good,
+                    sync: &[&later],
+                },
+            ])
+            .unwrap_err();
+        assert_eq!(err.op, OpKind::Write, "backend {}: {err}", io.kind());
+        assert_eq!(err.errno(), Some(libc::EBADF), "backend {}: {err}", io.kind());
+        assert_eq!(
+            later.len().unwrap(),
+            0,
+            "backend {}: the later stage was issued",
+            io.kind()
+        );
+    }
+}
+
+/// A failed sync is reported as one, and the stage after it never starts.
+#[test]
+fn a_failed_sync_between_stages_stops_the_next() {
+    let inj = FaultInjector::new(Io::fallback());
+    let io = inj.io();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (temp_file(&dir, "a"), temp_file(&dir, "b"));
+    let data = pattern(9, 4096);
+    inj.fail_nth(OpKind::Sync, 1, libc::EIO);
+    let err = io
+        .write_stages(&[
+            Stage {
+                writes: &[WriteOp {
+                    file: &a,
+                    offset: 0,
+                    data: &data,
+                }],
+                sync: &[&a],
+            },
+            Stage {
+                writes: &[WriteOp {
+                    file: &b,
+                    offset: 0,
+                    data: &data,
+                }],
+                sync: &[&b],
+            },
+        ])
+        .unwrap_err();
+    assert_eq!(err.op, OpKind::Sync, "{err}");
+    assert_eq!(inj.count(OpKind::Write), 1, "the second stage's write was issued");
+    assert_eq!(b.len().unwrap(), 0);
+}

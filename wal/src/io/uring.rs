@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::submitters::Submitters;
-use super::{distinct_files, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, WriteOp};
+use super::{distinct_files, stage_by_stage, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, Stage, WriteOp};
 
 /// Entries per ring: deeper than the disk's best queue depth (128).
 pub(super) const RING_DEPTH: u32 = 256;
@@ -41,6 +41,9 @@ pub(super) const RING_DEPTH: u32 = 256;
 const MAX_TRANSFER: usize = 1 << 30;
 /// Most writes linked into one chain ending in a sync (see `write_batch`).
 const MAX_LINKED_WRITES: usize = 16;
+/// Most operations (writes and syncs) of staged work run as one linked
+/// chain (see `write_stages`); more run stage by stage.
+const MAX_LINKED_OPS: usize = 32;
 /// Rings kept for reuse; more concurrent callers create and drop extra rings.
 const MAX_POOLED_RINGS: usize = 16;
 /// How often a transient `EAGAIN`/`EBUSY` from `io_uring_enter` is retried.
@@ -156,12 +159,13 @@ pub(super) enum RawOp {
     },
     Fsync {
         fd: RawFd,
+        link: bool,
     },
 }
 
 impl RawOp {
     fn links_next(&self) -> bool {
-        matches!(self, RawOp::Write { link: true, .. })
+        matches!(self, RawOp::Write { link: true, .. } | RawOp::Fsync { link: true, .. })
     }
 
     fn entry(&self, user_data: u64) -> squeue::Entry {
@@ -181,9 +185,16 @@ impl RawOp {
                 }
             }
             RawOp::Read { fd, ptr, len, offset } => opcode::Read::new(types::Fd(fd), ptr, len).offset(offset).build(),
-            RawOp::Fsync { fd } => opcode::Fsync::new(types::Fd(fd))
-                .flags(types::FsyncFlags::DATASYNC)
-                .build(),
+            RawOp::Fsync { fd, link } => {
+                let e = opcode::Fsync::new(types::Fd(fd))
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build();
+                if link {
+                    e.flags(squeue::Flags::IO_LINK)
+                } else {
+                    e
+                }
+            }
         }
         .user_data(user_data)
     }
@@ -347,6 +358,7 @@ impl Backend for UringBackend {
             if try_linked_sync {
                 ops.push(RawOp::Fsync {
                     fd: writes[pending[0].0].file.raw_fd(),
+                    link: false,
                 });
             }
             let mut results = vec![0i32; ops.len()];
@@ -401,13 +413,93 @@ impl Backend for UringBackend {
         if files.is_empty() {
             return Ok(());
         }
-        let ops: Vec<RawOp> = files.iter().map(|f| RawOp::Fsync { fd: f.raw_fd() }).collect();
+        let ops: Vec<RawOp> = files
+            .iter()
+            .map(|f| RawOp::Fsync {
+                fd: f.raw_fd(),
+                link: false,
+            })
+            .collect();
         let mut results = vec![0i32; ops.len()];
         self.run_blocking(&ops, &mut results)
             .map_err(|e| IoError::new(OpKind::Sync, files[0].path(), None, e))?;
         for (f, &res) in files.iter().zip(&results) {
             if res < 0 {
                 return Err(IoError::new(OpKind::Sync, f.path(), None, os_err(res)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A few stages go to the kernel as one linked chain: the stages' writes
+    /// and syncs in order, each linked to the next, so the kernel issues an
+    /// operation only once the one before it completed in full. One hand-off
+    /// to a submitter and one completion wait serve all the stages, where
+    /// stage by stage costs one of each per write batch and per sync.
+    ///
+    /// A failed write or sync ends the call with its error (a failed sync is
+    /// never retried). A short write breaks the chain too; the stages from
+    /// its own on are then run again stage by stage (writing again what a
+    /// stage already wrote is harmless, and no sync of it has run).
+    fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), IoError> {
+        let count: usize = stages.iter().map(|s| s.writes.len() + s.sync.len()).sum();
+        let oversized = stages
+            .iter()
+            .flat_map(|s| s.writes)
+            .any(|w| w.data.len() > MAX_TRANSFER);
+        if count > MAX_LINKED_OPS || oversized {
+            // Too long for one chain: each stage on its own (a small one as
+            // its own chain, a large one at full queue depth, then synced).
+            if let [_] = stages {
+                return stage_by_stage(self, stages);
+            }
+            for stage in stages {
+                self.write_stages(std::slice::from_ref(stage))?;
+            }
+            return Ok(());
+        }
+        // Each op with the stage it belongs to and the write it performs.
+        let mut ops = Vec::with_capacity(count);
+        let mut origin: Vec<(usize, Option<&WriteOp<'_>>, &IoFile)> = Vec::with_capacity(count);
+        for (i, stage) in stages.iter().enumerate() {
+            for w in stage.writes.iter().filter(|w| !w.data.is_empty()) {
+                ops.push(RawOp::Write {
+                    fd: w.file.raw_fd(),
+                    ptr: w.data.as_ptr(),
+                    len: w.data.len() as u32,
+                    offset: w.offset,
+                    link: true,
+                });
+                origin.push((i, Some(w), w.file));
+            }
+            for f in stage.sync {
+                ops.push(RawOp::Fsync {
+                    fd: f.raw_fd(),
+                    link: true,
+                });
+                origin.push((i, None, f));
+            }
+        }
+        match ops.last_mut() {
+            Some(RawOp::Write { link, .. } | RawOp::Fsync { link, .. }) => *link = false,
+            Some(RawOp::Read { .. }) | None => return Ok(()),
+        }
+        let mut results = vec![0i32; ops.len()];
+        let (_, first_write, first_file) = origin[0];
+        self.run_blocking(&ops, &mut results)
+            .map_err(|e| IoError::new(OpKind::Write, first_file.path(), first_write.map(|w| w.offset), e))?;
+        for (&(stage, write, file), &res) in origin.iter().zip(&results) {
+            match write {
+                Some(w) if res >= 0 && res as usize == w.data.len() => {}
+                Some(w) if res < 0 && res != -libc::ECANCELED => {
+                    return Err(IoError::new(OpKind::Write, file.path(), Some(w.offset), os_err(res)));
+                }
+                None if res >= 0 => {}
+                None if res != -libc::ECANCELED => {
+                    return Err(IoError::new(OpKind::Sync, file.path(), None, os_err(res)));
+                }
+                // Short, or cancelled by a short write before it.
+                _ => return stage_by_stage(self, &stages[stage..]),
             }
         }
         Ok(())
