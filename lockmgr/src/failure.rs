@@ -136,6 +136,20 @@ impl LockTable {
         woken
     }
 
+    /// Frees `node`'s retained lock on `resource` alone, when a coordinator
+    /// restarted from a record older than that lock's release finds it
+    /// contradicted by a lock a live node re-asserts (see the coordinator's
+    /// re-assertion). Returns the requests this granted.
+    pub fn release_stale_retained(&self, node: NodeId, resource: ResourceId) -> Vec<Woken> {
+        let woken = self.with_existing(resource, |state| {
+            let granted = state.release_retained(node).map(|(_, granted)| granted);
+            self.retained.update_existing(&node, |locks| locks.remove(&resource));
+            granted.unwrap_or_default()
+        });
+        tracing::warn!(node, %resource, "a stale retained lock was dropped");
+        woken.unwrap_or_default()
+    }
+
     /// Hands every retained lock of `node` to `owner`, a transaction of the
     /// same node after its restart, which then backs out the old work itself
     /// and releases them with [`Self::release_all`]. The node must have

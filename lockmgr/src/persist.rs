@@ -28,9 +28,11 @@
 //! sequence among those that check out is current. A crash mid-write tears
 //! only the slot being written, which held the record before the previous
 //! one, so the previous record — the last acknowledged — survives. This is
-//! what a join, a recovery's end and the grants a failure frees wait on
-//! (the failure's announcement goes before it), so it is kept to one device
-//! flush.
+//! what a join and the grants a failure frees wait on (the failure's
+//! announcement goes before it), so it is kept to one device flush. A
+//! recovery's end is answered before its record is written: a record that
+//! still holds the released locks is harmless (see the coordinator's
+//! re-assertion docs).
 //!
 //! Version 1 (a single `coordinator.state`, replaced by rename; the sequence
 //! field reserved as 0 and outside the CRC) is still read, as sequence 0.

@@ -28,7 +28,11 @@
 //! status and every retained lock. Nodes that were live reconnect with
 //! `Rejoin` and re-assert their locks; until all have (or `failure_timeout_ms`
 //! has passed) no other lock is granted, so nothing can be granted over a
-//! lock that is not re-asserted yet. A node that does not come back is
+//! lock that is not re-asserted yet. A re-asserted lock that conflicts with
+//! a retained lock of the record shows that record older than the lock's
+//! release (a recovery's end is answered before it is recorded): that
+//! retained lock is dropped, and the node's others stay until a recovery
+//! that finds nothing left to do. A node that does not come back is
 //! declared failed with its locks unknown ("blind"): until a counterpart has
 //! recovered it, every lock request is refused with `Retained` naming it —
 //! the cluster pauses rather than risk exposing its uncommitted pages.
@@ -793,12 +797,19 @@ impl Shared {
                     Ok(locks) => {
                         lock(&self.grants).remove(&failed);
                         if locks == RetainedLocks::Release {
+                            // Answered and granted before the record is
+                            // durable: the recovery's end records already
+                            // are, so its retained locks are free, and a
+                            // record that outlives this one only holds
+                            // locks back that a restarted coordinator then
+                            // drops on evidence or frees after a recovery
+                            // that finds nothing to do (see `Reassert`).
                             let woken = self.table.release_retained(failed);
                             lock(&self.blind).remove(&failed);
-                            self.persist();
                             self.notify(woken);
                             reply(Msg::Ok);
                             self.broadcast(EventKind::RecoveryFinished, failed, grant.incarnation());
+                            self.persist();
                         } else {
                             self.persist();
                             reply(Msg::Ok);
@@ -843,9 +854,33 @@ impl Shared {
                     return true;
                 }
                 let mut refused = None;
+                let mut stale = false;
                 for l in locks {
                     let owner = Owner::new(node, l.txn);
-                    match self.table.request(owner, l.resource, l.mode, WaitPolicy::NoWait) {
+                    let mut outcome = self.table.request(owner, l.resource, l.mode, WaitPolicy::NoWait);
+                    // A lock a live node held before the restart that
+                    // conflicts with a retained lock of the record proves
+                    // the record older than that lock's release: no lock
+                    // conflicting with a retained one is ever granted while
+                    // it is retained, and a release is made durable only
+                    // after it is answered (see `UnregisterCounterpart`).
+                    // The recovery that released it had made its end records
+                    // durable first, so the lock is dropped; the node's other
+                    // retained locks stay until it is recovered again, which
+                    // then finds nothing to do. Each round frees another
+                    // failed node's lock here, once.
+                    let mut dropped = Vec::new();
+                    while let Err(LockError::Retained { node: failed, .. }) = outcome {
+                        if dropped.contains(&failed) {
+                            break;
+                        }
+                        dropped.push(failed);
+                        let woken = self.table.release_stale_retained(failed, l.resource);
+                        self.notify(woken);
+                        stale = true;
+                        outcome = self.table.request(owner, l.resource, l.mode, WaitPolicy::NoWait);
+                    }
+                    match outcome {
                         Ok(RequestOutcome::Granted { .. }) => {}
                         Ok(RequestOutcome::Queued(t)) => {
                             self.table.cancel(t);
@@ -857,6 +892,9 @@ impl Shared {
                     }
                 }
                 lock(&self.awaiting).0.remove(&node);
+                if stale {
+                    self.persist();
+                }
                 match refused {
                     None => reply(Msg::Ok),
                     Some(r) => reply(error_msg(ErrorCode::Conflict, node, r, "re-asserted lock conflicts")),

@@ -1123,6 +1123,76 @@ fn a_restarted_coordinator_keeps_every_retained_lock_and_fails_nodes_that_stay_a
     stays_away.kill();
 }
 
+/// A recovery's end is answered before the coordinator records it. If the
+/// coordinator dies before the record is written, the one it restarts from
+/// still holds the released locks: a lock a live node took meanwhile and
+/// re-asserts must then win over the stale retained lock (it proves the
+/// release), the failed node's other locks stay retained, and a second
+/// recovery frees them. The lost write is made real by putting the record
+/// files of before the recovery back while the coordinator is down.
+#[test]
+fn a_recovery_end_lost_with_the_coordinator_gives_way_to_locks_taken_after_it() {
+    let cluster = Cluster::new();
+    let coord = cluster.start(FAST);
+    let (taken, untouched) = (ResourceId::new(12, 1), ResourceId::new(12, 2));
+    let live = join(&coord.unix, 3);
+    let mut dead = cluster.node(&coord.tcp, 2);
+    for p in [taken, untouched] {
+        assert_eq!(dead.ask(&lock_cmd(1, p, LockMode::X, None)), "GRANTED X");
+    }
+    dead.kill();
+    wait_event(&live.events, EventKind::NodeFailed, 2);
+    let io = wal::io::Io::fallback();
+    eventually("the failure to be recorded", || {
+        let recorded = lockmgr::server::retained_in_record(&io, &cluster.state_dir()).ok()?;
+        (recorded.len() == 2).then_some(())
+    });
+    let before_recovery = cluster.dir.path().join("record-before-recovery");
+    copy_files(&cluster.state_dir(), &before_recovery);
+
+    let grant = live.register_counterpart(2).expect("register");
+    live.unregister_counterpart(&grant, Outcome::Recovered)
+        .expect("unregister");
+    assert_eq!(live.lock(1, taken, LockMode::X, None), Ok(LockMode::X));
+    let incarnation = live.incarnation();
+    coord.kill();
+    drop(live);
+    copy_files(&before_recovery, &cluster.state_dir());
+
+    let coord = cluster.start(FAST);
+    let back = Member::new(connect_as(&coord.unix, 3, Purpose::Rejoin, incarnation).expect("rejoin"));
+    back.reassert(vec![HeldLock {
+        txn: 1,
+        resource: taken,
+        mode: LockMode::X,
+    }])
+    .expect("a lock taken after the release is re-asserted over the stale record");
+    assert_eq!(back.retained(2).expect("retained"), vec![(untouched, LockMode::X)]);
+    let recorded: Vec<ResourceId> = lockmgr::server::retained_in_record(&io, &cluster.state_dir())
+        .expect("record")
+        .into_iter()
+        .map(|l| l.resource)
+        .collect();
+    assert_eq!(recorded, vec![untouched], "the dropped lock is recorded as gone");
+    assert_eq!(
+        lock_after_grace(&back, 2, untouched, LockMode::S),
+        retained_err(2, untouched)
+    );
+    let grant = back.register_counterpart(2).expect("register again");
+    back.unregister_counterpart(&grant, Outcome::Recovered)
+        .expect("unregister");
+    assert_eq!(back.lock(2, untouched, LockMode::X, None), Ok(LockMode::X));
+}
+
+/// Copies every file of `from` into `to` (created if missing).
+fn copy_files(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 8. Authentication.
 
