@@ -389,7 +389,7 @@ pub fn back_out(
         .collect();
     let before_last = started.elapsed();
     if ends.is_empty() {
-        io.write_stages(&stage)?;
+        io.write_stages(&stage).map_err(wal::io::IoError::from)?;
     } else {
         log.append_durable_after(&stage, &ends)?;
     }

@@ -49,6 +49,8 @@ struct State {
     undurable_bytes: u64,
     /// Where the next record goes.
     next: Lsn,
+    /// Where the last record appended starts.
+    last: Option<Lsn>,
     /// Everything before this is durable.
     durable: Lsn,
     /// Some waiter needs the stream durable past this LSN.
@@ -83,6 +85,7 @@ impl GroupCommit {
                 runs: Vec::new(),
                 undurable_bytes: 0,
                 next,
+                last: None,
                 durable: next,
                 wanted: next,
                 failed: None,
@@ -203,8 +206,26 @@ impl GroupCommit {
         record::encode_into(&mut run.bytes, lsn, meta, body);
         debug_assert_eq!((run.bytes.len() - before) as u64, size, "encoded_len matches encoding");
         s.next = Lsn(lsn.0 + size);
+        s.last = Some(lsn);
         s.undurable_bytes += size;
         lsn
+    }
+
+    /// Takes everything pending as a batch for the caller to flush at once,
+    /// if the record at `lsn` is not durable yet, is the last one appended,
+    /// and no flush is under way: the caller's record ends the batch, so
+    /// whatever the caller has the flush do after it delays nobody who
+    /// appended before. `None` otherwise.
+    pub fn lead_as_last(&self, lsn: Lsn) -> Option<Batch> {
+        let mut s = self.lock();
+        if Self::settled(&s, lsn).is_some() || s.flushing || s.runs.is_empty() || s.last != Some(lsn) {
+            return None;
+        }
+        s.flushing = true;
+        Some(Batch {
+            runs: std::mem::take(&mut s.runs),
+            end: s.next,
+        })
     }
 
     /// The run that ends at `lsn` in the same segment, or a new one starting

@@ -54,4 +54,4 @@ pub use reader::{LogEnd, LogReader, OwnerStatus, Scan};
 pub use record::{
     ActiveTxn, AgentId, Kind, Lsn, PageRef, PageUndo, Record, RecordBody, RecordMeta, ScopeToken, TxnId, PAGE_AGENT,
 };
-pub use writer::{Log, LogConfig};
+pub use writer::{Followed, Log, LogConfig};

@@ -57,6 +57,18 @@ impl LogConfig {
     }
 }
 
+/// What became of the stages [`Log::wait_durable_then`] was given.
+#[derive(Debug)]
+pub enum Followed {
+    /// Written and synced after the record, in one submission.
+    Done,
+    /// Not run: someone else's flush covered the record, or others appended
+    /// after it. The record is durable; the stages are the caller's to run.
+    NotRun,
+    /// The record is durable; a stage failed with this error.
+    Failed(IoError),
+}
+
 /// See the module docs.
 pub struct Log {
     shared: Arc<Shared>,
@@ -222,9 +234,38 @@ impl Log {
     /// the hand-off to the flusher thread.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let shared = &self.shared;
-        let r = shared.gc.wait_durable_with(lsn, |batch| shared.flush(batch, &[]));
+        let r = shared
+            .gc
+            .wait_durable_with(lsn, |batch| shared.flush(batch, &[], &[]).map(|_| ()));
         shared.prepare_spare();
         r
+    }
+
+    /// Makes the record at `lsn` durable and, when this call can lead the
+    /// flush with that record last in it, writes and syncs the `after`
+    /// stages (a commit's pages) in the same staged submission
+    /// ([`Io::write_stages`]): one hand-off to the kernel for both, nothing
+    /// of `after` issued before the log is durable. Otherwise it waits as
+    /// [`Log::wait_durable`] does and leaves `after` to the caller.
+    pub fn wait_durable_then(&self, lsn: Lsn, after: &[Stage<'_>]) -> Result<Followed> {
+        let shared = &self.shared;
+        let Some(mut batch) = shared.gc.lead_as_last(lsn) else {
+            self.wait_durable(lsn)?;
+            return Ok(Followed::NotRun);
+        };
+        let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
+        let outcome = match shared.flush(&mut batch, &[], after) {
+            Ok(after_failed) => {
+                shared.gc.complete(batch.end, bytes);
+                Ok(after_failed.map_or(Followed::Done, Followed::Failed))
+            }
+            Err(cause) => {
+                shared.gc.fail(cause.clone());
+                Err(WalError::Poisoned { cause })
+            }
+        };
+        shared.prepare_spare();
+        outcome
     }
 
     /// Appends `records` and makes them durable, with the `before` stages
@@ -250,8 +291,8 @@ impl Log {
             return Ok(lsns);
         };
         let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-        match shared.flush(&mut batch, before) {
-            Ok(()) => shared.gc.complete(batch.end, bytes),
+        match shared.flush(&mut batch, before, &[]) {
+            Ok(_) => shared.gc.complete(batch.end, bytes),
             Err(cause) => {
                 shared.gc.fail(cause.clone());
                 return Err(WalError::Poisoned { cause });
@@ -262,7 +303,7 @@ impl Log {
     }
 
     fn io_stages(&self, stages: &[Stage<'_>]) -> Result<()> {
-        Ok(self.shared.io.write_stages(stages)?)
+        Ok(self.shared.io.write_stages(stages).map_err(IoError::from)?)
     }
 
     /// Waits up to `patience` for the record at `lsn` to be made durable by
@@ -472,7 +513,7 @@ impl Shared {
     fn flusher(&self) {
         while let Some(mut batch) = self.gc.take_batch() {
             let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            if let Err(cause) = self.flush(&mut batch, &[]) {
+            if let Err(cause) = self.flush(&mut batch, &[], &[]) {
                 self.gc.fail(cause);
                 return;
             }
@@ -482,12 +523,20 @@ impl Shared {
     }
 
     /// Writes and syncs a batch, for the flusher or a waiter leading the
-    /// flush, after the `before` stages (see [`Log::append_durable_after`]);
-    /// the failure, if any, is what poisons the log (the caller hands it to
-    /// the group commit, which refuses everyone from then on).
-    fn flush(&self, batch: &mut Batch, before: &[Stage<'_>]) -> std::result::Result<(), Arc<IoError>> {
-        let cause = match self.write_batch(batch, before) {
-            Ok(()) => return Ok(()),
+    /// flush, after the `before` stages (see [`Log::append_durable_after`])
+    /// and followed by the `after` ones ([`Log::wait_durable_then`]). A
+    /// failure before or in the log's own stages is what poisons the log
+    /// (the caller hands it to the group commit, which refuses everyone from
+    /// then on); a failure of an `after` stage comes back as `Ok(Some(_))`,
+    /// the batch durable.
+    fn flush(
+        &self,
+        batch: &mut Batch,
+        before: &[Stage<'_>],
+        after: &[Stage<'_>],
+    ) -> std::result::Result<Option<IoError>, Arc<IoError>> {
+        let cause = match self.write_batch(batch, before, after) {
+            Ok(after_failed) => return Ok(after_failed),
             Err(WalError::Io(cause)) => cause,
             Err(other) => IoError::new(OpKind::Write, &self.dir, None, std::io::Error::other(other.to_string())),
         };
@@ -507,13 +556,14 @@ impl Shared {
         }
     }
 
-    /// Writes and syncs a batch, after the `before` stages.
+    /// Writes and syncs a batch, after the `before` stages and before the
+    /// `after` ones; `Ok(Some(_))` when an `after` stage failed.
     ///
     /// Each run lies in one segment. Runs are written and synced one after
     /// the other (one stage each, see [`Io::write_stages`]), so a crash can
     /// only lose a suffix of the stream across segments; the first record is
     /// marked as a batch start (see [`crate::record::FLAG_BATCH_START`]).
-    fn write_batch(&self, batch: &mut Batch, before: &[Stage<'_>]) -> Result<()> {
+    fn write_batch(&self, batch: &mut Batch, before: &[Stage<'_>], after: &[Stage<'_>]) -> Result<Option<IoError>> {
         self.cover_batch(batch.runs.iter().map(|r| r.bytes.len() as u64).sum())?;
         if let Some(first) = batch.runs.first_mut() {
             crate::record::mark_batch_start(&mut first.bytes);
@@ -545,8 +595,13 @@ impl Shared {
                 writes: std::slice::from_ref(w),
                 sync: f,
             }))
+            .chain(after.iter().copied())
             .collect();
-        self.io.write_stages(&stages)?;
+        let after_failed = match self.io.write_stages(&stages) {
+            Ok(()) => None,
+            Err(e) if e.stage >= before.len() + writes.len() => Some(e.error),
+            Err(e) => return Err(e.error.into()),
+        };
         // A batch that entered a new segment has the one after it prepared
         // (see `prepare_spare`); other batches skip this.
         if let Some(last) = batch.runs.last() {
@@ -556,7 +611,7 @@ impl Shared {
                 *due = Some(due.map_or(seg, |d| d.max(seg)));
             }
         }
-        Ok(())
+        Ok(after_failed)
     }
 
     /// Raises the control file's batch bound, durably, before a flush of

@@ -300,3 +300,74 @@ fn records_appended_after_stages_follow_them_and_share_their_fate() {
         assert_eq!(kept, vec![7, 7, 8], "backend {}", io.kind());
     }
 }
+
+/// Stages handed to `wait_durable_then` run after the record is durable,
+/// in the same flush when the record is the last appended; with a record
+/// appended after it they are left to the caller; a failing stage leaves
+/// the record durable and the log working.
+#[test]
+fn stages_after_a_record_run_with_its_flush_when_it_is_last() {
+    use wal::io::fault::FaultInjector;
+    use wal::io::{IoFile, OpKind, Stage, WriteOp};
+    use wal::Followed;
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = IoFile::open(&dir.path().join("data"), true, true).unwrap();
+        let inj = FaultInjector::new(io.clone());
+        let log = Log::open(&dir.path().join("log"), small_config(1, inj.io())).unwrap();
+        let page = vec![0x3cu8; 4096];
+        let writes = [WriteOp {
+            file: &data,
+            offset: 0,
+            data: &page,
+        }];
+        let stage = [Stage {
+            writes: &writes,
+            sync: &[&data],
+        }];
+
+        let last = log.append(RecordMeta::txn(1, None), &RecordBody::Begin).unwrap();
+        let outcome = log.wait_durable_then(last, &stage).unwrap();
+        assert!(matches!(outcome, Followed::Done), "backend {}: {outcome:?}", io.kind());
+        assert!(log.durable_lsn() > last);
+        let mut back = vec![0u8; 4096];
+        io.read_exact_at(&data, &mut back, 0).unwrap();
+        assert_eq!(back, page);
+
+        // Not the last record: the stages are the caller's.
+        let mine = log.append(RecordMeta::txn(2, None), &RecordBody::Begin).unwrap();
+        log.append(RecordMeta::txn(3, None), &RecordBody::Begin).unwrap();
+        let outcome = log.wait_durable_then(mine, &stage).unwrap();
+        assert!(
+            matches!(outcome, Followed::NotRun),
+            "backend {}: {outcome:?}",
+            io.kind()
+        );
+        assert!(log.durable_lsn() > mine);
+
+        // The stage's sync fails: the record stays durable, the log works.
+        let last = log.append(RecordMeta::txn(4, None), &RecordBody::Begin).unwrap();
+        let syncs_before = inj.count(OpKind::Sync);
+        inj.fail_nth(OpKind::Sync, 2, libc::EIO);
+        let outcome = log.wait_durable_then(last, &stage).unwrap();
+        assert!(
+            matches!(&outcome, Followed::Failed(e) if e.op == OpKind::Sync),
+            "backend {}: {outcome:?}",
+            io.kind()
+        );
+        assert_eq!(
+            inj.count(OpKind::Sync),
+            syncs_before + 2,
+            "the log's sync, then the stage's"
+        );
+        assert!(log.durable_lsn() > last);
+        let more = log.append(RecordMeta::txn(5, None), &RecordBody::End).unwrap();
+        log.wait_durable(more).unwrap();
+        log.close().unwrap();
+        let txns: Vec<u64> = read_all(&dir.path().join("log"), io.clone())
+            .iter()
+            .map(|r| r.meta.txn)
+            .collect();
+        assert_eq!(txns, vec![1, 2, 3, 4, 5], "backend {}", io.kind());
+    }
+}

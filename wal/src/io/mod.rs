@@ -195,6 +195,22 @@ pub struct Stage<'a> {
     pub sync: &'a [&'a IoFile],
 }
 
+/// A failed [`Io::write_stages`]: which stage failed (every stage before it
+/// is durable, nothing after it was issued) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("stage {stage}: {error}")]
+pub struct StageError {
+    pub stage: usize,
+    #[source]
+    pub error: IoError,
+}
+
+impl From<StageError> for IoError {
+    fn from(e: StageError) -> IoError {
+        e.error
+    }
+}
+
 /// One read of a batch: fills all of `buf` from `offset` of `file`.
 #[derive(Debug)]
 pub struct ReadOp<'a> {
@@ -223,16 +239,18 @@ pub trait Backend: Send + Sync + 'static {
     /// nothing of a stage is issued before the previous stage's syncs have
     /// completed. On error, the stages before the failing one are durable
     /// and nothing after it was issued.
-    fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), IoError> {
+    fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), StageError> {
         stage_by_stage(self, stages)
     }
 }
 
 /// [`Backend::write_stages`] as separate calls, one stage at a time.
-pub(crate) fn stage_by_stage<B: Backend + ?Sized>(backend: &B, stages: &[Stage<'_>]) -> Result<(), IoError> {
-    for s in stages {
-        backend.write_batch(s.writes, false)?;
-        backend.sync(s.sync)?;
+pub(crate) fn stage_by_stage<B: Backend + ?Sized>(backend: &B, stages: &[Stage<'_>]) -> Result<(), StageError> {
+    for (stage, s) in stages.iter().enumerate() {
+        backend
+            .write_batch(s.writes, false)
+            .and_then(|()| backend.sync(s.sync))
+            .map_err(|error| StageError { stage, error })?;
     }
     Ok(())
 }
@@ -323,7 +341,7 @@ impl Io {
     /// pages before the log records that vouch for them). io_uring runs a
     /// few stages as one linked chain, a single submission whose steps the
     /// kernel starts back to back; a failure cancels what follows it.
-    pub fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), IoError> {
+    pub fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), StageError> {
         self.backend.write_stages(stages)
     }
 

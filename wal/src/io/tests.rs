@@ -278,8 +278,9 @@ fn a_failed_stage_stops_the_stages_after_it_on_every_backend() {
                 },
             ])
             .unwrap_err();
-        assert_eq!(err.op, OpKind::Write, "backend {}: {err}", io.kind());
-        assert_eq!(err.errno(), Some(libc::EBADF), "backend {}: {err}", io.kind());
+        assert_eq!(err.stage, 0, "backend {}: {err}", io.kind());
+        assert_eq!(err.error.op, OpKind::Write, "backend {}: {err}", io.kind());
+        assert_eq!(err.error.errno(), Some(libc::EBADF), "backend {}: {err}", io.kind());
         assert_eq!(
             later.len().unwrap(),
             0,
@@ -318,7 +319,7 @@ fn a_failed_sync_between_stages_stops_the_next() {
             },
         ])
         .unwrap_err();
-    assert_eq!(err.op, OpKind::Sync, "{err}");
+    assert_eq!((err.stage, err.error.op), (0, OpKind::Sync), "{err}");
     assert_eq!(inj.count(OpKind::Write), 1, "the second stage's write was issued");
     assert_eq!(b.len().unwrap(), 0);
 }

@@ -33,7 +33,9 @@ use std::sync::Mutex;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::submitters::Submitters;
-use super::{distinct_files, stage_by_stage, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, Stage, WriteOp};
+use super::{
+    distinct_files, stage_by_stage, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, Stage, StageError, WriteOp,
+};
 
 /// Entries per ring: deeper than the disk's best queue depth (128).
 pub(super) const RING_DEPTH: u32 = 256;
@@ -441,7 +443,7 @@ impl Backend for UringBackend {
     /// never retried). A short write breaks the chain too; the stages from
     /// its own on are then run again stage by stage (writing again what a
     /// stage already wrote is harmless, and no sync of it has run).
-    fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), IoError> {
+    fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), StageError> {
         let count: usize = stages.iter().map(|s| s.writes.len() + s.sync.len()).sum();
         let oversized = stages
             .iter()
@@ -453,8 +455,11 @@ impl Backend for UringBackend {
             if let [_] = stages {
                 return stage_by_stage(self, stages);
             }
-            for stage in stages {
-                self.write_stages(std::slice::from_ref(stage))?;
+            for (i, stage) in stages.iter().enumerate() {
+                self.write_stages(std::slice::from_ref(stage)).map_err(|e| StageError {
+                    stage: i,
+                    error: e.error,
+                })?;
             }
             return Ok(());
         }
@@ -486,21 +491,27 @@ impl Backend for UringBackend {
         }
         let mut results = vec![0i32; ops.len()];
         let (_, first_write, first_file) = origin[0];
-        self.run_blocking(&ops, &mut results)
-            .map_err(|e| IoError::new(OpKind::Write, first_file.path(), first_write.map(|w| w.offset), e))?;
+        self.run_blocking(&ops, &mut results).map_err(|e| StageError {
+            stage: origin[0].0,
+            error: IoError::new(OpKind::Write, first_file.path(), first_write.map(|w| w.offset), e),
+        })?;
         for (&(stage, write, file), &res) in origin.iter().zip(&results) {
-            match write {
-                Some(w) if res >= 0 && res as usize == w.data.len() => {}
+            let error = match write {
+                Some(w) if res >= 0 && res as usize == w.data.len() => continue,
                 Some(w) if res < 0 && res != -libc::ECANCELED => {
-                    return Err(IoError::new(OpKind::Write, file.path(), Some(w.offset), os_err(res)));
+                    IoError::new(OpKind::Write, file.path(), Some(w.offset), os_err(res))
                 }
-                None if res >= 0 => {}
-                None if res != -libc::ECANCELED => {
-                    return Err(IoError::new(OpKind::Sync, file.path(), None, os_err(res)));
-                }
+                None if res >= 0 => continue,
+                None if res != -libc::ECANCELED => IoError::new(OpKind::Sync, file.path(), None, os_err(res)),
                 // Short, or cancelled by a short write before it.
-                _ => return stage_by_stage(self, &stages[stage..]),
-            }
+                _ => {
+                    return stage_by_stage(self, &stages[stage..]).map_err(|e| StageError {
+                        stage: stage + e.stage,
+                        error: e.error,
+                    })
+                }
+            };
+            return Err(StageError { stage, error });
         }
         Ok(())
     }
