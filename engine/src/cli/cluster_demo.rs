@@ -52,10 +52,10 @@ pub struct ClusterDemoArgs {
     /// Transfers each of node 1's threads keeps in flight in the bench,
     /// interleaved (`node --txns-per-thread`): threads × this is about the
     /// transactions in flight when it is killed, a little less since each
-    /// is between transfers part of the time (10 × 13 leaves about 90).
+    /// is between transfers part of the time (10 × 15 leaves about 100).
     /// 100 threads of one each is the same load, slower to kill: the
     /// kernel tears every thread down before the process's sockets close.
-    #[arg(long, default_value_t = 13, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub victim_txns_per_thread: u16,
     /// Milliseconds node 1 pauses inside each transfer in the bench.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
