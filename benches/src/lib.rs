@@ -43,6 +43,34 @@ pub fn raw_write_fdatasync(f: &std::fs::File, len: usize, iters: u64) -> Duratio
     start.elapsed()
 }
 
+/// `iters` rounds of the device work every commit of the two-row workload
+/// costs an engine that logs before-images and forces its pages (undo
+/// logging with FORCE): `log_bytes` appended to `log` + `fdatasync`, then
+/// two 4 KiB pages at random places of `data` + `fdatasync`, strictly in
+/// that order (no page may reach the disk before its before-image). With
+/// plain system calls on the caller's thread and nothing else: the floor of
+/// one commit of this engine, next to which its commit latency is judged.
+pub fn raw_undo_force_commit(log: &std::fs::File, data: &std::fs::File, log_bytes: usize, iters: u64) -> Duration {
+    use rand::Rng;
+    let record = vec![0x3c; log_bytes];
+    let page = vec![0x5a; 4096];
+    let log_slots = (log.metadata().expect("log size").len() / log_bytes as u64).max(1);
+    let data_pages = (data.metadata().expect("data size").len() / 4096).max(1);
+    let mut rng = rand::rng();
+    let start = Instant::now();
+    for i in 0..iters {
+        log.write_all_at(&record, (i % log_slots) * log_bytes as u64)
+            .expect("log pwrite");
+        log.sync_data().expect("log fdatasync");
+        for _ in 0..2 {
+            data.write_all_at(&page, rng.random_range(0..data_pages) * 4096)
+                .expect("page pwrite");
+        }
+        data.sync_data().expect("data fdatasync");
+    }
+    start.elapsed()
+}
+
 /// The io_uring backend of the I/O layer on its own, run on the caller's
 /// thread (no submitter threads): the raw figure, if the kernel allows it.
 pub fn uring() -> Option<Io> {
