@@ -92,7 +92,7 @@ pub struct Intent {
 pub struct InFlight {
     pub txns: Vec<InFlightTxn>,
     /// In-flight transactions that had logged their commit intent; decided
-    /// by [`write_back`], which moves the images of those not committed
+    /// by [`back_out`], which moves the images of those not committed
     /// into `pages`.
     pub intents: Vec<Intent>,
     /// (file id, page) → the LSN of its oldest before-image.
