@@ -4,8 +4,10 @@
 //! queues are where the disk is fast: ~150 k 4 KiB writes/s at depth 128
 //! against ~15 k at depth 1). A few writes to one file that must be durable
 //! (up to `MAX_LINKED_WRITES`) are submitted as one linked chain
-//! `write → … → write → fdatasync`, one system call for all. Short transfers
-//! are continued with a new operation for the remainder.
+//! `write → … → write → fdatasync`, one system call for all; so are a few
+//! stages of ordered work (`write_stages`: a recovery's pages, their sync,
+//! then the log's end records and its sync). Short transfers are continued
+//! with a new operation for the remainder.
 //!
 //! Writes and syncs run on the backend's submitter threads
 //! (`super::submitters`), so the kernel's workers for blocking operations
