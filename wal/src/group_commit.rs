@@ -43,6 +43,13 @@ pub struct Batch {
     pub end: Lsn,
 }
 
+impl Batch {
+    /// The encoded bytes the batch carries.
+    pub fn bytes(&self) -> u64 {
+        self.runs.iter().map(|r| r.bytes.len() as u64).sum()
+    }
+}
+
 struct State {
     runs: Vec<Run>,
     /// Bytes appended and not yet durable (pending plus in flight).
@@ -159,12 +166,7 @@ impl GroupCommit {
             .zip(sizes)
             .map(|((meta, body), size)| self.push(&mut s, meta, body, size))
             .collect();
-        s.flushing = true;
-        let batch = Batch {
-            runs: std::mem::take(&mut s.runs),
-            end: s.next,
-        };
-        Ok(Some((lsns, batch)))
+        Ok(Some((lsns, Self::take(&mut s))))
     }
 
     /// The encoded size of a record this stream can take.
@@ -221,11 +223,16 @@ impl GroupCommit {
         if Self::settled(&s, lsn).is_some() || s.flushing || s.runs.is_empty() || s.last != Some(lsn) {
             return None;
         }
+        Some(Self::take(&mut s))
+    }
+
+    /// Everything pending, as the batch of a flush that starts now.
+    fn take(s: &mut State) -> Batch {
         s.flushing = true;
-        Some(Batch {
+        Batch {
             runs: std::mem::take(&mut s.runs),
             end: s.next,
-        })
+        }
     }
 
     /// The run that ends at `lsn` in the same segment, or a new one starting
@@ -315,15 +322,10 @@ impl GroupCommit {
                 return done;
             }
             if !s.flushing && !s.runs.is_empty() {
-                s.flushing = true;
-                let mut batch = Batch {
-                    runs: std::mem::take(&mut s.runs),
-                    end: s.next,
-                };
+                let mut batch = Self::take(&mut s);
                 drop(s);
-                let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
                 match flush(&mut batch) {
-                    Ok(()) => self.complete(batch.end, bytes),
+                    Ok(()) => self.complete(&batch),
                     Err(cause) => self.fail(cause),
                 }
                 s = self.lock();
@@ -356,9 +358,7 @@ impl GroupCommit {
                 && !s.runs.is_empty()
                 && (s.wanted > s.durable || pending >= self.flush_threshold || s.closed)
             {
-                s.flushing = true;
-                let runs = std::mem::take(&mut s.runs);
-                return Some(Batch { runs, end: s.next });
+                return Some(Self::take(&mut s));
             }
             if s.closed && s.runs.is_empty() && !s.flushing {
                 return None;
@@ -367,8 +367,9 @@ impl GroupCommit {
         }
     }
 
-    /// For the flusher: the batch ending at `end` is durable.
-    pub fn complete(&self, end: Lsn, bytes: u64) {
+    /// For whoever flushed `batch`: it is durable.
+    pub fn complete(&self, batch: &Batch) {
+        let (end, bytes) = (batch.end, batch.bytes());
         let mut s = self.lock();
         debug_assert!(end >= s.durable, "durable point only moves forward");
         s.durable = end;

@@ -249,23 +249,12 @@ impl Log {
     /// [`Log::wait_durable`] does and leaves `after` to the caller.
     pub fn wait_durable_then(&self, lsn: Lsn, after: &[Stage<'_>]) -> Result<Followed> {
         let shared = &self.shared;
-        let Some(mut batch) = shared.gc.lead_as_last(lsn) else {
+        let Some(batch) = shared.gc.lead_as_last(lsn) else {
             self.wait_durable(lsn)?;
             return Ok(Followed::NotRun);
         };
-        let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-        let outcome = match shared.flush(&mut batch, &[], after) {
-            Ok(after_failed) => {
-                shared.gc.complete(batch.end, bytes);
-                Ok(after_failed.map_or(Followed::Done, Followed::Failed))
-            }
-            Err(cause) => {
-                shared.gc.fail(cause.clone());
-                Err(WalError::Poisoned { cause })
-            }
-        };
-        shared.prepare_spare();
-        outcome
+        let after_failed = shared.flush_led(batch, &[], after)?;
+        Ok(after_failed.map_or(Followed::Done, Followed::Failed))
     }
 
     /// Appends `records` and makes them durable, with the `before` stages
@@ -279,8 +268,8 @@ impl Log {
     /// carried can no longer be written; it is returned as the log failure.
     pub fn append_durable_after(&self, before: &[Stage<'_>], records: &[(RecordMeta, RecordBody)]) -> Result<Vec<Lsn>> {
         let shared = &self.shared;
-        let Some((lsns, mut batch)) = shared.gc.append_leading(records)? else {
-            self.io_stages(before)?;
+        let Some((lsns, batch)) = shared.gc.append_leading(records)? else {
+            shared.io.write_stages(before).map_err(IoError::from)?;
             let lsns = records
                 .iter()
                 .map(|(meta, body)| self.append(*meta, body))
@@ -290,20 +279,8 @@ impl Log {
             }
             return Ok(lsns);
         };
-        let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-        match shared.flush(&mut batch, before, &[]) {
-            Ok(_) => shared.gc.complete(batch.end, bytes),
-            Err(cause) => {
-                shared.gc.fail(cause.clone());
-                return Err(WalError::Poisoned { cause });
-            }
-        }
-        shared.prepare_spare();
+        shared.flush_led(batch, before, &[])?;
         Ok(lsns)
-    }
-
-    fn io_stages(&self, stages: &[Stage<'_>]) -> Result<()> {
-        Ok(self.shared.io.write_stages(stages).map_err(IoError::from)?)
     }
 
     /// Waits up to `patience` for the record at `lsn` to be made durable by
@@ -512,12 +489,11 @@ fn create_log(io: &Io, dir: &Path, cfg: &LogConfig) -> Result<Control> {
 impl Shared {
     fn flusher(&self) {
         while let Some(mut batch) = self.gc.take_batch() {
-            let bytes: u64 = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
             if let Err(cause) = self.flush(&mut batch, &[], &[]) {
                 self.gc.fail(cause);
                 return;
             }
-            self.gc.complete(batch.end, bytes);
+            self.gc.complete(&batch);
             self.prepare_spare();
         }
     }
@@ -545,6 +521,24 @@ impl Shared {
         Err(cause)
     }
 
+    /// Flushes a batch its caller took the lead of (with `before` and
+    /// `after` stages, see [`Shared::flush`]) and reports it to the group
+    /// commit: durable, or the failure that poisons the log.
+    fn flush_led(&self, mut batch: Batch, before: &[Stage<'_>], after: &[Stage<'_>]) -> Result<Option<IoError>> {
+        let outcome = match self.flush(&mut batch, before, after) {
+            Ok(after_failed) => {
+                self.gc.complete(&batch);
+                Ok(after_failed)
+            }
+            Err(cause) => {
+                self.gc.fail(cause.clone());
+                Err(WalError::Poisoned { cause })
+            }
+        };
+        self.prepare_spare();
+        outcome
+    }
+
     /// Prepares the segment after one a flush entered, so the next switch
     /// costs nothing. Done after the flush's committers were told, not on
     /// their path; a failure poisons the log for the calls to come, while
@@ -564,7 +558,7 @@ impl Shared {
     /// only lose a suffix of the stream across segments; the first record is
     /// marked as a batch start (see [`crate::record::FLAG_BATCH_START`]).
     fn write_batch(&self, batch: &mut Batch, before: &[Stage<'_>], after: &[Stage<'_>]) -> Result<Option<IoError>> {
-        self.cover_batch(batch.runs.iter().map(|r| r.bytes.len() as u64).sum())?;
+        self.cover_batch(batch.bytes())?;
         if let Some(first) = batch.runs.first_mut() {
             crate::record::mark_batch_start(&mut first.bytes);
         }

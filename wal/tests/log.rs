@@ -232,7 +232,7 @@ fn a_relinquished_log_writes_nothing_more_and_another_writer_may_open_it() {
     assert_eq!(end, dropped, "the peer's record takes the dropped record's place");
     drop(log);
     peer.close().unwrap();
-    let txns: Vec<u64> = read_all(dir.path(), io).iter().map(|r| r.meta.txn).collect();
+    let txns = txns_in(dir.path(), io);
     assert_eq!(txns, vec![1, 0, 4], "begin, checkpoint, the peer's end");
 }
 
@@ -241,30 +241,17 @@ fn a_relinquished_log_writes_nothing_more_and_another_writer_may_open_it() {
 /// the log and the log refuses to go on.
 #[test]
 fn records_appended_after_stages_follow_them_and_share_their_fate() {
-    use wal::io::fault::FaultInjector;
-    use wal::io::{IoFile, OpKind, Stage, WriteOp};
+    use wal::io::OpKind;
     for io in backends() {
         let dir = tempfile::tempdir().unwrap();
-        let data_path = dir.path().join("data");
-        let data = IoFile::open(&data_path, true, true).unwrap();
+        let (log, inj, data) = log_beside_data(dir.path(), &io);
         let page = vec![0x6bu8; 4096];
-        let inj = FaultInjector::new(io.clone());
-        let log = Log::open(&dir.path().join("log"), small_config(1, inj.io())).unwrap();
         let begin = log.append(RecordMeta::txn(7, None), &RecordBody::Begin).unwrap();
-        let writes = [WriteOp {
-            file: &data,
-            offset: 0,
-            data: &page,
-        }];
-        let stage = [Stage {
-            writes: &writes,
-            sync: &[&data],
-        }];
         let ends = [
             (RecordMeta::txn(7, Some(begin)), RecordBody::End),
             (RecordMeta::txn(8, None), RecordBody::End),
         ];
-        let lsns = log.append_durable_after(&stage, &ends).unwrap();
+        let lsns = with_page_stage(&data, 0, &page, |stage| log.append_durable_after(stage, &ends)).unwrap();
         assert_eq!(lsns.len(), 2);
         assert!(log.durable_lsn() > lsns[1], "backend {}", io.kind());
         let mut back = vec![0u8; 4096];
@@ -273,19 +260,11 @@ fn records_appended_after_stages_follow_them_and_share_their_fate() {
 
         // The stage's write fails: the records it carried never land.
         inj.fail_nth(OpKind::Write, 1, libc::EIO);
-        let other = vec![0x11u8; 4096];
-        let writes = [WriteOp {
-            file: &data,
-            offset: 4096,
-            data: &other,
-        }];
-        let stage = [Stage {
-            writes: &writes,
-            sync: &[&data],
-        }];
-        let err = log
-            .append_durable_after(&stage, &[(RecordMeta::txn(9, None), RecordBody::End)])
-            .unwrap_err();
+        let end = [(RecordMeta::txn(9, None), RecordBody::End)];
+        let err = with_page_stage(&data, 4096, &[0x11u8; 4096], |stage| {
+            log.append_durable_after(stage, &end)
+        })
+        .unwrap_err();
         assert!(
             matches!(err, WalError::Poisoned { .. }),
             "backend {}: {err:?}",
@@ -293,11 +272,12 @@ fn records_appended_after_stages_follow_them_and_share_their_fate() {
         );
         assert!(log.append(RecordMeta::txn(10, None), &RecordBody::Begin).is_err());
         drop(log);
-        let kept: Vec<u64> = read_all(&dir.path().join("log"), io.clone())
-            .iter()
-            .map(|r| r.meta.txn)
-            .collect();
-        assert_eq!(kept, vec![7, 7, 8], "backend {}", io.kind());
+        assert_eq!(
+            txns_in(&dir.path().join("log"), io.clone()),
+            vec![7, 7, 8],
+            "backend {}",
+            io.kind()
+        );
     }
 }
 
@@ -307,27 +287,16 @@ fn records_appended_after_stages_follow_them_and_share_their_fate() {
 /// the record durable and the log working.
 #[test]
 fn stages_after_a_record_run_with_its_flush_when_it_is_last() {
-    use wal::io::fault::FaultInjector;
-    use wal::io::{IoFile, OpKind, Stage, WriteOp};
+    use wal::io::OpKind;
     use wal::Followed;
     for io in backends() {
         let dir = tempfile::tempdir().unwrap();
-        let data = IoFile::open(&dir.path().join("data"), true, true).unwrap();
-        let inj = FaultInjector::new(io.clone());
-        let log = Log::open(&dir.path().join("log"), small_config(1, inj.io())).unwrap();
+        let (log, inj, data) = log_beside_data(dir.path(), &io);
         let page = vec![0x3cu8; 4096];
-        let writes = [WriteOp {
-            file: &data,
-            offset: 0,
-            data: &page,
-        }];
-        let stage = [Stage {
-            writes: &writes,
-            sync: &[&data],
-        }];
+        let then = |lsn| with_page_stage(&data, 0, &page, |stage| log.wait_durable_then(lsn, stage)).unwrap();
 
         let last = log.append(RecordMeta::txn(1, None), &RecordBody::Begin).unwrap();
-        let outcome = log.wait_durable_then(last, &stage).unwrap();
+        let outcome = then(last);
         assert!(matches!(outcome, Followed::Done), "backend {}: {outcome:?}", io.kind());
         assert!(log.durable_lsn() > last);
         let mut back = vec![0u8; 4096];
@@ -337,7 +306,7 @@ fn stages_after_a_record_run_with_its_flush_when_it_is_last() {
         // Not the last record: the stages are the caller's.
         let mine = log.append(RecordMeta::txn(2, None), &RecordBody::Begin).unwrap();
         log.append(RecordMeta::txn(3, None), &RecordBody::Begin).unwrap();
-        let outcome = log.wait_durable_then(mine, &stage).unwrap();
+        let outcome = then(mine);
         assert!(
             matches!(outcome, Followed::NotRun),
             "backend {}: {outcome:?}",
@@ -349,7 +318,7 @@ fn stages_after_a_record_run_with_its_flush_when_it_is_last() {
         let last = log.append(RecordMeta::txn(4, None), &RecordBody::Begin).unwrap();
         let syncs_before = inj.count(OpKind::Sync);
         inj.fail_nth(OpKind::Sync, 2, libc::EIO);
-        let outcome = log.wait_durable_then(last, &stage).unwrap();
+        let outcome = then(last);
         assert!(
             matches!(&outcome, Followed::Failed(e) if e.op == OpKind::Sync),
             "backend {}: {outcome:?}",
@@ -364,10 +333,11 @@ fn stages_after_a_record_run_with_its_flush_when_it_is_last() {
         let more = log.append(RecordMeta::txn(5, None), &RecordBody::End).unwrap();
         log.wait_durable(more).unwrap();
         log.close().unwrap();
-        let txns: Vec<u64> = read_all(&dir.path().join("log"), io.clone())
-            .iter()
-            .map(|r| r.meta.txn)
-            .collect();
-        assert_eq!(txns, vec![1, 2, 3, 4, 5], "backend {}", io.kind());
+        assert_eq!(
+            txns_in(&dir.path().join("log"), io.clone()),
+            vec![1, 2, 3, 4, 5],
+            "backend {}",
+            io.kind()
+        );
     }
 }

@@ -26,8 +26,7 @@ fn flusher(gc: Arc<GroupCommit>, fail: bool) -> thread::JoinHandle<Vec<Lsn>> {
                 gc.fail(std::sync::Arc::new(cause));
                 break;
             }
-            let bytes = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            gc.complete(batch.end, bytes);
+            gc.complete(&batch);
             ends.push(batch.end);
         }
         ends
@@ -134,9 +133,8 @@ fn waiters_leading_flushes_never_overlap_the_flusher_or_each_other() {
             let flush = flush.clone();
             thread::spawn(move || {
                 while let Some(mut batch) = gc.take_batch() {
-                    let bytes = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
                     flush(&mut batch).unwrap();
-                    gc.complete(batch.end, bytes);
+                    gc.complete(&batch);
                 }
             })
         };
@@ -234,8 +232,7 @@ fn records_appended_leading_become_durable_only_through_their_leader() {
         let (lsns, batch) = led;
         // Before the leader completes, nothing of its batch is durable.
         assert!(gc.durable() <= lsns[0], "someone else flushed a led record");
-        let bytes = batch.runs.iter().map(|r| r.bytes.len() as u64).sum();
-        gc.complete(batch.end, bytes);
+        gc.complete(&batch);
         assert!(gc.durable() > lsns[0]);
         other.join().unwrap();
         gc.close();

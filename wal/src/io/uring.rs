@@ -2,12 +2,12 @@
 //!
 //! A batch is pushed onto a ring and kept full up to the ring's depth (deep
 //! queues are where the disk is fast: ~150 k 4 KiB writes/s at depth 128
-//! against ~15 k at depth 1). A few writes to one file that must be durable
-//! (up to `MAX_LINKED_WRITES`) are submitted as one linked chain
-//! `write → … → write → fdatasync`, one system call for all; so are a few
+//! against ~15 k at depth 1). A few writes that must be durable, and a few
 //! stages of ordered work (`write_stages`: a recovery's pages, their sync,
-//! then the log's end records and its sync). Short transfers are continued
-//! with a new operation for the remainder.
+//! then the log's end records and its sync), are submitted as one linked
+//! chain `write → … → fdatasync → write → … → fdatasync`, one system call
+//! for all. Short transfers are continued with a new operation for the
+//! remainder.
 //!
 //! Writes and syncs run on the backend's submitter threads
 //! (`super::submitters`), so the kernel's workers for blocking operations
@@ -43,8 +43,6 @@ use super::{
 pub(super) const RING_DEPTH: u32 = 256;
 /// Largest single transfer; longer ones continue as short transfers do.
 const MAX_TRANSFER: usize = 1 << 30;
-/// Most writes linked into one chain ending in a sync (see `write_batch`).
-const MAX_LINKED_WRITES: usize = 16;
 /// Most operations (writes and syncs) of staged work run as one linked
 /// chain (see `write_stages`); more run stage by stage.
 const MAX_LINKED_OPS: usize = 32;
@@ -333,19 +331,20 @@ impl Backend for UringBackend {
     }
 
     fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
+        // Durable writes are one stage: a few go as one linked chain ending
+        // in the syncs (`write_stages`), more at full depth, then synced.
+        if sync {
+            let files = distinct_files(writes);
+            return self
+                .write_stages(&[Stage { writes, sync: &files }])
+                .map_err(IoError::from);
+        }
         let mut pending: Vec<(usize, usize)> = (0..writes.len())
             .filter(|&i| !writes[i].data.is_empty())
             .map(|i| (i, 0))
             .collect();
-        // A few durable writes to one file (a commit's pages, a log flush):
-        // link write → … → write → fdatasync into one submission, which the
-        // kernel runs back to back without coming back to us in between.
-        // Larger batches run in parallel at full queue depth, then sync.
-        let mut try_linked_sync =
-            sync && !pending.is_empty() && pending.len() <= MAX_LINKED_WRITES && distinct_files(writes).len() == 1;
-        let mut synced = false;
         while !pending.is_empty() {
-            let mut ops: Vec<RawOp> = pending
+            let ops: Vec<RawOp> = pending
                 .iter()
                 .map(|&(i, done)| {
                     let w = &writes[i];
@@ -355,16 +354,10 @@ impl Backend for UringBackend {
                         ptr: w.data[done..].as_ptr(),
                         len: len as u32,
                         offset: w.offset + done as u64,
-                        link: try_linked_sync,
+                        link: false,
                     }
                 })
                 .collect();
-            if try_linked_sync {
-                ops.push(RawOp::Fsync {
-                    fd: writes[pending[0].0].file.raw_fd(),
-                    link: false,
-                });
-            }
             let mut results = vec![0i32; ops.len()];
             let first = &writes[pending[0].0];
             self.run_blocking(&ops, &mut results)
@@ -373,11 +366,6 @@ impl Backend for UringBackend {
             for (&(i, done), &res) in pending.iter().zip(&results) {
                 let w = &writes[i];
                 let at = w.offset + done as u64;
-                if res == -libc::ECANCELED && try_linked_sync {
-                    // A short write earlier in the chain cancelled this one.
-                    still.push((i, done));
-                    continue;
-                }
                 if res < 0 {
                     return Err(IoError::new(OpKind::Write, w.file.path(), Some(at), os_err(res)));
                 }
@@ -394,21 +382,7 @@ impl Backend for UringBackend {
                     still.push((i, done));
                 }
             }
-            if try_linked_sync {
-                let res = results[results.len() - 1];
-                // A short write breaks the link and cancels the sync; it is
-                // issued again once the remainder is written.
-                if res >= 0 {
-                    synced = true;
-                } else if res != -libc::ECANCELED {
-                    return Err(IoError::new(OpKind::Sync, first.file.path(), None, os_err(res)));
-                }
-                try_linked_sync = false;
-            }
             pending = still;
-        }
-        if sync && !synced {
-            self.sync(&distinct_files(writes))?;
         }
         Ok(())
     }

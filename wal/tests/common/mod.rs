@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rand::Rng;
-use wal::io::{BackendChoice, Io};
+use wal::io::fault::FaultInjector;
+use wal::io::{BackendChoice, Io, IoFile, Stage, WriteOp};
 use wal::{Log, LogConfig, LogReader, Lsn, PageUndo, Record, RecordBody, RecordMeta};
 
 /// Every backend this machine offers.
@@ -72,4 +74,32 @@ pub fn append_chained(log: &Log, bodies: &[RecordBody]) -> Vec<Record> {
             }
         })
         .collect()
+}
+
+/// The transaction of every record from the start, in order.
+pub fn txns_in(dir: &Path, io: Io) -> Vec<u64> {
+    read_all(dir, io).iter().map(|r| r.meta.txn).collect()
+}
+
+/// A log (node 1, small segments) in `dir/log` whose I/O goes through a
+/// fault injector over `io`, and a data file `dir/data` beside it.
+pub fn log_beside_data(dir: &Path, io: &Io) -> (Log, Arc<FaultInjector>, IoFile) {
+    let data = IoFile::open(&dir.join("data"), true, true).unwrap();
+    let inj = FaultInjector::new(io.clone());
+    let log = Log::open(&dir.join("log"), small_config(1, inj.io())).unwrap();
+    (log, inj, data)
+}
+
+/// Runs `f` with one stage: `page` written at `offset` of `data`, then
+/// `data` synced.
+pub fn with_page_stage<R>(data: &IoFile, offset: u64, page: &[u8], f: impl FnOnce(&[Stage<'_>]) -> R) -> R {
+    let writes = [WriteOp {
+        file: data,
+        offset,
+        data: page,
+    }];
+    f(&[Stage {
+        writes: &writes,
+        sync: &[data],
+    }])
 }
