@@ -179,10 +179,11 @@ fn confirmer(node: std::sync::Weak<NodeInner>, queue: std::sync::mpsc::Receiver<
             None => inner.log.wait_durable(upto),
         };
         if inner.logged(durable).is_ok() {
-            for &(txn, _) in &batch {
+            let txns: Vec<TxnId> = batch.iter().map(|&(txn, _)| txn).collect();
+            for &txn in &txns {
                 inner.txn_finished(txn);
-                inner.release_all(txn);
             }
+            inner.release_many(&txns);
             inner.maybe_checkpoint();
         }
         let mut n = lock(&inner.confirming);
@@ -680,10 +681,16 @@ impl NodeInner {
     }
 
     pub(crate) fn release_all(&self, txn: TxnId) {
-        if let Err(e) = self.client.release_all_nowait(txn) {
+        self.release_many(&[txn]);
+    }
+
+    /// Releases every lock of each of `txns`, in one write and without
+    /// waiting for an answer.
+    pub(crate) fn release_many(&self, txns: &[TxnId]) {
+        if let Err(e) = self.client.release_many_nowait(txns) {
             // The connection is gone: the coordinator retains or drops the
             // locks with the node's failure.
-            tracing::warn!(txn, error = %e, "releasing locks failed");
+            tracing::warn!(?txns, error = %e, "releasing locks failed");
         }
     }
 

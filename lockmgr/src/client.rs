@@ -142,6 +142,9 @@ pub struct CounterpartGrant {
     pub token: u64,
 }
 
+/// How much of the coordinator's stream the reader takes per read.
+const READ_BUFFER: usize = 16 << 10;
+
 struct Inner {
     node: NodeId,
     writer: Mutex<Stream>,
@@ -395,14 +398,15 @@ impl Client {
         wait: impl Into<LockWait>,
     ) -> Result<Vec<LockMode>, ClientError> {
         let wait = wait.into();
-        let pending: Vec<_> = requests
+        let msgs: Vec<Msg> = requests
             .iter()
-            .map(|&(resource, mode)| self.inner.send(&wait.request(txn, resource, mode)))
+            .map(|&(resource, mode)| wait.request(txn, resource, mode))
             .collect();
+        let pending = self.inner.send_many(&msgs)?;
         let mut out = Vec::with_capacity(requests.len());
         let mut first_err = None;
         for p in pending {
-            match p.and_then(|rx| self.inner.receive(rx, wait.patience())) {
+            match self.inner.receive(p, wait.patience()) {
                 Ok(Msg::Granted { mode }) => out.push(mode),
                 Ok(other) => {
                     first_err.get_or_insert(unexpected(other));
@@ -427,11 +431,21 @@ impl Client {
         self.expect_ok(&Msg::ReleaseAll { txn })
     }
 
-    /// Sends the release of every lock of `txn` without waiting for the
-    /// reply. The coordinator handles a connection's requests in order, so
-    /// any later request of this node sees the locks released.
+    /// Sends the release of every lock of `txn` and asks for no reply
+    /// (request id 0, see [`crate::wire`]). The coordinator handles a
+    /// connection's requests in order, so any later request of this node
+    /// sees the locks released.
     pub fn release_all_nowait(&self, txn: u64) -> Result<(), ClientError> {
-        self.inner.send_only(&Msg::ReleaseAll { txn })
+        self.release_many_nowait(&[txn])
+    }
+
+    /// [`Client::release_all_nowait`] for several transactions, in one write.
+    pub fn release_many_nowait(&self, txns: &[u64]) -> Result<(), ClientError> {
+        let mut bytes = Vec::with_capacity(txns.len() * (wire::HEADER_LEN + 8));
+        for &txn in txns {
+            bytes.extend_from_slice(&wire::encode(wire::NO_REPLY, &Msg::ReleaseAll { txn }));
+        }
+        self.inner.send_unanswered(&bytes)
     }
 
     /// Asks to become the counterpart of failed node `failed`.
@@ -582,33 +596,50 @@ impl Inner {
         self.receive(rx, wait)
     }
 
-    /// Sends a request whose reply nobody waits for (the reader drops it).
-    fn send_only(&self, m: &Msg) -> Result<(), ClientError> {
+    /// Writes frames that ask for no reply.
+    fn send_unanswered(&self, bytes: &[u8]) -> Result<(), ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         use std::io::Write;
         lock(&self.writer)
-            .write_all(&wire::encode(id, m))
+            .write_all(bytes)
             .map_err(|_| ClientError::Disconnected)
     }
 
     /// Sends a request; its reply arrives on the returned channel.
     fn send(&self, m: &Msg) -> Result<(u64, Receiver<Msg>), ClientError> {
+        let mut sent = self.send_many(std::slice::from_ref(m))?;
+        Ok(sent.pop().expect("one request, one channel"))
+    }
+
+    /// Sends requests in one write (the coordinator reads them together and
+    /// answers them together); each reply arrives on its own channel.
+    fn send_many(&self, msgs: &[Msg]) -> Result<Vec<(u64, Receiver<Msg>)>, ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel();
-        lock(&self.pending).insert(id, tx);
+        let first = self.next_id.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        let mut bytes = Vec::with_capacity(msgs.len() * 64);
+        let mut out = Vec::with_capacity(msgs.len());
+        {
+            let mut pending = lock(&self.pending);
+            for (id, m) in (first..).zip(msgs) {
+                bytes.extend_from_slice(&wire::encode(id, m));
+                let (tx, rx) = mpsc::channel();
+                pending.insert(id, tx);
+                out.push((id, rx));
+            }
+        }
         use std::io::Write;
-        let mut w = lock(&self.writer);
-        if w.write_all(&wire::encode(id, m)).is_err() {
-            lock(&self.pending).remove(&id);
+        if lock(&self.writer).write_all(&bytes).is_err() {
+            let mut pending = lock(&self.pending);
+            for (id, _) in &out {
+                pending.remove(id);
+            }
             return Err(ClientError::Disconnected);
         }
-        Ok((id, rx))
+        Ok(out)
     }
 
     /// Waits for the reply of a request sent with [`Inner::send`].
@@ -623,7 +654,9 @@ impl Inner {
         }
     }
 
-    fn read_loop(&self, mut reader: Stream) {
+    fn read_loop(&self, reader: Stream) {
+        // Replies the coordinator wrote together are read with one call.
+        let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, reader);
         loop {
             match wire::read_frame(&mut reader) {
                 Ok(Some((

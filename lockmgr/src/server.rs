@@ -60,6 +60,8 @@ use crate::table::LockTable;
 use crate::transport::{Endpoint, Stream};
 use crate::wire::{self, ErrorCode, EventKind, MemberInfo, Msg, Outcome, Purpose};
 
+/// How much of a node's stream a connection's thread takes per read.
+const READ_BUFFER: usize = 16 << 10;
 /// How often the ticker runs.
 pub const TICK: Duration = Duration::from_millis(2);
 /// The transaction id under which a restarting node holds its reclaimed
@@ -121,25 +123,72 @@ pub enum CoordinatorError {
 /// One connection's write side, shared by the threads that answer on it.
 struct Conn {
     id: u64,
-    writer: Mutex<Stream>,
+    out: Mutex<Out>,
     closed: AtomicBool,
 }
 
+/// A connection's stream, and the replies held back while the
+/// connection's thread answers frames it read together (see
+/// [`Conn::hold`]).
+struct Out {
+    stream: Stream,
+    held: Vec<u8>,
+    holding: bool,
+}
+
 impl Conn {
+    fn new(id: u64, stream: Stream) -> Conn {
+        Conn {
+            id,
+            out: Mutex::new(Out {
+                stream,
+                held: Vec::new(),
+                holding: false,
+            }),
+            closed: AtomicBool::new(false),
+        }
+    }
+
     fn send(&self, request_id: u64, msg: &Msg) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
         let bytes = wire::encode(request_id, msg);
-        let mut w = lock(&self.writer);
-        if w.write_all(&bytes).is_err() {
-            self.close_with(&w);
+        let mut out = lock(&self.out);
+        if out.holding {
+            out.held.extend_from_slice(&bytes);
+            return;
+        }
+        let failed = if out.held.is_empty() {
+            out.stream.write_all(&bytes).is_err()
+        } else {
+            out.held.extend_from_slice(&bytes);
+            let held = std::mem::take(&mut out.held);
+            out.stream.write_all(&held).is_err()
+        };
+        if failed {
+            self.close_with(&out.stream);
+        }
+    }
+
+    /// While `on`, replies (whoever sends them) are held back, in order, and
+    /// go out in one write when it is turned off. The connection's thread
+    /// holds the answers to frames that arrived together, so a node that
+    /// pipelined them reads them with one wake-up.
+    fn hold(&self, on: bool) {
+        let mut out = lock(&self.out);
+        out.holding = on;
+        if !on && !out.held.is_empty() {
+            let held = std::mem::take(&mut out.held);
+            if out.stream.write_all(&held).is_err() {
+                self.close_with(&out.stream);
+            }
         }
     }
 
     fn close(&self) {
-        let w = lock(&self.writer);
-        self.close_with(&w);
+        let out = lock(&self.out);
+        self.close_with(&out.stream);
     }
 
     fn close_with(&self, w: &Stream) {
@@ -465,11 +514,7 @@ enum Admitted {
 impl Shared {
     fn serve(self: Arc<Self>, stream: Stream) {
         let Ok(reader) = stream.try_clone() else { return };
-        let conn = Arc::new(Conn {
-            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            writer: Mutex::new(stream),
-            closed: AtomicBool::new(false),
-        });
+        let conn = Arc::new(Conn::new(self.next_conn.fetch_add(1, Ordering::Relaxed), stream));
         let _ = std::thread::Builder::new()
             .name(format!("coord-conn-{}", conn.id))
             .spawn(move || self.connection(conn, reader));
@@ -488,6 +533,11 @@ impl Shared {
         let node = match &admitted {
             Admitted::Member { node, .. } | Admitted::Operator { node } => *node,
         };
+        // Frames a node pipelined arrive together and are read with one
+        // call; the answers to those that only touch the lock table go out
+        // together after the last of them (`Conn::hold`). Any other request
+        // may wait on a durable write, so what is held goes out before it.
+        let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, reader);
         loop {
             match wire::read_frame(&mut reader) {
                 Ok(Some((id, msg))) => {
@@ -500,6 +550,9 @@ impl Shared {
                     if let Some(s) = session {
                         s.handling();
                     }
+                    let lock_table_only =
+                        matches!(msg, Msg::Lock { .. } | Msg::Release { .. } | Msg::ReleaseAll { .. });
+                    conn.hold(lock_table_only && !reader.buffer().is_empty());
                     let go_on = self.request(&conn, &admitted, id, msg);
                     if let Some(s) = session {
                         s.listening();
@@ -511,6 +564,7 @@ impl Shared {
                 Ok(None) => break,
                 Err(wire::FrameReadError::Wire(e)) => {
                     tracing::warn!(node, error = %e, "malformed frame; closing the connection");
+                    conn.hold(false);
                     conn.send(
                         0,
                         &error_msg(ErrorCode::Malformed, 0, ResourceId::new(0, 0), e.to_string()),
@@ -520,6 +574,7 @@ impl Shared {
                 Err(wire::FrameReadError::Io(_)) => break,
             }
         }
+        conn.hold(false);
         conn.close();
         // A coordinator shutting down closes every connection itself; those
         // nodes did not fail.
@@ -740,17 +795,24 @@ impl Shared {
                     }
                 }
             }
+            // A release with request id `NO_REPLY` is not answered, even
+            // with an error: its sender reads nothing for it.
             Msg::Release { txn, resource } => match self.table.release(Owner::new(node, txn), resource) {
                 Ok(woken) => {
                     self.notify(woken);
-                    reply(Msg::Ok);
+                    if id != wire::NO_REPLY {
+                        reply(Msg::Ok);
+                    }
                 }
-                Err(e) => reply(lock_error(&e)),
+                Err(e) if id != wire::NO_REPLY => reply(lock_error(&e)),
+                Err(_) => {}
             },
             Msg::ReleaseAll { txn } => {
                 let woken = self.table.release_all(Owner::new(node, txn));
                 self.notify(woken);
-                reply(Msg::Ok);
+                if id != wire::NO_REPLY {
+                    reply(Msg::Ok);
+                }
             }
             Msg::RegisterCounterpart { failed } => {
                 let auth = if member.is_some() {

@@ -9,7 +9,7 @@
 //! | 2  | 1 | protocol version (1) |
 //! | 3  | 1 | message type (see [`Msg`]) |
 //! | 4  | 4 | payload length, at most [`MAX_PAYLOAD`] |
-//! | 8  | 8 | request id: chosen by the node, echoed in the reply; 0 for pushed events |
+//! | 8  | 8 | request id: chosen by the node, echoed in the reply; 0 for pushed events, and on a `Release` or `ReleaseAll` for "no reply wanted" |
 //! | 16 | 4 | CRC32C of bytes 0..16 and of the payload |
 //! | 20 | … | payload |
 //!
@@ -33,6 +33,10 @@ pub const MAGIC: [u8; 2] = *b"UQ";
 /// 2: `Lock` carries `live_only`.
 pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 20;
+/// The request id of a `Release` or `ReleaseAll` that wants no reply: a
+/// node releasing a committed transaction's locks has nothing to learn from
+/// the answer, and reading one costs it a wake-up per transaction.
+pub const NO_REPLY: u64 = 0;
 /// Largest payload: a status of thousands of nodes or a re-assertion of
 /// thousands of locks fits; anything larger is refused unread.
 pub const MAX_PAYLOAD: usize = 1 << 20;

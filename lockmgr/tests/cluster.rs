@@ -1579,3 +1579,75 @@ fn nodes_joining_at_the_same_time_are_all_admitted() {
         &refused[..refused.len().min(3)]
     );
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_releases_without_a_reply_stay_silent() {
+    let cluster = Cluster::new();
+    let coord = cluster.start(PATIENT);
+    let (r1, r2) = (ResourceId::new(7, 1), ResourceId::new(7, 2));
+    let lock = |txn, resource| Msg::Lock {
+        txn,
+        resource,
+        mode: LockMode::X,
+        wait_ms: 0,
+        live_only: false,
+    };
+    for ep in [coord.unix.clone(), coord.tcp.clone()] {
+        let mut raw = Raw::admitted(&ep, 1);
+        // One write: the coordinator reads all of it at once. The release
+        // of txn 1 asks for no reply, yet must take effect before txn 2's
+        // request for the same page, which comes after it.
+        let mut bytes = Vec::new();
+        for (id, m) in [
+            (10, lock(1, r1)),
+            (11, lock(1, r2)),
+            (wire::NO_REPLY, Msg::ReleaseAll { txn: 1 }),
+            (12, lock(2, r1)),
+            (wire::NO_REPLY, Msg::Release { txn: 9, resource: r2 }),
+            (13, Msg::ReleaseAll { txn: 2 }),
+            (14, Msg::Status),
+        ] {
+            bytes.extend_from_slice(&wire::encode(id, &m));
+        }
+        raw.write_all(&bytes).expect("send the pipeline");
+        let mut seen = Vec::new();
+        while seen.last() != Some(&14) {
+            match raw.next("pipelined replies") {
+                Some((id, msg)) => {
+                    let expected_ok = match id {
+                        10..=12 => msg == Msg::Granted { mode: LockMode::X },
+                        13 => msg == Msg::Ok,
+                        14 => matches!(msg, Msg::StatusReply { .. }),
+                        _ => false,
+                    };
+                    assert!(expected_ok, "over {ep}: unexpected reply {id}: {msg:?}");
+                    seen.push(id);
+                }
+                None => panic!("over {ep}: the connection closed after {seen:?}"),
+            }
+        }
+        assert_eq!(seen, [10, 11, 12, 13, 14], "over {ep}: one reply each, in order");
+        // Nothing else follows: the unanswered releases, the one that
+        // released nothing included, sent nothing.
+        if let Raw::Unix(s) = &raw {
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        }
+        if let Raw::Tcp(s) = &raw {
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        }
+        loop {
+            match wire::read_frame(&mut raw) {
+                Ok(Some((_, Msg::Event { .. }))) => continue,
+                Ok(other) => panic!("over {ep}: a frame nobody asked for: {other:?}"),
+                Err(wire::FrameReadError::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    break
+                }
+                Err(e) => panic!("over {ep}: {e}"),
+            }
+        }
+        raw.write_all(&wire::encode(15, &Msg::Leave)).expect("leave");
+        assert_eq!(raw.next("leave").map(|(id, _)| id), Some(15));
+    }
+}
