@@ -56,7 +56,10 @@ pub struct NodeOptions {
     pub backend: BackendChoice,
     pub log_segment_size: u64,
     /// Run the coordinator inside this process, listening on the cluster's
-    /// coordinator address (the embedded default for a single host).
+    /// coordinator address (the embedded default for a single host). Other
+    /// nodes reach it over that address; this node calls it in-process,
+    /// without a socket or a thread hop per lock request
+    /// ([`lockmgr::server::LocalLink`]).
     pub embed_coordinator: bool,
     /// Coordinator timing when embedded.
     pub lease_ms: u32,
@@ -240,7 +243,7 @@ impl Node {
         } else {
             None
         };
-        let (client, restarted) = join(&cluster, node_id, &secret, &opts)?;
+        let (client, restarted) = join(&cluster, node_id, &secret, &opts, coordinator.as_ref())?;
         // Opening finds the log's end by reading it through; the search for
         // in-flight work rides along on that one pass.
         let mut scan = recovery::InFlightScan::new();
@@ -488,14 +491,26 @@ impl Node {
 /// Connects and joins; a failed node restarts to recover itself, waiting
 /// while a peer recovers it or while the coordinator has not yet noticed its
 /// previous incarnation died. Returns the client and whether it restarted.
-fn join(cluster: &Cluster, node_id: u32, secret: &lockmgr::Secret, opts: &NodeOptions) -> Result<(Client, bool)> {
+/// Joins the coordinator: the embedded one in-process, if this node runs
+/// it, or the one at the configured address.
+fn join(
+    cluster: &Cluster,
+    node_id: u32,
+    secret: &lockmgr::Secret,
+    opts: &NodeOptions,
+    embedded: Option<&Coordinator>,
+) -> Result<(Client, bool)> {
     let deadline = Instant::now() + opts.join_timeout;
     let mut purpose = Purpose::Join;
     loop {
         let endpoint = opts.coordinator.clone().unwrap_or_else(|| cluster.coordinator.clone());
         let mut cfg = ClientConfig::new(endpoint, node_id, secret.clone());
         cfg.purpose = purpose;
-        match Client::connect(cfg) {
+        let joined = match embedded {
+            Some(coordinator) => Client::connect_local(coordinator, cfg),
+            None => Client::connect(cfg),
+        };
+        match joined {
             Ok(c) => return Ok((c, purpose == Purpose::Restart)),
             Err(ClientError::Refused {
                 code: ErrorCode::NotRecovered,

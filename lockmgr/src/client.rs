@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use crate::auth::Secret;
 use crate::ids::{NodeId, ResourceId};
 use crate::mode::LockMode;
+use crate::server::{Coordinator, LocalLink, LocalPeer};
 use crate::transport::{Endpoint, Stream};
 use crate::wire::{self, ErrorCode, EventKind, HeldLock, MemberInfo, Msg, Outcome, Purpose};
 
@@ -145,9 +146,16 @@ pub struct CounterpartGrant {
 /// How much of the coordinator's stream the reader takes per read.
 const READ_BUFFER: usize = 16 << 10;
 
+/// How requests reach the coordinator.
+enum Link {
+    Socket(Mutex<Stream>),
+    /// The coordinator runs in this process (see [`crate::server::LocalLink`]).
+    Local(LocalLink),
+}
+
 struct Inner {
     node: NodeId,
-    writer: Mutex<Stream>,
+    link: Link,
     pending: Mutex<HashMap<u64, Sender<Msg>>>,
     next_id: AtomicU64,
     events: Mutex<Option<Sender<ClientEvent>>>,
@@ -212,6 +220,33 @@ impl LockWait {
             mode,
             wait_ms,
             live_only: matches!(self, LockWait::WaitForLive(_)),
+        }
+    }
+}
+
+/// What admission told the client.
+struct Welcome {
+    incarnation: u64,
+    lease_ms: u32,
+    heartbeat_ms: u32,
+    /// When the admission was asked for: the lease's first start.
+    sent_at: Instant,
+}
+
+/// Hands what an in-process coordinator sends to the client; weak, so the
+/// coordinator's side does not keep a dropped client alive.
+struct LocalClient(std::sync::Weak<Inner>);
+
+impl LocalPeer for LocalClient {
+    fn deliver(&self, request_id: u64, msg: Msg) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.dispatch(request_id, msg);
+        }
+    }
+
+    fn closed(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.connection_closed();
         }
     }
 }
@@ -285,11 +320,61 @@ impl Client {
         };
         stream.set_read_timeout(None).map_err(connect_err)?;
         let reader = stream.try_clone().map_err(connect_err)?;
+        let welcome = Welcome {
+            incarnation,
+            lease_ms,
+            heartbeat_ms,
+            sent_at,
+        };
+        Ok(Client::start(
+            &cfg,
+            Link::Socket(Mutex::new(stream)),
+            welcome,
+            Some(reader),
+        ))
+    }
+
+    /// Joins the coordinator `coordinator`, which runs in this process, for
+    /// `cfg.purpose`: no socket, and requests are handled on the calling
+    /// thread (see [`crate::server::LocalLink`]). `cfg.endpoint` and the
+    /// secret are not used. Everything else behaves as [`Client::connect`].
+    pub fn connect_local(coordinator: &Coordinator, cfg: ClientConfig) -> Result<Client, ClientError> {
+        let sent_at = Instant::now();
+        let (link, answer) = coordinator
+            .connect_local(cfg.node, cfg.purpose, cfg.incarnation)
+            .map_err(|m| match refusal(m) {
+                Err(e) => e,
+                Ok(other) => ClientError::Protocol(format!("expected a refusal, got {other:?}")),
+            })?;
+        let welcome = match refusal(answer)? {
+            Msg::Welcome {
+                incarnation,
+                lease_ms,
+                heartbeat_ms,
+            } => Welcome {
+                incarnation,
+                lease_ms,
+                heartbeat_ms,
+                sent_at,
+            },
+            other => return Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
+        };
+        let client = Client::start(&cfg, Link::Local(link), welcome, None);
+        if let Link::Local(link) = &client.inner.link {
+            link.attach(Arc::new(LocalClient(Arc::downgrade(&client.inner))));
+        }
+        Ok(client)
+    }
+
+    /// The client of an admitted connection: its reader (over a socket) and
+    /// heartbeat threads started.
+    fn start(cfg: &ClientConfig, link: Link, welcome: Welcome, reader: Option<Stream>) -> Client {
         let (ev_tx, ev_rx) = mpsc::channel();
         let epoch = Instant::now();
+        let lease_ms = welcome.lease_ms;
         let inner = Arc::new(Inner {
             node: cfg.node,
-            writer: Mutex::new(stream),
+            link,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(3),
             events: Mutex::new(Some(ev_tx)),
@@ -306,9 +391,9 @@ impl Client {
             fence_margin_ms: cfg.fence_margin_ms.min(lease_ms / 4),
         });
         // Being admitted counts as a first heartbeat.
-        inner.extend_lease(sent_at);
+        inner.extend_lease(welcome.sent_at);
         let mut threads = Vec::new();
-        {
+        if let Some(reader) = reader {
             let inner = inner.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -319,6 +404,7 @@ impl Client {
         }
         if cfg.purpose != Purpose::Operator {
             let inner = inner.clone();
+            let heartbeat_ms = welcome.heartbeat_ms;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("coord-heartbeat-{}", cfg.node))
@@ -326,14 +412,14 @@ impl Client {
                     .expect("spawn the heartbeat thread"),
             );
         }
-        Ok(Client {
+        Client {
             inner,
-            incarnation,
+            incarnation: welcome.incarnation,
             lease_ms,
-            heartbeat_ms,
+            heartbeat_ms: welcome.heartbeat_ms,
             events_rx: Mutex::new(Some(ev_rx)),
             threads,
-        })
+        }
     }
 
     pub fn node(&self) -> NodeId {
@@ -441,11 +527,8 @@ impl Client {
 
     /// [`Client::release_all_nowait`] for several transactions, in one write.
     pub fn release_many_nowait(&self, txns: &[u64]) -> Result<(), ClientError> {
-        let mut bytes = Vec::with_capacity(txns.len() * (wire::HEADER_LEN + 8));
-        for &txn in txns {
-            bytes.extend_from_slice(&wire::encode(wire::NO_REPLY, &Msg::ReleaseAll { txn }));
-        }
-        self.inner.send_unanswered(&bytes)
+        self.inner
+            .send_unanswered(txns.iter().map(|&txn| Msg::ReleaseAll { txn }).collect())
     }
 
     /// Asks to become the counterpart of failed node `failed`.
@@ -520,7 +603,7 @@ impl Client {
     /// without waiting for the failure timeout.
     pub fn disconnect(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        lock(&self.inner.writer).shutdown();
+        self.inner.shut();
     }
 
     fn expect_ok(&self, m: &Msg) -> Result<(), ClientError> {
@@ -551,7 +634,7 @@ fn unexpected(m: Msg) -> ClientError {
 impl Drop for Client {
     fn drop(&mut self) {
         self.inner.closed.store(true, Ordering::Release);
-        lock(&self.inner.writer).shutdown();
+        self.inner.shut();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -596,15 +679,47 @@ impl Inner {
         self.receive(rx, wait)
     }
 
-    /// Writes frames that ask for no reply.
-    fn send_unanswered(&self, bytes: &[u8]) -> Result<(), ClientError> {
+    /// Hands requests to the coordinator: over a socket in one write (the
+    /// coordinator reads them together and answers them together), in
+    /// this process one after the other on this thread.
+    fn transmit(&self, frames: &[(u64, Msg)]) -> Result<(), ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
-        use std::io::Write;
-        lock(&self.writer)
-            .write_all(bytes)
-            .map_err(|_| ClientError::Disconnected)
+        match &self.link {
+            Link::Socket(stream) => {
+                let mut bytes = Vec::with_capacity(frames.len() * 64);
+                for (id, m) in frames {
+                    bytes.extend_from_slice(&wire::encode(*id, m));
+                }
+                use std::io::Write;
+                lock(stream).write_all(&bytes).map_err(|_| ClientError::Disconnected)
+            }
+            Link::Local(link) => {
+                for (id, m) in frames {
+                    // `false`: the connection closed (after this request's
+                    // answer, for a `Leave`); `connection_closed` has run.
+                    if !link.request(*id, m.clone()) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the connection from this side.
+    fn shut(&self) {
+        match &self.link {
+            Link::Socket(stream) => lock(stream).shutdown(),
+            Link::Local(link) => link.close(),
+        }
+    }
+
+    /// Sends requests that want no reply (request id [`wire::NO_REPLY`]).
+    fn send_unanswered(&self, msgs: Vec<Msg>) -> Result<(), ClientError> {
+        let frames: Vec<(u64, Msg)> = msgs.into_iter().map(|m| (wire::NO_REPLY, m)).collect();
+        self.transmit(&frames)
     }
 
     /// Sends a request; its reply arrives on the returned channel.
@@ -613,33 +728,35 @@ impl Inner {
         Ok(sent.pop().expect("one request, one channel"))
     }
 
-    /// Sends requests in one write (the coordinator reads them together and
-    /// answers them together); each reply arrives on its own channel.
+    /// Sends requests together ([`Inner::transmit`]); each reply arrives on
+    /// its own channel.
     fn send_many(&self, msgs: &[Msg]) -> Result<Vec<(u64, Receiver<Msg>)>, ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
         let first = self.next_id.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-        let mut bytes = Vec::with_capacity(msgs.len() * 64);
+        let mut frames = Vec::with_capacity(msgs.len());
         let mut out = Vec::with_capacity(msgs.len());
         {
             let mut pending = lock(&self.pending);
             for (id, m) in (first..).zip(msgs) {
-                bytes.extend_from_slice(&wire::encode(id, m));
+                frames.push((id, m.clone()));
                 let (tx, rx) = mpsc::channel();
                 pending.insert(id, tx);
                 out.push((id, rx));
             }
         }
-        use std::io::Write;
-        if lock(&self.writer).write_all(&bytes).is_err() {
+        let sent = self.transmit(&frames);
+        // A connection that closed meanwhile may have cleared the pending
+        // requests before these were added: drop them, so their waiters see
+        // the end (after any answer already delivered) at once.
+        if sent.is_err() || self.closed.load(Ordering::Acquire) {
             let mut pending = lock(&self.pending);
             for (id, _) in &out {
                 pending.remove(id);
             }
-            return Err(ClientError::Disconnected);
         }
-        Ok(out)
+        sent.map(|()| out)
     }
 
     /// Waits for the reply of a request sent with [`Inner::send`].
@@ -657,32 +774,42 @@ impl Inner {
     fn read_loop(&self, reader: Stream) {
         // Replies the coordinator wrote together are read with one call.
         let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, reader);
-        loop {
-            match wire::read_frame(&mut reader) {
-                Ok(Some((
-                    0,
-                    Msg::Event {
-                        kind,
-                        node,
-                        incarnation,
-                    },
-                ))) => self.emit(ClientEvent::Coordinator {
+        while let Ok(Some((id, msg))) = wire::read_frame(&mut reader) {
+            self.dispatch(id, msg);
+        }
+        self.connection_closed();
+    }
+
+    /// A frame from the coordinator: an event, a heartbeat's answer, or the
+    /// reply someone waits for (none for a request that wanted none).
+    fn dispatch(&self, id: u64, msg: Msg) {
+        match (id, msg) {
+            (
+                0,
+                Msg::Event {
                     kind,
                     node,
                     incarnation,
-                }),
-                Ok(Some((id, msg))) => {
-                    if let Some(sent_at) = lock(&self.heartbeats).remove(&id) {
-                        if msg == Msg::Ok {
-                            self.extend_lease(sent_at);
-                        }
-                    } else if let Some(tx) = lock(&self.pending).remove(&id) {
-                        let _ = tx.send(msg);
+                },
+            ) => self.emit(ClientEvent::Coordinator {
+                kind,
+                node,
+                incarnation,
+            }),
+            (id, msg) => {
+                if let Some(sent_at) = lock(&self.heartbeats).remove(&id) {
+                    if msg == Msg::Ok {
+                        self.extend_lease(sent_at);
                     }
+                } else if let Some(tx) = lock(&self.pending).remove(&id) {
+                    let _ = tx.send(msg);
                 }
-                Ok(None) | Err(_) => break,
             }
         }
+    }
+
+    /// The connection is gone: the lease with it.
+    fn connection_closed(&self) {
         self.closed.store(true, Ordering::Release);
         // Waiters see their channel close and report Disconnected.
         lock(&self.pending).clear();
@@ -705,11 +832,7 @@ impl Inner {
                     hb.retain(|_, sent| now.saturating_duration_since(*sent) < lease);
                     hb.insert(id, now);
                 }
-                use std::io::Write;
-                if lock(&self.writer)
-                    .write_all(&wire::encode(id, &Msg::Heartbeat))
-                    .is_err()
-                {
+                if self.transmit(&[(id, Msg::Heartbeat)]).is_err() {
                     break;
                 }
             }

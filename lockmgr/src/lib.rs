@@ -8,7 +8,8 @@
 //! `shared/DESIGN.md`, "The lock manager and the coordinator".
 //!
 //! Around that core: the coordinator server ([`server`]) that nodes reach
-//! over Unix sockets or TCP with the framed protocol of [`wire`], the
+//! over Unix sockets or TCP with the framed protocol of [`wire`] (a node in
+//! the coordinator's own process calls it directly, [`server::LocalLink`]), the
 //! client library nodes use ([`client`], with leases and self-fencing),
 //! authentication by the cluster secret ([`auth`]) and the coordinator's
 //! durable record ([`persist`]).

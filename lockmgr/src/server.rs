@@ -48,6 +48,9 @@ use std::time::{Duration, Instant};
 
 use wal::io::Io;
 
+mod local;
+pub use local::LocalLink;
+
 use crate::auth::{self, Secret};
 use crate::error::{LockError, RegistryError};
 use crate::failure::RetainedLock;
@@ -127,23 +130,43 @@ struct Conn {
     closed: AtomicBool,
 }
 
-/// A connection's stream, and the replies held back while the
-/// connection's thread answers frames it read together (see
-/// [`Conn::hold`]).
-struct Out {
-    stream: Stream,
-    held: Vec<u8>,
-    holding: bool,
+/// Where a connection's answers and events go.
+enum Out {
+    /// A socket, with the replies held back while the connection's thread
+    /// answers frames it read together (see [`Conn::hold`]).
+    Stream {
+        stream: Stream,
+        held: Vec<u8>,
+        holding: bool,
+    },
+    /// A node in this process ([`LocalLink`]): handed over as they are
+    /// made. Until the node's client is attached (during admission) they
+    /// are kept in `early`.
+    Local {
+        peer: Option<Arc<dyn LocalPeer>>,
+        early: Vec<(u64, Msg)>,
+    },
 }
 
 impl Conn {
     fn new(id: u64, stream: Stream) -> Conn {
         Conn {
             id,
-            out: Mutex::new(Out {
+            out: Mutex::new(Out::Stream {
                 stream,
                 held: Vec::new(),
                 holding: false,
+            }),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn local(id: u64) -> Conn {
+        Conn {
+            id,
+            out: Mutex::new(Out::Local {
+                peer: None,
+                early: Vec::new(),
             }),
             closed: AtomicBool::new(false),
         }
@@ -153,21 +176,27 @@ impl Conn {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        let bytes = wire::encode(request_id, msg);
         let mut out = lock(&self.out);
-        if out.holding {
-            out.held.extend_from_slice(&bytes);
-            return;
-        }
-        let failed = if out.held.is_empty() {
-            out.stream.write_all(&bytes).is_err()
-        } else {
-            out.held.extend_from_slice(&bytes);
-            let held = std::mem::take(&mut out.held);
-            out.stream.write_all(&held).is_err()
-        };
-        if failed {
-            self.close_with(&out.stream);
+        match &mut *out {
+            Out::Local { peer: Some(peer), .. } => peer.deliver(request_id, msg.clone()),
+            Out::Local { peer: None, early } => early.push((request_id, msg.clone())),
+            Out::Stream { stream, held, holding } => {
+                let bytes = wire::encode(request_id, msg);
+                if *holding {
+                    held.extend_from_slice(&bytes);
+                    return;
+                }
+                let failed = if held.is_empty() {
+                    stream.write_all(&bytes).is_err()
+                } else {
+                    held.extend_from_slice(&bytes);
+                    let all = std::mem::take(held);
+                    stream.write_all(&all).is_err()
+                };
+                if failed {
+                    self.close_out(&mut out);
+                }
+            }
         }
     }
 
@@ -177,59 +206,92 @@ impl Conn {
     /// pipelined them reads them with one wake-up.
     fn hold(&self, on: bool) {
         let mut out = lock(&self.out);
-        out.holding = on;
-        if !on && !out.held.is_empty() {
-            let held = std::mem::take(&mut out.held);
-            if out.stream.write_all(&held).is_err() {
-                self.close_with(&out.stream);
+        let Out::Stream { stream, held, holding } = &mut *out else {
+            return;
+        };
+        *holding = on;
+        if !on && !held.is_empty() {
+            let all = std::mem::take(held);
+            if stream.write_all(&all).is_err() {
+                self.close_out(&mut out);
             }
         }
     }
 
     fn close(&self) {
-        let out = lock(&self.out);
-        self.close_with(&out.stream);
+        let mut out = lock(&self.out);
+        self.close_out(&mut out);
     }
 
-    fn close_with(&self, w: &Stream) {
-        self.closed.store(true, Ordering::Release);
-        w.shutdown();
+    fn close_out(&self, out: &mut Out) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match out {
+            Out::Stream { stream, .. } => stream.shutdown(),
+            Out::Local { peer, .. } => {
+                if let Some(peer) = peer.take() {
+                    peer.closed();
+                }
+            }
+        }
     }
+}
+
+/// The node side of a [`LocalLink`]: what the coordinator hands a node in
+/// its own process.
+pub trait LocalPeer: Send + Sync {
+    /// A reply (`request_id` of its request) or an event (`request_id` 0),
+    /// in the order the coordinator made them.
+    fn deliver(&self, request_id: u64, msg: Msg);
+    /// The connection ended: the node left, was disconnected, or the
+    /// coordinator stopped. Nothing is delivered after this.
+    fn closed(&self);
 }
 
 struct Session {
     conn: Arc<Conn>,
     incarnation: u64,
-    /// Since when the coordinator has been waiting to hear from the node:
-    /// the end of the last request it handled, or the admission. `None`
-    /// while this connection's thread is handling one of its requests.
+    /// Since when the coordinator has been waiting to hear from the node
+    /// (the end of the last request it handled, or the admission), and how
+    /// many of the node's requests are being handled now; the node is not
+    /// silent while that count is above zero.
     ///
-    /// That thread reads nothing while it handles a request, and a request
-    /// may wait on a write of the durable record, whose syncs can take more
-    /// than a second on a busy disk. Heartbeats sent meanwhile wait unread in
-    /// the socket: the node is not silent, the coordinator is not listening.
-    /// So the failure timeout runs only while the thread waits for the next
-    /// frame ([`Shared::expire_sessions`]). Counting from the end of a
-    /// request only ever declares a failure later than counting from a
-    /// heartbeat's receipt, which keeps the lease argument of
-    /// [`crate::client`].
-    last_heard: Mutex<Option<Instant>>,
+    /// A connection's thread reads nothing while it handles a request, and
+    /// a request may wait on a write of the durable record, whose syncs can
+    /// take more than a second on a busy disk. Heartbeats sent meanwhile
+    /// wait unread in the socket: the node is not silent, the coordinator is
+    /// not listening. So the failure timeout runs only while no request of
+    /// the node is being handled ([`Shared::expire_sessions`]). Counting
+    /// from the end of a request only ever declares a failure later than
+    /// counting from a heartbeat's receipt, which keeps the lease argument
+    /// of [`crate::client`]. A node in this process ([`LocalLink`]) has its
+    /// requests handled on its own threads, several at once: hence a count.
+    last_heard: Mutex<Heard>,
+}
+
+struct Heard {
+    since: Instant,
+    busy: usize,
 }
 
 impl Session {
-    /// The connection's thread starts handling a request of the node.
+    /// A request of the node starts being handled.
     fn handling(&self) {
-        *lock(&self.last_heard) = None;
+        lock(&self.last_heard).busy += 1;
     }
 
-    /// The connection's thread waits for the node's next frame again.
+    /// A request of the node was handled.
     fn listening(&self) {
-        *lock(&self.last_heard) = Some(Instant::now());
+        let mut h = lock(&self.last_heard);
+        h.busy = h.busy.saturating_sub(1);
+        h.since = Instant::now();
     }
 
     /// Whether the node has been silent for longer than `timeout` at `now`.
     fn silent(&self, now: Instant, timeout: Duration) -> bool {
-        lock(&self.last_heard).is_some_and(|since| now.saturating_duration_since(since) > timeout)
+        let h = lock(&self.last_heard);
+        h.busy == 0 && now.saturating_duration_since(h.since) > timeout
     }
 }
 
@@ -500,6 +562,7 @@ fn registry_error(e: &RegistryError) -> Msg {
 }
 
 /// What a connection turned out to be after its handshake.
+#[derive(Clone)]
 enum Admitted {
     Member {
         node: NodeId,
@@ -541,23 +604,10 @@ impl Shared {
         loop {
             match wire::read_frame(&mut reader) {
                 Ok(Some((id, msg))) => {
-                    // No failure timeout while the request is handled; it is
-                    // counted afresh afterwards (see `Session::last_heard`).
-                    let session = match &admitted {
-                        Admitted::Member { session, .. } => Some(session),
-                        Admitted::Operator { .. } => None,
-                    };
-                    if let Some(s) = session {
-                        s.handling();
-                    }
                     let lock_table_only =
                         matches!(msg, Msg::Lock { .. } | Msg::Release { .. } | Msg::ReleaseAll { .. });
                     conn.hold(lock_table_only && !reader.buffer().is_empty());
-                    let go_on = self.request(&conn, &admitted, id, msg);
-                    if let Some(s) = session {
-                        s.listening();
-                    }
-                    if !go_on {
+                    if !self.handle(&conn, &admitted, id, msg) {
                         break;
                     }
                 }
@@ -575,9 +625,32 @@ impl Shared {
             }
         }
         conn.hold(false);
+        self.connection_ended(&conn, admitted);
+    }
+
+    /// Handles one request of an admitted connection; `false` closes it.
+    fn handle(&self, conn: &Arc<Conn>, admitted: &Admitted, id: u64, msg: Msg) -> bool {
+        // No failure timeout while the request is handled; it is counted
+        // afresh afterwards (see `Session::last_heard`).
+        let session = match admitted {
+            Admitted::Member { session, .. } => Some(session),
+            Admitted::Operator { .. } => None,
+        };
+        if let Some(s) = session {
+            s.handling();
+        }
+        let go_on = self.request(conn, admitted, id, msg);
+        if let Some(s) = session {
+            s.listening();
+        }
+        go_on
+    }
+
+    /// A connection closes: a member's ending is its failure, unless it
+    /// left first or the coordinator is shutting down (those nodes did not
+    /// fail).
+    fn connection_ended(&self, conn: &Arc<Conn>, admitted: Admitted) {
         conn.close();
-        // A coordinator shutting down closes every connection itself; those
-        // nodes did not fail.
         if self.stop.load(Ordering::Acquire) {
             return;
         }
@@ -722,7 +795,10 @@ impl Shared {
         let session = Arc::new(Session {
             conn: conn.clone(),
             incarnation,
-            last_heard: Mutex::new(Some(Instant::now())),
+            last_heard: Mutex::new(Heard {
+                since: Instant::now(),
+                busy: 0,
+            }),
         });
         // Welcome first, then the session becomes visible to broadcasts: no
         // event may reach a node before its welcome.

@@ -258,3 +258,122 @@ fn a_restart_request_is_announced_when_its_node_has_failed() {
         })
     ));
 }
+
+fn join_local(coord: &Coordinator, node: u32, purpose: Purpose) -> Result<Client, ClientError> {
+    let mut cfg = ClientConfig::new(coord.endpoints()[0].clone(), node, secret());
+    cfg.purpose = purpose;
+    Client::connect_local(coord, cfg)
+}
+
+#[test]
+fn an_in_process_node_shares_locks_waits_events_and_failure_with_socket_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let local = join_local(&coord, 1, Purpose::Join).unwrap();
+    let local_events = local.events().unwrap();
+    let remote = join(&ep, 2);
+    let remote_events = remote.events().unwrap();
+    wait_event(&local_events, EventKind::NodeJoined, 2);
+    assert!(local.lease_valid(), "admission starts the lease");
+
+    // Conflicts both ways, and waits granted by the other side's release.
+    let page = ResourceId::new(1, 10);
+    assert_eq!(local.lock(1, page, LockMode::X, None).unwrap(), LockMode::X);
+    assert_eq!(
+        remote.lock(5, page, LockMode::S, None),
+        Err(ClientError::Conflict { resource: page })
+    );
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| remote.lock(5, page, LockMode::S, Some(Duration::from_secs(10))));
+        std::thread::sleep(Duration::from_millis(50));
+        // Unanswered release: it has taken effect when the call returns.
+        local.release_all_nowait(1).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), LockMode::S);
+    });
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| local.lock(2, page, LockMode::X, Some(Duration::from_secs(10))));
+        std::thread::sleep(Duration::from_millis(50));
+        remote.release_all(5).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), LockMode::X);
+    });
+    let granted = local
+        .lock_many(
+            2,
+            &[
+                (ResourceId::new(1, 11), LockMode::X),
+                (ResourceId::new(1, 12), LockMode::S),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(granted, vec![LockMode::X, LockMode::S]);
+    assert_eq!(local.status().unwrap().len(), 2);
+
+    // Heartbeats over the link keep the lease past its first term.
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(local.lease_valid(), "heartbeats must extend the lease in-process");
+
+    // Dropped without leaving: failed, and its write locks retained.
+    drop(local);
+    wait_event(&remote_events, EventKind::NodeFailed, 1);
+    assert_eq!(
+        remote.lock(7, page, LockMode::S, None),
+        Err(ClientError::Retained {
+            node: 1,
+            resource: page
+        })
+    );
+    assert_eq!(
+        remote.lock(7, ResourceId::new(1, 12), LockMode::X, None).unwrap(),
+        LockMode::X
+    );
+    // Membership rules hold in-process: refused until recovered, then a
+    // restart takes the retained locks back.
+    assert!(matches!(
+        join_local(&coord, 1, Purpose::Join).err(),
+        Some(ClientError::Refused {
+            code: ErrorCode::NotRecovered,
+            ..
+        })
+    ));
+    let restarted = join_local(&coord, 1, Purpose::Restart).unwrap();
+    assert_eq!(restarted.incarnation(), 2);
+    restarted.restart_finished().unwrap();
+    assert_eq!(remote.lock(7, page, LockMode::X, None).unwrap(), LockMode::X);
+
+    // Leaving is no failure; the link is closed afterwards.
+    restarted.leave().unwrap();
+    assert!(matches!(restarted.status(), Err(ClientError::Disconnected)));
+    assert_eq!(remote.status().unwrap().iter().filter(|m| m.node == 1).count(), 1);
+    assert!(!remote_events.try_iter().any(|e| matches!(
+        e,
+        ClientEvent::Coordinator {
+            kind: EventKind::NodeFailed,
+            node: 1,
+            incarnation: 2
+        }
+    )));
+}
+
+#[test]
+fn an_in_process_node_is_disconnected_when_its_coordinator_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let local = join_local(&coord, 1, Purpose::Join).unwrap();
+    let events = local.events().unwrap();
+    coord.shutdown();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen.contains(&ClientEvent::Disconnected) && std::time::Instant::now() < deadline {
+        if let Ok(e) = events.recv_timeout(Duration::from_millis(100)) {
+            seen.push(e);
+        }
+    }
+    assert!(seen.contains(&ClientEvent::Disconnected), "events: {seen:?}");
+    assert!(!local.lease_valid(), "no coordinator, no lease");
+    assert_eq!(
+        local.lock(1, ResourceId::new(1, 1), LockMode::S, None),
+        Err(ClientError::Disconnected)
+    );
+}
