@@ -176,7 +176,7 @@ impl DataFiles {
 }
 
 /// Writes `pages` (each already sealed) as one batch, not synced: callers
-/// sync per file, or share the sync ([`GroupSync`]).
+/// sync the files after.
 pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
     io.write_batch(&write_ops(pages), false)?;
     Ok(())
@@ -184,120 +184,4 @@ pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
 
 fn write_ops<'a>(pages: &[(&'a DataFile, &'a Page)]) -> Vec<WriteOp<'a>> {
     pages.iter().map(|(f, p)| f.write_op(p)).collect()
-}
-
-/// Writes `pages` (each already sealed) as one batch and syncs the files
-/// written, in one submission where the backend allows.
-pub fn write_pages_synced(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
-    io.write_batch(&write_ops(pages), true)?;
-    Ok(())
-}
-
-/// Group FORCE: concurrent commits share data-file syncs the way group
-/// commit shares log syncs.
-///
-/// A committer that finds no sync under way leads one at once: its writes
-/// and the sync of its files go to the kernel together, and the files
-/// others wrote since the last sync are synced along. Otherwise it writes
-/// its pages (no sync) and waits for a sync that started after its write
-/// completed; when the running one ends, one of those waiting leads the
-/// next, taking every file written so far. After a failed sync nothing more is
-/// accepted (a failed fsync is never retried).
-#[derive(Default)]
-pub struct GroupSync {
-    state: Mutex<SyncState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Write batches completed, and how many of them are durable.
-    written: u64,
-    synced: u64,
-    syncing: bool,
-    /// Files written since the last sync started.
-    dirty: HashMap<u32, Arc<DataFile>>,
-    failed: Option<String>,
-}
-
-impl GroupSync {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Lets go of the files written since the last sync (the node stopped;
-    /// they will not be synced by it).
-    pub fn forget_files(&self) {
-        self.lock().dirty.clear();
-    }
-
-    /// Writes `pages` and returns once they are durable.
-    pub fn write_durable(&self, io: &Io, pages: &[(&Arc<DataFile>, &Page)]) -> Result<()> {
-        let batch: Vec<(&DataFile, &Page)> = pages.iter().map(|(f, p)| (f.as_ref(), *p)).collect();
-        let mut s = self.lock();
-        if let Some(why) = &s.failed {
-            return Err(Error::Stopped(format!("an earlier data sync failed: {why}")));
-        }
-        if !s.syncing {
-            // Nobody is syncing: lead at once. The writes and the sync go to
-            // the kernel together (`write_pages_synced`), and the files
-            // others wrote since the last sync are synced along.
-            s.syncing = true;
-            s.written += 1;
-            let target = s.written;
-            let others: Vec<Arc<DataFile>> = s
-                .dirty
-                .drain()
-                .map(|(_, f)| f)
-                .filter(|f| !pages.iter().any(|(p, _)| p.file_id == f.file_id))
-                .collect();
-            drop(s);
-            let r = write_pages_synced(io, &batch).and_then(|()| {
-                let handles: Vec<&IoFile> = others.iter().map(|f| f.io_file()).collect();
-                Ok(io.sync_all(&handles)?)
-            });
-            return self.finish_sync(target, r);
-        }
-        drop(s);
-        write_pages(io, &batch)?;
-        let mut s = self.lock();
-        s.written += 1;
-        let mine = s.written;
-        for (f, _) in pages {
-            s.dirty.entry(f.file_id).or_insert_with(|| Arc::clone(f));
-        }
-        loop {
-            if let Some(why) = &s.failed {
-                return Err(Error::Stopped(format!("an earlier data sync failed: {why}")));
-            }
-            if s.synced >= mine {
-                return Ok(());
-            }
-            if s.syncing {
-                s = self.done.wait(s).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            s.syncing = true;
-            let target = s.written;
-            let files: Vec<Arc<DataFile>> = s.dirty.drain().map(|(_, f)| f).collect();
-            drop(s);
-            let handles: Vec<&IoFile> = files.iter().map(|f| f.io_file()).collect();
-            self.finish_sync(target, io.sync_all(&handles).map_err(Error::from))?;
-            s = self.lock();
-        }
-    }
-
-    /// Ends a sync that covered every write batch up to `target`: records
-    /// it, or the failure, which refuses everything from then on (a failed
-    /// fsync is never retried), and wakes the waiters.
-    fn finish_sync(&self, target: u64, r: Result<()>) -> Result<()> {
-        let mut s = self.lock();
-        s.syncing = false;
-        match &r {
-            Ok(()) => s.synced = s.synced.max(target),
-            Err(e) => s.failed = Some(e.to_string()),
-        }
-        self.done.notify_all();
-        r
-    }
 }

@@ -43,6 +43,7 @@ pub mod cluster;
 pub mod datafile;
 pub mod error;
 pub mod fence;
+pub mod group_force;
 pub mod node;
 pub mod page;
 pub mod peer;

@@ -33,8 +33,9 @@ use wal::{ActiveTxn, Log, LogConfig, Lsn, TxnId, WalError};
 
 use crate::catalog::{Catalog, TableInfo, MAX_NAME};
 use crate::cluster::Cluster;
-use crate::datafile::{table_path, DataFiles, GroupSync};
+use crate::datafile::{table_path, DataFiles};
 use crate::error::{Error, Result};
+use crate::group_force::GroupForce;
 use crate::recovery::{self, Agents};
 use crate::table;
 use crate::txn::Transaction;
@@ -136,7 +137,7 @@ pub(crate) struct NodeInner {
     pub(crate) log: Log,
     pub(crate) client: Client,
     pub(crate) files: DataFiles,
-    pub(crate) group_sync: GroupSync,
+    pub(crate) group_force: GroupForce,
     pub(crate) opts: NodeOptions,
     /// The catalog as last read, with the stamp of the file it came from.
     catalog: Mutex<Option<(CatalogStamp, Arc<Catalog>)>>,
@@ -289,7 +290,7 @@ impl Node {
             log,
             client,
             files,
-            group_sync: GroupSync::default(),
+            group_force: GroupForce::default(),
             opts,
             catalog: Mutex::new(None),
             active: Mutex::new(BTreeMap::new()),
@@ -630,7 +631,6 @@ impl NodeInner {
         self.client.disconnect();
         self.log.relinquish();
         self.files.close();
-        self.group_sync.forget_files();
     }
 
     /// Passes a log call's result on; a failed log (poisoned by an I/O

@@ -27,11 +27,10 @@
 //! 2. The intent is made durable, and with it every undo record before it
 //!    (the WAL rule: no page is written before its before-image is durable).
 //! 3. The pages are written as one batch and synced (FORCE). The transaction
-//!    is now committed, and `commit` returns. A commit that leads the log
-//!    flush with its intent last hands steps 2 and 3 to the kernel as one
-//!    staged submission (`wal::Log::wait_durable_then`), the pages issued
-//!    only once the log is durable; otherwise its pages share a data sync
-//!    with concurrent commits (`crate::datafile::GroupSync`).
+//!    is now committed, and `commit` returns. Steps 2 and 3 run in rounds
+//!    shared by concurrent commits, one log flush and one data sync per
+//!    round, handed to the kernel as one staged submission where the log
+//!    allows (`crate::group_force`).
 //! 4. A `Commit` record is appended without waiting; once a later flush has
 //!    made it durable (one the node makes after a short linger, or anyone's
 //!    commit, whichever comes first), the locks are released.
@@ -62,11 +61,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lockmgr::{LockMode, ResourceId};
-use wal::io::{IoFile, Stage, WriteOp};
-use wal::{Followed, Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
+use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
 
 use crate::catalog::TableInfo;
-use crate::datafile::DataFile;
 use crate::error::{Error, Result};
 use crate::node::NodeInner;
 use crate::page::{Kind, Page, ITEM_OVERHEAD};
@@ -397,11 +394,12 @@ impl Transaction {
             node.release_all(self.id);
             return Ok(());
         };
-        let mut dirty: Vec<(PageKey, &mut Page)> = self
+        // The pages leave the transaction: the commit round writes them.
+        let mut dirty: Vec<(PageKey, Page)> = self
             .pages
-            .iter_mut()
+            .drain()
             .filter(|(_, p)| p.dirty)
-            .map(|(&k, p)| (k, &mut p.page))
+            .map(|(k, p)| (k, p.page))
             .collect();
         dirty.sort_unstable_by_key(|(k, _)| *k);
         let refs: Vec<PageRef> = dirty
@@ -418,34 +416,13 @@ impl Transaction {
             intent = Some(lsn);
             // The files are held (with their fencing locks, `crate::fence`)
             // from before the intent is durable until the writes are done.
-            let mut batch = Vec::with_capacity(dirty.len());
-            let mut files: Vec<Arc<DataFile>> = Vec::new();
-            for ((file_id, _), page) in dirty {
+            let mut pages = Vec::with_capacity(dirty.len());
+            for ((file_id, _), mut page) in dirty {
                 page.set_stamp(node.node_id, lsn.0);
                 page.seal();
-                let file = node.files.get(file_id, false)?;
-                if !files.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                    files.push(file.clone());
-                }
-                batch.push((file, &*page));
+                pages.push((node.files.get(file_id, false)?, page));
             }
-            // Led by this commit, with its intent last: the log flush and
-            // the pages go as one staged submission. Otherwise the pages
-            // share a data sync with concurrent commits.
-            let writes: Vec<WriteOp<'_>> = batch.iter().map(|(f, p)| f.write_op(p)).collect();
-            let syncs: Vec<&IoFile> = files.iter().map(|f| f.io_file()).collect();
-            let pages = [Stage {
-                writes: &writes,
-                sync: &syncs,
-            }];
-            match node.log.wait_durable_then(lsn, &pages)? {
-                Followed::Done => Ok(()),
-                Followed::Failed(e) => Err(e.into()),
-                Followed::NotRun => {
-                    let batch: Vec<(&Arc<DataFile>, &Page)> = batch.iter().map(|(f, p)| (f, *p)).collect();
-                    node.group_sync.write_durable(&node.io, &batch)
-                }
-            }
+            node.group_force.commit(&node.io, &node.log, lsn, pages)
         })();
         match result {
             Ok(()) => {
