@@ -1,6 +1,8 @@
 //! Durable commits of transactions that each update two random rows of a
-//! 100 000-row table, with 1, 8 and 64 concurrent transactions: in one node,
-//! across three node processes, and in SQLite (through rusqlite, bundled) in
+//! 100 000-row table, with 1, 8 and 64 concurrent transactions: in one node
+//! that runs the coordinator (the single-host deployment; its lock requests
+//! are in-process calls), in one node reaching that coordinator over its
+//! Unix socket, across three node processes, and in SQLite (through rusqlite, bundled) in
 //! WAL mode with `synchronous=FULL` and in rollback-journal mode, all in the
 //! same run; next to the floor of one durable write (4 KiB `pwrite` +
 //! `fdatasync`, and the same through io_uring) and to the floor of one
@@ -19,10 +21,9 @@ use std::time::Duration;
 use benches::rows::{self, ROWS, VALUE_LEN};
 use benches::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lockmgr::{Coordinator, CoordinatorConfig};
 use rand::Rng;
 use understudy::{Cluster, Node, NodeOptions};
-use wal::io::{Io, IoFile};
+use wal::io::IoFile;
 
 const THREADS: [usize; 3] = [1, 8, 64];
 
@@ -109,15 +110,15 @@ fn bench(c: &mut Criterion) {
     let cluster_dir = dir.path().join("cluster");
     std::fs::create_dir_all(&cluster_dir).expect("cluster dir");
     let ep = format!("unix:{}", cluster_dir.join("coord.sock").display());
-    let cluster = Cluster::create(&cluster_dir, &[1, 2, 3, 4], ep.parse().expect("endpoint"), 4096).expect("cluster");
-    let _coordinator = Coordinator::start(CoordinatorConfig::new(
-        vec![cluster.coordinator.clone()],
-        cluster.secret().expect("secret"),
-        cluster.coordinator_dir(),
-        Io::new(Default::default()).expect("io"),
-    ))
-    .expect("coordinator");
-    let node = Node::open(&cluster_dir, 1, NodeOptions::default()).expect("node 1");
+    Cluster::create(&cluster_dir, &[1, 2, 3, 4, 5], ep.parse().expect("endpoint"), 4096).expect("cluster");
+    // Node 1 runs the coordinator, as a single-host deployment does, and
+    // reaches it in-process; the others (node 5 here, the worker
+    // processes) over its Unix socket.
+    let opts = NodeOptions {
+        embed_coordinator: true,
+        ..NodeOptions::default()
+    };
+    let node = Node::open(&cluster_dir, 1, opts).expect("node 1");
     eprintln!("engine I/O backend: {}", node.io_backend());
     rows::load(&node).expect("load the table");
 
@@ -176,6 +177,24 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+    }
+
+    // The same, from a node that reaches the coordinator over its socket.
+    {
+        let socket_node = Node::open(&cluster_dir, 5, NodeOptions::default()).expect("node 5");
+        for threads in [8, 64] {
+            g.bench_function(format!("understudy_1_node_over_socket/{threads}"), |b| {
+                b.iter_custom(|iters| {
+                    spread(threads, iters, |_, n| {
+                        let mut rng = rand::rng();
+                        for _ in 0..n {
+                            rows::update_two(&socket_node, &mut rng).expect("transaction");
+                        }
+                    })
+                })
+            });
+        }
+        socket_node.close().expect("close node 5");
     }
 
     {
