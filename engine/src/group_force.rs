@@ -24,6 +24,12 @@
 //! one log flush and one data sync whatever its size; a lone commit costs
 //! what it did before (one submission with both).
 //!
+//! A round's leader waits a little for more commits when the round before
+//! it carried several (`GroupForce::gather`): the committers of the round
+//! just ended come back after a transaction's work, and without the wait
+//! a busy node settles into two half-size rounds taking turns. A lone
+//! committer never waits.
+//!
 //! A failed round fails every commit in it, and every later one: a failed
 //! sync is never retried, and the node stops (see [`crate::txn`]).
 
@@ -53,6 +59,10 @@ struct State {
     next_round: u64,
     finished: u64,
     failed: Option<String>,
+    /// Commits in the last round.
+    last_round: usize,
+    /// The leader is gathering commits for its round.
+    gathering: bool,
 }
 
 /// See the module docs.
@@ -60,6 +70,8 @@ struct State {
 pub struct GroupForce {
     state: Mutex<State>,
     done: Condvar,
+    /// A commit joined the queue while the leader gathers.
+    arrived: Condvar,
 }
 
 impl GroupForce {
@@ -73,6 +85,9 @@ impl GroupForce {
         let mut s = self.lock();
         let mine = s.next_round;
         s.queue.push(Entry { intent, pages });
+        if s.gathering {
+            self.arrived.notify_one();
+        }
         loop {
             if let Some(why) = &s.failed {
                 return Err(Error::Stopped(format!("an earlier commit round failed: {why}")));
@@ -87,6 +102,9 @@ impl GroupForce {
             // No round under way, and this commit's is not done: it is the
             // next one, and this committer leads it.
             s.leading = true;
+            if s.last_round > 1 {
+                s = self.gather(s);
+            }
             let round = s.next_round;
             s.next_round += 1;
             let entries = std::mem::take(&mut s.queue);
@@ -94,6 +112,7 @@ impl GroupForce {
             let outcome = run_round(io, log, &entries);
             s = self.lock();
             s.leading = false;
+            s.last_round = entries.len();
             match &outcome {
                 Ok(()) => s.finished = round + 1,
                 Err(e) => s.failed = Some(e.to_string()),
@@ -102,7 +121,38 @@ impl GroupForce {
             outcome?;
         }
     }
+
+    /// Lets the committers of the round just finished join this one: they
+    /// come back within a transaction's work, and a round pays its flush
+    /// and its sync once whatever its size. Waits while commits keep
+    /// arriving, a step at a time, up to a bound.
+    fn gather<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let deadline = std::time::Instant::now() + MAX_GATHER;
+        s.gathering = true;
+        loop {
+            let before = s.queue.len();
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            s = self
+                .arrived
+                .wait_timeout(s, GATHER_STEP.min(deadline - now))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if s.queue.len() == before {
+                break;
+            }
+        }
+        s.gathering = false;
+        s
+    }
 }
+
+/// How long a round's leader waits for one more commit to join.
+const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(40);
+/// The longest a round's leader gathers.
+const MAX_GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// The log durable up to the round's last intent, then every page of the
 /// round written and its files synced.
