@@ -27,11 +27,18 @@
 //! A round's leader waits a little for more commits when the round before
 //! it carried several (`GroupForce::gather`): the committers of the round
 //! just ended come back after a transaction's work, and without the wait
-//! a busy node settles into two half-size rounds taking turns. A lone
-//! committer never waits.
+//! a busy node settles into two half-size rounds taking turns. After a
+//! round of one commit nobody waits, so a node committing one transaction
+//! at a time never does; the first commit after a busy round waits one
+//! step if nobody joins.
 //!
 //! A failed round fails every commit in it, and every later one: a failed
-//! sync is never retried, and the node stops (see [`crate::txn`]).
+//! sync is never retried, and the node stops (see [`crate::txn`]). Commits
+//! still queued then fail at once and drop their files, as they do when
+//! the node stops for another reason ([`GroupForce::close`]). The round's
+//! leader asks, right before the round writes, whether the node may still
+//! write (running, lease held): a commit can wait a round or two after its
+//! own check, and no page is written once the node must stop.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -65,6 +72,29 @@ struct State {
     gathering: bool,
 }
 
+impl State {
+    /// Refuses every commit from now on; those queued fail with it and
+    /// drop their pages and files now.
+    fn fail(&mut self, why: String) {
+        self.failed.get_or_insert(why);
+        self.queue.clear();
+    }
+}
+
+/// Fails the round under way if its leader unwinds (see `commit`).
+struct RoundGuard<'a> {
+    force: &'a GroupForce,
+}
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = self.force.lock();
+        s.leading = false;
+        s.fail("a commit round's leader panicked".into());
+        self.force.done.notify_all();
+    }
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub struct GroupForce {
@@ -80,20 +110,35 @@ impl GroupForce {
     }
 
     /// Makes the log durable up to `intent`, then `pages` (sealed, stamped
-    /// with that intent) durable; returns once both are.
-    pub fn commit(&self, io: &Io, log: &Log, intent: Lsn, pages: Vec<(Arc<DataFile>, Page)>) -> Result<()> {
+    /// with that intent) durable; returns once both are. `may_write` is
+    /// asked by the round's leader right before the round writes anything
+    /// (the node still running, its lease still held): a commit may wait a
+    /// round or two, and none of its pages may be written once the node
+    /// must stop writing.
+    pub fn commit(
+        &self,
+        io: &Io,
+        log: &Log,
+        intent: Lsn,
+        pages: Vec<(Arc<DataFile>, Page)>,
+        may_write: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
         let mut s = self.lock();
+        if let Some(why) = &s.failed {
+            return Err(Error::Stopped(format!("an earlier commit round failed: {why}")));
+        }
         let mine = s.next_round;
         s.queue.push(Entry { intent, pages });
         if s.gathering {
             self.arrived.notify_one();
         }
         loop {
-            if let Some(why) = &s.failed {
-                return Err(Error::Stopped(format!("an earlier commit round failed: {why}")));
-            }
+            // Done before anything failed after it: the pages are durable.
             if s.finished > mine {
                 return Ok(());
+            }
+            if let Some(why) = &s.failed {
+                return Err(Error::Stopped(format!("a commit round failed: {why}")));
             }
             if s.leading {
                 s = self.done.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -109,17 +154,30 @@ impl GroupForce {
             s.next_round += 1;
             let entries = std::mem::take(&mut s.queue);
             drop(s);
-            let outcome = run_round(io, log, &entries);
+            // Should the round panic, the guard fails it rather than leave
+            // every later committer waiting for a leader that is gone.
+            let guard = RoundGuard { force: self };
+            let outcome = may_write().and_then(|()| run_round(io, log, &entries));
+            std::mem::forget(guard);
             s = self.lock();
             s.leading = false;
             s.last_round = entries.len();
             match &outcome {
                 Ok(()) => s.finished = round + 1,
-                Err(e) => s.failed = Some(e.to_string()),
+                Err(e) => s.fail(e.to_string()),
             }
             self.done.notify_all();
             outcome?;
         }
+    }
+
+    /// The node stopped: no round runs any more, and the commits waiting
+    /// for one fail, letting go of their files (and with them the node's
+    /// fencing locks, `crate::fence`).
+    pub fn close(&self, why: &str) {
+        let mut s = self.lock();
+        s.fail(format!("the node stopped: {why}"));
+        self.done.notify_all();
     }
 
     /// Lets the committers of the round just finished join this one: they
@@ -225,6 +283,10 @@ mod tests {
     impl Fixture {
         /// Commit `n`: an intent in the log and page `n` stamped with it.
         fn commit(&self, n: u64) -> Result<()> {
+            self.commit_if(n, &|| Ok(()))
+        }
+
+        fn commit_if(&self, n: u64, may_write: &dyn Fn() -> Result<()>) -> Result<()> {
             let intent = self
                 .log
                 .append(RecordMeta::txn(n + 1, None), &RecordBody::Commit)
@@ -234,7 +296,7 @@ mod tests {
             page.set_stamp(1, intent.0);
             page.seal();
             self.gf
-                .commit(&self.io, &self.log, intent, vec![(self.file.clone(), page)])
+                .commit(&self.io, &self.log, intent, vec![(self.file.clone(), page)], may_write)
         }
 
         fn on_disk(&self, n: u64) -> Option<u64> {
@@ -256,24 +318,43 @@ mod tests {
         }
     }
 
+    /// Starts commit `first` with its round stalled at the page write, then
+    /// `behind` more commits, queued behind that round; returns the
+    /// threads of the first and of the others.
+    fn behind_a_stalled_round<'scope>(
+        fx: &'scope Fixture,
+        s: &'scope std::thread::Scope<'scope, '_>,
+        first: u64,
+        behind: u64,
+    ) -> (Committer<'scope>, Vec<Committer<'scope>>) {
+        fx.fi.stall_writes(".tbl");
+        let lead = s.spawn(move || fx.commit(first));
+        until("the first round to reach its page write", || fx.fi.stalled() > 0);
+        let rest = (first + 1..=first + behind)
+            .map(|n| s.spawn(move || fx.commit(n)))
+            .collect();
+        until("the commits to queue behind the round", || {
+            fx.queued() == behind as usize
+        });
+        (lead, rest)
+    }
+
+    type Committer<'scope> = std::thread::ScopedJoinHandle<'scope, Result<()>>;
+
     #[test]
     fn commits_that_arrive_during_a_round_share_the_next_one() {
         let fx = &fixture();
-        fx.fi.stall_writes(".tbl");
         std::thread::scope(|s| {
-            let first = s.spawn(|| fx.commit(0));
-            until("the first round to reach its page write", || fx.fi.stalled() > 0);
             let syncs_before = fx.fi.count(OpKind::Sync);
-            let rest: Vec<_> = (1..=6).map(|n| s.spawn(move || fx.commit(n))).collect();
-            until("six commits to queue behind the round", || fx.queued() == 6);
+            let (first, rest) = behind_a_stalled_round(fx, s, 0, 6);
             fx.fi.release_stalled();
             first.join().unwrap().unwrap();
             for r in rest {
                 r.join().unwrap().unwrap();
             }
-            // The first round's data sync, then one round for the six: one
-            // log flush and one data sync.
-            assert_eq!(fx.fi.count(OpKind::Sync) - syncs_before, 3);
+            // The first round's log flush and data sync, then one round for
+            // the six: one log flush and one data sync.
+            assert_eq!(fx.fi.count(OpKind::Sync) - syncs_before, 4);
         });
         for n in 0..=6 {
             assert_eq!(fx.on_disk(n), Some(n), "page {n}");
@@ -285,12 +366,8 @@ mod tests {
     fn a_failed_round_fails_every_commit_in_it_and_every_later_one() {
         let fx = &fixture();
         fx.commit(0).unwrap();
-        fx.fi.stall_writes(".tbl");
         std::thread::scope(|s| {
-            let first = s.spawn(|| fx.commit(1));
-            until("the first round to reach its page write", || fx.fi.stalled() > 0);
-            let rest: Vec<_> = (2..=4).map(|n| s.spawn(move || fx.commit(n))).collect();
-            until("three commits to queue behind the round", || fx.queued() == 3);
+            let (first, rest) = behind_a_stalled_round(fx, s, 1, 3);
             // The first round's data sync and the next round's log flush go
             // through; the next round's data sync fails.
             fx.fi.fail_nth(OpKind::Sync, 3, libc::EIO);
@@ -305,5 +382,36 @@ mod tests {
             "a failed sync is never retried"
         );
         assert_eq!(fx.on_disk(1), Some(1));
+    }
+
+    #[test]
+    fn a_round_whose_node_may_no_longer_write_writes_nothing() {
+        let fx = &fixture();
+        let writes = fx.fi.count(OpKind::Write);
+        let refused = fx.commit_if(0, &|| Err(Error::LeaseLost));
+        assert!(matches!(refused, Err(Error::LeaseLost)), "{refused:?}");
+        assert_eq!(fx.fi.count(OpKind::Write), writes, "nothing written, not even the log");
+        assert_eq!(fx.on_disk(0), None);
+        assert!(fx.commit(1).is_err(), "a node that may not write stays refused");
+    }
+
+    #[test]
+    fn closing_fails_the_queued_commits_at_once_and_lets_go_of_their_files() {
+        let fx = &fixture();
+        std::thread::scope(|s| {
+            let (first, rest) = behind_a_stalled_round(fx, s, 0, 2);
+            fx.gf.close("test");
+            for r in rest {
+                assert!(r.join().unwrap().is_err(), "a queued commit survived the close");
+            }
+            // The fixture's handle and the stalled round's page: the queued
+            // commits let go of theirs.
+            assert_eq!(Arc::strong_count(&fx.file), 2);
+            fx.fi.release_stalled();
+            // The round under way was durable before anything failed.
+            first.join().unwrap().unwrap();
+        });
+        assert_eq!(fx.on_disk(0), Some(0));
+        assert!(fx.commit(3).is_err(), "a closed group force takes no commit");
     }
 }

@@ -507,7 +507,9 @@ fn join(
         let endpoint = opts.coordinator.clone().unwrap_or_else(|| cluster.coordinator.clone());
         let mut cfg = ClientConfig::new(endpoint, node_id, secret.clone());
         cfg.purpose = purpose;
-        let joined = match embedded {
+        // In-process unless told to reach the coordinator elsewhere (a
+        // proxy in front of it, say).
+        let joined = match embedded.filter(|_| opts.coordinator.is_none()) {
             Some(coordinator) => Client::connect_local(coordinator, cfg),
             None => Client::connect(cfg),
         };
@@ -631,6 +633,7 @@ impl NodeInner {
         self.client.disconnect();
         self.log.relinquish();
         self.files.close();
+        self.group_force.close(why);
     }
 
     /// Passes a log call's result on; a failed log (poisoned by an I/O

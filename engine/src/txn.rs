@@ -422,7 +422,11 @@ impl Transaction {
                 page.seal();
                 pages.push((node.files.get(file_id, false)?, page));
             }
-            node.group_force.commit(&node.io, &node.log, lsn, pages)
+            let may_write = || -> Result<()> {
+                node.check_running()?;
+                Ok(node.client.check_lease()?)
+            };
+            node.group_force.commit(&node.io, &node.log, lsn, pages, &may_write)
         })();
         match result {
             Ok(()) => {

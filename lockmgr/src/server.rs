@@ -2,7 +2,9 @@
 //! counterpart registry behind Unix-socket and TCP listeners.
 //!
 //! One thread per connection reads frames in order and answers each with the
-//! request id it carried; a node may pipeline requests. Lock waits are
+//! request id it carried; a node may pipeline requests. A node in the
+//! coordinator's own process has its requests handled on its own threads
+//! instead ([`LocalLink`]). Lock waits are
 //! answered later, when the lock is granted, times out, or its owner is
 //! chosen as a deadlock victim. A ticker thread runs every [`TICK`]: it
 //! declares nodes whose heartbeats stopped failed, expires waits, breaks
@@ -12,9 +14,8 @@
 //! A member is declared failed when its connection drops (the kernel closes
 //! a killed process's sockets, so detection takes well under a millisecond on
 //! one host), or when no heartbeat arrived for `failure_timeout_ms`, counted
-//! only while the coordinator waits for the node's next frame: time spent
-//! handling one of its requests (a durable write's sync, say) is not the
-//! node's silence. See [`crate::client`] for the lease argument that makes a
+//! only while none of the node's requests is being handled: time spent
+//! handling one (a durable write's sync, say) is not the node's silence. See [`crate::client`] for the lease argument that makes a
 //! cut-off node stop writing before that.
 //!
 //! ## Authentication
@@ -600,6 +601,9 @@ impl Shared {
         // call; the answers to those that only touch the lock table go out
         // together after the last of them (`Conn::hold`). Any other request
         // may wait on a durable write, so what is held goes out before it.
+        // (A lock request can wait too, behind a membership change holding
+        // the grace gate; the answers held then wait with it, as the
+        // request's own would.)
         let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, reader);
         loop {
             match wire::read_frame(&mut reader) {
