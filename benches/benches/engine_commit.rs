@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use benches::rows::{self, ROWS, VALUE_LEN};
 use benches::*;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use rand::Rng;
 use understudy::{Cluster, Node, NodeOptions};
 use wal::io::IoFile;
@@ -105,6 +106,20 @@ fn sqlite_update_two(c: &Mutex<rusqlite::Connection>, rng: &mut impl Rng) {
     tx.commit().expect("commit");
 }
 
+/// `threads` concurrent two-row transactions on `node`, as `{name}/{threads}`.
+fn bench_node(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, node: &Node, threads: usize) {
+    g.bench_function(format!("{name}/{threads}"), |b| {
+        b.iter_custom(|iters| {
+            spread(threads, iters, |_, n| {
+                let mut rng = rand::rng();
+                for _ in 0..n {
+                    rows::update_two(node, &mut rng).expect("transaction");
+                }
+            })
+        })
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let dir = scratch_dir();
     let cluster_dir = dir.path().join("cluster");
@@ -167,32 +182,14 @@ fn bench(c: &mut Criterion) {
         })
     });
     for threads in THREADS {
-        g.bench_function(format!("understudy_1_node/{threads}"), |b| {
-            b.iter_custom(|iters| {
-                spread(threads, iters, |_, n| {
-                    let mut rng = rand::rng();
-                    for _ in 0..n {
-                        rows::update_two(&node, &mut rng).expect("transaction");
-                    }
-                })
-            })
-        });
+        bench_node(&mut g, "understudy_1_node", &node, threads);
     }
 
     // The same, from a node that reaches the coordinator over its socket.
     {
         let socket_node = Node::open(&cluster_dir, 5, NodeOptions::default()).expect("node 5");
         for threads in [8, 64] {
-            g.bench_function(format!("understudy_1_node_over_socket/{threads}"), |b| {
-                b.iter_custom(|iters| {
-                    spread(threads, iters, |_, n| {
-                        let mut rng = rand::rng();
-                        for _ in 0..n {
-                            rows::update_two(&socket_node, &mut rng).expect("transaction");
-                        }
-                    })
-                })
-            });
+            bench_node(&mut g, "understudy_1_node_over_socket", &socket_node, threads);
         }
         socket_node.close().expect("close node 5");
     }

@@ -406,10 +406,16 @@ impl Transaction {
             .iter()
             .map(|&((file_id, page_no), _)| PageRef { file_id, page_no })
             .collect();
+        // Self-fencing: no page is written once the lease may be gone. Asked
+        // before the intent is logged, and again by the commit round right
+        // before it writes (a commit may wait a round or two).
+        let may_write = || -> Result<()> {
+            node.check_running()?;
+            Ok(node.client.check_lease()?)
+        };
         let mut intent = None;
         let result = (|| -> Result<()> {
-            // Self-fencing: no page is written once the lease may be gone.
-            node.client.check_lease()?;
+            may_write()?;
             let lsn = node
                 .log
                 .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::CommitIntent(refs))?;
@@ -422,10 +428,6 @@ impl Transaction {
                 page.seal();
                 pages.push((node.files.get(file_id, false)?, page));
             }
-            let may_write = || -> Result<()> {
-                node.check_running()?;
-                Ok(node.client.check_lease()?)
-            };
             node.group_force.commit(&node.io, &node.log, lsn, pages, &may_write)
         })();
         match result {

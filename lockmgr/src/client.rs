@@ -527,8 +527,8 @@ impl Client {
 
     /// [`Client::release_all_nowait`] for several transactions, in one write.
     pub fn release_many_nowait(&self, txns: &[u64]) -> Result<(), ClientError> {
-        self.inner
-            .send_unanswered(txns.iter().map(|&txn| Msg::ReleaseAll { txn }).collect())
+        let msgs: Vec<Msg> = txns.iter().map(|&txn| Msg::ReleaseAll { txn }).collect();
+        self.inner.send_unanswered(&msgs)
     }
 
     /// Asks to become the counterpart of failed node `failed`.
@@ -682,7 +682,7 @@ impl Inner {
     /// Hands requests to the coordinator: over a socket in one write (the
     /// coordinator reads them together and answers them together), in
     /// this process one after the other on this thread.
-    fn transmit(&self, frames: &[(u64, Msg)]) -> Result<(), ClientError> {
+    fn transmit(&self, frames: &[(u64, &Msg)]) -> Result<(), ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
@@ -699,7 +699,7 @@ impl Inner {
                 for (id, m) in frames {
                     // `false`: the connection closed (after this request's
                     // answer, for a `Leave`); `connection_closed` has run.
-                    if !link.request(*id, m.clone()) {
+                    if !link.request(*id, (*m).clone()) {
                         break;
                     }
                 }
@@ -717,8 +717,8 @@ impl Inner {
     }
 
     /// Sends requests that want no reply (request id [`wire::NO_REPLY`]).
-    fn send_unanswered(&self, msgs: Vec<Msg>) -> Result<(), ClientError> {
-        let frames: Vec<(u64, Msg)> = msgs.into_iter().map(|m| (wire::NO_REPLY, m)).collect();
+    fn send_unanswered(&self, msgs: &[Msg]) -> Result<(), ClientError> {
+        let frames: Vec<(u64, &Msg)> = msgs.iter().map(|m| (wire::NO_REPLY, m)).collect();
         self.transmit(&frames)
     }
 
@@ -740,7 +740,7 @@ impl Inner {
         {
             let mut pending = lock(&self.pending);
             for (id, m) in (first..).zip(msgs) {
-                frames.push((id, m.clone()));
+                frames.push((id, m));
                 let (tx, rx) = mpsc::channel();
                 pending.insert(id, tx);
                 out.push((id, rx));
@@ -832,7 +832,7 @@ impl Inner {
                     hb.retain(|_, sent| now.saturating_duration_since(*sent) < lease);
                     hb.insert(id, now);
                 }
-                if self.transmit(&[(id, Msg::Heartbeat)]).is_err() {
+                if self.transmit(&[(id, &Msg::Heartbeat)]).is_err() {
                     break;
                 }
             }
