@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wal::io::{Io, IoFile, WriteOp};
@@ -20,6 +21,15 @@ pub struct DataFile {
     pub file_id: u32,
     file: IoFile,
     page_size: usize,
+    /// A length the file is known to have reached. Table files only grow
+    /// (no page is ever cut off), so a page below it is read without asking
+    /// the file system for the length. Asking costs far more than the call:
+    /// a `stat` marks the file's change time as seen, the file system then
+    /// stamps the next write with a fine-grained time, and that makes the
+    /// next fdatasync write the inode too — on this file and, through the
+    /// file system's shared clock, on every other file written meanwhile
+    /// (the log). Measured on ext4: a third more per sync.
+    known_len: AtomicU64,
 }
 
 pub fn table_path(data_dir: &Path, file_id: u32) -> PathBuf {
@@ -91,8 +101,13 @@ impl DataFile {
         let offset = page_no
             .checked_mul(self.page_size as u64)
             .ok_or_else(|| Error::InvalidArgument(format!("page number {page_no} out of range")))?;
-        let len = file.len()?;
-        if offset + self.page_size as u64 <= len {
+        let end = offset.saturating_add(self.page_size as u64);
+        let mut len = self.known_len.load(Ordering::Relaxed);
+        if end > len {
+            len = file.len()?;
+            self.known_len.fetch_max(len, Ordering::Relaxed);
+        }
+        if end <= len {
             io.read_exact_at(file, buf, offset)?;
         } else if offset < len {
             // A torn extension: the part that exists is read, the rest is
@@ -156,6 +171,7 @@ impl DataFiles {
             file_id,
             file,
             page_size: self.page_size,
+            known_len: AtomicU64::new(0),
         });
         files.insert(file_id, f.clone());
         Ok(f)
@@ -184,4 +200,40 @@ pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
 
 fn write_ops<'a>(pages: &[(&'a DataFile, &'a Page)]) -> Vec<WriteOp<'a>> {
     pages.iter().map(|(f, p)| f.write_op(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::Kind;
+
+    /// The length a file handle remembers is only a lower bound: pages
+    /// another handle (another node) appends later are read, not taken for
+    /// unwritten ones.
+    #[test]
+    fn pages_appended_through_another_handle_are_read_not_taken_for_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::fallback();
+        let ours = DataFiles::new(dir.path().to_path_buf(), 4096, None);
+        let theirs = DataFiles::new(dir.path().to_path_buf(), 4096, None);
+        let (a, b) = (ours.get(7, true).unwrap(), theirs.get(7, false).unwrap());
+
+        let write = |f: &DataFile, no: u64, item: &[u8]| {
+            let mut p = Page::new(4096, Kind::Bucket, 7, no);
+            assert!(p.insert(item, item));
+            p.seal();
+            write_pages(&io, &[(f, &p)]).unwrap();
+        };
+        write(&a, 0, b"first");
+        assert_eq!(a.read_page(&io, 0).unwrap().find(b"first").unwrap().1, b"first");
+        // Past the end: an unwritten page, and the length is asked again.
+        assert_eq!(a.read_page(&io, 3).unwrap().kind(), Kind::Unwritten);
+
+        write(&b, 3, b"appended");
+        let p = a.read_page(&io, 3).unwrap();
+        assert_eq!(p.kind(), Kind::Bucket);
+        assert_eq!(p.find(b"appended").unwrap().1, b"appended");
+        // Below the end, between written pages: unwritten.
+        assert_eq!(a.read_page(&io, 2).unwrap().kind(), Kind::Unwritten);
+    }
 }
