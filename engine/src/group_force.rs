@@ -157,7 +157,9 @@ impl GroupForce {
             // Should the round panic, the guard fails it rather than leave
             // every later committer waiting for a leader that is gone.
             let guard = RoundGuard { force: self };
-            let outcome = may_write().and_then(|()| run_round(io, log, &entries));
+            // The leader waits for the round anyway: it runs its I/O itself
+            // where the I/O layer lets it, sparing a hand-off each way.
+            let outcome = may_write().and_then(|()| wal::io::on_this_thread(|| run_round(io, log, &entries)));
             std::mem::forget(guard);
             s = self.lock();
             s.leading = false;

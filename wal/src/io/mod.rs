@@ -23,6 +23,8 @@ pub mod fault;
 mod submitters;
 pub mod uring;
 
+pub use uring::on_this_thread;
+
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};

@@ -323,3 +323,47 @@ fn a_failed_sync_between_stages_stops_the_next() {
     assert_eq!(inj.count(OpKind::Write), 1, "the second stage's write was issued");
     assert_eq!(b.len().unwrap(), 0);
 }
+
+/// Threads that run their own writes and syncs stay bounded: of threads
+/// alive at once inside `on_this_thread`, exactly `MAX_CALLER_THREADS` do,
+/// the rest go through the submitters; the right goes back when a thread
+/// ends; outside `on_this_thread` nobody does. Writes land either way.
+#[test]
+fn only_a_bounded_number_of_threads_run_their_own_writes() {
+    use std::sync::{Arc, Barrier};
+    let Ok(io) = Io::new(BackendChoice::Uring) else {
+        eprintln!("io_uring unavailable here");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let threads = uring::MAX_CALLER_THREADS + 3;
+    let all_asked = Arc::new(Barrier::new(threads));
+    let ran_here: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (io, all_asked, dir) = (&io, all_asked.clone(), &dir);
+                s.spawn(move || {
+                    assert!(!uring::runs_on_caller(), "outside on_this_thread");
+                    let here = on_this_thread(|| {
+                        let f = temp_file(dir, &format!("t{i}"));
+                        io.write_durable(&f, &pattern(i as u8, 8192), 0).unwrap();
+                        let mut back = vec![0u8; 8192];
+                        io.read_exact_at(&f, &mut back, 0).unwrap();
+                        assert_eq!(back, pattern(i as u8, 8192));
+                        uring::runs_on_caller()
+                    });
+                    // Every thread holds what it got until all have asked.
+                    all_asked.wait();
+                    here
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ran_here.iter().filter(|&&h| h).count(), uring::MAX_CALLER_THREADS);
+    // Those threads have ended: their rights are free again.
+    let again = std::thread::spawn(|| on_this_thread(uring::runs_on_caller))
+        .join()
+        .unwrap();
+    assert!(again);
+}
