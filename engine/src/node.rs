@@ -645,6 +645,16 @@ impl NodeInner {
         Ok(r?)
     }
 
+    /// The catalog as last read, without asking whether it changed since:
+    /// a hint, to be confirmed with [`NodeInner::catalog`] once a lock
+    /// pins what was found in it. Read now if it never was.
+    pub(crate) fn catalog_hint(&self) -> Result<Arc<Catalog>> {
+        if let Some((_, c)) = lock(&self.catalog).as_ref() {
+            return Ok(c.clone());
+        }
+        self.catalog()
+    }
+
     /// The catalog, read again only when its file changed (one `stat`
     /// instead of a read per lookup).
     pub(crate) fn catalog(&self) -> Result<Arc<Catalog>> {

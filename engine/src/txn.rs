@@ -142,15 +142,22 @@ impl Transaction {
             self.lock(ResourceId::new(0, u64::from(t.file_id)), mode)?;
             return Ok(t);
         }
-        // Looked up unlocked, then confirmed once the table lock is held (a
-        // drop needs X on it, so the entry cannot change after that).
+        // Looked up unlocked in the catalog as last read (or as it is now,
+        // if that one lacks the table), then confirmed against the catalog
+        // file once the table lock is held (a drop needs X on it, so the
+        // entry cannot change after that). A stale entry fails the
+        // confirmation, which rereads the catalog for the next try.
         for _ in 0..8 {
-            let t = self
-                .node
-                .catalog()?
-                .find(name)
-                .cloned()
-                .ok_or_else(|| Error::NoSuchTable(name.into()))?;
+            let hint = self.node.catalog_hint()?.find(name).cloned();
+            let t = match hint {
+                Some(t) => t,
+                None => self
+                    .node
+                    .catalog()?
+                    .find(name)
+                    .cloned()
+                    .ok_or_else(|| Error::NoSuchTable(name.into()))?,
+            };
             let table_res = ResourceId::new(0, u64::from(t.file_id));
             let mut requests = vec![(table_res, mode)];
             if let Some((key, page_mode)) = first {
