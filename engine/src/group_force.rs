@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{Thread, ThreadId};
 
-use wal::io::{Io, IoFile, Stage, WriteOp};
+use wal::io::{Io, Stage, WriteOp};
 use wal::{Followed, Log, Lsn};
 
 use crate::datafile::DataFile;
@@ -283,9 +283,7 @@ fn run_round(io: &Io, log: &Log, entries: &[Entry]) -> Result<()> {
     // In file and page order: neighbours in one file are written in order.
     pages.sort_unstable_by_key(|(f, p)| (f.file_id, p.page_no()));
     let writes: Vec<WriteOp<'_>> = pages.iter().map(|(f, p)| f.write_op(p)).collect();
-    let mut files: Vec<&Arc<DataFile>> = pages.iter().map(|(f, _)| f).collect();
-    files.dedup_by_key(|f| f.file_id);
-    let syncs: Vec<&IoFile> = files.iter().map(|f| f.io_file()).collect();
+    let syncs = wal::io::distinct_files(&writes);
     let stages = [Stage {
         writes: &writes,
         sync: &syncs,

@@ -489,11 +489,11 @@ impl Node {
     }
 }
 
-/// Connects and joins; a failed node restarts to recover itself, waiting
-/// while a peer recovers it or while the coordinator has not yet noticed its
-/// previous incarnation died. Returns the client and whether it restarted.
 /// Joins the coordinator: the embedded one in-process, if this node runs
-/// it, or the one at the configured address.
+/// it, else the one at the configured address. A failed node restarts to
+/// recover itself, waiting while a peer recovers it or while the
+/// coordinator has not yet noticed its previous incarnation died. Returns
+/// the client and whether it restarted.
 fn join(
     cluster: &Cluster,
     node_id: u32,

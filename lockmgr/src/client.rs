@@ -143,9 +143,6 @@ pub struct CounterpartGrant {
     pub token: u64,
 }
 
-/// How much of the coordinator's stream the reader takes per read.
-const READ_BUFFER: usize = 16 << 10;
-
 /// How requests reach the coordinator.
 enum Link {
     Socket(Mutex<Stream>),
@@ -773,7 +770,7 @@ impl Inner {
 
     fn read_loop(&self, reader: Stream) {
         // Replies the coordinator wrote together are read with one call.
-        let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, reader);
+        let mut reader = std::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
         while let Ok(Some((id, msg))) = wire::read_frame(&mut reader) {
             self.dispatch(id, msg);
         }

@@ -4,9 +4,8 @@
 //! One thread per connection reads frames in order and answers each with the
 //! request id it carried; a node may pipeline requests. A node in the
 //! coordinator's own process has its requests handled on its own threads
-//! instead ([`LocalLink`]). Lock waits are
-//! answered later, when the lock is granted, times out, or its owner is
-//! chosen as a deadlock victim. A ticker thread runs every [`TICK`]: it
+//! instead ([`LocalLink`]). Lock waits are answered later, when the lock is
+//! granted, times out, or its owner is chosen as a deadlock victim. A ticker thread runs every [`TICK`]: it
 //! declares nodes whose heartbeats stopped failed, expires waits, breaks
 //! deadlocks and ends the grace period after a restart.
 //!
@@ -15,8 +14,9 @@
 //! a killed process's sockets, so detection takes well under a millisecond on
 //! one host), or when no heartbeat arrived for `failure_timeout_ms`, counted
 //! only while none of the node's requests is being handled: time spent
-//! handling one (a durable write's sync, say) is not the node's silence. See [`crate::client`] for the lease argument that makes a
-//! cut-off node stop writing before that.
+//! handling one (a durable write's sync, say) is not the node's silence.
+//! See [`crate::client`] for the lease argument that makes a cut-off node
+//! stop writing before that.
 //!
 //! ## Authentication
 //! The first frame must be `Hello`; the coordinator answers with a challenge
@@ -64,8 +64,6 @@ use crate::table::LockTable;
 use crate::transport::{Endpoint, Stream};
 use crate::wire::{self, ErrorCode, EventKind, MemberInfo, Msg, Outcome, Purpose};
 
-/// How much of a node's stream a connection's thread takes per read.
-const READ_BUFFER: usize = 16 << 10;
 /// How often the ticker runs.
 pub const TICK: Duration = Duration::from_millis(2);
 /// The transaction id under which a restarting node holds its reclaimed
@@ -604,7 +602,7 @@ impl Shared {
         // (A lock request can wait too, behind a membership change holding
         // the grace gate; the answers held then wait with it, as the
         // request's own would.)
-        let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, reader);
+        let mut reader = std::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
         loop {
             match wire::read_frame(&mut reader) {
                 Ok(Some((id, msg))) => {

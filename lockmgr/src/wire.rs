@@ -37,6 +37,10 @@ pub const HEADER_LEN: usize = 20;
 /// node releasing a committed transaction's locks has nothing to learn from
 /// the answer, and reading one costs it a wake-up per transaction.
 pub const NO_REPLY: u64 = 0;
+/// How much of the stream either end takes per read: frames a peer sent
+/// together (pipelined requests, their held-back answers) are read with one
+/// call.
+pub const READ_BUFFER: usize = 16 << 10;
 /// Largest payload: a status of thousands of nodes or a re-assertion of
 /// thousands of locks fits; anything larger is refused unread.
 pub const MAX_PAYLOAD: usize = 1 << 20;

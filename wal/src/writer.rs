@@ -488,13 +488,10 @@ fn create_log(io: &Io, dir: &Path, cfg: &LogConfig) -> Result<Control> {
 
 impl Shared {
     fn flusher(&self) {
-        while let Some(mut batch) = self.gc.take_batch() {
-            if let Err(cause) = self.flush(&mut batch, &[], &[]) {
-                self.gc.fail(cause);
+        while let Some(batch) = self.gc.take_batch() {
+            if self.flush_led(batch, &[], &[]).is_err() {
                 return;
             }
-            self.gc.complete(&batch);
-            self.prepare_spare();
         }
     }
 
@@ -521,22 +518,21 @@ impl Shared {
         Err(cause)
     }
 
-    /// Flushes a batch its caller took the lead of (with `before` and
-    /// `after` stages, see [`Shared::flush`]) and reports it to the group
-    /// commit: durable, or the failure that poisons the log.
+    /// Flushes a batch taken from the group commit (with `before` and
+    /// `after` stages, see [`Shared::flush`]) and reports it: durable, and
+    /// the next segment prepared; or the failure that poisons the log.
     fn flush_led(&self, mut batch: Batch, before: &[Stage<'_>], after: &[Stage<'_>]) -> Result<Option<IoError>> {
-        let outcome = match self.flush(&mut batch, before, after) {
+        match self.flush(&mut batch, before, after) {
             Ok(after_failed) => {
                 self.gc.complete(&batch);
+                self.prepare_spare();
                 Ok(after_failed)
             }
             Err(cause) => {
                 self.gc.fail(cause.clone());
                 Err(WalError::Poisoned { cause })
             }
-        };
-        self.prepare_spare();
-        outcome
+        }
     }
 
     /// Prepares the segment after one a flush entered, so the next switch

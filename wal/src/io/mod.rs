@@ -382,8 +382,9 @@ impl Io {
     }
 }
 
-/// The distinct files of a batch, in first-seen order.
-pub(crate) fn distinct_files<'a>(writes: &[WriteOp<'a>]) -> Vec<&'a IoFile> {
+/// The distinct files of a batch, in first-seen order: those a stage that
+/// writes the batch syncs.
+pub fn distinct_files<'a>(writes: &[WriteOp<'a>]) -> Vec<&'a IoFile> {
     let mut files: Vec<&IoFile> = Vec::new();
     for w in writes {
         if !files.iter().any(|f| f.same_file(w.file)) {

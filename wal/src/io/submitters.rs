@@ -11,7 +11,8 @@
 //! 1.4 ms with 10. Handing those operations to a fixed pool of submitter
 //! threads keeps the worker count bounded, however many threads the engine
 //! runs (a few callers may still run their own, see
-//! [`super::on_this_thread`]); reads of cached pages, which complete inline, stay on the caller.
+//! [`super::on_this_thread`]); reads of cached pages, which complete
+//! inline, stay on the caller.
 //!
 //! A submitter that finishes a job polls briefly for the next one before it
 //! sleeps: a commit's second flush follows its first within microseconds,

@@ -25,9 +25,10 @@
 //! commit round is led by whichever committer finds none under way, so with
 //! eight transactions committing, a bound of two sent three rounds in four
 //! through the submitters (measured over three runs each: 17 % more CPU per
-//! commit and 13 % fewer commits per second than with eight). Eight callers and two submitters carry about
-//! as many kernel workers as the ten threads for which SIGKILL tore a
-//! process down in 1.4 ms (`super::submitters`).
+//! commit and 13 % fewer commits per second than with eight). Eight
+//! callers and two submitters carry about as many kernel workers as the ten
+//! threads for which SIGKILL tore a process down in 1.4 ms
+//! (`super::submitters`).
 //!
 //! ## Why the `unsafe` here is sound
 //! The kernel reads and writes the buffers of submitted operations
