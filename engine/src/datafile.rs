@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use wal::io::{Io, IoFile, WriteOp};
+use wal::io::{Io, IoFile, ReadOp, WriteOp};
 
 use crate::error::{Error, Result};
 use crate::page::Page;
@@ -95,18 +95,30 @@ impl DataFile {
         Page::from_disk(buf.to_vec(), self.file.path(), self.file_id, page_no)
     }
 
-    /// Page `page_no`'s bytes from `file` into `buf`; zeros where the file
-    /// ends first.
-    fn read_into(&self, io: &Io, file: &IoFile, buf: &mut [u8], page_no: u64) -> Result<()> {
+    /// Where page `page_no` starts and ends in the file.
+    fn span(&self, page_no: u64) -> Result<(u64, u64)> {
         let offset = page_no
             .checked_mul(self.page_size as u64)
             .ok_or_else(|| Error::InvalidArgument(format!("page number {page_no} out of range")))?;
-        let end = offset.saturating_add(self.page_size as u64);
-        let mut len = self.known_len.load(Ordering::Relaxed);
-        if end > len {
-            len = file.len()?;
-            self.known_len.fetch_max(len, Ordering::Relaxed);
+        Ok((offset, offset.saturating_add(self.page_size as u64)))
+    }
+
+    /// The file's length once it is at least `end`, or as it is now.
+    fn len_reaching(&self, file: &IoFile, end: u64) -> Result<u64> {
+        let len = self.known_len.load(Ordering::Relaxed);
+        if end <= len {
+            return Ok(len);
         }
+        let len = file.len()?;
+        self.known_len.fetch_max(len, Ordering::Relaxed);
+        Ok(len)
+    }
+
+    /// Page `page_no`'s bytes from `file` into `buf`; zeros where the file
+    /// ends first.
+    fn read_into(&self, io: &Io, file: &IoFile, buf: &mut [u8], page_no: u64) -> Result<()> {
+        let (offset, end) = self.span(page_no)?;
+        let len = self.len_reaching(file, end)?;
         if end <= len {
             io.read_exact_at(file, buf, offset)?;
         } else if offset < len {
@@ -120,6 +132,33 @@ impl DataFile {
         }
         Ok(())
     }
+}
+
+/// The bytes each of `pages` holds now, unchecked (zeros past a file's
+/// end), read as one batch: what recovery writes before-images over.
+pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)]) -> Result<Vec<Vec<u8>>> {
+    let mut bufs: Vec<Vec<u8>> = pages.iter().map(|(f, _)| vec![0u8; f.page_size]).collect();
+    let mut past_end = Vec::new();
+    let mut reads = Vec::with_capacity(pages.len());
+    for (i, (&(file, page_no), buf)) in pages.iter().zip(bufs.iter_mut()).enumerate() {
+        let (offset, end) = file.span(page_no)?;
+        if end <= file.len_reaching(&file.file, end)? {
+            reads.push(ReadOp {
+                file: &file.file,
+                offset,
+                buf,
+            });
+        } else {
+            past_end.push(i);
+        }
+    }
+    io.read_batch(&mut reads)?;
+    drop(reads);
+    for i in past_end {
+        let (file, page_no) = pages[i];
+        file.read_into(io, &file.file, &mut bufs[i], page_no)?;
+    }
+    Ok(bufs)
 }
 
 /// The table files of a cluster, opened on first use and shared.

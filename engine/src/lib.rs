@@ -51,6 +51,7 @@ pub mod recovery;
 pub mod restart;
 pub mod table;
 pub mod txn;
+pub mod undo;
 
 pub use cluster::Cluster;
 pub use error::{Error, Result};

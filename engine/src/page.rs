@@ -277,13 +277,33 @@ impl Page {
         true
     }
 
-    /// Removes the item with `key`; returns whether there was one.
-    pub fn remove(&mut self, key: &[u8]) -> bool {
-        let Some((at, klen, vlen)) = self
-            .items()
+    /// Where the item with `key` starts, and its key's and value's lengths.
+    fn locate(&self, key: &[u8]) -> Option<(usize, usize, usize)> {
+        self.items()
             .find(|(_, k, _)| *k == key)
             .map(|(o, k, v)| (o, k.len(), v.len()))
-        else {
+    }
+
+    /// Overwrites the value of `key` in place when `value` has the length
+    /// of the one there; returns whether it did. An update of a fixed-size
+    /// value then changes only the value's bytes, which is all its undo
+    /// record holds (`crate::undo`), where a remove and insert would move
+    /// every later item.
+    pub fn replace(&mut self, key: &[u8], value: &[u8]) -> bool {
+        let Some((at, klen, vlen)) = self.locate(key) else {
+            return false;
+        };
+        if vlen != value.len() {
+            return false;
+        }
+        let from = at + ITEM_OVERHEAD + klen;
+        self.buf[from..from + vlen].copy_from_slice(value);
+        true
+    }
+
+    /// Removes the item with `key`; returns whether there was one.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        let Some((at, klen, vlen)) = self.locate(key) else {
             return false;
         };
         let len = ITEM_OVERHEAD + klen + vlen;

@@ -15,7 +15,8 @@
 //!    ([`crate::recovery::InFlightScan`]) rides on that pass.
 //! 4. **in-flight found** — the search's result, from the last checkpoint.
 //! 5. **written back** — intents decided by their pages, then every changed
-//!    page's oldest before-image, each page once, in rounds of a deep queue
+//!    page put back from its before-images, each page once, in rounds of a
+//!    deep queue
 //!    ([`crate::recovery::back_out`]); **synced** — the data files made
 //!    durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own

@@ -10,11 +10,12 @@
 //!    checkpoint (and from the first record of any transaction active at
 //!    that checkpoint) and finds
 //!    the transactions with records but neither a commit nor an end record.
-//!    For each page they changed it keeps the **oldest** before-image: the
-//!    page as it was before any of them touched it. (Several in-flight
+//!    For each page they changed it keeps where its before-images lie (byte
+//!    ranges, `crate::undo`). Written over the page newest first, they give
+//!    the page as it was before any of them touched it. (Several in-flight
 //!    transactions of one log can only have changed one page one after the
-//!    other — each held the page's X lock to the end — so the oldest image
-//!    is the last committed state.)
+//!    other — each held the page's X lock to the end — so that is the last
+//!    committed state.)
 //!    A transaction whose last record is a `CommitIntent` was between its
 //!    two commit flushes ([`crate::txn`]). Its pages decide: if every page
 //!    the intent lists carries the intent's (node, LSN) stamp on disk with a
@@ -22,13 +23,15 @@
 //!    synced; otherwise its before-images go back like any other's. Its
 //!    pages are its own (it held their X locks until its `Commit` record was
 //!    durable), so no other in-flight transaction's image is at stake.
-//! 2. [`back_out`] decides the intents, then writes those images — each page
-//!    once — through a deep queue and syncs the data files. The search keeps
-//!    only where each image lies; the write-back reads them again in log
-//!    order, a bounded chunk at a time. Holding every image from the search
-//!    would cost a page fault per 4 KiB of fresh memory, several times what
-//!    reading them twice from the page cache costs, and memory in proportion
-//!    to the failed node's work.
+//! 2. [`back_out`] decides the intents, then reads the before-images again
+//!    in one pass over the log (the search keeps only where they lie, not
+//!    the bytes of every committed transaction it passes), and puts the
+//!    pages back a chunk at a time: each chunk's pages are read as one batch,
+//!    the ranges written over them in memory, the result checked (a good
+//!    checksum, or a page nobody had written), and the chunk written as one
+//!    batch through a deep queue; then the data files are synced. A torn
+//!    page comes back whole: bytes outside the ranges are the same in the
+//!    old and the new page.
 //! 3. It then appends an end record for every in-flight transaction and makes
 //!    them durable, so the next recovery of this log finds nothing. The end
 //!    records reach the disk only after the data files' sync: the last chunk
@@ -38,7 +41,8 @@
 //!
 //! Only after step 3 may the locks protecting those pages go. Every step is
 //! idempotent: a crash anywhere in between and another run give the same
-//! pages, because a before-image written twice is the same page.
+//! pages, because the ranges written over the old page, the new one or any
+//! mix of the two give the same page.
 //!
 //! Undo records of recovery agents other than the page agent are handed to
 //! the agent registered for their id; an in-flight record of an agent nobody
@@ -54,7 +58,7 @@ use wal::{AgentId, Log, LogReader, Lsn, PageRef, RecordBody, RecordMeta, TxnId, 
 
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
-use crate::page::Page;
+use crate::page::{Kind, Page};
 
 /// Undoes the records of one custom recovery agent. Agents keep no state:
 /// each record carries what the agent needs.
@@ -80,9 +84,9 @@ pub struct Intent {
     /// Where the intent lies: the stamp its pages carry once written.
     pub lsn: Lsn,
     pub pages: Vec<PageRef>,
-    /// (file id, page) → the LSN of its oldest before-image, written back
-    /// if the transaction turns out not committed.
-    images: HashMap<(u32, u64), Lsn>,
+    /// (file id, page) → the LSNs of its before-images, oldest first, put
+    /// back if the transaction turns out not committed.
+    images: HashMap<(u32, u64), Vec<Lsn>>,
     /// Its custom agents' undo records, run only if it is backed out.
     agents: Vec<(AgentId, Lsn, Vec<u8>)>,
 }
@@ -95,8 +99,9 @@ pub struct InFlight {
     /// by [`back_out`], which moves the images of those not committed
     /// into `pages`.
     pub intents: Vec<Intent>,
-    /// (file id, page) → the LSN of its oldest before-image.
-    pub pages: BTreeMap<(u32, u64), Lsn>,
+    /// (file id, page) → the LSNs of its before-images (byte ranges,
+    /// `crate::undo`), oldest first.
+    pub pages: BTreeMap<(u32, u64), Vec<Lsn>>,
     /// Custom agents' undo records of in-flight transactions, newest first.
     pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
     /// How many records the search read.
@@ -113,13 +118,13 @@ impl InFlight {
 struct TxnScan {
     first: Option<Lsn>,
     last: Lsn,
-    pages: HashMap<(u32, u64), Lsn>,
+    pages: HashMap<(u32, u64), Vec<Lsn>>,
     agents: Vec<(AgentId, Lsn, Vec<u8>)>,
     intent: Option<(Lsn, Vec<PageRef>)>,
 }
 
-/// Scans `reader`'s log and returns its in-flight transactions and the
-/// oldest before-image of every page they changed.
+/// Scans `reader`'s log and returns its in-flight transactions and where
+/// the before-images of every page they changed lie.
 pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
     let from = scan_start(reader)?;
     let mut scan = InFlightScan::new();
@@ -188,7 +193,7 @@ impl InFlightScan {
         t.last = rec.lsn;
         match rec.body {
             RecordBody::Undo(u) => {
-                t.pages.entry((u.file_id, u.page_no)).or_insert(rec.lsn);
+                t.pages.entry((u.file_id, u.page_no)).or_default().push(rec.lsn);
             }
             RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
             RecordBody::CommitIntent(pages) => t.intent = Some((rec.lsn, pages)),
@@ -223,18 +228,16 @@ impl InFlightScan {
                 });
                 continue;
             }
-            for (key, lsn) in t.pages {
-                match out.pages.get(&key) {
-                    Some(older) if *older <= lsn => {}
-                    _ => {
-                        out.pages.insert(key, lsn);
-                    }
-                }
+            for (key, lsns) in t.pages {
+                out.pages.entry(key).or_default().extend(lsns);
             }
             out.agent_records
                 .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
         }
         out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
+        for lsns in out.pages.values_mut() {
+            lsns.sort_unstable();
+        }
         out
     }
 }
@@ -256,22 +259,22 @@ pub struct WriteBack {
     pub ended: Duration,
 }
 
-/// Pages read back and written per round of [`back_out`]: one io_uring
-/// ring's depth, so the disk's queue stays full, and 1 MiB of images, which
-/// stays in cache and is reused round after round. Measured with K = 1 000
+/// Pages read and written per round of [`back_out`]: one io_uring ring's
+/// depth, so the disk's queue stays full, and 1 MiB of pages, which stays in
+/// cache. Measured with K = 1 000
 /// (`benches/peer_recovery.rs`): 128 pages 40 ms, 256 pages 31 ms, 512 pages
 /// 33 ms, 1 024 pages 41 ms, 4 096 pages 49 ms, against 25 ms for the raw
 /// writes.
 const WRITE_BACK_CHUNK: usize = 256;
 
 /// Backs out what `found` holds, in the log `log` (read through `reader`):
-/// decides the intents, writes every page's oldest before-image back, each
-/// page once, runs the custom agents' undo (newest record first), syncs the
-/// data files and then makes an end record durable for every in-flight
-/// transaction. The images are read in log order, 256 at a time
-/// (`WRITE_BACK_CHUNK`), each chunk one batch through the I/O layer's deep
-/// queue; the last chunk goes with the sync and the end records (module
-/// docs).
+/// decides the intents, puts every page the others changed back as it was
+/// before them, each page once, runs the custom agents' undo (newest record
+/// first), syncs the data files and then makes an end record durable for
+/// every in-flight transaction. The pages go 256 at a time
+/// (`WRITE_BACK_CHUNK`), each chunk read and written as one batch through
+/// the I/O layer's deep queue; the last chunk goes with the sync and the end
+/// records (module docs).
 pub fn back_out(
     io: &Io,
     files: &DataFiles,
@@ -297,79 +300,33 @@ pub fn back_out(
             kept += 1;
             continue;
         }
-        for (key, lsn) in intent.images {
-            let slot = found.pages.entry(key).or_insert(lsn);
-            *slot = (*slot).min(lsn);
+        for (key, lsns) in intent.images {
+            found.pages.entry(key).or_default().extend(lsns);
         }
         found
             .agent_records
             .extend(intent.agents.into_iter().map(|(a, lsn, p)| (a, intent.txn, lsn, p)));
     }
     found.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
-    let wanted: BTreeMap<Lsn, (u32, u64)> = std::mem::take(&mut found.pages)
-        .into_iter()
-        .map(|(page, lsn)| (lsn, page))
-        .collect();
-    for &(file_id, _) in wanted.values() {
+    let pages = std::mem::take(&mut found.pages);
+    for &(file_id, _) in pages.keys() {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
             v.insert(files.get(file_id, false)?);
         }
     }
-    let write = |chunk: &[(u32, Page)]| -> Result<()> {
-        let batch: Vec<(&DataFile, &Page)> = chunk.iter().map(|(f, p)| (opened[f].as_ref(), p)).collect();
-        write_pages(io, &batch)
-    };
-    let mut chunk: Vec<(u32, Page)> = Vec::with_capacity(WRITE_BACK_CHUNK.min(wanted.len()));
+    let mut ranges = read_ranges(reader, &pages)?;
+    let keys: Vec<(u32, u64)> = pages.into_keys().collect();
+    // A full chunk goes as soon as the next one is ready; the last goes
+    // with the sync and the end records.
+    let mut chunk: Vec<(u32, Page)> = Vec::new();
     let mut written = 0usize;
-    if let Some((&first, _)) = wanted.first_key_value() {
-        for rec in reader.scan(first) {
-            let rec = rec?;
-            let Some(&(file_id, page_no)) = wanted.get(&rec.lsn) else {
-                continue;
-            };
-            let RecordBody::Undo(undo) = rec.body else {
-                return Err(Error::Log(wal::WalError::Corruption {
-                    lsn: rec.lsn,
-                    kind: wal::CorruptionKind::BadPayload("a before-image's record changed kind between two reads"),
-                }));
-            };
-            if undo.before.len() != files.page_size() {
-                return Err(Error::InvalidArgument(format!(
-                    "before-image of page {page_no} of file {file_id} is {} bytes, pages are {}",
-                    undo.before.len(),
-                    files.page_size()
-                )));
-            }
-            let never_written = undo.before.iter().all(|&b| b == 0);
-            let mut page = Page::from_image(undo.before);
-            if !never_written {
-                page.seal();
-            }
-            debug_assert!(
-                never_written || page.page_no() == page_no,
-                "a before-image names its own page"
-            );
-            // A full chunk goes now, unless it is the last: that one goes
-            // with the sync and the end records.
-            if chunk.len() == WRITE_BACK_CHUNK {
-                write(&chunk)?;
-                written += chunk.len();
-                chunk.clear();
-            }
-            chunk.push((file_id, page));
-            if written + chunk.len() == wanted.len() {
-                break;
-            }
+    for part in keys.chunks(WRITE_BACK_CHUNK) {
+        if !chunk.is_empty() {
+            let batch: Vec<(&DataFile, &Page)> = chunk.iter().map(|(f, p)| (opened[f].as_ref(), p)).collect();
+            write_pages(io, &batch)?;
+            written += chunk.len();
         }
-    }
-    if written + chunk.len() != wanted.len() {
-        return Err(Error::Log(wal::WalError::Corruption {
-            lsn: *wanted
-                .keys()
-                .next_back()
-                .expect("some image is missing, so some was wanted"),
-            kind: wal::CorruptionKind::BadPayload("a before-image found by the search is gone from the log"),
-        }));
+        chunk = put_back(io, &opened, part, &mut ranges)?;
     }
     for (agent, txn, lsn, payload) in &found.agent_records {
         if let Some(a) = agents.get(agent) {
@@ -401,6 +358,103 @@ pub fn back_out(
         synced: ended,
         ended,
     })
+}
+
+/// Per page (file id, page number), its before-images as (offset in the
+/// page, bytes), oldest first.
+type Ranges = HashMap<(u32, u64), Vec<(usize, Vec<u8>)>>;
+
+/// The before-images `pages` lists, read again from the log in one pass
+/// from the oldest.
+fn read_ranges(reader: &LogReader, pages: &BTreeMap<(u32, u64), Vec<Lsn>>) -> Result<Ranges> {
+    let wanted: BTreeMap<Lsn, (u32, u64)> = pages
+        .iter()
+        .flat_map(|(&key, lsns)| lsns.iter().map(move |&lsn| (lsn, key)))
+        .collect();
+    let mut out = Ranges::with_capacity(pages.len());
+    let mut read = 0usize;
+    if let Some((&first, _)) = wanted.first_key_value() {
+        for rec in reader.scan(first) {
+            let rec = rec?;
+            let Some(&key) = wanted.get(&rec.lsn) else {
+                continue;
+            };
+            let changed_kind = |what: &'static str| {
+                Error::Log(wal::WalError::Corruption {
+                    lsn: rec.lsn,
+                    kind: wal::CorruptionKind::BadPayload(what),
+                })
+            };
+            let RecordBody::Undo(undo) = rec.body else {
+                return Err(changed_kind("a before-image's record changed kind between two reads"));
+            };
+            if (undo.file_id, undo.page_no) != key {
+                return Err(changed_kind("a before-image's record changed page between two reads"));
+            }
+            out.entry(key)
+                .or_default()
+                .push((undo.offset_in_page as usize, undo.before));
+            read += 1;
+            if read == wanted.len() {
+                break;
+            }
+        }
+    }
+    if read != wanted.len() {
+        return Err(Error::Log(wal::WalError::Corruption {
+            lsn: *wanted
+                .keys()
+                .next_back()
+                .expect("some image is missing, so some was wanted"),
+            kind: wal::CorruptionKind::BadPayload("a before-image found by the search is gone from the log"),
+        }));
+    }
+    Ok(out)
+}
+
+/// Puts back the pages `keys` (file id, page): reads what each holds now
+/// (one batch), writes its before-images over it newest first
+/// (`crate::undo`), and checks the result, which is the page as it was
+/// before the transactions: a page with a good checksum, or a page nobody
+/// had written (written back as zeros). Anything else means bytes the
+/// transactions never changed are damaged, and is reported as corruption
+/// of that page rather than written.
+fn put_back(
+    io: &Io,
+    opened: &HashMap<u32, Arc<DataFile>>,
+    keys: &[(u32, u64)],
+    ranges: &mut Ranges,
+) -> Result<Vec<(u32, Page)>> {
+    let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
+    let images = crate::datafile::read_raw_pages(io, &targets)?;
+    let mut out = Vec::with_capacity(keys.len());
+    for ((&(file_id, page_no), (file, _)), mut buf) in keys.iter().zip(&targets).zip(images) {
+        for (offset, bytes) in ranges.remove(&(file_id, page_no)).unwrap_or_default().iter().rev() {
+            crate::undo::apply(&mut buf, *offset, bytes)
+                .map_err(|detail| Error::InvalidArgument(format!("page {page_no} of file {file_id}: {detail}")))?;
+        }
+        let page = match Page::from_disk(buf.clone(), file.path(), file_id, page_no) {
+            // Checked as is: the bytes go back exactly.
+            Ok(_) => Page::from_image(buf),
+            Err(corrupt) => {
+                let unwritten = Page::new(buf.len(), Kind::Unwritten, file_id, page_no);
+                if buf[4..] != unwritten.bytes()[4..] {
+                    return Err(match corrupt {
+                        Error::CorruptPage { file, page, detail } => Error::CorruptPage {
+                            file,
+                            page,
+                            detail: format!("after its before-images were written back: {detail}"),
+                        },
+                        other => other,
+                    });
+                }
+                // The transaction allocated it: back to never written.
+                Page::from_image(vec![0; buf.len()])
+            }
+        };
+        out.push((file_id, page));
+    }
+    Ok(out)
 }
 
 /// Whether every page `intent` lists carries its stamp on disk, checksum

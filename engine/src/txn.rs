@@ -16,10 +16,15 @@
 //! lock, so every node sees the last committed image.
 //!
 //! ## Undo and the write path
-//! The first time a transaction changes a page in a scope, the page's whole
-//! image is logged as its before-image (scope token = savepoint level).
-//! Pages are changed in memory only; nothing reaches a data file before
-//! commit, so no page can reach disk before its undo record is durable.
+//! Each change to a page logs the before-image of every byte range it
+//! changed, and the transaction's first change to a page also logs the
+//! page's header as it was (`crate::undo`); the records carry the scope
+//! token (savepoint level). An update of a value of the same length changes
+//! only the value's bytes, so a two-row update logs a few hundred bytes, not
+//! two pages. Pages are changed in memory only; nothing reaches a data file
+//! before commit, so no page can reach disk before its undo record is
+//! durable. [`Transaction::rollback_to`] puts back, in memory, each page as
+//! it was when the scope first changed it.
 //!
 //! ## Commit: two flushes, then the locks
 //! 1. A `CommitIntent` record listing the changed pages is appended, and each
@@ -66,7 +71,7 @@ use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
 use crate::catalog::TableInfo;
 use crate::error::{Error, Result};
 use crate::node::NodeInner;
-use crate::page::{Kind, Page, ITEM_OVERHEAD};
+use crate::page::{Kind, Page, HEADER_LEN, ITEM_OVERHEAD};
 use crate::table::{self, Header};
 
 /// A point inside a transaction that [`Transaction::rollback_to`] returns to.
@@ -199,34 +204,48 @@ impl Transaction {
         &self.pages[&(t.file_id, no)].page
     }
 
-    /// Page `no` of `t` for changing: X-locked, before-image logged once per
-    /// scope.
-    fn page_mut(&mut self, t: &TableInfo, no: u64) -> Result<&mut Page> {
+    /// Changes page `no` of `t` (X-locked) with `change`, then logs the
+    /// before-image of every byte range the change made (`crate::undo`),
+    /// the page's header too on the transaction's first change to it; the
+    /// records carry the current scope. The page changes in the
+    /// transaction's memory only, so the records are in the log before
+    /// anything of the change can reach a data file. The page as it was
+    /// when the scope first changed it is kept for [`Self::rollback_to`].
+    fn change<R>(&mut self, t: &TableInfo, no: u64, change: impl FnOnce(&mut Page) -> R) -> Result<R> {
+        self.node.check_running()?;
         self.fetch(t, no, LockMode::X)?;
         let key = (t.file_id, no);
-        if !self.pages[&key].dirty {
+        let first = !self.pages[&key].dirty;
+        if first {
             // The commit intent lists every changed page in one record.
             let max = wal::record::max_intent_pages(self.node.log.layout().max_record());
             if self.dirty_pages >= max {
                 return Err(Error::TransactionTooLarge { max });
             }
         }
-        let scope = self.scope as usize;
-        if !self.scope_images[scope].contains_key(&key) {
-            let image = self.pages[&key].page.clone();
-            self.log_undo(t.file_id, no, image.bytes().to_vec())?;
-            self.scope_images[scope].insert(key, image);
+        let before = self.pages[&key].page.clone();
+        let p = self.pages.get_mut(&key).expect("fetched above");
+        let out = change(&mut p.page);
+        let ranges = crate::undo::changed_ranges(before.bytes(), p.page.bytes(), first.then_some(0..HEADER_LEN));
+        for r in ranges {
+            let logged = self.log_undo(t.file_id, no, r.start as u32, before.bytes()[r].to_vec());
+            if let Err(e) = logged {
+                // Not logged, so not kept: the page goes back to what it was.
+                self.pages.get_mut(&key).expect("fetched above").page = before;
+                return Err(e);
+            }
         }
+        let scope = self.scope as usize;
+        self.scope_images[scope].entry(key).or_insert(before);
         let p = self.pages.get_mut(&key).expect("fetched above");
         if !p.dirty {
             self.dirty_pages += 1;
         }
         p.dirty = true;
-        Ok(&mut p.page)
+        Ok(out)
     }
 
-    fn log_undo(&mut self, file_id: u32, page_no: u64, before: Vec<u8>) -> Result<()> {
-        self.node.check_running()?;
+    fn log_undo(&mut self, file_id: u32, page_no: u64, offset_in_page: u32, before: Vec<u8>) -> Result<()> {
         if self.first_lsn.is_none() {
             let lsn = self.node.log_begin(self.id)?;
             self.first_lsn = Some(lsn);
@@ -239,7 +258,7 @@ impl Transaction {
         let body = RecordBody::Undo(PageUndo {
             file_id,
             page_no,
-            offset_in_page: 0,
+            offset_in_page,
             before,
             after: None,
         });
@@ -300,13 +319,19 @@ impl Transaction {
                 if old == value {
                     return Ok(());
                 }
-                self.page_mut(&t, no)?.remove(key);
+                // A value of the same length is overwritten in place.
+                if old.len() == value.len() {
+                    let replaced = self.change(&t, no, |p| p.replace(key, value))?;
+                    debug_assert!(replaced, "the key was found with a value of this length");
+                    return Ok(());
+                }
+                self.change(&t, no, |p| p.remove(key))?;
                 break;
             }
         }
         let need = ITEM_OVERHEAD + key.len() + value.len();
         if let Some(&no) = chain.iter().find(|&&no| self.page(&t, no).free() >= need) {
-            let inserted = self.page_mut(&t, no)?.insert(key, value);
+            let inserted = self.change(&t, no, |p| p.insert(key, value))?;
             debug_assert!(inserted, "the page had room");
             return Ok(());
         }
@@ -319,14 +344,15 @@ impl Transaction {
         })?;
         let new_no = header.page_count;
         header.page_count += 1;
-        header.write(self.page_mut(&t, 0)?);
-        let ps = self.node.files.page_size();
-        let fresh = self.page_mut(&t, new_no)?;
-        *fresh = Page::new(ps, Kind::Overflow, t.file_id, new_no);
-        let inserted = fresh.insert(key, value);
+        self.change(&t, 0, |p| header.write(p))?;
+        let (ps, file_id) = (self.node.files.page_size(), t.file_id);
+        let inserted = self.change(&t, new_no, |fresh| {
+            *fresh = Page::new(ps, Kind::Overflow, file_id, new_no);
+            fresh.insert(key, value)
+        })?;
         debug_assert!(inserted, "an empty page holds any item within the limits");
         let last = *chain.last().expect("a chain has its bucket");
-        self.page_mut(&t, last)?.set_next(new_no);
+        self.change(&t, last, |p| p.set_next(new_no))?;
         Ok(())
     }
 
@@ -336,7 +362,7 @@ impl Transaction {
         let t = self.table(table, true, Some((key, LockMode::X)))?;
         for no in self.chain_for_write(&t, key)? {
             if self.page(&t, no).find(key).is_some() {
-                self.page_mut(&t, no)?.remove(key);
+                self.change(&t, no, |p| p.remove(key))?;
                 return Ok(true);
             }
         }

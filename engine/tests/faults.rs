@@ -290,3 +290,107 @@ fn a_commit_torn_between_its_pages_with_the_log_gone_is_backed_out() {
 
     restart_and_check(dir.path(), (0, 1), &acked);
 }
+
+/// Node 1 on a fault-injecting device, over a table `t` of one bucket
+/// holding `k0000`..`k0039` = `old-0000`..: every item in page 1.
+fn one_bucket_node(dir: &Path) -> (Coordinator, std::sync::Arc<FaultInjector>, Node) {
+    let coord = setup(dir);
+    let admin = Node::open(dir, 2, opts(None)).unwrap();
+    admin.create_table("t", 1).unwrap();
+    let mut t = admin.begin().unwrap();
+    for i in 0..40 {
+        t.put("t", &key(i), format!("old-{i:04}").as_bytes()).unwrap();
+    }
+    t.commit().unwrap();
+    admin.close().unwrap();
+    let fi = FaultInjector::new(Io::fallback());
+    let node = Node::open(dir, 1, opts(Some(fi.io()))).unwrap();
+    (coord, fi, node)
+}
+
+fn all_old(dir: &Path) -> bool {
+    read_all(dir, 40)
+        .iter()
+        .enumerate()
+        .all(|(i, v)| v.as_deref() == Some(format!("old-{i:04}").as_bytes()))
+}
+
+/// The undo log holds the changed byte ranges, not whole pages; a page
+/// torn by the crash, new in its first sector and old after it, is put
+/// back byte for byte from them.
+#[test]
+fn a_page_torn_mid_write_is_put_back_whole_from_its_byte_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, fi, node) = one_bucket_node(dir.path());
+    let mut t = node.begin().unwrap();
+    // Item 1 lies in the page's first sector, items 30.. past it (items
+    // take 17 bytes from offset 48).
+    for i in [1, 30, 35, 39] {
+        t.put("t", &key(i), format!("new-{i:04}").as_bytes()).unwrap();
+    }
+    // Write 1: the log (undo, intent). Write 2: the page, torn after its
+    // first sector.
+    fi.tear_nth_write(2, 1);
+    assert!(matches!(t.commit(), Err(Error::CommitFailed(_))));
+    fi.crash(CrashMode::KeepUnsynced).unwrap();
+    drop(node);
+    // The before-images in node 1's log: the bytes that changed ("old" to
+    // "new" in each value), and the page's header once, which item 1's
+    // range, close to it, joins; not the page.
+    let reader = wal::LogReader::open(&dir.path().join("logs").join("1"), Io::fallback()).unwrap();
+    let mut images: Vec<(u32, usize)> = Vec::new();
+    for rec in reader.scan(reader.start_lsn()) {
+        if let wal::RecordBody::Undo(u) = rec.unwrap().body {
+            images.push((u.offset_in_page, u.before.len()));
+        }
+    }
+    images.sort();
+    let item_value = |i: u32| 48 + 17 * i + 9;
+    assert_eq!(
+        images,
+        vec![
+            (0, item_value(1) as usize + 3),
+            (item_value(30), 3),
+            (item_value(35), 3),
+            (item_value(39), 3)
+        ],
+        "the changed ranges"
+    );
+    let page = &std::fs::read(understudy::datafile::table_path(&dir.path().join("data"), 1)).unwrap()[4096..8192];
+    assert!(
+        page.windows(8).any(|w| w == b"new-0001") && page.windows(8).any(|w| w == b"old-0030"),
+        "the page on disk is torn: new in its first sector, old after"
+    );
+
+    let node = Node::open(dir.path(), 1, opts(None)).unwrap();
+    assert_eq!(node.start_report().backed_out, 1);
+    node.close().unwrap();
+    assert!(all_old(dir.path()), "every value as before the transaction");
+}
+
+/// Backing out writes only the changed ranges over the page as it is; a
+/// page damaged elsewhere does not come out right, and recovery reports it
+/// as corruption of that page instead of writing it.
+#[test]
+fn a_page_damaged_outside_the_changed_ranges_stops_recovery_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, fi, node) = one_bucket_node(dir.path());
+    let mut t = node.begin().unwrap();
+    t.put("t", &key(1), b"new-0001").unwrap();
+    // Write 1 and sync 1: the log. Write 2: the page. Sync 2 fails.
+    fi.fail_nth(OpKind::Sync, 2, libc::EIO);
+    assert!(t.commit().is_err());
+    fi.crash(CrashMode::KeepUnsynced).unwrap();
+    drop(node);
+    // Item 35's value: bytes the transaction never changed.
+    let file = understudy::datafile::table_path(&dir.path().join("data"), 1);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[4096 + 48 + 17 * 35 + 10] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+
+    match Node::open(dir.path(), 1, opts(None)) {
+        Err(Error::CorruptPage { file: f, page, .. }) => assert_eq!((f, page), (file, 1)),
+        Err(other) => panic!("reported as {other:?}"),
+        Ok(_) => panic!("recovery wrote a damaged page back"),
+    }
+}
