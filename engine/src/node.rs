@@ -93,10 +93,12 @@ impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             lock_wait: Duration::from_secs(2),
-            // Bounds what a recovery reads: about 8 MiB of log past the last
-            // checkpoint (a few milliseconds), for a checkpoint costing one
-            // small record and a control-file write.
-            checkpoint_bytes: 8 << 20,
+            // Bounds what a recovery reads: about 1 MiB of log past the last
+            // checkpoint, some 1 500 two-row transactions (their records,
+            // byte ranges, are small: a recovery's scan costs per record
+            // more than per byte), read in a few milliseconds; a checkpoint
+            // costs one small record and a control-file write.
+            checkpoint_bytes: 1 << 20,
             backend: BackendChoice::Auto,
             // Small segments keep a peer's search past the end of a failed
             // log short; truncation recycles them.
