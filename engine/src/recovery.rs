@@ -433,24 +433,21 @@ fn put_back(
             crate::undo::apply(&mut buf, *offset, bytes)
                 .map_err(|detail| Error::InvalidArgument(format!("page {page_no} of file {file_id}: {detail}")))?;
         }
-        let page = match Page::from_disk(buf.clone(), file.path(), file_id, page_no) {
-            // Checked as is: the bytes go back exactly.
-            Ok(_) => Page::from_image(buf),
-            Err(corrupt) => {
-                let unwritten = Page::new(buf.len(), Kind::Unwritten, file_id, page_no);
-                if buf[4..] != unwritten.bytes()[4..] {
-                    return Err(match corrupt {
-                        Error::CorruptPage { file, page, detail } => Error::CorruptPage {
-                            file,
-                            page,
-                            detail: format!("after its before-images were written back: {detail}"),
-                        },
-                        other => other,
-                    });
-                }
-                // The transaction allocated it: back to never written.
-                Page::from_image(vec![0; buf.len()])
-            }
+        // A page nobody had written (the transactions allocated it) goes
+        // back to never written; any other must check as it is, and its
+        // bytes go back exactly.
+        let unwritten = Page::new(buf.len(), Kind::Unwritten, file_id, page_no);
+        let page = if buf.iter().all(|&b| b == 0) || buf[4..] == unwritten.bytes()[4..] {
+            Page::from_image(vec![0; buf.len()])
+        } else {
+            Page::from_disk(buf, file.path(), file_id, page_no).map_err(|e| match e {
+                Error::CorruptPage { file, page, detail } => Error::CorruptPage {
+                    file,
+                    page,
+                    detail: format!("after its before-images were written back: {detail}"),
+                },
+                other => other,
+            })?
         };
         out.push((file_id, page));
     }

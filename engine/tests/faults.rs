@@ -219,9 +219,22 @@ fn a_flipped_bit_in_a_page_is_reported_with_file_and_page() {
 
 /// A cluster with table `t`, and node 1 on a fault-injecting device.
 fn faulty_node(dir: &Path) -> (Coordinator, std::sync::Arc<FaultInjector>, Node) {
+    faulty_node_over(dir, 4, 0)
+}
+
+/// [`faulty_node`] with `t` of `buckets` buckets, holding `k0000`.. =
+/// `old-0000`.. for the first `rows` keys (written by node 2).
+fn faulty_node_over(dir: &Path, buckets: u32, rows: u32) -> (Coordinator, std::sync::Arc<FaultInjector>, Node) {
     let coord = setup(dir);
     let admin = Node::open(dir, 2, opts(None)).unwrap();
-    admin.create_table("t", 4).unwrap();
+    admin.create_table("t", buckets).unwrap();
+    if rows > 0 {
+        let mut t = admin.begin().unwrap();
+        for i in 0..rows {
+            t.put("t", &key(i), format!("old-{i:04}").as_bytes()).unwrap();
+        }
+        t.commit().unwrap();
+    }
     admin.close().unwrap();
     let fi = FaultInjector::new(Io::fallback());
     let node = Node::open(dir, 1, opts(Some(fi.io()))).unwrap();
@@ -294,18 +307,7 @@ fn a_commit_torn_between_its_pages_with_the_log_gone_is_backed_out() {
 /// Node 1 on a fault-injecting device, over a table `t` of one bucket
 /// holding `k0000`..`k0039` = `old-0000`..: every item in page 1.
 fn one_bucket_node(dir: &Path) -> (Coordinator, std::sync::Arc<FaultInjector>, Node) {
-    let coord = setup(dir);
-    let admin = Node::open(dir, 2, opts(None)).unwrap();
-    admin.create_table("t", 1).unwrap();
-    let mut t = admin.begin().unwrap();
-    for i in 0..40 {
-        t.put("t", &key(i), format!("old-{i:04}").as_bytes()).unwrap();
-    }
-    t.commit().unwrap();
-    admin.close().unwrap();
-    let fi = FaultInjector::new(Io::fallback());
-    let node = Node::open(dir, 1, opts(Some(fi.io()))).unwrap();
-    (coord, fi, node)
+    faulty_node_over(dir, 1, 40)
 }
 
 fn all_old(dir: &Path) -> bool {
