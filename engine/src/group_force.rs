@@ -28,10 +28,10 @@
 //! it carried several (`GroupForce::gather`): the committers of the round
 //! just ended come back after a transaction's work, and without the wait
 //! a busy node settles into two half-size rounds taking turns. The wait
-//! ends as soon as the round holds as many commits as the largest of the
-//! last few rounds (nobody else is likely to come, and waiting out a last
-//! step left both cores idle for a tenth of each round at eight
-//! committers), after a step with no new commit, or at a bound. Committers
+//! ends as soon as the round holds a commit from every thread that
+//! committed in the last few rounds (nobody else is likely to come, and
+//! waiting out a last step left both cores idle for a tenth of each round
+//! at eight committers), after a step with no new commit, or at a bound. Committers
 //! wake the gathering leader only when the round is full, not at each
 //! arrival. After a round of one commit nobody waits, so a node committing
 //! one transaction at a time never does; the first commit after a busy
@@ -45,6 +45,7 @@
 //! write (running, lease held): a commit can wait a round or two after its
 //! own check, and no page is written once the node must stop.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{Thread, ThreadId};
@@ -83,10 +84,11 @@ struct State {
     waiters: Vec<Waiter>,
     /// Commits in the last round.
     last_round: usize,
-    /// The sizes of the last [`RECENT_ROUNDS`] rounds: the most of them is
-    /// how many commits a round can expect, and a leader that has them all
-    /// stops gathering at once (`GroupForce::gather`).
-    recent: [usize; RECENT_ROUNDS],
+    /// The threads that committed in the last [`RECENT_ROUNDS`] rounds, with
+    /// the last round each did: when every one of them has a commit in the
+    /// queue, nobody else is likely to come, and the leader stops gathering
+    /// (`GroupForce::gather`).
+    committers: HashMap<ThreadId, u64>,
     /// The leader is gathering commits for its round, and wants to be woken
     /// once the queue holds this many.
     gathering: Option<usize>,
@@ -199,6 +201,7 @@ impl GroupForce {
             }
         }
         let me = std::thread::current();
+        s.committers.insert(me.id(), mine);
         loop {
             // Done before anything failed after it: the pages are durable.
             if self.finished.load(Ordering::Acquire) > mine {
@@ -240,8 +243,7 @@ impl GroupForce {
             s = self.lock();
             s.leading = false;
             s.last_round = entries.len();
-            let slot = (round % RECENT_ROUNDS as u64) as usize;
-            s.recent[slot] = entries.len();
+            s.committers.retain(|_, &mut r| r + RECENT_ROUNDS > round);
             match &outcome {
                 Ok(()) => {
                     self.finished.store(round + 1, Ordering::Release);
@@ -268,7 +270,7 @@ impl GroupForce {
     fn gather<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         let start = std::time::Instant::now();
         let deadline = start + MAX_GATHER;
-        let expected = s.recent.iter().copied().max().unwrap_or(0);
+        let expected = s.committers.len();
         s.gathering = Some(expected);
         s.last_arrival = Some(start);
         loop {
@@ -299,8 +301,8 @@ impl GroupForce {
     }
 }
 
-/// How many recent rounds' sizes tell a leader how many commits to expect.
-const RECENT_ROUNDS: usize = 16;
+/// How many recent rounds tell a leader which threads commit.
+const RECENT_ROUNDS: u64 = 16;
 /// How long a round's leader waits for one more commit to join.
 const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(40);
 /// The longest a round's leader gathers.
@@ -455,26 +457,25 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_stops_gathering_once_its_round_is_as_large_as_recent_ones() {
+    fn a_leader_stops_gathering_once_every_recent_committer_is_in_its_round() {
         let fx = &fixture();
         let entry = || Entry {
             intent: Lsn(0),
             pages: Vec::new(),
         };
+        let thread = || std::thread::spawn(|| std::thread::current().id()).join().unwrap();
         let mut s = fx.gf.lock();
-        s.recent[3] = 3;
-        s.recent[7] = 2;
+        for round in [3, 5, 9] {
+            s.committers.insert(thread(), round);
+        }
         s.queue = vec![entry(), entry(), entry()];
         let mut s = fx.gf.gather(s);
-        assert_eq!(s.gather_sleeps, 0, "three commits, as many as the largest recent round");
+        assert_eq!(s.gather_sleeps, 0, "a commit from each of the three recent committers");
         assert!(s.gathering.is_none());
         // One short: the leader waits (a step, as nobody else comes).
         s.queue.pop();
         let s = fx.gf.gather(s);
-        assert!(
-            s.gather_sleeps > 0,
-            "a round smaller than the recent ones waits for more"
-        );
+        assert!(s.gather_sleeps > 0, "a round short of a recent committer waits for it");
         assert_eq!(s.queue.len(), 2);
     }
 
