@@ -173,6 +173,9 @@ const CONFIRM_PATIENCE: Duration = Duration::from_millis(1);
 /// transactions' locks stay retained: recovery finds their intents, sees
 /// every page stamped, and keeps them committed.
 fn confirmer(node: std::sync::Weak<NodeInner>, queue: std::sync::mpsc::Receiver<(TxnId, Lsn)>) {
+    // Woken when the log becomes durable, by a round's leader that has its
+    // committers to wake next.
+    wal::background::run_in_background();
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());

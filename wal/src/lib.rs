@@ -38,6 +38,7 @@
 //! The log never interprets page contents and knows nothing of locks or the
 //! cluster.
 
+pub mod background;
 pub mod control;
 pub mod error;
 #[doc(hidden)]

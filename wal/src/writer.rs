@@ -488,6 +488,7 @@ fn create_log(io: &Io, dir: &Path, cfg: &LogConfig) -> Result<Control> {
 
 impl Shared {
     fn flusher(&self) {
+        crate::background::run_in_background();
         while let Some(batch) = self.gc.take_batch() {
             if self.flush_led(batch, &[], &[]).is_err() {
                 return;
