@@ -31,11 +31,11 @@
 //! ends as soon as the round holds a commit from every thread that
 //! committed in the last few rounds (nobody else is likely to come, and
 //! waiting out a last step left both cores idle for a tenth of each round
-//! at eight committers), after a step with no new commit, or at a bound. Committers
-//! wake the gathering leader only when the round is full, not at each
-//! arrival. After a round of one commit nobody waits, so a node committing
-//! one transaction at a time never does; the first commit after a busy
-//! round waits one step if nobody joins.
+//! at eight committers), after a step with no new commit, or at a bound.
+//! Committers wake the gathering leader only when the round is full, not
+//! at each arrival. After a round of one commit nobody waits, so a node
+//! committing one transaction at a time never does; the first commit after
+//! a busy round waits one step if nobody joins.
 //!
 //! A failed round fails every commit in it, and every later one: a failed
 //! sync is never retried, and the node stops (see [`crate::txn`]). Commits
@@ -89,14 +89,19 @@ struct State {
     /// queue, nobody else is likely to come, and the leader stops gathering
     /// (`GroupForce::gather`).
     committers: HashMap<ThreadId, u64>,
-    /// The leader is gathering commits for its round, and wants to be woken
-    /// once the queue holds this many.
-    gathering: Option<usize>,
-    /// When the last commit joined the queue.
-    last_arrival: Option<std::time::Instant>,
+    /// The leader is gathering commits for its round.
+    gathering: Option<Gathering>,
     /// Times a gathering leader went to sleep.
     #[cfg(test)]
     gather_sleeps: usize,
+}
+
+/// What a gathering leader waits for.
+struct Gathering {
+    /// It wants to be woken once the queue holds this many commits.
+    wanted: usize,
+    /// When the last commit joined the queue (or the gathering began).
+    last_arrival: std::time::Instant,
 }
 
 impl State {
@@ -194,9 +199,10 @@ impl GroupForce {
         }
         let mine = s.next_round;
         s.queue.push(Entry { intent, pages });
-        if let Some(wanted) = s.gathering {
-            s.last_arrival = Some(std::time::Instant::now());
-            if s.queue.len() >= wanted {
+        let queued = s.queue.len();
+        if let Some(g) = &mut s.gathering {
+            g.last_arrival = std::time::Instant::now();
+            if queued >= g.wanted {
                 self.arrived.notify_one();
             }
         }
@@ -265,23 +271,26 @@ impl GroupForce {
 
     /// Lets the committers of the round just finished join this one: they
     /// come back within a transaction's work, and a round pays its flush
-    /// and its sync once whatever its size. Waits while commits keep
-    /// arriving, a step at a time, up to a bound.
+    /// and its sync once whatever its size. Waits until every recent
+    /// committer is in the round, while commits keep arriving a step apart,
+    /// up to a bound.
     fn gather<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         let start = std::time::Instant::now();
         let deadline = start + MAX_GATHER;
-        let expected = s.committers.len();
-        s.gathering = Some(expected);
-        s.last_arrival = Some(start);
+        let wanted = s.committers.len();
+        s.gathering = Some(Gathering {
+            wanted,
+            last_arrival: start,
+        });
         loop {
-            if s.queue.len() >= expected {
+            if s.queue.len() >= wanted {
                 break;
             }
             // Until the bound, or a step after the last arrival. Committers
-            // wake the leader only once the queue holds what it expects, so
+            // wake the leader only once the queue holds what it wants, so
             // it does not wake at every arrival.
-            let quiet_since = s.last_arrival.unwrap_or(start);
-            let until = deadline.min(quiet_since + GATHER_STEP);
+            let last_arrival = s.gathering.as_ref().map_or(start, |g| g.last_arrival);
+            let until = deadline.min(last_arrival + GATHER_STEP);
             let now = std::time::Instant::now();
             if now >= until {
                 break;
