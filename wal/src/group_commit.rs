@@ -66,6 +66,9 @@ struct State {
     closed: bool,
     /// A batch is being written and synced.
     flushing: bool,
+    /// Times the flusher woke up in `take_batch`.
+    #[cfg(test)]
+    flusher_wakeups: usize,
 }
 
 /// See the module docs.
@@ -98,6 +101,8 @@ impl GroupCommit {
                 failed: None,
                 closed: false,
                 flushing: false,
+                #[cfg(test)]
+                flusher_wakeups: 0,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -353,18 +358,33 @@ impl GroupCommit {
             if s.failed.is_some() {
                 return None;
             }
-            let pending: u64 = s.runs.iter().map(|r| r.bytes.len() as u64).sum();
-            if !s.flushing
-                && !s.runs.is_empty()
-                && (s.wanted > s.durable || pending >= self.flush_threshold || s.closed)
-            {
+            if self.flush_due(&s) {
                 return Some(Self::take(&mut s));
             }
             if s.closed && s.runs.is_empty() && !s.flushing {
                 return None;
             }
             s = self.wait(&self.work, s);
+            #[cfg(test)]
+            {
+                s.flusher_wakeups += 1;
+            }
         }
+    }
+
+    /// Whether the flusher has a batch to take: none is being flushed, and
+    /// records are pending that someone waits for, that reach the
+    /// threshold, or that a close must write.
+    fn flush_due(&self, s: &State) -> bool {
+        let pending: u64 = s.runs.iter().map(|r| r.bytes.len() as u64).sum();
+        !s.flushing && !s.runs.is_empty() && (s.wanted > s.durable || pending >= self.flush_threshold || s.closed)
+    }
+
+    /// Takes everything pending as a batch, as a flush would.
+    #[cfg(test)]
+    fn lock_and_take_for_test(&self) -> Batch {
+        let mut s = self.lock();
+        Self::take(&mut s)
     }
 
     /// For whoever flushed `batch`: it is durable.
@@ -376,7 +396,13 @@ impl GroupCommit {
         s.flushing = false;
         s.undurable_bytes -= bytes.min(s.undurable_bytes);
         self.progress.notify_all();
-        self.work.notify_all();
+        // The flusher only when this flush leaves it something to do (or a
+        // close to finish): after most flushes nothing is pending, and a
+        // flusher woken for nothing takes the core from the committers the
+        // flush's leader is about to wake.
+        if s.closed || self.flush_due(&s) {
+            self.work.notify_all();
+        }
     }
 
     /// For the flusher: writing or syncing failed; nothing more is accepted.
@@ -416,5 +442,82 @@ impl GroupCommit {
         s.closed = true;
         self.work.notify_all();
         self.progress.notify_all();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn queue() -> GroupCommit {
+        let layout = Layout::new(1 << 20).unwrap();
+        GroupCommit::new(layout, layout.segment_start(0), 1 << 20, 1 << 19)
+    }
+
+    fn flusher_wakeups(gc: &GroupCommit) -> usize {
+        gc.lock().flusher_wakeups
+    }
+
+    /// Waits (bounded) until the flusher is parked in `take_batch`: its
+    /// wake-ups stop changing.
+    fn settle(gc: &GroupCommit) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = flusher_wakeups(gc);
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = flusher_wakeups(gc);
+            if now == last {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the flusher never settled");
+            last = now;
+        }
+    }
+
+    #[test]
+    fn a_flush_that_leaves_nothing_pending_does_not_wake_the_flusher() {
+        let gc = queue();
+        // Measured inside the scope, asserted after it: the flusher thread
+        // only ends once the queue is closed.
+        let (woken_for_nothing, durable, second) = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while let Some(batch) = gc.take_batch() {
+                    gc.complete(&batch);
+                }
+            });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                settle(&gc);
+                let before = flusher_wakeups(&gc);
+                // Waiters leading their own flushes, nothing appended behind.
+                for txn in 1..=20 {
+                    let lsn = gc.append(&RecordMeta::txn(txn, None), &RecordBody::Commit).unwrap();
+                    gc.wait_durable_with(lsn, |_| Ok(())).unwrap();
+                }
+                settle(&gc);
+                let woken = flusher_wakeups(&gc) - before;
+
+                // A record someone waits for while a flush runs is the
+                // flusher's to write once that flush completes.
+                gc.append(&RecordMeta::txn(21, None), &RecordBody::Commit).unwrap();
+                let batch = gc.lock_and_take_for_test();
+                let second = gc.append(&RecordMeta::txn(22, None), &RecordBody::Commit).unwrap();
+                std::thread::scope(|inner| {
+                    let waiter = inner.spawn(|| gc.wait_durable(second));
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while gc.lock().wanted <= second && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    gc.complete(&batch);
+                    waiter.join().unwrap().unwrap();
+                });
+                (woken, gc.durable(), second)
+            }));
+            gc.close();
+            outcome.unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        assert_eq!(woken_for_nothing, 0, "the flusher was woken for nothing");
+        assert!(durable > second);
     }
 }
