@@ -87,6 +87,22 @@ impl Page {
         p
     }
 
+    /// Whether `buf` is page `page_no` of file `file_id` as nobody wrote it:
+    /// all zeros, or, put back from before-images, the header such a page
+    /// has in memory ([`Page::new`] with [`Kind::Unwritten`]) over zeros,
+    /// whatever its checksum field holds (an unwritten page is never
+    /// sealed).
+    pub fn is_unwritten_image(buf: &[u8], file_id: u32, page_no: u64) -> bool {
+        if buf.iter().all(|&b| b == 0) {
+            return true;
+        }
+        buf.len() >= HEADER_LEN
+            && buf[4..8].iter().all(|&b| b == 0)
+            && buf[8..16] == page_no.to_le_bytes()
+            && buf[16..20] == file_id.to_le_bytes()
+            && buf[20..].iter().all(|&b| b == 0)
+    }
+
     /// A page image exactly as `bytes` (a before-image from the log).
     pub fn from_image(bytes: Vec<u8>) -> Page {
         Page {
@@ -321,6 +337,22 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unwritten_image_is_zeros_or_an_unsealed_empty_header() {
+        assert!(Page::is_unwritten_image(&[0u8; 4096], 7, 3));
+        let mut fresh = Page::new(4096, Kind::Unwritten, 7, 3).bytes().to_vec();
+        assert!(Page::is_unwritten_image(&fresh, 7, 3));
+        assert!(!Page::is_unwritten_image(&fresh, 7, 4), "another page's header");
+        assert!(!Page::is_unwritten_image(&fresh, 8, 3), "another file's header");
+        // The checksum field does not matter; anything else does.
+        fresh[0] = 0xAB;
+        assert!(Page::is_unwritten_image(&fresh, 7, 3));
+        fresh[4000] = 1;
+        assert!(!Page::is_unwritten_image(&fresh, 7, 3));
+        let bucket = Page::new(4096, Kind::Bucket, 7, 3);
+        assert!(!Page::is_unwritten_image(bucket.bytes(), 7, 3));
+    }
 
     #[test]
     fn items_insert_find_remove_and_survive_a_disk_round_trip() {

@@ -16,9 +16,8 @@
 //! 4. **in-flight found** — the search's result, from the last checkpoint.
 //! 5. **written back** — intents decided by their pages, then every changed
 //!    page put back from its before-images, each page once, in rounds of a
-//!    deep queue
-//!    ([`crate::recovery::back_out`]); **synced** — the data files made
-//!    durable.
+//!    deep queue ([`crate::recovery::back_out`]); **synced** — the data
+//!    files made durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own
 //!    restart finds nothing left. The last round of images, the sync and the
 //!    end records go to the kernel as one staged submission, so these steps

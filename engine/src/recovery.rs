@@ -58,7 +58,7 @@ use wal::{AgentId, Log, LogReader, Lsn, PageRef, RecordBody, RecordMeta, TxnId, 
 
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
-use crate::page::{Kind, Page};
+use crate::page::Page;
 
 /// Undoes the records of one custom recovery agent. Agents keep no state:
 /// each record carries what the agent needs.
@@ -436,8 +436,7 @@ fn put_back(
         // A page nobody had written (the transactions allocated it) goes
         // back to never written; any other must check as it is, and its
         // bytes go back exactly.
-        let unwritten = Page::new(buf.len(), Kind::Unwritten, file_id, page_no);
-        let page = if buf.iter().all(|&b| b == 0) || buf[4..] == unwritten.bytes()[4..] {
+        let page = if Page::is_unwritten_image(&buf, file_id, page_no) {
             Page::from_image(vec![0; buf.len()])
         } else {
             Page::from_disk(buf, file.path(), file_id, page_no).map_err(|e| match e {

@@ -5,9 +5,10 @@
 //! request id it carried; a node may pipeline requests. A node in the
 //! coordinator's own process has its requests handled on its own threads
 //! instead ([`LocalLink`]). Lock waits are answered later, when the lock is
-//! granted, times out, or its owner is chosen as a deadlock victim. A ticker thread runs every [`TICK`]: it
-//! declares nodes whose heartbeats stopped failed, expires waits, breaks
-//! deadlocks and ends the grace period after a restart.
+//! granted, times out, or its owner is chosen as a deadlock victim. A
+//! ticker thread runs every [`TICK`]: it declares nodes whose heartbeats
+//! stopped failed, expires waits, breaks deadlocks and ends the grace period
+//! after a restart.
 //!
 //! ## Failure detection
 //! A member is declared failed when its connection drops (the kernel closes

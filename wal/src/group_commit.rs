@@ -380,13 +380,6 @@ impl GroupCommit {
         !s.flushing && !s.runs.is_empty() && (s.wanted > s.durable || pending >= self.flush_threshold || s.closed)
     }
 
-    /// Takes everything pending as a batch, as a flush would.
-    #[cfg(test)]
-    fn lock_and_take_for_test(&self) -> Batch {
-        let mut s = self.lock();
-        Self::take(&mut s)
-    }
-
     /// For whoever flushed `batch`: it is durable.
     pub fn complete(&self, batch: &Batch) {
         let (end, bytes) = (batch.end, batch.bytes());
@@ -500,8 +493,10 @@ mod tests {
 
                 // A record someone waits for while a flush runs is the
                 // flusher's to write once that flush completes.
-                gc.append(&RecordMeta::txn(21, None), &RecordBody::Commit).unwrap();
-                let batch = gc.lock_and_take_for_test();
+                let (_, batch) = gc
+                    .append_leading(&[(RecordMeta::txn(21, None), RecordBody::Commit)])
+                    .unwrap()
+                    .expect("no flush under way");
                 let second = gc.append(&RecordMeta::txn(22, None), &RecordBody::Commit).unwrap();
                 std::thread::scope(|inner| {
                     let waiter = inner.spawn(|| gc.wait_durable(second));
