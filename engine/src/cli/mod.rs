@@ -127,10 +127,11 @@ impl CliError {
 /// `--backend`: which I/O backend to use.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendArg {
-    /// io_uring when the kernel allows it, pread/pwrite otherwise.
+    /// io_uring when the kernel allows it, pread/pwrite otherwise; buffered
+    /// writes the kernel would block on (ext4) run as pwrite/fdatasync.
     #[default]
     Auto,
-    /// io_uring, or fail.
+    /// io_uring for every operation, or fail.
     Uring,
     /// pread/pwrite/fdatasync.
     Fallback,

@@ -3,7 +3,10 @@
 //!
 //! Three backends implement [`Backend`]:
 //! - [`uring`]: io_uring, batched and deep-queued, with linked write → sync
-//!   chains for single writes.
+//!   chains for single writes. Chosen automatically, it writes and syncs a
+//!   file whose writes the kernel cannot start without blocking
+//!   ([`IoFile::writes_block`]) on the calling thread instead: io_uring
+//!   would only hand each such write to a kernel worker thread.
 //! - [`fallback`]: `pread`/`pwrite`/`fdatasync`, chosen when the kernel refuses
 //!   io_uring (probed at open) or when configured.
 //! - [`fault`]: wraps another backend for tests and fails the Nth operation,
@@ -100,10 +103,12 @@ impl fmt::Display for BackendKind {
 /// How to choose a backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendChoice {
-    /// io_uring when the kernel allows it, the fallback otherwise.
+    /// io_uring when the kernel allows it, the fallback otherwise. Writes
+    /// and syncs of files whose writes block ([`IoFile::writes_block`]) run
+    /// on the calling thread (see [`uring`]).
     #[default]
     Auto,
-    /// io_uring or an error.
+    /// io_uring for every operation, or an error.
     Uring,
     /// Always the fallback.
     Fallback,
@@ -118,6 +123,8 @@ pub struct IoFile {
 struct FileInner {
     file: File,
     path: PathBuf,
+    /// See [`IoFile::writes_block`].
+    writes_block: bool,
 }
 
 impl fmt::Debug for IoFile {
@@ -141,12 +148,23 @@ impl IoFile {
 
     /// Wraps an already open file.
     pub fn from_std(file: File, path: &Path) -> IoFile {
+        let writes_block = writes_block(&file);
         IoFile {
             inner: Arc::new(FileInner {
                 file,
                 path: path.to_path_buf(),
+                writes_block,
             }),
         }
+    }
+
+    /// Whether the kernel cannot start a write to this file without
+    /// possibly blocking: a buffered (not `O_DIRECT`) file on a file system
+    /// with no non-blocking buffered write path. io_uring cannot issue such
+    /// a write from the submitting call; it hands every one to a kernel
+    /// worker thread, and the writes of one file to one worker in turn.
+    pub fn writes_block(&self) -> bool {
+        self.inner.writes_block
     }
 
     pub fn path(&self) -> &Path {
@@ -178,6 +196,32 @@ impl IoFile {
     /// Whether two handles share one open file description.
     pub fn same_file(&self, other: &IoFile) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// File systems whose buffered writes io_uring issues without a worker
+/// thread (they take non-blocking buffered writes: XFS since Linux 6.0,
+/// btrfs since 6.1). Any other file system, ext4 among them, gets every
+/// buffered write handed to a worker: on this project's test machine (ext4,
+/// Linux 6.18) every one of 16 000 page writes was
+/// (`io_uring:io_uring_queue_async_work`), and 16 random 4 KiB page writes
+/// took 123 µs through the ring against 54 µs as 16 `pwrite` calls.
+const NONBLOCKING_BUFFERED_WRITE_FS: [u64; 2] = [
+    0x5846_5342, // XFS_SUPER_MAGIC
+    0x9123_683e, // BTRFS_SUPER_MAGIC
+];
+
+/// See [`IoFile::writes_block`]. A file whose flags or file system cannot
+/// be read counts as blocking: that choice costs at most speed.
+fn writes_block(file: &File) -> bool {
+    let direct = rustix::fs::fcntl_getfl(file).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT));
+    if direct {
+        return false;
+    }
+    match rustix::fs::fstatfs(file) {
+        #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs by target
+        Ok(fs) => !NONBLOCKING_BUFFERED_WRITE_FS.contains(&(fs.f_type as u64)),
+        Err(_) => true,
     }
 }
 
@@ -278,7 +322,7 @@ impl Io {
             BackendChoice::Fallback => Ok(Io::fallback()),
             BackendChoice::Uring => uring::UringBackend::probe().map(Io::with_backend),
             BackendChoice::Auto => match uring::UringBackend::probe() {
-                Ok(b) => Ok(Io::with_backend(b)),
+                Ok(b) => Ok(Io::with_backend(b.blocking_writes_on_caller())),
                 Err(e) => {
                     tracing::warn!(error = %e, "io_uring unavailable; using the pread/pwrite fallback");
                     Ok(Io::fallback())

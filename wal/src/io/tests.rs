@@ -4,14 +4,42 @@
 use super::fault::{CrashMode, FaultInjector};
 use super::*;
 
+/// The fallback, io_uring for everything, and the automatic choice (io_uring
+/// with blocking writes on the caller).
 fn backends() -> Vec<Io> {
     let mut out = vec![Io::fallback()];
     match Io::new(BackendChoice::Uring) {
-        Ok(io) => out.push(io),
+        Ok(io) => {
+            out.push(io);
+            out.push(Io::new(BackendChoice::Auto).unwrap());
+        }
         // A kernel that refuses io_uring still runs the fallback suite.
         Err(e) => eprintln!("io_uring unavailable here, testing the fallback only: {e}"),
     }
     out
+}
+
+#[test]
+fn buffered_files_block_on_file_systems_without_nonblocking_buffered_writes_and_direct_ones_never_do() {
+    use std::os::unix::fs::OpenOptionsExt;
+    // tmpfs takes no non-blocking buffered write, and always exists here.
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here; skipped");
+        return;
+    };
+    assert!(temp_file(&shm, "b").writes_block(), "a buffered tmpfs file");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    std::fs::write(&path, b"").unwrap();
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path);
+    match direct {
+        Ok(f) => assert!(!IoFile::from_std(f, &path).writes_block(), "an O_DIRECT file"),
+        Err(e) => eprintln!("no direct I/O on this file system ({e}); that half skipped"),
+    }
 }
 
 fn temp_file(dir: &tempfile::TempDir, name: &str) -> IoFile {
