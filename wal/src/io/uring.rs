@@ -212,10 +212,11 @@ impl UringBackend {
         self
     }
 
-    /// Whether an operation on `files` runs on the caller (see
+    /// Whether an operation on `files` skips the ring for `pwrite` and
+    /// `fdatasync` on the caller (see
     /// [`UringBackend::blocking_writes_on_caller`]): only when every file's
     /// writes block, so a batch is never split between the two ways.
-    fn on_caller<'a>(&self, mut files: impl Iterator<Item = &'a IoFile>) -> bool {
+    fn bypasses_ring<'a>(&self, mut files: impl Iterator<Item = &'a IoFile>) -> bool {
         self.blocking_writes_on_caller && files.all(IoFile::writes_block)
     }
 
@@ -450,7 +451,7 @@ impl Backend for UringBackend {
     }
 
     fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
-        if self.on_caller(writes.iter().map(|w| w.file)) {
+        if self.bypasses_ring(writes.iter().map(|w| w.file)) {
             return FallbackBackend.write_batch(writes, sync);
         }
         // Durable writes are one stage: a few go as one linked chain ending
@@ -513,7 +514,7 @@ impl Backend for UringBackend {
         if files.is_empty() {
             return Ok(());
         }
-        if self.on_caller(files.iter().copied()) {
+        if self.bypasses_ring(files.iter().copied()) {
             return FallbackBackend.sync(files);
         }
         let ops: Vec<RawOp> = files
@@ -548,7 +549,7 @@ impl Backend for UringBackend {
         let files = stages
             .iter()
             .flat_map(|s| s.writes.iter().map(|w| w.file).chain(s.sync.iter().copied()));
-        if self.on_caller(files) {
+        if self.bypasses_ring(files) {
             return stage_by_stage(&FallbackBackend, stages);
         }
         let count: usize = stages.iter().map(|s| s.writes.len() + s.sync.len()).sum();
