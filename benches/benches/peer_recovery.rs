@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use benches::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lockmgr::{Client, ClientConfig, Coordinator, CoordinatorConfig};
+use understudy::admin::lock_client;
 use understudy::{Cluster, Node, NodeOptions};
 use wal::io::{Io, IoFile, WriteOp};
 use wal::{Log, LogConfig, PageUndo, RecordBody, RecordMeta};
@@ -42,7 +43,7 @@ fn prepare_log(cluster: &Cluster, io: &Io, k: u64) {
         },
     )
     .expect("open the failed node's log");
-    let table = std::fs::read(understudy::datafile::table_path(&cluster.data_dir(), 1)).expect("table file");
+    let table = std::fs::read(understudy::admin::table_path(&cluster.data_dir(), 1)).expect("table file");
     let mut last = None;
     for t in 0..k {
         let txn = (1 << 32) | (t + 1);
@@ -96,7 +97,7 @@ fn fail_node_1(cluster: &Cluster, observer: &Node) {
     drop(c);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let st = observer.client().status().expect("status");
+        let st = lock_client(observer).status().expect("status");
         if st.iter().any(|m| m.node == 1 && !m.live) {
             return;
         }
@@ -165,7 +166,7 @@ fn bench(c: &mut Criterion) {
         prepare_log(&cluster, &io, k);
         // The log's node "ran" on this host, so the kernel's word fences it
         // (no process holds its files), as for a node killed here.
-        understudy::fence::mark_host(&cluster.log_dir(1)).expect("host marker");
+        understudy::admin::mark_host(&cluster.log_dir(1)).expect("host marker");
         let template = dir.path().join(format!("log-template-{k}"));
         copy_dir(&cluster.log_dir(1), &template);
         let mut printed = false;

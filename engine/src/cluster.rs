@@ -24,10 +24,15 @@ pub const PAGE_SIZES: [usize; 3] = [4096, 8192, 16384];
 /// A parsed cluster configuration.
 #[derive(Clone, Debug)]
 pub struct Cluster {
+    /// The cluster directory.
     pub dir: PathBuf,
+    /// The ids of the nodes that may join.
     pub nodes: Vec<u32>,
+    /// Where the coordinator listens.
     pub coordinator: Endpoint,
+    /// Bytes per page of every table file.
     pub page_size: usize,
+    /// The file holding the secret nodes authenticate with.
     pub secret_file: PathBuf,
 }
 
@@ -46,19 +51,18 @@ impl Cluster {
     /// Creates a cluster directory: config, a fresh random secret, `data/`,
     /// `logs/`, `coordinator/`. Refuses a directory that already holds one.
     pub fn create(dir: &Path, nodes: &[u32], coordinator: Endpoint, page_size: usize) -> Result<Cluster> {
-        if nodes.is_empty() || nodes.contains(&0) {
-            return Err(Error::InvalidArgument("node ids must be given and non-zero".into()));
+        let distinct: std::collections::BTreeSet<u32> = nodes.iter().copied().collect();
+        if nodes.is_empty() || nodes.contains(&0) || distinct.len() != nodes.len() {
+            return Err(Error::InvalidNodeIds { ids: nodes.to_vec() });
         }
         if !PAGE_SIZES.contains(&page_size) {
-            return Err(Error::InvalidArgument(format!(
-                "page size must be one of {PAGE_SIZES:?}"
-            )));
+            return Err(Error::UnsupportedPageSize {
+                page_size,
+                supported: &PAGE_SIZES,
+            });
         }
         if config_path(dir).exists() {
-            return Err(Error::InvalidArgument(format!(
-                "{} already holds a cluster",
-                dir.display()
-            )));
+            return Err(Error::ClusterExists { dir: dir.to_path_buf() });
         }
         let io_err = |p: &Path, e| wal::io::IoError::new(wal::io::OpKind::Write, p, None, e);
         for sub in ["data", "logs", "coordinator"] {
@@ -116,6 +120,7 @@ impl Cluster {
         })
     }
 
+    /// Reads the cluster secret.
     pub fn secret(&self) -> Result<Secret> {
         Secret::from_file(&self.secret_file).map_err(|e| Error::CorruptFile {
             file: self.secret_file.clone(),
@@ -123,14 +128,17 @@ impl Cluster {
         })
     }
 
+    /// `data/`: the catalog and the table files.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
 
+    /// `logs/<node>/`: node `node`'s private log.
     pub fn log_dir(&self, node: u32) -> PathBuf {
         self.dir.join("logs").join(node.to_string())
     }
 
+    /// `coordinator/`: the coordinator's durable record.
     pub fn coordinator_dir(&self) -> PathBuf {
         self.dir.join("coordinator")
     }

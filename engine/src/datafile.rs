@@ -32,6 +32,7 @@ pub struct DataFile {
     known_len: AtomicU64,
 }
 
+/// The path of table file `file_id` in the data directory `data_dir`.
 pub fn table_path(data_dir: &Path, file_id: u32) -> PathBuf {
     data_dir.join(format!("t-{file_id}.tbl"))
 }
@@ -99,7 +100,10 @@ impl DataFile {
     fn span(&self, page_no: u64) -> Result<(u64, u64)> {
         let offset = page_no
             .checked_mul(self.page_size as u64)
-            .ok_or_else(|| Error::InvalidArgument(format!("page number {page_no} out of range")))?;
+            .ok_or_else(|| Error::PageOutOfRange {
+                file: self.path().to_path_buf(),
+                page: page_no,
+            })?;
         Ok((offset, offset.saturating_add(self.page_size as u64)))
     }
 

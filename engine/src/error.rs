@@ -6,18 +6,43 @@ use std::path::PathBuf;
 
 use lockmgr::{ClientError, ResourceId};
 
-/// Errors of the engine's API.
+/// Errors of the engine's API. Corruption names the file and page;
+/// [`Error::is_retryable`] tells which errors a retry of the whole
+/// transaction may cure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A page failed its checksum or does not belong where it was read.
     #[error("corrupt page {page} of {}: {detail}", file.display())]
-    CorruptPage { file: PathBuf, page: u64, detail: String },
+    CorruptPage {
+        /// The table file.
+        file: PathBuf,
+        /// The page number in it.
+        page: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
 
     /// A file other than a page (catalog, config) is malformed.
     #[error("corrupt {}: {detail}", file.display())]
-    CorruptFile { file: PathBuf, detail: String },
+    CorruptFile {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
 
+    /// A page number whose byte offset does not fit a file (a damaged
+    /// overflow chain or log record names it).
+    #[error("page {page} of {} lies beyond any possible file offset", file.display())]
+    PageOutOfRange {
+        /// The table file.
+        file: PathBuf,
+        /// The page number.
+        page: u64,
+    },
+
+    /// A read, write, sync or open failed.
     #[error(transparent)]
     Io(#[from] wal::io::IoError),
 
@@ -28,7 +53,12 @@ pub enum Error {
     /// The resource is held by a failed node whose recovery has not finished;
     /// retry the transaction later.
     #[error("{resource:?} is retained by failed node {node}; retry later")]
-    Retained { node: u32, resource: ResourceId },
+    Retained {
+        /// The failed node.
+        node: u32,
+        /// The locked resource.
+        resource: ResourceId,
+    },
 
     /// This transaction was chosen as a deadlock victim; it was rolled back.
     #[error("deadlock: the transaction was chosen as the victim; retry it")]
@@ -36,11 +66,17 @@ pub enum Error {
 
     /// A lock could not be had within the wait limit.
     #[error("lock wait on {resource:?} timed out")]
-    LockTimeout { resource: ResourceId },
+    LockTimeout {
+        /// The resource waited for.
+        resource: ResourceId,
+    },
 
     /// A lock requested without waiting is held in a conflicting mode.
     #[error("{resource:?} is locked in a conflicting mode")]
-    Conflict { resource: ResourceId },
+    Conflict {
+        /// The resource.
+        resource: ResourceId,
+    },
 
     /// The node's lease lapsed or its coordinator connection is gone: it
     /// must not write, and stops.
@@ -51,26 +87,113 @@ pub enum Error {
     #[error("coordinator: {0}")]
     Coordinator(ClientError),
 
+    /// No table has this name.
     #[error("no table named {0:?}")]
     NoSuchTable(String),
 
+    /// A table of this name exists already.
     #[error("a table named {0:?} exists already")]
     TableExists(String),
 
-    #[error("key of {len} bytes exceeds the limit of {max}")]
-    KeyTooLarge { len: usize, max: usize },
+    /// A table name that is empty or too long.
+    #[error("table names are 1 to {max} bytes; {name:?} is not")]
+    InvalidTableName {
+        /// The name given.
+        name: String,
+        /// The longest name, in bytes.
+        max: usize,
+    },
 
+    /// A hash table's bucket count out of bounds.
+    #[error("a table has 1 to {max} buckets, not {buckets}")]
+    InvalidBucketCount {
+        /// The count given.
+        buckets: u32,
+        /// The largest count.
+        max: u32,
+    },
+
+    /// A key longer than the limit.
+    #[error("key of {len} bytes exceeds the limit of {max}")]
+    KeyTooLarge {
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+
+    /// A value longer than the limit (which depends on the key's length and
+    /// the page size).
     #[error("value of {len} bytes exceeds the limit of {max}")]
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge {
+        /// The value's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
 
     /// The transaction changed as many pages as one commit can force; it
     /// is still open, and can be rolled back. (Rolling back to a savepoint
     /// frees no room: the pages it changed stay listed.)
     #[error("a transaction may change at most {max} pages")]
-    TransactionTooLarge { max: usize },
+    TransactionTooLarge {
+        /// The most pages one transaction may change.
+        max: usize,
+    },
 
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
+    /// The transaction was committed or rolled back already.
+    #[error("the transaction has ended")]
+    TransactionEnded,
+
+    /// A savepoint of another transaction, or one a rollback to an earlier
+    /// savepoint removed.
+    #[error("the savepoint belongs to another transaction or is gone")]
+    InvalidSavepoint,
+
+    /// A node cannot close while transactions of it are running.
+    #[error("transactions are still running")]
+    TransactionsRunning,
+
+    /// A node id that is not one of the cluster's nodes.
+    #[error("node {node} is not one of the cluster's nodes {nodes:?}")]
+    UnknownNode {
+        /// The id given.
+        node: u32,
+        /// The cluster's node ids.
+        nodes: Vec<u32>,
+    },
+
+    /// Node ids for a new cluster that are missing, zero or repeated.
+    #[error("node ids must be given, non-zero and distinct: {ids:?}")]
+    InvalidNodeIds {
+        /// The ids given.
+        ids: Vec<u32>,
+    },
+
+    /// A page size the engine does not support.
+    #[error("page size must be one of {supported:?}, not {page_size}")]
+    UnsupportedPageSize {
+        /// The size given, in bytes.
+        page_size: usize,
+        /// The supported sizes, in bytes.
+        supported: &'static [usize],
+    },
+
+    /// A directory that holds a cluster already.
+    #[error("{} already holds a cluster", dir.display())]
+    ClusterExists {
+        /// The directory.
+        dir: PathBuf,
+    },
+
+    /// The log holds work of a recovery agent that is not registered with
+    /// this node; the work stays undone (and its locks retained) until a node
+    /// that has the agent recovers it.
+    #[error("in-flight work of recovery agent {agent}, and no such agent is registered")]
+    MissingAgent {
+        /// The agent's id.
+        agent: wal::AgentId,
+    },
 
     /// A commit's page write or sync failed. The transaction is not
     /// committed; the node stopped and leaves itself to recovery.
@@ -105,4 +228,5 @@ impl From<ClientError> for Error {
     }
 }
 
+/// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -38,22 +38,36 @@
 //! `Conflict` mean "retry the transaction"; `LeaseLost` and `Stopped` mean
 //! this node has stopped writing and must be restarted.
 
-pub mod catalog;
-pub mod cluster;
-pub mod datafile;
-pub mod error;
-pub mod fence;
-pub mod group_force;
-pub mod node;
-pub mod page;
-pub mod peer;
-pub mod recovery;
-pub mod restart;
-pub mod table;
-pub mod txn;
-pub mod undo;
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
-pub use cluster::Cluster;
+pub mod admin;
+mod catalog;
+mod cluster;
+mod datafile;
+mod error;
+mod fence;
+mod group_force;
+mod node;
+mod page;
+mod peer;
+mod recovery;
+mod restart;
+mod retry;
+mod sync;
+mod table;
+mod timeline;
+mod txn;
+mod undo;
+
+pub use cluster::{Cluster, PAGE_SIZES};
 pub use error::{Error, Result};
-pub use node::{Node, NodeOptions, StartReport};
+pub use node::options::{NodeOptions, StartReport};
+pub use node::state::MAX_KEPT_RECOVERIES;
+pub use node::{Node, MAX_BUCKETS};
+pub use page::MAX_KEY;
+pub use peer::PeerError;
+pub use retry::{retry, RetryPolicy, Retryable};
+pub use timeline::{Fencing, Step, Timeline};
 pub use txn::{Savepoint, Transaction};
+pub use wal::io::{BackendChoice, BackendKind};

@@ -157,10 +157,6 @@ impl Page {
         &self.buf
     }
 
-    pub fn size(&self) -> usize {
-        self.buf.len()
-    }
-
     pub fn kind(&self) -> Kind {
         match u16_at(&self.buf, 4) {
             1 => Kind::TableHeader,

@@ -41,111 +41,9 @@ use wal::{Log, LogConfig};
 
 use crate::error::Error;
 use crate::fence;
-use crate::node::Node;
+use crate::node::state::NodeState;
 use crate::recovery::{self, Agents};
-
-/// How the failed node was fenced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fencing {
-    /// The kernel released its log lock and every data-file fencing lock.
-    Kernel,
-    /// Its lease had certainly expired.
-    LeaseExpired,
-}
-
-/// One step of a recovery and when it finished, counted from detection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
-    pub name: &'static str,
-    pub at: Duration,
-}
-
-/// The record of one peer recovery.
-#[derive(Clone, Debug)]
-pub struct Timeline {
-    pub failed: u32,
-    pub counterpart: u32,
-    pub fencing: Fencing,
-    pub steps: Vec<Step>,
-    pub in_flight: usize,
-    /// Of those, how many had forced all their pages before the failure and
-    /// so were committed, not backed out (see [`crate::txn`]).
-    pub committed: usize,
-    pub pages: usize,
-    pub records: u64,
-    /// When the failure was detected, on [`monotonic_ns`]'s clock.
-    pub detected_mono_ns: u64,
-}
-
-impl Timeline {
-    fn mark(&mut self, name: &'static str, detected: Instant) {
-        self.mark_at(name, detected.elapsed());
-    }
-
-    /// Records that step `name` finished `at` after detection.
-    fn mark_at(&mut self, name: &'static str, at: Duration) {
-        tracing::info!(
-            failed = self.failed,
-            step = name,
-            at_us = at.as_micros() as u64,
-            "peer recovery step"
-        );
-        self.steps.push(Step { name, at });
-    }
-
-    /// Total time from detection to the release of the locks.
-    pub fn total(&self) -> Duration {
-        self.steps.last().map_or(Duration::ZERO, |s| s.at)
-    }
-
-    /// When a step finished, if it did.
-    pub fn at(&self, name: &str) -> Option<Duration> {
-        self.steps.iter().find(|s| s.name == name).map(|s| s.at)
-    }
-
-    /// One line: who recovered whom, what, and each step's time.
-    pub fn summary(&self) -> String {
-        let steps: Vec<String> = self
-            .steps
-            .iter()
-            .map(|s| format!("{} {:.3}ms", s.name, s.at.as_secs_f64() * 1e3))
-            .collect();
-        format!(
-            "node {} recovered node {}: {} in-flight transactions ({} of them committed), {} pages written back, \
-             {} log records read; fenced by {:?}; {}",
-            self.counterpart,
-            self.failed,
-            self.in_flight,
-            self.committed,
-            self.pages,
-            self.records,
-            self.fencing,
-            steps.join(" → ")
-        )
-    }
-
-    /// The same as JSON.
-    pub fn to_json(&self) -> String {
-        let steps: Vec<String> = self
-            .steps
-            .iter()
-            .map(|s| format!("{{\"step\":\"{}\",\"at_us\":{}}}", s.name, s.at.as_micros()))
-            .collect();
-        format!(
-            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}]}}",
-            self.failed,
-            self.counterpart,
-            self.fencing,
-            self.in_flight,
-            self.committed,
-            self.pages,
-            self.records,
-            self.total().as_micros(),
-            self.detected_mono_ns,
-            steps.join(",")
-        )
-    }
-}
+use crate::timeline::{monotonic_ns, Fencing, Timeline};
 
 /// Why a peer recovery did not happen or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -153,10 +51,20 @@ impl Timeline {
 pub enum PeerError {
     /// Another node is the counterpart (or the node is recovered already).
     #[error("node {failed} is being or has been recovered by another node: {reason}")]
-    NotCounterpart { failed: u32, reason: ClientError },
+    NotCounterpart {
+        /// The failed node.
+        failed: u32,
+        /// The coordinator's refusal.
+        reason: ClientError,
+    },
     /// The failed node could not be shown unable to write.
     #[error("node {failed} could not be fenced: {why}")]
-    NotFenced { failed: u32, why: String },
+    NotFenced {
+        /// The failed node.
+        failed: u32,
+        /// What still holds, and what to do about it.
+        why: String,
+    },
     /// A step failed after registering; the registration was abandoned and
     /// the retained locks are kept.
     #[error(
@@ -165,8 +73,11 @@ pub enum PeerError {
          (`understudy inspect-log`) and restore the damaged part before running `understudy recover --node {failed}`"
     )]
     Failed {
+        /// The failed node.
         failed: u32,
+        /// The step that failed.
         step: &'static str,
+        /// How it failed.
         #[source]
         source: Error,
     },
@@ -174,8 +85,7 @@ pub enum PeerError {
 
 /// Recovers failed node `failed` from `node`, the failure having been
 /// detected at `detected`.
-pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, PeerError> {
-    let inner = &node.inner;
+pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Result<Timeline, PeerError> {
     let _span = tracing::info_span!("peer_recovery", failed, counterpart = inner.node_id).entered();
     let cluster = &inner.cluster;
     let log_dir = cluster.log_dir(failed);
@@ -192,7 +102,7 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
     };
 
     // 1. Fence (the argument is in `crate::fence`).
-    tl.fencing = fence_node(node, failed, detected)?;
+    tl.fencing = fence_node(inner, failed, detected)?;
     tl.mark("fenced", detected);
 
     // 2. Register.
@@ -277,17 +187,17 @@ pub fn recover(node: &Node, failed: u32, detected: Instant) -> Result<Timeline, 
 /// frozen, or a write of it stuck in the device) and still waits for a
 /// counterpart. Nothing is held between tries: fencing comes before
 /// registering. The operator's `recover` makes one try and reports.
-pub(crate) fn auto_recover(node: &Node, failed: u32, detected: Instant) {
+pub(crate) fn auto_recover(node: &NodeState, failed: u32, detected: Instant) {
     loop {
         match recover(node, failed, detected) {
             Ok(tl) => {
-                node.inner.remember(tl);
+                node.remember(tl);
                 return;
             }
             Err(PeerError::NotCounterpart { .. }) => return,
             Err(e @ PeerError::NotFenced { .. }) => {
-                let waiting = node.inner.check_running().is_ok()
-                    && node.inner.client.status().is_ok_and(|members| {
+                let waiting = node.check_running().is_ok()
+                    && node.client.status().is_ok_and(|members| {
                         // Failed, and its recovery inactive.
                         members.iter().any(|m| m.node == failed && !m.live && m.recovery == 1)
                     });
@@ -315,8 +225,7 @@ pub(crate) fn auto_recover(node: &Node, failed: u32, detected: Instant) {
 /// fencing of its own: it held `failed`'s log open — and with it the log's
 /// directory lock, part of the kernel's word here — from before its first
 /// write until after its last, so this waits for it too.
-fn fence_node(node: &Node, failed: u32, detected: Instant) -> Result<Fencing, PeerError> {
-    let inner = &node.inner;
+fn fence_node(inner: &NodeState, failed: u32, detected: Instant) -> Result<Fencing, PeerError> {
     let log_dir = inner.cluster.log_dir(failed);
     let data_dir = inner.cluster.data_dir();
     let lease = Duration::from_millis(u64::from(inner.client.lease_ms()));
@@ -361,12 +270,4 @@ fn fence_node(node: &Node, failed: u32, detected: Instant) -> Result<Fencing, Pe
             Duration::from_millis(5)
         });
     }
-}
-
-/// Now on the system-wide monotonic clock, in nanoseconds: comparable
-/// between processes on one host (an `Instant` is not), so a tool that
-/// killed a node can tell how long detection took.
-pub fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }

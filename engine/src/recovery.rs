@@ -46,7 +46,7 @@
 //!
 //! Undo records of recovery agents other than the page agent are handed to
 //! the agent registered for their id; an in-flight record of an agent nobody
-//! registered stops recovery with [`Error::InvalidArgument`] naming it,
+//! registered stops recovery with [`Error::MissingAgent`] naming it,
 //! rather than silently leaving work undone.
 
 use std::collections::{BTreeMap, HashMap};
@@ -72,17 +72,22 @@ pub type Agents = HashMap<AgentId, Arc<dyn RecoveryAgent>>;
 /// An in-flight transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InFlightTxn {
+    /// The transaction.
     pub txn: TxnId,
+    /// Its first record in the log.
     pub first_lsn: Lsn,
+    /// Its last record in the log.
     pub last_lsn: Lsn,
 }
 
 /// A transaction caught between its commit intent and its commit record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intent {
+    /// The transaction.
     pub txn: TxnId,
     /// Where the intent lies: the stamp its pages carry once written.
     pub lsn: Lsn,
+    /// The pages the intent lists.
     pub pages: Vec<PageRef>,
     /// (file id, page) → the LSNs of its before-images, oldest first, put
     /// back if the transaction turns out not committed.
@@ -94,6 +99,7 @@ pub struct Intent {
 /// What [`find_in_flight`] found.
 #[derive(Debug, Default)]
 pub struct InFlight {
+    /// The in-flight transactions, by id.
     pub txns: Vec<InFlightTxn>,
     /// In-flight transactions that had logged their commit intent; decided
     /// by [`back_out`], which moves the images of those not committed
@@ -109,6 +115,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// Whether no transaction was in flight.
     pub fn is_empty(&self) -> bool {
         self.txns.is_empty()
     }
@@ -286,9 +293,7 @@ pub fn back_out(
     let started = Instant::now();
     for (agent, _, _, _) in &found.agent_records {
         if *agent != PAGE_AGENT && !agents.contains_key(agent) {
-            return Err(Error::InvalidArgument(format!(
-                "in-flight work of recovery agent {agent}, and no such agent is registered"
-            )));
+            return Err(Error::MissingAgent { agent: *agent });
         }
     }
     // Intents first: a committed one keeps its pages (synced below with the
@@ -430,8 +435,11 @@ fn put_back(
     let mut out = Vec::with_capacity(keys.len());
     for ((&(file_id, page_no), (file, _)), mut buf) in keys.iter().zip(&targets).zip(images) {
         for (offset, bytes) in ranges.remove(&(file_id, page_no)).unwrap_or_default().iter().rev() {
-            crate::undo::apply(&mut buf, *offset, bytes)
-                .map_err(|detail| Error::InvalidArgument(format!("page {page_no} of file {file_id}: {detail}")))?;
+            crate::undo::apply(&mut buf, *offset, bytes).map_err(|detail| Error::CorruptPage {
+                file: file.path().to_path_buf(),
+                page: page_no,
+                detail: format!("a before-image in the log does not fit the page: {detail}"),
+            })?;
         }
         // A page nobody had written (the transactions allocated it) goes
         // back to never written; any other must check as it is, and its

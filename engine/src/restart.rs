@@ -16,7 +16,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::node::NodeInner;
+use crate::node::state::NodeState;
 
 /// Replaces `{cluster}` and `{node}` in each word of `template`.
 pub fn command_line(template: &[String], cluster: &std::path::Path, node: u32) -> Vec<String> {
@@ -31,7 +31,7 @@ pub fn command_line(template: &[String], cluster: &std::path::Path, node: u32) -
 
 /// Handles a `RestartRequested` event for `failed`: launches its restart
 /// if this node is the one to.
-pub(crate) fn on_request(inner: &NodeInner, failed: u32) {
+pub(crate) fn on_request(inner: &NodeState, failed: u32) {
     let Some(template) = inner.opts.restart_command.as_ref().filter(|t| !t.is_empty()) else {
         return;
     };

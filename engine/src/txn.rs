@@ -70,7 +70,7 @@ use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
 
 use crate::catalog::TableInfo;
 use crate::error::{Error, Result};
-use crate::node::NodeInner;
+use crate::node::state::NodeState;
 use crate::page::{Kind, Page, HEADER_LEN, ITEM_OVERHEAD};
 use crate::table::{self, Header};
 
@@ -92,7 +92,7 @@ type PageKey = (u32, u64);
 /// A transaction. Dropping one that was neither committed nor rolled back
 /// rolls it back.
 pub struct Transaction {
-    node: Arc<NodeInner>,
+    node: Arc<NodeState>,
     id: TxnId,
     pages: HashMap<PageKey, TxnPage>,
     locks: HashMap<ResourceId, LockMode>,
@@ -109,7 +109,7 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    pub(crate) fn new(node: Arc<NodeInner>, id: TxnId) -> Transaction {
+    pub(crate) fn new(node: Arc<NodeState>, id: TxnId) -> Transaction {
         Transaction {
             node,
             id,
@@ -125,6 +125,7 @@ impl Transaction {
         }
     }
 
+    /// The transaction's id in its node's log.
     pub fn id(&self) -> TxnId {
         self.id
     }
@@ -386,9 +387,7 @@ impl Transaction {
     pub fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
         self.check_open()?;
         if sp.txn != self.id || sp.level > self.scope || sp.level == 0 {
-            return Err(Error::InvalidArgument(
-                "savepoint of another transaction, or already gone".into(),
-            ));
+            return Err(Error::InvalidSavepoint);
         }
         let mut restored: HashMap<PageKey, Page> = HashMap::new();
         for images in self.scope_images.drain(sp.level as usize..) {
@@ -525,7 +524,7 @@ impl Transaction {
 
     fn check_open(&self) -> Result<()> {
         if self.done {
-            return Err(Error::InvalidArgument("the transaction has ended".into()));
+            return Err(Error::TransactionEnded);
         }
         self.node.check_running()
     }

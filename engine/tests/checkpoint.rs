@@ -66,7 +66,7 @@ fn checkpoints_truncate_the_log_and_recovery_still_sees_older_work() {
     // never passes it.
     // (The last commits may still await their durable Commit record: their
     // intents show them committing, and their pages decide.)
-    let found = understudy::recovery::find_in_flight(&reader).unwrap();
+    let found = understudy::admin::find_in_flight(&reader).unwrap();
     let undecided: Vec<u64> = found
         .txns
         .iter()

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 mod common;
 
-use understudy::peer::PeerError;
+use understudy::admin::lock_client;
+use understudy::PeerError;
 use understudy::{Error, Node, NodeOptions};
 use wal::io::fault::{CrashMode, FaultInjector};
 use wal::io::Io;
@@ -60,14 +61,14 @@ fn a_damaged_failed_log_abandons_recovery_and_keeps_the_locks() {
     drop(open);
     drop(n1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while n2.client().retained(1).unwrap().is_empty() {
+    while lock_client(&n2).retained(1).unwrap().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "node 1 never failed with its locks retained"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let retained = n2.client().retained(1).unwrap();
+    let retained = lock_client(&n2).retained(1).unwrap();
 
     // Damage the in-flight transaction's undo record (later flushes follow).
     let reader = wal::LogReader::open(&cluster.log_dir(1), Io::fallback()).unwrap();
@@ -94,8 +95,8 @@ fn a_damaged_failed_log_abandons_recovery_and_keeps_the_locks() {
         other => panic!("expected a corruption failure, got {other:?}"),
     }
     // No lock was released, and the registration is abandoned: inactive.
-    assert_eq!(n2.client().retained(1).unwrap(), retained);
-    let st = n2.client().status().unwrap();
+    assert_eq!(lock_client(&n2).retained(1).unwrap(), retained);
+    let st = lock_client(&n2).status().unwrap();
     let m = st.iter().find(|m| m.node == 1).unwrap();
     assert!(!m.live);
     assert_eq!(

@@ -18,6 +18,7 @@ mod common;
 
 use common::{read, wait_for};
 
+use understudy::admin::lock_client;
 use understudy::{Node, NodeOptions};
 use wal::io::fault::FaultInjector;
 use wal::io::Io;
@@ -59,7 +60,7 @@ fn counterpart_child() {
 }
 
 fn member(node: &Node, id: u32) -> lockmgr::wire::MemberInfo {
-    node.client()
+    lock_client(node)
         .status()
         .unwrap()
         .into_iter()
@@ -81,7 +82,7 @@ fn a_counterpart_killed_mid_recovery_is_replaced_and_the_data_ends_the_same() {
 
     // Node 2 registers and gets stuck writing the before-image; kill it.
     let mut child = common::child_test("counterpart_child", &[(CHILD_VAR, dir.path().as_os_str())]);
-    let lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.take_stdout().unwrap()).lines();
     let stuck = lines
         .map_while(Result::ok)
         .find(|l| l.contains("STUCK "))
@@ -96,16 +97,18 @@ fn a_counterpart_killed_mid_recovery_is_replaced_and_the_data_ends_the_same() {
         (2, 2),
         "node 2 is the active counterpart"
     );
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill().unwrap();
     wait_for("node 2's registration to be dropped", || member(&n3, 1).recovery == 1);
-    assert!(!n3.client().retained(1).unwrap().is_empty(), "nothing released yet");
+    assert!(
+        !lock_client(&n3).retained(1).unwrap().is_empty(),
+        "nothing released yet"
+    );
 
     // Node 3 takes over and finishes.
     let tl = n3.recover_peer(1).expect("node 3 recovers node 1");
     assert_eq!((tl.failed, tl.counterpart, tl.in_flight), (1, 3, 1));
     assert_eq!(read(&n3, b"k").as_deref(), Some(&b"committed"[..]));
-    assert!(n3.client().retained(1).unwrap().is_empty());
+    assert!(lock_client(&n3).retained(1).unwrap().is_empty());
     assert_eq!(member(&n3, 1).recovery, 3, "recovered");
     // Node 1's own restart finds nothing left to back out.
     let n1 = Node::open(dir.path(), 1, opts()).unwrap();

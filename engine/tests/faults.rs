@@ -203,7 +203,7 @@ fn a_flipped_bit_in_a_page_is_reported_with_file_and_page() {
     t.put("t", b"k", b"precious").unwrap();
     t.commit().unwrap();
     // The table's only bucket is page 1 of its file.
-    let file = understudy::datafile::table_path(&dir.path().join("data"), 1);
+    let file = understudy::admin::table_path(&dir.path().join("data"), 1);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[4096 + 40] ^= 0x04;
     std::fs::write(&file, &bytes).unwrap();
@@ -358,7 +358,7 @@ fn a_page_torn_mid_write_is_put_back_whole_from_its_byte_ranges() {
         ],
         "the changed ranges"
     );
-    let page = &std::fs::read(understudy::datafile::table_path(&dir.path().join("data"), 1)).unwrap()[4096..8192];
+    let page = &std::fs::read(understudy::admin::table_path(&dir.path().join("data"), 1)).unwrap()[4096..8192];
     assert!(
         page.windows(8).any(|w| w == b"new-0001") && page.windows(8).any(|w| w == b"old-0030"),
         "the page on disk is torn: new in its first sector, old after"
@@ -385,7 +385,7 @@ fn a_page_damaged_outside_the_changed_ranges_stops_recovery_as_corruption() {
     fi.crash(CrashMode::KeepUnsynced).unwrap();
     drop(node);
     // Item 35's value: bytes the transaction never changed.
-    let file = understudy::datafile::table_path(&dir.path().join("data"), 1);
+    let file = understudy::admin::table_path(&dir.path().join("data"), 1);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[4096 + 48 + 17 * 35 + 10] ^= 0x10;
     std::fs::write(&file, &bytes).unwrap();

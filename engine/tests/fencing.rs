@@ -22,7 +22,8 @@ mod common;
 
 use common::{read, wait_for};
 
-use understudy::peer::Fencing;
+use understudy::admin::lock_client;
+use understudy::Fencing;
 use understudy::{Error, Node, NodeOptions};
 use wal::io::fault::FaultInjector;
 use wal::io::{Io, OpKind};
@@ -107,7 +108,11 @@ fn a_cut_off_node_stops_writing_before_its_counterpart_writes_a_before_image() {
     cut.store(true, Ordering::Release);
     wait_for("node 1 to stop on its lapsed lease", || n1.stopped().is_some());
     wait_for("the coordinator to declare node 1 failed", || {
-        n2.client().status().unwrap().iter().any(|m| m.node == 1 && !m.live)
+        lock_client(&n2)
+            .status()
+            .unwrap()
+            .iter()
+            .any(|m| m.node == 1 && !m.live)
     });
     // Several leases go by; with the write still pending, no recovery may
     // get past fencing, however long ago the lease ran out.
@@ -116,7 +121,10 @@ fn a_cut_off_node_stops_writing_before_its_counterpart_writes_a_before_image() {
         n2.recoveries().is_empty(),
         "node 2 recovered node 1 while its write was still in flight"
     );
-    assert!(!n2.client().retained(1).unwrap().is_empty(), "its page stays retained");
+    assert!(
+        !lock_client(&n2).retained(1).unwrap().is_empty(),
+        "its page stays retained"
+    );
 
     // The device finishes the write. Only now may the counterpart go on.
     device.release_stalled();
@@ -147,7 +155,7 @@ fn a_cut_off_node_stops_writing_before_its_counterpart_writes_a_before_image() {
         (decided, Some(value)),
         "recovery decided after node 1's late write, not under it, and agrees with what its commit said"
     );
-    assert!(n2.client().retained(1).unwrap().is_empty());
+    assert!(lock_client(&n2).retained(1).unwrap().is_empty());
     // Node 1, stopped, wrote nothing more: not to its log (a peer appended
     // end records there), not to the data files.
     assert_eq!(device.count(OpKind::Write), writes_at_the_end);
@@ -179,7 +187,11 @@ fn a_cut_off_counterpart_is_fenced_before_the_next_one_writes() {
         },
     );
     wait_for("node 1 to be declared failed", || {
-        n3.client().status().unwrap().iter().any(|m| m.node == 1 && !m.live)
+        lock_client(&n3)
+            .status()
+            .unwrap()
+            .iter()
+            .any(|m| m.node == 1 && !m.live)
     });
     disk2.stall_writes(".tbl");
     let first = {
@@ -192,7 +204,7 @@ fn a_cut_off_counterpart_is_fenced_before_the_next_one_writes() {
     cut.store(true, Ordering::Release);
     wait_for("node 2 to stop", || n2.stopped().is_some());
     wait_for("node 2 to be declared failed and node 1 free again", || {
-        let st = n3.client().status().unwrap();
+        let st = lock_client(&n3).status().unwrap();
         st.iter().any(|m| m.node == 2 && !m.live) && st.iter().any(|m| m.node == 1 && m.recovery == 1)
     });
     let second = {
@@ -214,5 +226,5 @@ fn a_cut_off_counterpart_is_fenced_before_the_next_one_writes() {
     // write landed; node 3 then finds nothing left, which is as right.
     assert_eq!((tl.failed, tl.counterpart), (1, 3));
     assert_eq!(read(&n3, b"k").as_deref(), Some(&b"committed"[..]));
-    assert!(n3.client().retained(1).unwrap().is_empty());
+    assert!(lock_client(&n3).retained(1).unwrap().is_empty());
 }

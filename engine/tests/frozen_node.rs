@@ -5,12 +5,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
+
+use harness::ChildGuard;
 use std::time::Duration;
 
 mod common;
 
 use common::{read, wait_for};
+use understudy::admin::lock_client;
 use understudy::{Node, NodeOptions};
 
 const CHILD_VAR: &str = "UNDERSTUDY_FROZEN_CHILD_CLUSTER";
@@ -37,9 +40,10 @@ fn frozen_child() {
     drop(t);
 }
 
-fn signal(child: &Child, sig: &str) {
+fn signal(child: &ChildGuard, sig: &str) {
+    let pid = child.id().expect("the child is not reaped");
     let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
+        .args([sig, &pid.to_string()])
         .status()
         .expect("run kill")
         .success();
@@ -62,27 +66,30 @@ fn a_frozen_node_is_recovered_once_its_process_is_gone() {
     n2.create_table("t", 4).unwrap();
 
     let mut child = common::child_test("frozen_child", &[(CHILD_VAR, dir.path().as_os_str())]);
-    let ready = BufReader::new(child.0.stdout.take().unwrap())
+    let ready = BufReader::new(child.take_stdout().unwrap())
         .lines()
         .map_while(Result::ok)
         .any(|l| l.ends_with("READY"));
     assert!(ready, "the child did not start");
 
-    signal(&child.0, "-STOP");
+    signal(&child, "-STOP");
     wait_for("node 1 to be declared failed", || {
-        n2.client().status().unwrap().iter().any(|m| m.node == 1 && !m.live)
+        lock_client(&n2)
+            .status()
+            .unwrap()
+            .iter()
+            .any(|m| m.node == 1 && !m.live)
     });
     // Several rounds of patience go by: nothing may be recovered while the
     // frozen process holds its files.
     std::thread::sleep(Duration::from_millis(1000));
     assert!(n2.recoveries().is_empty(), "recovered a node that could still write");
-    assert!(!n2.client().retained(1).unwrap().is_empty());
+    assert!(!lock_client(&n2).retained(1).unwrap().is_empty());
 
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill().unwrap();
     wait_for("node 2 to recover node 1", || !n2.recoveries().is_empty());
     let tl = n2.recoveries().pop().unwrap();
     assert_eq!((tl.failed, tl.in_flight), (1, 1));
     assert_eq!(read(&n2, b"k").as_deref(), Some(&b"committed"[..]));
-    assert!(n2.client().retained(1).unwrap().is_empty());
+    assert!(lock_client(&n2).retained(1).unwrap().is_empty());
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 mod common;
 
-use understudy::{table::bucket_page, Error, Node, NodeOptions};
+use understudy::{admin::bucket_page, Error, Node, NodeOptions};
 
 #[test]
 fn a_transaction_past_the_intent_limit_is_refused_and_the_node_goes_on() {

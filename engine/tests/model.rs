@@ -203,25 +203,26 @@ impl Session {
 /// commit records are durable (about a millisecond on an idle node), longer
 /// than the 1 ms lock wait, so a refused read is tried again, boundedly.
 fn check_all(node: &Node, committed: &State) {
-    for attempt in 0.. {
-        let mut t = node.begin().unwrap();
-        let mut read = || -> Result<(), understudy::Error> {
-            for (ti, name) in TABLES.iter().enumerate() {
-                for k in 0..40u8 {
-                    assert_eq!(
-                        t.get(name, &key(k))?.as_ref(),
-                        committed.get(&(ti, key(k))),
-                        "final read of {name}/{k}"
-                    );
-                }
+    let patient = understudy::RetryPolicy {
+        max_retries: 500,
+        max_backoff: Duration::from_millis(1),
+        step: Duration::from_millis(1),
+    };
+    let read = understudy::retry(&patient, |_| {
+        let mut t = node.begin()?;
+        for (ti, name) in TABLES.iter().enumerate() {
+            for k in 0..40u8 {
+                assert_eq!(
+                    t.get(name, &key(k))?.as_ref(),
+                    committed.get(&(ti, key(k))),
+                    "final read of {name}/{k}"
+                );
             }
-            Ok(())
-        };
-        match read() {
-            Ok(()) => return t.rollback().unwrap(),
-            Err(e) if e.is_retryable() && attempt < 500 => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => panic!("final read failed: {e}"),
         }
+        t.rollback()
+    });
+    if let Err(e) = read {
+        panic!("final read failed: {e}");
     }
 }
 

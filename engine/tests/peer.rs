@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use rand::Rng;
+use understudy::admin::lock_client;
 use understudy::{Node, NodeOptions};
 
 const CHILD_VAR: &str = "UNDERSTUDY_PEER_CHILD_CLUSTER";
@@ -105,7 +106,7 @@ fn survivors_recover_a_killed_node_exactly_once_and_lose_nothing() {
             "child_node",
             &[(CHILD_VAR, dir.path().as_os_str()), (ROUND_VAR, round_var.as_ref())],
         );
-        let out = child.0.stdout.take().unwrap();
+        let out = child.take_stdout().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -126,8 +127,7 @@ fn survivors_recover_a_killed_node_exactly_once_and_lose_nothing() {
             }
         };
         std::thread::sleep(Duration::from_millis(rand::rng().random_range(5..60)));
-        child.0.kill().unwrap();
-        child.0.wait().unwrap();
+        child.kill().unwrap();
         for line in std::iter::once(first_ack).chain(rx.try_iter()) {
             if let Some(rest) = line.strip_prefix("ACK ") {
                 let (g, v) = rest.split_once(' ').unwrap();
@@ -163,7 +163,7 @@ fn survivors_recover_a_killed_node_exactly_once_and_lose_nothing() {
         );
         recovered_in_flight += tl.in_flight;
         assert!(
-            n2.client().retained(1).unwrap().is_empty(),
+            lock_client(&n2).retained(1).unwrap().is_empty(),
             "every retained lock released"
         );
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 mod common;
 
 use common::wait_for;
+use understudy::admin::lock_client;
 use understudy::{Error, Node, NodeOptions};
 use wal::io::OpKind;
 
@@ -28,7 +29,7 @@ fn one_key_per_bucket() -> Vec<Vec<u8>> {
     let mut missing = BUCKETS as usize;
     for i in 0u64.. {
         let k = format!("key-{i}").into_bytes();
-        let b = understudy::table::bucket_page(&k, BUCKETS) as usize - 1;
+        let b = understudy::admin::bucket_page(&k, BUCKETS) as usize - 1;
         if keys[b].is_none() {
             keys[b] = Some(k);
             missing -= 1;
@@ -74,7 +75,11 @@ fn every_page_of_a_large_in_flight_transaction_gets_its_oldest_image_back() {
     );
     drop(n1);
     wait_for("node 1 to be declared failed", || {
-        n2.client().status().unwrap().iter().any(|m| m.node == 1 && !m.live)
+        lock_client(&n2)
+            .status()
+            .unwrap()
+            .iter()
+            .any(|m| m.node == 1 && !m.live)
     });
 
     let tl = n2.recover_peer(1).unwrap();

@@ -4,7 +4,9 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use harness::ChildGuard;
 
 use lockmgr::{Coordinator, CoordinatorConfig};
 use std::sync::Arc;
@@ -32,12 +34,9 @@ pub fn cluster_with_coordinator(dir: &Path, nodes: &[u32]) -> (Cluster, Coordina
 }
 
 /// Waits (up to 30 s, then panics naming `what`) until `done` holds.
-pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+pub fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    let held = harness::wait_for(Duration::from_secs(30), Duration::from_millis(5), done);
+    assert!(held, "timed out waiting for {what}");
 }
 
 /// `key` of table `t`, read in a transaction of its own.
@@ -86,23 +85,13 @@ pub fn node_1_fails_mid_commit(dir: &Path, opts: NodeOptions, value: &[u8]) -> A
 }
 
 /// Runs test `name` of this test binary as a child process with `vars` in
-/// its environment and its stdout piped; killed when dropped.
-pub fn child_test(name: &str, vars: &[(&str, &OsStr)]) -> Killed {
+/// its environment and its stdout piped; killed and reaped when dropped (on
+/// every path out of a test, panics included).
+pub fn child_test(name: &str, vars: &[(&str, &OsStr)]) -> ChildGuard {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
     for (k, v) in vars {
         cmd.env(k, v);
     }
-    Killed(cmd.stdout(Stdio::piped()).spawn().unwrap())
-}
-
-/// A child process, killed and reaped when dropped (on every path out of a
-/// test, panics included).
-pub struct Killed(pub std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    ChildGuard::spawn(cmd.stdout(Stdio::piped())).unwrap()
 }

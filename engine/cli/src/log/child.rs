@@ -11,10 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use wal::{Log, Lsn, TxnId};
+use wal::{Log, TxnId};
 
-use super::workload::run_txn;
-use super::{demo_log_config, BackendArg, CliError, DEFAULT_SEGMENT_SIZE};
+use crate::backend::BackendArg;
+use crate::error::CliError;
+use crate::log::ack::format_ack;
+use crate::log::config::{demo_log_config, parse_segment_size, DEFAULT_SEGMENT_SIZE};
+use crate::log::workload::run_txn;
 
 /// Longest pause before each page change, so that the kill finds
 /// transactions in flight (see [`run_txn`]).
@@ -35,23 +38,12 @@ pub struct ChildArgs {
     #[arg(long)]
     pub txn_base: TxnId,
     /// Segment size if the log has to be created.
-    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = super::demo::parse_segment_size)]
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = parse_segment_size)]
     pub segment_size: u64,
     /// Stop on its own after this many seconds, so that a child whose parent
     /// died without killing it does not fill the disk.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub max_seconds: u64,
-}
-
-/// Parses one line of the child's stdout.
-pub fn parse_ack(line: &str) -> Option<(TxnId, Lsn)> {
-    let mut words = line.split_whitespace();
-    if words.next()? != "ACK" {
-        return None;
-    }
-    let txn = words.next()?.parse().ok()?;
-    let lsn = words.next()?.parse().ok()?;
-    words.next().is_none().then_some((txn, Lsn(lsn)))
 }
 
 pub fn run(args: &ChildArgs) -> Result<(), CliError> {
@@ -94,24 +86,10 @@ fn appender(
         let outcome =
             run_txn(log, txn, &mut rng, Some(THINK_TIME)).inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = writeln!(out, "ACK {txn} {}", outcome.commit).and_then(|()| out.flush()) {
+        if let Err(e) = writeln!(out, "{}", format_ack(txn, outcome.commit)).and_then(|()| out.flush()) {
             stop.store(true, Ordering::Relaxed);
             return Err(CliError::os("writing an acknowledgement to stdout", e));
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ack_lines_and_nothing_else() {
-        assert_eq!(parse_ack("ACK 7 4096\n"), Some((7, Lsn(4096))));
-        assert_eq!(parse_ack("ACK 7"), None);
-        assert_eq!(parse_ack("ACK 7 40 9"), None);
-        assert_eq!(parse_ack("NACK 7 40"), None);
-        assert_eq!(parse_ack("ACK x 40"), None);
-    }
 }

@@ -11,120 +11,16 @@
 //! Every process it starts is killed and reaped, and the directory removed,
 //! on every path.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use understudy::{Cluster, Node, NodeOptions};
+use understudy::Node;
 
-use super::bank::{self, Ack};
-use super::CliError;
-
-/// Arguments of `demo`.
-#[derive(clap::Args, Debug)]
-pub struct ClusterDemoArgs {
-    /// Transfer threads per node.
-    #[arg(long, default_value_t = 2)]
-    pub threads: u16,
-    /// Bank accounts.
-    #[arg(long, default_value_t = 200)]
-    pub accounts: u32,
-    /// Seconds of transfers before the kill, and again after the recovery.
-    #[arg(long, default_value_t = 2)]
-    pub seconds: u64,
-    /// Keep the cluster directory (its path is printed).
-    #[arg(long)]
-    pub keep: bool,
-    /// Measure instead: kill node 1 `--kills` times and report percentiles
-    /// of failure detection and of kill → locks released, and the
-    /// survivors' commit rate during recoveries. The bank gets at least 100
-    /// accounts per transfer node 1 keeps in flight.
-    #[arg(long)]
-    pub bench: bool,
-    /// Kills the bench makes.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub kills: u32,
-    /// Transfer threads of node 1 in the bench.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub victim_threads: u16,
-    /// Transfers each of node 1's threads keeps in flight in the bench,
-    /// interleaved (`node --txns-per-thread`): threads × this is about the
-    /// transactions in flight when it is killed, a little less since each
-    /// is between transfers part of the time (10 × 15 leaves about 100).
-    /// 100 threads of one each is the same load, slower to kill: the
-    /// kernel tears every thread down before the process's sockets close.
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub victim_txns_per_thread: u16,
-    /// Milliseconds node 1 pauses inside each transfer in the bench.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
-    pub think_ms: u64,
-    /// Print the bench's figures as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub(super) const INIT_BALANCE: u64 = 1000;
-/// The node killed, and the member the demo checks the bank from.
-pub(super) const VICTIM: u32 = 1;
-pub(super) const CHECKER: u32 = 4;
-
-/// A child process killed and reaped when dropped.
-pub(super) struct Proc {
-    pub(super) child: Child,
-    name: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One line a node printed, and when.
-pub(super) struct Line {
-    pub(super) node: u32,
-    pub(super) at: Instant,
-    pub(super) text: String,
-}
-
-pub(super) fn spawn(
-    exe: &Path,
-    args: &[String],
-    name: &str,
-    node: u32,
-    tx: Option<mpsc::Sender<Line>>,
-) -> Result<Proc, CliError> {
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| CliError::os(format!("starting {name}"), e))?;
-    let out = child.stdout.take().expect("stdout is piped");
-    if let Some(tx) = tx {
-        std::thread::spawn(move || {
-            for text in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx
-                    .send(Line {
-                        node,
-                        at: Instant::now(),
-                        text,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-    Ok(Proc {
-        child,
-        name: name.into(),
-    })
-}
+use crate::bank::{self, Ack};
+use crate::cluster::demo_args::ClusterDemoArgs;
+use crate::cluster::processes::{check_bank, quiet, spawn, start_cluster, Line, CHECKER, INIT_BALANCE, VICTIM};
+use crate::error::CliError;
 
 fn rate(acks: &[(u32, Instant)], from: Instant, to: Instant) -> f64 {
     let n = acks.iter().filter(|(_, t)| *t >= from && *t < to).count();
@@ -143,7 +39,7 @@ pub fn run(args: &ClusterDemoArgs) -> Result<(), CliError> {
     let d = dir.display().to_string();
     let ep = format!("unix:{}", dir.join("coordinator.sock").display());
     let result = if args.bench {
-        super::recovery_bench::run(args, &exe, &dir, &d, &ep)
+        crate::cluster::recovery_bench::run(args, &exe, &dir, &d, &ep)
     } else {
         demo(args, &exe, &dir, &d, &ep)
     };
@@ -152,34 +48,6 @@ pub fn run(args: &ClusterDemoArgs) -> Result<(), CliError> {
         say!("cluster directory kept at {}", kept.display());
     }
     result
-}
-
-/// Creates the cluster in `dir` (nodes 1–3 and the checker), starts its
-/// coordinator process and creates the bank from the checker's member id.
-/// Returns the coordinator and the line it printed when it listened.
-pub(super) fn start_cluster(
-    exe: &Path,
-    dir: &Path,
-    d: &str,
-    ep: &str,
-    accounts: u32,
-) -> Result<(Proc, String), CliError> {
-    Cluster::create(dir, &[1, 2, 3, CHECKER], ep.parse().map_err(CliError::Invalid)?, 4096)?;
-    let (ctx, crx) = mpsc::channel();
-    let coordinator = spawn(
-        exe,
-        &["coordinator".into(), "--cluster".into(), d.into()],
-        "coordinator",
-        0,
-        Some(ctx),
-    )?;
-    let listening = crx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| CliError::Child("the coordinator did not start".into()))?;
-    let node = Node::open(dir, CHECKER, quiet())?;
-    bank::init(&node, accounts, INIT_BALANCE)?;
-    node.close()?;
-    Ok((coordinator, listening.text))
 }
 
 fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Result<(), CliError> {
@@ -264,9 +132,8 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
         }
     }
     // Kill node 1 in the middle of its work.
-    victim.child.kill().map_err(|e| CliError::os("killing node 1", e))?;
     let killed = Instant::now();
-    let _ = victim.child.wait();
+    victim.child.kill().map_err(|e| CliError::os("killing node 1", e))?;
     say!(
         "node {VICTIM} killed with SIGKILL at {:.1}s",
         started.elapsed().as_secs_f64()
@@ -326,32 +193,4 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
     // The check, from a member that took no part.
     let node = Node::open(dir, CHECKER, quiet())?;
     check_bank(node, args.accounts, expected, &promised)
-}
-
-/// Checks the bank from `node` (then closes it): the total is `expected`,
-/// every promised transfer is there, and no node keeps a retained lock.
-pub(super) fn check_bank(node: Node, accounts: u32, expected: u64, promised: &[Ack]) -> Result<(), CliError> {
-    let total = bank::total_balance(&node, accounts)?;
-    bank::check_acks(&node, promised)?;
-    let statuses = node.client().status()?;
-    node.close()?;
-    if total != expected {
-        return Err(CliError::Check(format!("total balance {total}, expected {expected}")));
-    }
-    if let Some(m) = statuses.iter().find(|m| m.retained_locks > 0) {
-        return Err(CliError::Check(format!("node {} still has retained locks", m.node)));
-    }
-    say!(
-        "check passed: total balance {total} unchanged; all {} acknowledged transfers present; no retained locks",
-        promised.len()
-    );
-    Ok(())
-}
-
-pub(super) fn quiet() -> NodeOptions {
-    NodeOptions {
-        auto_recovery: false,
-        log_segment_size: 1 << 20,
-        ..NodeOptions::default()
-    }
 }

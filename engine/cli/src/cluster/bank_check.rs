@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use understudy::{Node, NodeOptions};
 
-use super::bank::{self, Ack};
-use super::CliError;
+use crate::bank::{self, Ack};
+use crate::error::CliError;
 
 /// Arguments of `understudy bank-check`.
 #[derive(clap::Args, Debug)]
@@ -36,10 +36,11 @@ pub struct BankCheckArgs {
     pub acks: Option<PathBuf>,
 }
 
+/// Runs `understudy bank-check`.
 pub fn run(args: &BankCheckArgs) -> Result<(), CliError> {
     let expected = bank::expected_total(args.accounts, args.init_balance)?;
     let acks = match &args.acks {
-        Some(path) => read_acks(path)?,
+        Some(path) => bank::read_acks(path)?,
         None => Vec::new(),
     };
     let node = Node::open(&args.cluster, args.id, NodeOptions::default())?;
@@ -64,13 +65,4 @@ fn check(node: &Node, accounts: u32, expected: u64, acks: &[Ack]) -> Result<(), 
     bank::check_acks(node, acks)?;
     say!("CHECK ok total={total} acks={}", acks.len());
     Ok(())
-}
-
-fn read_acks(path: &std::path::Path) -> Result<Vec<Ack>, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::os(format!("reading {}", path.display()), e))?;
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, line)| Ack::parse(line).map(|r| (i, r)))
-        .map(|(i, r)| r.map_err(|e| CliError::Invalid(format!("{} line {}: {e}", path.display(), i + 1))))
-        .collect()
 }

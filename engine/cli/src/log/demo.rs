@@ -15,20 +15,22 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use harness::ChildGuard;
 use rand::Rng;
 use wal::io::Io;
-use wal::segment::Layout;
 use wal::{Log, LogEnd, LogReader, Lsn, TxnId};
 
-use super::check::{survey, Survey};
-use super::child::parse_ack;
-use super::workload::run_txn;
-use super::{demo_log_config, BackendArg, CliError, DEFAULT_SEGMENT_SIZE};
+use crate::backend::BackendArg;
+use crate::error::CliError;
+use crate::log::ack::parse_ack;
+use crate::log::config::{demo_log_config, parse_segment_size, DEFAULT_SEGMENT_SIZE};
+use crate::log::survey::{survey, Survey};
+use crate::log::workload::run_txn;
 
 /// Transactions one in-process thread runs at most, whatever the duration.
 const MAX_TXNS_PER_THREAD: u64 = 1_000_000;
@@ -63,12 +65,6 @@ pub struct DemoArgs {
     /// at least 64 KiB. Small segments make the log cross segment boundaries.
     #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = parse_segment_size)]
     pub segment_size: u64,
-}
-
-/// Accepts a segment size the log accepts.
-pub fn parse_segment_size(s: &str) -> Result<u64, String> {
-    let n: u64 = s.parse().map_err(|e| format!("{e}"))?;
-    Layout::new(n).map(|_| n).map_err(|e| e.to_string())
 }
 
 pub fn run(args: &DemoArgs) -> Result<(), CliError> {
@@ -300,32 +296,6 @@ struct Killed {
     acks: Vec<(TxnId, Lsn)>,
 }
 
-/// Kills and reaps the child when dropped, so that no path — an error, a
-/// panic — leaves it running.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    /// `Child::kill` sends SIGKILL on Unix: no handler runs, nothing is
-    /// flushed, exactly like a crash of the process.
-    fn kill_and_wait(&mut self) -> std::io::Result<ExitStatus> {
-        let Some(mut child) = self.0.take() else {
-            return Err(std::io::Error::other("the child was already killed and reaped"));
-        };
-        let killed = child.kill();
-        let status = child.wait()?;
-        killed.map(|()| status)
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn crash_round(args: &DemoArgs, dir: &Path, base: TxnId, rng: &mut impl Rng) -> Result<Killed, CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::os("finding this program's path", e))?;
     let mut cmd = Command::new(exe);
@@ -339,10 +309,10 @@ fn crash_round(args: &DemoArgs, dir: &Path, base: TxnId, rng: &mut impl Rng) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| CliError::os("starting the child process", e))?;
-    let pid = child.id();
-    let pipes = (child.stdout.take(), child.stderr.take());
-    let mut guard = ChildGuard(Some(child));
+    // Killed and reaped on every path out, an error or a panic included.
+    let mut child = ChildGuard::spawn(&mut cmd).map_err(|e| CliError::os("starting the child process", e))?;
+    let pid = child.id().unwrap_or_default();
+    let pipes = (child.take_stdout(), child.child_mut().and_then(|c| c.stderr.take()));
     let (Some(stdout), Some(mut stderr)) = pipes else {
         return Err(CliError::Child("started without the pipes it was given".into()));
     };
@@ -369,9 +339,8 @@ fn crash_round(args: &DemoArgs, dir: &Path, base: TxnId, rng: &mut impl Rng) -> 
     if first_ack_after.is_some() {
         std::thread::sleep(kill_delay);
     }
-    let status = guard
-        .kill_and_wait()
-        .map_err(|e| CliError::os("killing the child process", e))?;
+    // SIGKILL: no handler runs, nothing is flushed, exactly like a crash.
+    let status = child.kill().map_err(|e| CliError::os("killing the child process", e))?;
     // The child is dead, so its pipes are closed and both readers finish.
     let read = ack_reader
         .join()

@@ -23,14 +23,13 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use understudy::peer::monotonic_ns;
+use understudy::admin::monotonic_ns;
 use understudy::Node;
 
-use super::bank::{self, Ack};
-use super::cluster_demo::{
-    check_bank, quiet, spawn, start_cluster, ClusterDemoArgs, Line, Proc, CHECKER, INIT_BALANCE, VICTIM,
-};
-use super::CliError;
+use crate::bank::{self, Ack};
+use crate::cluster::demo_args::ClusterDemoArgs;
+use crate::cluster::processes::{check_bank, quiet, spawn, start_cluster, Line, Proc, CHECKER, INIT_BALANCE, VICTIM};
+use crate::error::CliError;
 
 /// Targets from the product's requirements.
 const DETECTION_P99_MS: f64 = 5.0;
@@ -189,7 +188,6 @@ pub fn run(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) ->
         let killed_ns = monotonic_ns();
         let killed = Instant::now();
         victim.child.kill().map_err(|e| CliError::os("killing node 1", e))?;
-        let _ = victim.child.wait();
         let reaped = killed.elapsed();
         let deadline = killed + Duration::from_secs(30);
         let json = loop {
@@ -237,14 +235,17 @@ pub fn run(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) ->
     // The survivors die too; a fourth member recovers them, then checks.
     for s in &mut survivors {
         let _ = s.child.kill();
-        let _ = s.child.wait();
     }
     drop(tx);
     while rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
     let checker = Node::open(dir, CHECKER, quiet())?;
     for id in [2, 3] {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while checker.client().status()?.iter().any(|m| m.node == id && m.live) {
+        while understudy::admin::lock_client(&checker)
+            .status()?
+            .iter()
+            .any(|m| m.node == id && m.live)
+        {
             if Instant::now() > deadline {
                 return Err(CliError::Check(format!("node {id} was never declared failed")));
             }

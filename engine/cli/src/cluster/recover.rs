@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use understudy::{Node, NodeOptions};
 
-use super::CliError;
+use crate::error::CliError;
 
 /// Arguments of `recover`.
 #[derive(clap::Args, Debug)]
@@ -80,7 +80,7 @@ pub fn request_restart(args: &RequestRestartArgs) -> Result<(), CliError> {
             args.node, cluster.nodes
         )));
     }
-    let client = super::cluster::operator_client(&cluster)?;
+    let client = crate::cluster::status::operator_client(&cluster)?;
     client.request_restart(args.node)?;
     say!(
         "restart requested for node {}: a live node restarts it light once it has failed",

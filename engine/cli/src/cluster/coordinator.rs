@@ -16,7 +16,7 @@ use lockmgr::{Coordinator, CoordinatorConfig};
 use understudy::Cluster;
 use wal::io::Io;
 
-use super::CliError;
+use crate::error::CliError;
 
 /// Arguments of `understudy coordinator`.
 #[derive(clap::Args, Debug)]

@@ -21,15 +21,16 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::JoinHandle;
+use std::process::{ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use harness::{read_lines, ChildGuard};
 use rand::Rng;
 use understudy::{Error, Node, NodeOptions};
+use understudy_cli::bank::{self, Ack};
+use understudy_cli::CliError;
 
 const BIN: &str = env!("CARGO_BIN_EXE_understudy");
 
@@ -57,8 +58,6 @@ const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 20..=300;
 /// the test process may itself lose its lease on a loaded machine, which
 /// stops it without saying anything about the data.
 const CHECK_ATTEMPTS: usize = 3;
-/// Retries of a read transaction that hit a lock conflict.
-const READ_RETRIES: usize = 100;
 /// The coordinator's lease and failure timeout: long, because this test is
 /// not about leases. A killed process is detected by its dropped connection
 /// at once, whatever the timeout; but a node (the worker, or the test's
@@ -75,9 +74,10 @@ const FAILURE_TIMEOUT_MS: &str = "5000";
 /// 10, 2 ms in 5, 5 ms in 7.
 const THINK_MS: &str = "5";
 
-/// A child process killed and reaped on every path, panics included.
+/// A process of the test: killed and reaped on every path, panics
+/// included; its stderr goes to a file, read when a round goes wrong.
 struct Proc {
-    child: Option<Child>,
+    child: ChildGuard,
     stderr: PathBuf,
 }
 
@@ -85,62 +85,26 @@ impl Proc {
     /// Starts `understudy <args>` with stdout piped and stderr to a file.
     fn spawn(args: &[&str], stderr: PathBuf) -> (Proc, ChildStdout) {
         let err = File::create(&stderr).expect("create a stderr file");
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {BIN} {args:?}: {e}"));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        (
-            Proc {
-                child: Some(child),
-                stderr,
-            },
-            stdout,
+        let mut child = ChildGuard::spawn(
+            Command::new(BIN)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(err),
         )
+        .unwrap_or_else(|e| panic!("spawn {BIN} {args:?}: {e}"));
+        let stdout = child.take_stdout().expect("stdout is piped");
+        (Proc { child, stderr }, stdout)
     }
 
-    /// SIGKILL (what `Child::kill` sends on Unix): no handler, no cleanup.
+    /// SIGKILL: no handler, no cleanup.
     fn kill(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the process is still ours");
-        // Fails only if the process has already been reaped, which `wait`
-        // below then reports.
-        let _ = child.kill();
-        child.wait().expect("reap the child")
+        self.child.kill().expect("kill and reap the child")
     }
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Forwards `stdout`'s lines to a channel until EOF; the thread returns all
-/// of them.
-fn read_lines(stdout: ChildStdout) -> (Receiver<String>, JoinHandle<Vec<String>>) {
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // The receiver may have stopped listening; the lines are kept
-            // here regardless.
-            let _ = tx.send(line.clone());
-            all.push(line);
-        }
-        all
-    });
-    (rx, reader)
 }
 
 /// Waits for a line starting with `prefix`; `None` if the stream ended first.
@@ -244,49 +208,10 @@ fn bank_cluster(root: &Path) -> (PathBuf, Proc) {
     unreachable!("the last attempt returns or panics")
 }
 
-/// An acknowledged transfer: its id and the journal value it promised.
-#[derive(Clone, Debug)]
-struct Ack {
-    id: String,
-    value: String,
-}
-
+/// Parses one line of a worker's stdout: `Some` for an `ACK` line, which
+/// must be well formed.
 fn parse_ack(line: &str) -> Option<Ack> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words[..] {
-        ["ACK", id, from, to, amount] => {
-            assert!(amount.parse::<u64>().is_ok(), "malformed ACK line {line:?}");
-            Some(Ack {
-                id: id.into(),
-                value: format!("{from},{to},{amount}"),
-            })
-        }
-        ["ACK", ..] => panic!("malformed ACK line {line:?}"),
-        _ => None,
-    }
-}
-
-/// Runs a read-only transaction, retrying it on lock conflicts.
-fn read<T>(
-    node: &Node,
-    mut f: impl FnMut(&mut understudy::Transaction) -> understudy::Result<T>,
-) -> understudy::Result<T> {
-    let mut tries = 0;
-    loop {
-        let mut txn = node.begin()?;
-        match f(&mut txn) {
-            Ok(v) => {
-                txn.rollback()?;
-                return Ok(v);
-            }
-            Err(e) if e.is_retryable() && tries < READ_RETRIES => {
-                tries += 1;
-                drop(txn);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    Ack::parse(line).map(|a| a.unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// What reopening the killed node found.
@@ -295,49 +220,17 @@ struct Reopened {
     backed_out: usize,
 }
 
-/// Checks the bank through `node`: the balances sum to the total, and every
-/// acknowledged transfer is in the journal with its value. Engine errors are
-/// returned; wrong data panics.
+/// Checks the bank through `node` with the program's own checks: the
+/// balances sum to the total, and every acknowledged transfer is in the
+/// journal with its value. Engine errors are returned; wrong data panics.
 fn check_bank(node: &Node, acks: &[Ack]) -> Result<(), Error> {
-    let balances = read(node, |txn| {
-        let mut all = Vec::with_capacity(ACCOUNTS as usize);
-        for i in 0..ACCOUNTS {
-            let key = format!("acct-{i:06}");
-            let v = txn.get("bank", key.as_bytes())?;
-            all.push((key, v));
-        }
-        Ok(all)
-    })?;
-    let mut sum = 0u64;
-    for (key, v) in balances {
-        let v = v.unwrap_or_else(|| panic!("account {key} is missing"));
-        let b: u64 = std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("account {key} holds {v:?}"));
-        sum += b;
-    }
+    let engine = |e: CliError| match e {
+        CliError::Engine(e) => e,
+        other => panic!("the bank is wrong: {other}"),
+    };
+    let sum = bank::total_balance(node, ACCOUNTS).map_err(engine)?;
     assert_eq!(sum, TOTAL, "the balances no longer sum to the bank's total");
-    for batch in acks.chunks(256) {
-        let found = read(node, |txn| {
-            batch
-                .iter()
-                .map(|a| txn.get("transfers", a.id.as_bytes()))
-                .collect::<understudy::Result<Vec<_>>>()
-        })?;
-        for (ack, value) in batch.iter().zip(found) {
-            match value {
-                Some(v) => assert_eq!(
-                    String::from_utf8_lossy(&v),
-                    ack.value,
-                    "acknowledged transfer {} has another value",
-                    ack.id
-                ),
-                None => panic!("acknowledged transfer {} is not in the journal", ack.id),
-            }
-        }
-    }
-    Ok(())
+    bank::check_acks(node, acks).map_err(engine)
 }
 
 /// Opens the worker node in-process, checks the bank through it and closes
@@ -462,10 +355,7 @@ fn killed_node_restarts_and_keeps_the_bank_whole() {
 
     // The binary's own checker agrees, through the other node.
     let acks_file = tmp.path().join("acks.txt");
-    let text: String = acks
-        .iter()
-        .map(|a| format!("ACK {} {}\n", a.id, a.value.replace(',', " ")))
-        .collect();
+    let text: String = acks.iter().map(|a| format!("{a}\n")).collect();
     std::fs::write(&acks_file, text).expect("write the ACK file");
     let check = run(&[
         "bank-check",

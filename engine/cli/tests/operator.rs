@@ -6,19 +6,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
+use harness::ChildGuard;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_understudy");
-
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(EXE).args(args).output().expect("run understudy")
@@ -27,7 +20,7 @@ fn run(args: &[&str]) -> Output {
 /// Starts `node --workload bank` for `id` (with `extra` arguments), waits
 /// for a few acknowledged transfers, kills it with SIGKILL.
 fn kill_busy_node(dir: &str, id: u32, extra: &[&str]) {
-    let mut child = Reaped(
+    let mut child = ChildGuard::spawn(
         Command::new(EXE)
             .args([
                 "node",
@@ -41,11 +34,10 @@ fn kill_busy_node(dir: &str, id: u32, extra: &[&str]) {
                 "2",
             ])
             .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let out = BufReader::new(child.0.stdout.take().unwrap());
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
+    let out = BufReader::new(child.take_stdout().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut acks = 0;
     for line in out.lines().map_while(Result::ok) {
@@ -57,8 +49,7 @@ fn kill_busy_node(dir: &str, id: u32, extra: &[&str]) {
         }
     }
     assert!(acks >= 20, "node {id} made no progress");
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill().unwrap();
 }
 
 fn status_of(dir: &str, node: u32) -> serde_json::Value {
@@ -87,18 +78,17 @@ fn wait_failed(dir: &str, node: u32) {
 
 /// A cluster of nodes 1, 2, 3 in `dir` with its coordinator process and
 /// the bank created.
-fn cluster_with_bank(dir: &str) -> Reaped {
+fn cluster_with_bank(dir: &str) -> ChildGuard {
     let out = run(&["cluster-init", "--dir", dir, "--nodes", "1,2,3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut coord = Reaped(
+    let mut coord = ChildGuard::spawn(
         Command::new(EXE)
             .args(["coordinator", "--cluster", dir])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
     // A `timing:` line, then the endpoints.
-    let mut lines = BufReader::new(coord.0.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(coord.take_stdout().unwrap()).lines();
     let listening = lines
         .by_ref()
         .take(4)
@@ -179,14 +169,13 @@ fn a_restart_request_has_a_live_peer_restart_the_failed_node_light() {
     let _coord = cluster_with_bank(dir);
     // Node 2 is live but recovers nobody by itself: only the restart
     // request can get node 1 recovered.
-    let mut peer = Reaped(
+    let mut peer = ChildGuard::spawn(
         Command::new(EXE)
             .args(["node", "--cluster", dir, "--id", "2", "--no-auto-recovery"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let ready = BufReader::new(peer.0.stdout.take().unwrap())
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
+    let ready = BufReader::new(peer.take_stdout().unwrap())
         .lines()
         .take(5)
         .map_while(Result::ok)

@@ -1,24 +1,18 @@
-//! The bank workload: accounts whose balances only move between each other,
-//! so their sum is an invariant that survives any crash, and a journal of
-//! transfers whose acknowledged entries must survive too.
-//!
-//! ## Schema
-//! Table `bank`: key `acct-NNNNNN` (six digits, from 0), value the balance as
-//! decimal ASCII. Table `transfers`: key a transfer id
-//! `<node>-<incarnation>-<thread>-<seq>`, unique across the cluster's whole
-//! life (an incarnation number never repeats for a node), value
-//! `<from>,<to>,<amount>` with account keys.
+//! The transfer threads: each runs transfers between random accounts until
+//! a deadline, keeping several in flight at once if asked, and prints an
+//! [`Ack`] line for each as soon as its commit returns.
 //!
 //! ## One transfer
 //! Begin; read both balances; pick an amount from 1 to min(50, the payer's
 //! balance) (nothing to move from an empty account: roll back and skip);
-//! write both balances and the journal entry; commit; only then print
-//! `ACK <id> <from> <to> <amount>`. Every ACK line is therefore a promise:
-//! that transfer is committed and must be found after any crash.
+//! write the payer's balance; pause (`think`) with the locks held; write the
+//! payee's balance and the journal entry; commit; only then print the ACK.
 //!
 //! Conflicting transfers deadlock (both read a page, both want to write it);
 //! the coordinator picks a victim, and the victim retries after a short
-//! random backoff, as it does for every error [`understudy::Error::is_retryable`] names.
+//! random backoff ([`understudy::RetryPolicy`]), as it does for every error
+//! [`understudy::Error::is_retryable`] names; a transfer retried 100 times
+//! is given up.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,203 +20,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use understudy::{Node, Transaction};
+use understudy::{Node, RetryPolicy};
 
-use super::CliError;
+use crate::bank::ack::Ack;
+use crate::bank::schema::{account_key, balance, journal_entry, ACCOUNTS_TABLE, TRANSFERS_TABLE};
+use crate::error::CliError;
 
-pub const ACCOUNTS_TABLE: &str = "bank";
-pub const TRANSFERS_TABLE: &str = "transfers";
-/// Bucket pages of the transfers journal: room for about a hundred thousand
-/// entries with 4 KiB pages before chains grow.
-pub const TRANSFERS_BUCKETS: u32 = 1024;
-/// Accounts per bucket page the accounts table is sized for: few enough
-/// pages that transfers still collide (deadlocks, retries, locks a crash
-/// leaves retained), enough that nodes mostly run side by side.
-const ACCOUNTS_PER_BUCKET: u32 = 2;
-/// Accounts written per transaction by [`init`].
-const INIT_BATCH: u32 = 100;
 /// Largest amount one transfer moves.
 const MAX_AMOUNT: u64 = 50;
-/// Attempts after the first before a transfer is given up.
-const MAX_RETRIES: u32 = 100;
-/// Journal entries checked per transaction by [`check_acks`], so that one
-/// transaction does not hold an unbounded number of page locks.
-const ACK_CHECK_BATCH: usize = 256;
-
-/// The key of account `i`.
-pub fn account_key(i: u32) -> String {
-    format!("acct-{i:06}")
-}
-
-/// A transfer's entry in the journal table: `from,to,amount`. The
-/// workload writes it and the check compares against it.
-fn journal_entry(from: &str, to: &str, amount: u64) -> String {
-    format!("{from},{to},{amount}")
-}
-
-/// One acknowledged transfer, as printed by the workload.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ack {
-    pub id: String,
-    pub from: String,
-    pub to: String,
-    pub amount: u64,
-}
-
-impl Ack {
-    /// Parses an `ACK <id> <from> <to> <amount>` line. Other lines (`READY`,
-    /// `INIT`, `DONE`) give `None`, so a node's whole stdout can be fed in; a
-    /// line that starts with `ACK` but is malformed is an error.
-    pub fn parse(line: &str) -> Option<Result<Ack, String>> {
-        let mut words = line.split_whitespace();
-        if words.next()? != "ACK" {
-            return None;
-        }
-        let fields: Vec<&str> = words.collect();
-        let bad = || format!("malformed acknowledgement {line:?}");
-        let [id, from, to, amount] = fields[..] else {
-            return Some(Err(bad()));
-        };
-        let Ok(amount) = amount.parse() else {
-            return Some(Err(bad()));
-        };
-        Some(Ok(Ack {
-            id: id.into(),
-            from: from.into(),
-            to: to.into(),
-            amount,
-        }))
-    }
-
-    /// The journal entry this transfer wrote.
-    pub fn journal_value(&self) -> String {
-        journal_entry(&self.from, &self.to, self.amount)
-    }
-}
-
-impl std::fmt::Display for Ack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ACK {} {} {} {}", self.id, self.from, self.to, self.amount)
-    }
-}
-
-/// Runs `attempt` until it succeeds, fails with an error that retrying
-/// cannot cure, or has been retried [`MAX_RETRIES`] times (then the last
-/// error is returned). Each retry waits a little longer, at random, so that
-/// two deadlocked transactions do not meet again at once.
-fn retrying<T>(mut attempt: impl FnMut() -> Result<T, CliError>) -> Result<T, CliError> {
-    let mut rng = rand::rng();
-    let mut tries = 0;
-    loop {
-        match attempt() {
-            Err(CliError::Engine(e)) if e.is_retryable() && tries < MAX_RETRIES => {
-                tries += 1;
-                std::thread::sleep(backoff(tries, &mut rng));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// A random pause before retry number `tries`: up to 1 ms per try so far,
-/// at most 20 ms.
-fn backoff(tries: u32, rng: &mut impl Rng) -> Duration {
-    Duration::from_micros(rng.random_range(100..=1000 * u64::from(tries.min(20))))
-}
-
-/// The balance `key` holds, read in `txn`.
-fn balance(txn: &mut Transaction, key: &str) -> Result<u64, CliError> {
-    let value = txn
-        .get(ACCOUNTS_TABLE, key.as_bytes())?
-        .ok_or_else(|| CliError::Check(format!("account {key} is missing")))?;
-    std::str::from_utf8(&value)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| CliError::Check(format!("account {key} holds {value:?}, not a decimal balance")))
-}
-
-/// `accounts × init_balance`, the sum every check expects.
-pub fn expected_total(accounts: u32, init_balance: u64) -> Result<u64, CliError> {
-    u64::from(accounts)
-        .checked_mul(init_balance)
-        .ok_or_else(|| CliError::Invalid(format!("{accounts} accounts of {init_balance} overflow a u64 total")))
-}
-
-/// Creates both tables and the accounts; returns the total balance.
-pub fn init(node: &Node, accounts: u32, init_balance: u64) -> Result<u64, CliError> {
-    let total = expected_total(accounts, init_balance)?;
-    node.create_table(ACCOUNTS_TABLE, (accounts / ACCOUNTS_PER_BUCKET).max(1))?;
-    node.create_table(TRANSFERS_TABLE, TRANSFERS_BUCKETS)?;
-    let value = init_balance.to_string();
-    for first in (0..accounts).step_by(INIT_BATCH as usize) {
-        let last = accounts.min(first + INIT_BATCH);
-        retrying(|| {
-            let mut txn = node.begin()?;
-            for i in first..last {
-                txn.put(ACCOUNTS_TABLE, account_key(i).as_bytes(), value.as_bytes())?;
-            }
-            Ok(txn.commit()?)
-        })?;
-    }
-    Ok(total)
-}
-
-/// Reads every balance in one transaction (a consistent picture, even with
-/// transfers running elsewhere) and returns the sum.
-pub fn total_balance(node: &Node, accounts: u32) -> Result<u64, CliError> {
-    retrying(|| {
-        let mut txn = node.begin()?;
-        let mut sum: u64 = 0;
-        for i in 0..accounts {
-            let b = balance(&mut txn, &account_key(i))?;
-            sum = sum
-                .checked_add(b)
-                .ok_or_else(|| CliError::Check("the balances overflow a u64".into()))?;
-        }
-        txn.rollback()?;
-        Ok(sum)
-    })
-}
-
-/// Checks that every acknowledged transfer is in the journal with the value
-/// it was acknowledged with; the error names the first few that are not.
-pub fn check_acks(node: &Node, acks: &[Ack]) -> Result<(), CliError> {
-    let mut wrong = Vec::new();
-    for batch in acks.chunks(ACK_CHECK_BATCH) {
-        let found = retrying(|| {
-            let mut txn = node.begin()?;
-            let mut found = Vec::with_capacity(batch.len());
-            for ack in batch {
-                found.push(txn.get(TRANSFERS_TABLE, ack.id.as_bytes())?);
-            }
-            txn.rollback()?;
-            Ok(found)
-        })?;
-        for (ack, value) in batch.iter().zip(found) {
-            let want = ack.journal_value();
-            match value {
-                Some(v) if v == want.as_bytes() => {}
-                Some(v) => wrong.push(format!(
-                    "{} holds {:?}, acknowledged as {want:?}",
-                    ack.id,
-                    String::from_utf8_lossy(&v)
-                )),
-                None => wrong.push(format!("{} is missing", ack.id)),
-            }
-        }
-    }
-    if wrong.is_empty() {
-        return Ok(());
-    }
-    let shown: Vec<&str> = wrong.iter().take(5).map(String::as_str).collect();
-    Err(CliError::Check(format!(
-        "{} of {} acknowledged transfers are not in the journal as acknowledged: {}{}",
-        wrong.len(),
-        acks.len(),
-        shown.join("; "),
-        if wrong.len() > shown.len() { "; ..." } else { "" }
-    )))
-}
 
 /// How the transfer threads run.
 #[derive(Clone, Debug)]
@@ -246,7 +51,7 @@ pub struct Totals {
     pub transfers: u64,
     /// Attempts rolled back on a retryable error and tried again.
     pub retries: u64,
-    /// Transfers dropped after [`MAX_RETRIES`] retries.
+    /// Transfers dropped after [`RetryPolicy::max_retries`] retries.
     pub given_up: u64,
     /// Transfers from an empty account, rolled back.
     pub skipped: u64,
@@ -358,6 +163,7 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
     let cfg = shared.cfg;
     let prefix = format!("{}-{}-{thread}", node.id(), node.incarnation());
     let mut seq = 0u64;
+    let policy = RetryPolicy::default();
     let mut slots: Vec<Slot> = (0..cfg.per_thread.max(1))
         .map(|_| Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng))
         .collect();
@@ -398,14 +204,14 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
                     *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
                 }
                 Err(CliError::Engine(e)) if e.is_retryable() => {
-                    if slot.tries == MAX_RETRIES {
+                    if slot.tries == policy.max_retries {
                         tracing::warn!(transfer = slot.id, error = %e, "transfer given up");
                         totals.given_up += 1;
                         *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
                     } else {
                         slot.tries += 1;
                         totals.retries += 1;
-                        slot.state = SlotState::Due(Instant::now() + backoff(slot.tries, &mut rng));
+                        slot.state = SlotState::Due(Instant::now() + policy.backoff(slot.tries));
                     }
                 }
                 Err(e) => return Err(e),
@@ -504,45 +310,6 @@ fn finish_transfer(p: Pending) -> Result<Ack, CliError> {
         Err(e) => {
             let _ = txn.rollback();
             Err(e)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ack_lines_and_skips_others() {
-        let ack = Ack::parse("ACK 1-2-0-7 acct-000001 acct-000199 50\n").unwrap().unwrap();
-        assert_eq!(ack.id, "1-2-0-7");
-        assert_eq!(ack.journal_value(), "acct-000001,acct-000199,50");
-        assert_eq!(Ack::parse(&ack.to_string()), Some(Ok(ack)));
-        assert_eq!(
-            Ack::parse("READY node=1 incarnation=2 restarted=false backed_out=0"),
-            None
-        );
-        assert_eq!(Ack::parse(""), None);
-        assert!(matches!(
-            Ack::parse("ACK 1-2-0-7 acct-000001 acct-000199"),
-            Some(Err(_))
-        ));
-        assert!(matches!(Ack::parse("ACK 1-2-0-7 a b fifty"), Some(Err(_))));
-        assert!(matches!(Ack::parse("ACK 1-2-0-7 a b 5 6"), Some(Err(_))));
-    }
-
-    #[test]
-    fn account_keys_sort_by_number() {
-        assert_eq!(account_key(0), "acct-000000");
-        assert_eq!(account_key(199), "acct-000199");
-        assert!(account_key(9) < account_key(10));
-    }
-
-    #[test]
-    fn backoff_stays_small() {
-        let mut rng = rand::rng();
-        for tries in 1..200 {
-            assert!(backoff(tries, &mut rng) <= Duration::from_millis(20));
         }
     }
 }

@@ -6,7 +6,7 @@
 //! event, each flushed at once:
 //! `READY node=N incarnation=I restarted=B backed_out=K` after joining,
 //! `INIT accounts=A total=T` after `--bank-init`, one `ACK ...` per committed
-//! transfer (see [`super::bank`]), and `DONE ...` when `--duration-secs`
+//! transfer (see [`crate::bank`]), and `DONE ...` when `--duration-secs`
 //! elapses. A process killed at any moment has promised exactly its ACK
 //! lines.
 
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use understudy::{Error, Node, NodeOptions};
 
-use super::bank::{self, TransferConfig};
-use super::CliError;
+use crate::bank::{self, TransferConfig};
+use crate::error::CliError;
 
 /// How often an idle node looks whether it has stopped.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -98,7 +98,7 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
         embed_coordinator: args.embed_coordinator,
         auto_recovery: !args.no_auto_recovery,
         // Any peer's restart request is served with this binary.
-        restart_command: super::recover::restart_light_command(),
+        restart_command: crate::cluster::recover::restart_light_command(),
         ..NodeOptions::default()
     };
     let opts = if args.txns_per_thread > 1 {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use wal::record::encoded_len;
 use wal::{Kind, LogEnd, LogReader, Lsn, RecordBody, TxnId};
 
-use super::CliError;
+use crate::error::CliError;
 
 /// What one transaction left in the log.
 #[derive(Clone, Debug)]

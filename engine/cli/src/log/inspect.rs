@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use wal::{LogEnd, LogReader, Lsn, Record, RecordBody};
 
-use super::{BackendArg, CliError};
+use crate::backend::BackendArg;
+use crate::error::CliError;
 
 /// Arguments of `understudy inspect-log`.
 #[derive(clap::Args, Debug)]

@@ -2,19 +2,23 @@
 //!
 //! This file owns argument parsing and the mapping from outcomes to exit
 //! codes: 0 on success, 1 on any error (printed as `error: ...`), 2 for bad
-//! usage (clap's own convention). The subcommands live in [`cli`].
-
-mod cli;
+//! usage (clap's own convention). The subcommands live in the
+//! `understudy_cli` library beside it.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cli::bank_check::BankCheckArgs;
-use cli::cluster::{InitArgs, StatusArgs};
-use cli::coordinator::CoordinatorArgs;
-use cli::node::NodeArgs;
-use cli::{child::ChildArgs, demo::DemoArgs, inspect::InspectArgs};
+use understudy_cli::cluster::bank_check::BankCheckArgs;
+use understudy_cli::cluster::coordinator::CoordinatorArgs;
+use understudy_cli::cluster::demo_args::ClusterDemoArgs;
+use understudy_cli::cluster::init::InitArgs;
+use understudy_cli::cluster::node::NodeArgs;
+use understudy_cli::cluster::recover::{RecoverArgs, RequestRestartArgs, RestartLightArgs};
+use understudy_cli::cluster::status::StatusArgs;
+use understudy_cli::cluster::{bank_check, coordinator, demo, init, node, recover, status};
+use understudy_cli::log::{child, demo as log_demo, inspect};
+use understudy_cli::log::{child::ChildArgs, demo::DemoArgs, inspect::InspectArgs};
 
 /// Understudy: a transactional storage engine whose peers undo a failed node's
 /// in-flight work from its private write-ahead log.
@@ -30,20 +34,20 @@ enum Command {
     /// The cluster demo: a coordinator and three nodes running bank
     /// transfers; one node is killed with SIGKILL mid-transaction, a peer
     /// recovers it, and the bank is checked.
-    Demo(cli::cluster_demo::ClusterDemoArgs),
+    Demo(ClusterDemoArgs),
     /// Show the write-ahead log at work: group-commit throughput, then
     /// processes killed with SIGKILL mid-write and every acknowledged commit
     /// found again after the crash.
     LogDemo(DemoArgs),
     /// Recover a failed node from another member: register as its
     /// counterpart, back out its in-flight work, release its locks.
-    Recover(cli::recover::RecoverArgs),
+    Recover(RecoverArgs),
     /// Start a failed node with minimal resources only to back out its own
     /// work and release its retained locks, then exit.
-    RestartLight(cli::recover::RestartLightArgs),
+    RestartLight(RestartLightArgs),
     /// File a restart request for a node: as soon as it has failed (now, if
     /// it has), the live node with the lowest id runs `restart-light` for it.
-    RequestRestart(cli::recover::RequestRestartArgs),
+    RequestRestart(RequestRestartArgs),
     /// Print every record of a log directory, where the log ends, its start
     /// LSN and its last checkpoint.
     InspectLog(InspectArgs),
@@ -85,18 +89,18 @@ fn main() -> ExitCode {
     // `parse` exits with code 2 on bad usage and 0 for --help/--version.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => cli::cluster_demo::run(&args),
-        Command::LogDemo(args) => cli::demo::run(&args),
-        Command::Recover(args) => cli::recover::recover(&args),
-        Command::RestartLight(args) => cli::recover::restart_light(&args),
-        Command::RequestRestart(args) => cli::recover::request_restart(&args),
-        Command::InspectLog(args) => cli::inspect::run(&args),
-        Command::LogChild(args) => cli::child::run(&args),
-        Command::ClusterInit(args) => cli::cluster::init(&args),
-        Command::Coordinator(args) => cli::coordinator::run(&args),
-        Command::Status(args) => cli::cluster::status(&args),
-        Command::Node(args) => cli::node::run(&args),
-        Command::BankCheck(args) => cli::bank_check::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::LogDemo(args) => log_demo::run(&args),
+        Command::Recover(args) => recover::recover(&args),
+        Command::RestartLight(args) => recover::restart_light(&args),
+        Command::RequestRestart(args) => recover::request_restart(&args),
+        Command::InspectLog(args) => inspect::run(&args),
+        Command::LogChild(args) => child::run(&args),
+        Command::ClusterInit(args) => init::init(&args),
+        Command::Coordinator(args) => coordinator::run(&args),
+        Command::Status(args) => status::status(&args),
+        Command::Node(args) => node::run(&args),
+        Command::BankCheck(args) => bank_check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

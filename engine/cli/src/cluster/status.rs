@@ -1,5 +1,6 @@
-//! `understudy cluster-init` and `understudy status`: creating a cluster
-//! directory, and asking its running coordinator who the members are.
+//! `understudy status`: asking a cluster's running coordinator who the
+//! members are — live or failed, incarnation, recovery status, retained
+//! locks.
 //!
 //! `status` connects as an operator (node id 0, purpose `Operator`): it
 //! authenticates with the cluster secret like a node, but holds no locks,
@@ -9,57 +10,15 @@
 use std::path::PathBuf;
 
 use lockmgr::wire::MemberInfo;
-use lockmgr::{Client, ClientConfig, Endpoint, Purpose};
+use lockmgr::{Client, ClientConfig, Purpose};
 use serde_json::json;
 use understudy::Cluster;
 
-use super::CliError;
+use crate::error::CliError;
 
 /// The node id an operator tool connects under; no member may have it
 /// (cluster node ids are non-zero).
 pub const OPERATOR_NODE_ID: u32 = 0;
-
-/// Arguments of `understudy cluster-init`.
-#[derive(clap::Args, Debug)]
-pub struct InitArgs {
-    /// The cluster directory to create (it must not hold a cluster yet).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// The ids of the cluster's nodes, comma-separated, each non-zero.
-    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
-    pub nodes: Vec<u32>,
-    /// Where the coordinator listens: `unix:PATH` or `tcp:HOST:PORT`.
-    /// Default: `unix:<DIR>/coordinator.sock`, with DIR made absolute so that
-    /// processes started elsewhere find it.
-    #[arg(long)]
-    pub coordinator: Option<Endpoint>,
-    /// Page size of the table files: 4096, 8192 or 16384.
-    #[arg(long, default_value_t = 4096)]
-    pub page_size: usize,
-}
-
-pub fn init(args: &InitArgs) -> Result<(), CliError> {
-    let dir =
-        std::path::absolute(&args.dir).map_err(|e| CliError::os(format!("resolving {}", args.dir.display()), e))?;
-    let coordinator = match &args.coordinator {
-        // Nodes find the coordinator through the configuration only, so a
-        // port the kernel picks at bind time could never be found.
-        Some(Endpoint::Tcp(a)) if a.port() == 0 => {
-            return Err(CliError::Invalid(
-                "a TCP coordinator needs a fixed port: nodes find it through the cluster configuration".into(),
-            ))
-        }
-        Some(ep) => ep.clone(),
-        None => Endpoint::Unix(dir.join("coordinator.sock")),
-    };
-    let cluster = Cluster::create(&dir, &args.nodes, coordinator, args.page_size)?;
-    let ids: Vec<String> = cluster.nodes.iter().map(u32::to_string).collect();
-    say!("created cluster {}", cluster.dir.display());
-    say!("nodes: {}", ids.join(","));
-    say!("coordinator: {}", cluster.coordinator);
-    say!("page size: {}", cluster.page_size);
-    Ok(())
-}
 
 /// Arguments of `understudy status`.
 #[derive(clap::Args, Debug)]
@@ -91,6 +50,7 @@ fn recovery(m: &MemberInfo) -> String {
     }
 }
 
+/// Runs `understudy status`.
 pub fn status(args: &StatusArgs) -> Result<(), CliError> {
     let cluster = Cluster::open(&args.cluster)?;
     let client = operator_client(&cluster)?;

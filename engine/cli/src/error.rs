@@ -1,0 +1,97 @@
+//! The error every subcommand returns, and what the program prints of it.
+//!
+//! Engine, log and coordinator errors pass through unchanged, so their
+//! typed variants (corruption naming a file and LSN, a refused lock naming
+//! the failed node) reach the operator as they were; what is the program's
+//! own — a check that failed, a child process that misbehaved, arguments
+//! that make no sense together — has a variant here.
+
+use wal::io::IoError;
+use wal::{Lsn, WalError};
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+
+    #[error("cannot set up the I/O backend: {0}")]
+    Backend(#[from] IoError),
+
+    /// A scan stopped on an error that does not name its own LSN.
+    #[error("reading the log stopped at LSN {lsn}: {source}")]
+    ScanAt {
+        lsn: Lsn,
+        #[source]
+        source: WalError,
+    },
+
+    #[error("{context}: {source}")]
+    Os {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The log does not hold what it must (an acknowledged commit is
+    /// missing, a chain is broken, ...).
+    #[error("check failed: {0}")]
+    Check(String),
+
+    /// The child process of the crash demo misbehaved.
+    #[error("child process: {0}")]
+    Child(String),
+
+    /// The engine refused or failed (a node, a transaction, the cluster
+    /// directory).
+    #[error(transparent)]
+    Engine(#[from] understudy::Error),
+
+    /// The coordinator could not start.
+    #[error("coordinator: {0}")]
+    Coordinator(#[from] lockmgr::CoordinatorError),
+
+    /// A request to a running coordinator failed.
+    #[error(transparent)]
+    Client(#[from] lockmgr::ClientError),
+
+    /// Arguments that parse but make no sense together, or an input file
+    /// that is not what it should be.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CliError {
+    pub fn os(context: impl Into<String>, source: std::io::Error) -> CliError {
+        CliError::Os {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether the error says something about a log's contents or about
+    /// the process writing it, so that the log is worth keeping to look at.
+    pub fn concerns_the_log(&self) -> bool {
+        matches!(
+            self,
+            CliError::Wal(_) | CliError::ScanAt { .. } | CliError::Check(_) | CliError::Child(_)
+        )
+    }
+
+    /// Wraps an error a scan returned at `pos`, keeping errors that already
+    /// name their LSN as they are.
+    pub fn scan(pos: Lsn, e: WalError) -> CliError {
+        match e {
+            WalError::Corruption { .. } | WalError::NoRecord(_) => CliError::Wal(e),
+            source => CliError::ScanAt { lsn: pos, source },
+        }
+    }
+}
+
+impl understudy::Retryable for CliError {
+    /// An engine error that a retry of the whole transaction may cure.
+    fn is_retryable(&self) -> bool {
+        matches!(self, CliError::Engine(e) if e.is_retryable())
+    }
+}

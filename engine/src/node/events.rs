@@ -1,0 +1,54 @@
+//! The node's event thread: what the coordinator tells a node and how the
+//! node answers.
+//!
+//! - The lease is lost, or the connection is gone: the node stops writing
+//!   (see [`crate::node::state`]).
+//! - A peer failed: with automatic recovery on, a recovery of it starts on
+//!   a thread of its own ([`crate::peer`]); every live node races, and the
+//!   coordinator's registry lets exactly one win.
+//! - A restart of a failed node is requested: [`crate::restart`] decides
+//!   whether this node launches it.
+//!
+//! The thread holds only a weak reference to the node's state, so it never
+//! keeps a closed node alive; it ends when the client's event stream does.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use lockmgr::{ClientEvent, EventKind};
+
+use crate::node::state::NodeState;
+
+/// Starts the event thread of `node`.
+pub(super) fn watch(node: &Arc<NodeState>) {
+    let Some(rx) = node.client.events() else { return };
+    let weak = Arc::downgrade(node);
+    let _ = std::thread::Builder::new()
+        .name(format!("node-events-{}", node.node_id))
+        .spawn(move || {
+            while let Ok(ev) = rx.recv() {
+                let Some(node) = weak.upgrade() else { return };
+                match ev {
+                    ClientEvent::LeaseLost | ClientEvent::Disconnected => {
+                        node.stop("the coordinator lease was lost");
+                    }
+                    ClientEvent::Coordinator {
+                        kind: EventKind::NodeFailed,
+                        node: failed,
+                        ..
+                    } if failed != node.node_id && node.opts.auto_recovery && node.check_running().is_ok() => {
+                        let detected = Instant::now();
+                        let _ = std::thread::Builder::new()
+                            .name(format!("peer-recovery-{failed}"))
+                            .spawn(move || crate::peer::auto_recover(&node, failed, detected));
+                    }
+                    ClientEvent::Coordinator {
+                        kind: EventKind::RestartRequested,
+                        node: failed,
+                        ..
+                    } => crate::restart::on_request(&node, failed),
+                    ClientEvent::Coordinator { .. } => {}
+                }
+            }
+        });
+}

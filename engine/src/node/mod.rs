@@ -1,0 +1,240 @@
+//! A node: one process's membership of a cluster — its coordinator
+//! connection, its private log, the shared data files — and the place
+//! transactions begin.
+//!
+//! [`Node`] is the handle an embedder holds; what every handle, transaction
+//! and background thread of the node shares is [`state::NodeState`].
+//! Opening ([`open`]) joins the cluster and backs out the node's own
+//! in-flight work if it had failed; two threads then run beside the
+//! embedder's: the confirmer ([`confirmer`]), which releases committed
+//! transactions' locks once their commit records are durable, and the
+//! event thread ([`events`]), which stops the node when its lease goes and
+//! starts peer recoveries.
+
+mod confirmer;
+mod events;
+mod open;
+pub(crate) mod options;
+pub(crate) mod state;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lockmgr::{LockMode, ResourceId};
+use wal::{Lsn, TxnId};
+
+use crate::catalog::{Catalog, TableInfo, MAX_NAME};
+use crate::cluster::Cluster;
+use crate::datafile::table_path;
+use crate::error::{Error, Result};
+use crate::peer::PeerError;
+use crate::retry::{retry, RetryPolicy};
+use crate::table;
+use crate::timeline::Timeline;
+use crate::txn::Transaction;
+use options::{NodeOptions, StartReport};
+use state::NodeState;
+
+/// The catalog's lock resource.
+pub(crate) const CATALOG_RESOURCE: ResourceId = ResourceId::new(0, 0);
+
+/// The most bucket pages a hash table may have.
+pub const MAX_BUCKETS: u32 = 1 << 24;
+
+/// How long [`Node::close`] waits for committed transactions' locks to go.
+const CLOSE_CONFIRM_WAIT: Duration = Duration::from_secs(10);
+
+/// A member of a cluster. Cheap to clone; transactions may run on many
+/// threads at once.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeState>,
+    report: StartReport,
+}
+
+impl Node {
+    /// Joins the cluster in `cluster_dir` as `node_id`, recovering the node's
+    /// own in-flight work first if it had failed.
+    pub fn open(cluster_dir: &Path, node_id: u32, opts: NodeOptions) -> Result<Node> {
+        let (state, confirm_queue, report) = open::open(cluster_dir, node_id, opts)?;
+        let inner = Arc::new(state);
+        open::start_threads(&inner, confirm_queue)?;
+        Ok(Node { inner, report })
+    }
+
+    /// The node's id in the cluster.
+    pub fn id(&self) -> u32 {
+        self.inner.node_id
+    }
+
+    /// The cluster's configuration.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// The peer recoveries this node has run, oldest first (the last
+    /// [`state::MAX_KEPT_RECOVERIES`]).
+    pub fn recoveries(&self) -> Vec<Timeline> {
+        self.inner.recoveries_after(0).1
+    }
+
+    /// How many peer recoveries this node has run in all, and those kept of
+    /// the ones after the first `seen` (oldest first).
+    pub fn recoveries_after(&self, seen: u64) -> (u64, Vec<Timeline>) {
+        self.inner.recoveries_after(seen)
+    }
+
+    /// Recovers failed node `failed` now (what automatic recovery does on a
+    /// failure event, and what an operator's `recover` runs).
+    pub fn recover_peer(&self, failed: u32) -> std::result::Result<Timeline, PeerError> {
+        let tl = crate::peer::recover(&self.inner, failed, Instant::now())?;
+        self.inner.remember(tl.clone());
+        Ok(tl)
+    }
+
+    /// Files a restart request for `node` (this node itself included): a
+    /// live peer restarts it light as soon as it has failed — now, if it has
+    /// already (see [`crate::restart`]).
+    pub fn request_restart(&self, node: u32) -> Result<()> {
+        Ok(self.inner.client.request_restart(node)?)
+    }
+
+    /// Whether the node stopped, and why.
+    pub fn stopped(&self) -> Option<String> {
+        self.inner.stopped()
+    }
+
+    /// This membership's incarnation number: it grows each time the node
+    /// joins or restarts.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.client.incarnation()
+    }
+
+    /// What opening did.
+    pub fn start_report(&self) -> &StartReport {
+        &self.report
+    }
+
+    /// Which I/O backend the node's files go through.
+    pub fn io_backend(&self) -> wal::io::BackendKind {
+        self.inner.io.kind()
+    }
+
+    /// Starts a transaction.
+    pub fn begin(&self) -> Result<Transaction> {
+        self.inner.check_running()?;
+        Ok(Transaction::new(self.inner.clone(), self.inner.next_txn_id()))
+    }
+
+    /// Runs `work` in a transaction and commits it; a retryable error
+    /// ([`Error::is_retryable`]: a deadlock, a lock retained by a failed
+    /// node, a lock wait that timed out) rolls the transaction back and runs
+    /// `work` again in a new one after a short random backoff, up to
+    /// [`RetryPolicy::default`]'s bound. Any other error rolls back and is
+    /// returned. `work` may run several times, so it should have no effect
+    /// outside the transaction.
+    pub fn run<T>(&self, mut work: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+        retry(&RetryPolicy::default(), |_| {
+            let mut txn = self.begin()?;
+            let out = work(&mut txn)?;
+            txn.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// Creates a table with `buckets` bucket pages (size it near the
+    /// expected number of rows divided by rows per page).
+    pub fn create_table(&self, name: &str, buckets: u32) -> Result<()> {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(Error::InvalidTableName {
+                name: name.into(),
+                max: MAX_NAME,
+            });
+        }
+        if buckets == 0 || buckets > MAX_BUCKETS {
+            return Err(Error::InvalidBucketCount {
+                buckets,
+                max: MAX_BUCKETS,
+            });
+        }
+        self.change_catalog(|inner, _, mut cat| {
+            if cat.find(name).is_some() {
+                return Err(Error::TableExists(name.into()));
+            }
+            let info = TableInfo {
+                name: name.into(),
+                file_id: cat.next_file_id,
+                buckets,
+            };
+            // A crash before the catalog is written leaves an orphan file that
+            // the next create with this id overwrites.
+            let _ = std::fs::remove_file(table_path(inner.files.dir(), info.file_id));
+            inner.files.forget(info.file_id);
+            table::create_file(&inner.io, &inner.files, &info)?;
+            cat.next_file_id += 1;
+            cat.tables.push(info);
+            cat.store(&inner.io, inner.files.dir())
+        })
+    }
+
+    /// Drops a table; waits for transactions using it to finish.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        self.change_catalog(|inner, txn, mut cat| {
+            let info = cat.find(name).cloned().ok_or_else(|| Error::NoSuchTable(name.into()))?;
+            inner.lock(txn, ResourceId::new(0, u64::from(info.file_id)), LockMode::X)?;
+            cat.tables.retain(|t| t.name != name);
+            cat.store(&inner.io, inner.files.dir())?;
+            inner.files.forget(info.file_id);
+            let path = table_path(inner.files.dir(), info.file_id);
+            std::fs::remove_file(&path).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Write, &path, None, e))?;
+            Ok(())
+        })
+    }
+
+    /// Runs `change` on the catalog as read under an X lock on it, taken by
+    /// a transaction of its own (passed along, for further locks) and
+    /// released afterwards whatever the outcome.
+    fn change_catalog(&self, change: impl FnOnce(&NodeState, TxnId, Catalog) -> Result<()>) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_running()?;
+        let txn = inner.next_txn_id();
+        inner.lock(txn, CATALOG_RESOURCE, LockMode::X)?;
+        let result = Catalog::load(&inner.io, inner.files.dir()).and_then(|cat| change(inner, txn, cat));
+        inner.release_all(txn);
+        result
+    }
+
+    /// Names of the tables.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        Ok(Catalog::load(&self.inner.io, self.inner.files.dir())?
+            .tables
+            .into_iter()
+            .map(|t| t.name)
+            .collect())
+    }
+
+    /// Takes a checkpoint now and truncates the log behind it.
+    pub fn checkpoint(&self) -> Result<Lsn> {
+        self.inner.checkpoint()
+    }
+
+    /// Leaves the cluster cleanly: no transaction may be running. The node
+    /// stops; its log closes (flushing anything pending) when the last
+    /// handle and background thread let go of it.
+    pub fn close(self) -> Result<()> {
+        let inner = &self.inner;
+        // Committed transactions still holding their locks get them
+        // released first; a node that stops meanwhile leaves them retained.
+        inner.wait_confirmed(CLOSE_CONFIRM_WAIT)?;
+        if !inner.idle() {
+            return Err(Error::TransactionsRunning);
+        }
+        inner.check_running()?;
+        // Marked first, so the end of the connection is not taken for a lost
+        // lease.
+        inner.mark_closed();
+        inner.client.leave()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! Opening a node: joining the cluster, opening the node's own log, and
+//! backing out the node's own in-flight work if it had failed.
+//!
+//! A node that crashed is failed at the coordinator, its write locks
+//! retained; it comes back with purpose `Restart`, which hands those locks
+//! back to it, backs out its own in-flight work with [`crate::recovery`],
+//! and only then lets them go. If a peer is recovering it at that moment,
+//! the open waits for the peer to finish (the peer's end records leave
+//! nothing to back out).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use lockmgr::wire::ErrorCode;
+use lockmgr::{Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, Purpose};
+use wal::io::Io;
+use wal::{Log, LogConfig, Lsn, TxnId, WalError};
+
+use crate::cluster::Cluster;
+use crate::datafile::DataFiles;
+use crate::error::{Error, Result};
+use crate::group_force::GroupForce;
+use crate::node::options::{NodeOptions, StartReport};
+use crate::node::state::NodeState;
+use crate::recovery::{self, Agents};
+use crate::retry;
+
+/// Committed transactions on their way to the confirmer: each with the LSN
+/// of its `Commit` record.
+pub(super) type ConfirmQueue = Receiver<(TxnId, Lsn)>;
+
+/// Joins the cluster in `cluster_dir` as `node_id` and recovers the node's
+/// own in-flight work first if it had failed; starts nothing yet. Returns
+/// the node's state, the queue its confirmer will read, and what opening
+/// found.
+pub(super) fn open(
+    cluster_dir: &Path,
+    node_id: u32,
+    opts: NodeOptions,
+) -> Result<(NodeState, ConfirmQueue, StartReport)> {
+    let cluster = Cluster::open(cluster_dir)?;
+    if !cluster.nodes.contains(&node_id) {
+        return Err(Error::UnknownNode {
+            node: node_id,
+            nodes: cluster.nodes.clone(),
+        });
+    }
+    let io = match &opts.io {
+        Some(io) => io.clone(),
+        None => Io::new(opts.backend)?,
+    };
+    let secret = cluster.secret()?;
+    let coordinator = if opts.embed_coordinator {
+        let mut cfg = CoordinatorConfig::new(
+            vec![cluster.coordinator.clone()],
+            secret.clone(),
+            cluster.coordinator_dir(),
+            io.clone(),
+        );
+        cfg.lease_ms = opts.lease_ms;
+        cfg.heartbeat_ms = opts.heartbeat_ms;
+        cfg.failure_timeout_ms = opts.failure_timeout_ms;
+        Some(Coordinator::start(cfg).map_err(|e| Error::Coordinator(ClientError::Protocol(e.to_string())))?)
+    } else {
+        None
+    };
+    let (client, restarted) = join(&cluster, node_id, &secret, &opts, coordinator.as_ref())?;
+    // Opening finds the log's end by reading it through; the search for
+    // in-flight work rides along on that one pass.
+    let mut scan = recovery::InFlightScan::new();
+    let log = open_log(&cluster, node_id, &io, &opts, &mut scan)?;
+    crate::fence::mark_host(&cluster.log_dir(node_id))?;
+    let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
+
+    let reader = log.reader()?;
+    let mut found = scan.finish(recovery::scan_start(&reader)?);
+    let mut report = StartReport {
+        restarted,
+        ..StartReport::default()
+    };
+    if restarted {
+        let wb = recovery::back_out(&io, &files, &log, &reader, &mut found, &Agents::new())?;
+        client.restart_finished()?;
+        report.committed = wb.committed;
+        report.backed_out = found.txns.len() - wb.committed;
+        report.pages_written = wb.pages;
+        tracing::info!(
+            node_id,
+            txns = found.txns.len(),
+            committed = wb.committed,
+            pages = wb.pages,
+            "own recovery finished"
+        );
+    } else if !found.is_empty() {
+        // Admitted as recovered, yet the log holds in-flight work: backing
+        // it out without the locks that protect it could destroy others'
+        // commits, so refuse to start.
+        return Err(Error::Stopped(format!(
+            "the log holds {} in-flight transactions but the coordinator admitted the node as recovered",
+            found.txns.len()
+        )));
+    }
+    let cp = log.control().checkpoint_lsn.unwrap_or(Lsn(0));
+    let (confirms, confirm_queue) = std::sync::mpsc::channel();
+    let state = NodeState {
+        next_txn: AtomicU64::new((client.incarnation() << 32) | 1),
+        cluster,
+        node_id,
+        io,
+        log,
+        client,
+        files,
+        group_force: GroupForce::default(),
+        opts,
+        catalog: Mutex::new(None),
+        active: Mutex::new(BTreeMap::new()),
+        stopped: Mutex::new(None),
+        last_checkpoint: Mutex::new(cp),
+        recoveries: Mutex::new((0, VecDeque::new())),
+        confirms,
+        confirming: Mutex::new(0),
+        confirmed: Condvar::new(),
+        _coordinator: coordinator,
+    };
+    Ok((state, confirm_queue, report))
+}
+
+/// Starts the node's background threads: the confirmer and the event
+/// thread.
+pub(super) fn start_threads(state: &Arc<NodeState>, confirm_queue: ConfirmQueue) -> Result<()> {
+    let weak = Arc::downgrade(state);
+    std::thread::Builder::new()
+        .name(format!("confirm-{}", state.node_id))
+        .spawn(move || crate::node::confirmer::confirmer(weak, confirm_queue))
+        .map_err(|e| {
+            Error::Io(wal::io::IoError::new(
+                wal::io::OpKind::Open,
+                "confirmer thread".as_ref(),
+                None,
+                e,
+            ))
+        })?;
+    crate::node::events::watch(state);
+    Ok(())
+}
+
+/// Joins the coordinator: the embedded one in-process, if this node runs
+/// it, else the one at the configured address. A failed node restarts to
+/// recover itself, waiting while a peer recovers it or while the
+/// coordinator has not yet noticed its previous incarnation died. Returns
+/// the client and whether it restarted.
+fn join(
+    cluster: &Cluster,
+    node_id: u32,
+    secret: &lockmgr::Secret,
+    opts: &NodeOptions,
+    embedded: Option<&Coordinator>,
+) -> Result<(Client, bool)> {
+    let deadline = Instant::now() + opts.join_timeout;
+    let mut purpose = Purpose::Join;
+    let attempt = || loop {
+        let endpoint = opts.coordinator.clone().unwrap_or_else(|| cluster.coordinator.clone());
+        let mut cfg = ClientConfig::new(endpoint, node_id, secret.clone());
+        cfg.purpose = purpose;
+        // In-process unless told to reach the coordinator elsewhere (a
+        // proxy in front of it, say).
+        let joined = match embedded.filter(|_| opts.coordinator.is_none()) {
+            Some(coordinator) => Client::connect_local(coordinator, cfg),
+            None => Client::connect(cfg),
+        };
+        match joined {
+            Ok(c) => return Ok((c, purpose == Purpose::Restart)),
+            // Failed: come back as a restart, at once (and from now on).
+            Err(ClientError::Refused {
+                code: ErrorCode::NotRecovered,
+                ..
+            }) if purpose == Purpose::Join => purpose = Purpose::Restart,
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(retry::until(
+        deadline,
+        Duration::from_millis(20),
+        attempt,
+        join_refused_for_now,
+    )?)
+}
+
+/// Whether a refused join may succeed in a moment: a peer is recovering the
+/// node, its previous incarnation is not yet known to be dead, or the
+/// coordinator is starting.
+fn join_refused_for_now(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Refused {
+            code: ErrorCode::RecoveryInProgress | ErrorCode::AlreadyLive,
+            ..
+        } | ClientError::Connect { .. }
+            | ClientError::CoordinatorRecovering
+    )
+}
+
+/// Opens the node's own log, handing its records to `scan`.
+fn open_log(
+    cluster: &Cluster,
+    node_id: u32,
+    io: &Io,
+    opts: &NodeOptions,
+    scan: &mut recovery::InFlightScan,
+) -> Result<Log> {
+    let cfg = LogConfig {
+        segment_size: opts.log_segment_size,
+        ..LogConfig::new(node_id, io.clone())
+    };
+    let deadline = Instant::now() + opts.join_timeout;
+    // A refused open visits no record, so the scan starts clean on retry.
+    // A counterpart that just finished may hold the directory an instant
+    // longer.
+    let log = retry::until(
+        deadline,
+        Duration::from_millis(10),
+        || Log::open_visiting(&cluster.log_dir(node_id), cfg.clone(), &mut |rec| scan.visit(rec)),
+        |e| matches!(e, WalError::Locked { .. }),
+    )?;
+    Ok(log)
+}

@@ -1,0 +1,106 @@
+//! How a node runs ([`NodeOptions`]) and what opening it found of its own
+//! past ([`StartReport`]).
+//!
+//! Options are read when the node opens and never change afterwards; this
+//! module holds plain data and no behaviour.
+
+use std::time::Duration;
+
+use wal::io::{BackendChoice, Io};
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// How long a lock request waits for live holders before
+    /// [`crate::Error::LockTimeout`]; a retained page refuses at once. A committed
+    /// transaction's pages stay locked until its commit record is durable:
+    /// at once on a busy node, up to about a millisecond plus one log flush
+    /// on an idle one (see [`crate::txn`]).
+    pub lock_wait: Duration,
+    /// Log bytes between automatic checkpoints.
+    pub checkpoint_bytes: u64,
+    /// Which I/O backend the node's files go through (ignored when
+    /// [`NodeOptions::io`] is given).
+    pub backend: BackendChoice,
+    /// Bytes per log segment of a log this node creates.
+    pub log_segment_size: u64,
+    /// Run the coordinator inside this process, listening on the cluster's
+    /// coordinator address. Other nodes reach it over that address; this
+    /// node calls it in-process, without a socket or a thread hop per lock
+    /// request ([`lockmgr::server::LocalLink`]). Off by default: a node
+    /// reaches a coordinator running elsewhere (its own process, or another
+    /// node that embeds it) at the cluster's address.
+    pub embed_coordinator: bool,
+    /// The lease an embedded coordinator grants, in milliseconds.
+    pub lease_ms: u32,
+    /// How often nodes of an embedded coordinator send heartbeats, in
+    /// milliseconds.
+    pub heartbeat_ms: u32,
+    /// How long an embedded coordinator waits without a heartbeat before it
+    /// declares a node failed, in milliseconds.
+    pub failure_timeout_ms: u32,
+    /// How long opening may wait for a peer's recovery of this node, or for
+    /// the coordinator to notice this node's previous incarnation died.
+    pub join_timeout: Duration,
+    /// An I/O layer to use instead of one chosen by `backend` (tests inject
+    /// faults through it).
+    pub io: Option<Io>,
+    /// Race to recover every node the coordinator reports failed (exactly
+    /// one racer wins). Off: only an operator's `recover` does.
+    pub auto_recovery: bool,
+    /// How long a peer recovery waits for the kernel's word that a failed
+    /// node on this host is gone (its process and every write it had in
+    /// flight) before giving up with [`crate::PeerError::NotFenced`].
+    pub fence_patience: Duration,
+    /// Reach the coordinator here instead of at the cluster's address (a
+    /// second listener, or a proxy).
+    pub coordinator: Option<lockmgr::Endpoint>,
+    /// The command (program, then arguments; `{cluster}` and `{node}` are
+    /// filled in) this node runs to restart a failed node light when a
+    /// restart request for it is announced (see [`crate::restart`]). `None`:
+    /// this node launches no restarts.
+    pub restart_command: Option<Vec<String>>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            lock_wait: Duration::from_secs(2),
+            // Bounds what a recovery reads: about 1 MiB of log past the last
+            // checkpoint, some 1 500 two-row transactions (their records,
+            // byte ranges, are small: a recovery's scan costs per record
+            // more than per byte), read in a few milliseconds; a checkpoint
+            // costs one small record and a control-file write.
+            checkpoint_bytes: 1 << 20,
+            backend: BackendChoice::Auto,
+            // Small segments keep a peer's search past the end of a failed
+            // log short; truncation recycles them.
+            log_segment_size: 4 << 20,
+            embed_coordinator: false,
+            lease_ms: 1000,
+            heartbeat_ms: 100,
+            failure_timeout_ms: 1500,
+            join_timeout: Duration::from_secs(30),
+            io: None,
+            auto_recovery: true,
+            fence_patience: Duration::from_secs(30),
+            coordinator: None,
+            restart_command: None,
+        }
+    }
+}
+
+/// What opening found of the node's own past.
+#[derive(Clone, Debug, Default)]
+pub struct StartReport {
+    /// Whether the node came back as `Restart` (it had failed).
+    pub restarted: bool,
+    /// Transactions its own recovery backed out.
+    pub backed_out: usize,
+    /// Transactions its own recovery found committed by their pages (they
+    /// had forced every page, and the crash came before their `Commit`
+    /// record was durable).
+    pub committed: usize,
+    /// Pages written back.
+    pub pages_written: usize,
+}

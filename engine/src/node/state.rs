@@ -1,0 +1,323 @@
+//! The state every handle, transaction, background thread and recovery of
+//! one node shares: its coordinator client, private log, data files, commit
+//! rounds, the catalog as last read, the active transactions, whether it
+//! stopped, and the peer recoveries it ran.
+//!
+//! This is the engine's hub, so it depends on no part of the engine that
+//! acts on it (transactions, recovery, the background threads): they take
+//! it, never the other way round.
+//!
+//! A node that loses its lease (or its coordinator connection) stops: every
+//! later call fails with [`Error::LeaseLost`] or [`Error::Stopped`], and no
+//! page is written. So does a node whose commit failed to write or sync: the
+//! device's state is unknown, and its own restart (or a peer) recovers it.
+//! A stopped node lets go of its log and data files as soon as its last
+//! write has completed, so a peer can recover it while the process lives on
+//! (see [`crate::fence`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use lockmgr::{Client, ClientError, Coordinator, LockMode, LockWait, ResourceId};
+use wal::io::Io;
+use wal::{ActiveTxn, Log, Lsn, TxnId, WalError};
+
+use crate::catalog::Catalog;
+use crate::cluster::Cluster;
+use crate::datafile::DataFiles;
+use crate::error::{Error, Result};
+use crate::group_force::GroupForce;
+use crate::node::options::NodeOptions;
+use crate::sync::lock;
+use crate::timeline::Timeline;
+
+/// How many recovery timelines a node keeps for inspection.
+pub const MAX_KEPT_RECOVERIES: usize = 64;
+
+/// What identifies one version of the catalog file: it is replaced by a
+/// rename on every change, which gives it a new inode and change time.
+type CatalogStamp = (u64, i64, i64, u64);
+
+/// See the module docs.
+pub(crate) struct NodeState {
+    pub(crate) cluster: Cluster,
+    pub(crate) node_id: u32,
+    pub(crate) io: Io,
+    pub(crate) log: Log,
+    pub(crate) client: Client,
+    pub(crate) files: DataFiles,
+    pub(crate) group_force: GroupForce,
+    pub(crate) opts: NodeOptions,
+    /// The catalog as last read, with the stamp of the file it came from.
+    pub(super) catalog: Mutex<Option<(CatalogStamp, Arc<Catalog>)>>,
+    pub(super) next_txn: AtomicU64,
+    /// Transactions that logged something, with their first LSN.
+    pub(super) active: Mutex<BTreeMap<TxnId, Lsn>>,
+    pub(super) stopped: Mutex<Option<String>>,
+    pub(super) last_checkpoint: Mutex<Lsn>,
+    /// How many peer recoveries this node ran, and the last
+    /// [`MAX_KEPT_RECOVERIES`] of them.
+    pub(super) recoveries: Mutex<(u64, VecDeque<Timeline>)>,
+    /// Committed transactions whose `Commit` record is not yet known to be
+    /// durable, on their way to the confirmer (`crate::node::confirmer`).
+    pub(super) confirms: Sender<(TxnId, Lsn)>,
+    /// How many of those there are; closing waits for none.
+    pub(super) confirming: Mutex<usize>,
+    pub(super) confirmed: Condvar,
+    /// The coordinator this node runs in its own process, if it does.
+    pub(super) _coordinator: Option<Coordinator>,
+}
+
+impl NodeState {
+    /// `Ok` while the node runs; once it stopped, why.
+    pub(crate) fn check_running(&self) -> Result<()> {
+        match lock(&self.stopped).as_ref() {
+            None => Ok(()),
+            Some(why) => Err(Error::Stopped(why.clone())),
+        }
+    }
+
+    /// Stops the node for good: nothing more is written, and the coordinator
+    /// is told at once (by dropping the connection) so recovery can start.
+    ///
+    /// Then the node lets go of what fences it (see [`crate::fence`]), so a
+    /// peer can recover it while this process lives on: the log is
+    /// relinquished once no flush is in flight, and the data files are
+    /// dropped — each file's fencing lock goes with its last user, so a
+    /// commit still writing pages keeps it until its writes are done.
+    pub(crate) fn stop(&self, why: &str) {
+        {
+            let mut s = lock(&self.stopped);
+            if s.is_some() {
+                return;
+            }
+            tracing::error!(node = self.node_id, why, "node stopped");
+            *s = Some(why.to_string());
+        }
+        self.client.disconnect();
+        self.log.relinquish();
+        self.files.close();
+        self.group_force.close(why);
+    }
+
+    /// Passes a log call's result on; a failed log (poisoned by an I/O
+    /// error) stops the node, since nothing more can be made durable.
+    pub(crate) fn logged<T>(&self, r: std::result::Result<T, WalError>) -> Result<T> {
+        if let Err(e @ (WalError::Poisoned { .. } | WalError::Io(_))) = &r {
+            self.stop(&format!("the log failed: {e}"));
+        }
+        Ok(r?)
+    }
+
+    /// The catalog as last read, without asking whether it changed since:
+    /// a hint, to be confirmed with [`NodeState::catalog`] once a lock
+    /// pins what was found in it. Read now if it never was.
+    pub(crate) fn catalog_hint(&self) -> Result<Arc<Catalog>> {
+        if let Some((_, c)) = lock(&self.catalog).as_ref() {
+            return Ok(c.clone());
+        }
+        self.catalog()
+    }
+
+    /// The catalog, read again only when its file changed (one `stat`
+    /// instead of a read per lookup).
+    pub(crate) fn catalog(&self) -> Result<Arc<Catalog>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = crate::catalog::catalog_path(self.files.dir());
+        let stamp = match std::fs::metadata(&path) {
+            Ok(m) => (m.ino(), m.ctime(), m.ctime_nsec(), m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0, 0, 0),
+            Err(e) => return Err(wal::io::IoError::new(wal::io::OpKind::Read, &path, None, e).into()),
+        };
+        let mut cached = lock(&self.catalog);
+        if let Some((s, c)) = cached.as_ref() {
+            if *s == stamp {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(Catalog::load(&self.io, self.files.dir())?);
+        *cached = Some((stamp, c.clone()));
+        Ok(c)
+    }
+
+    /// Several locks at once (one round trip).
+    /// Transactions wait for live holders only: a page retained by a failed
+    /// node is refused with [`Error::Retained`] at once (or the moment its
+    /// holder fails), since waiting would hold this transaction's own locks
+    /// for the length of a recovery; the caller retries instead.
+    fn lock_wait(&self) -> LockWait {
+        LockWait::WaitForLive(self.opts.lock_wait)
+    }
+
+    pub(crate) fn lock_many(&self, txn: TxnId, requests: &[(ResourceId, LockMode)]) -> Result<Vec<LockMode>> {
+        self.check_running()?;
+        self.client
+            .lock_many(txn, requests, self.lock_wait())
+            .map_err(|e| self.client_error(e))
+    }
+
+    pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<LockMode> {
+        self.check_running()?;
+        self.client
+            .lock(txn, resource, mode, self.lock_wait())
+            .map_err(|e| self.client_error(e))
+    }
+
+    /// A request that failed because the node stopped meanwhile (its
+    /// connection is dropped on stopping) reports why it stopped.
+    fn client_error(&self, e: ClientError) -> Error {
+        match self.check_running() {
+            Err(stopped) => stopped,
+            Ok(()) => e.into(),
+        }
+    }
+
+    pub(crate) fn release_all(&self, txn: TxnId) {
+        self.release_many(&[txn]);
+    }
+
+    /// Releases every lock of each of `txns`, in one write and without
+    /// waiting for an answer.
+    pub(crate) fn release_many(&self, txns: &[TxnId]) {
+        if let Err(e) = self.client.release_many_nowait(txns) {
+            // The connection is gone: the coordinator retains or drops the
+            // locks with the node's failure.
+            tracing::warn!(?txns, error = %e, "releasing locks failed");
+        }
+    }
+
+    /// Logs a transaction's begin record and counts it active. Done under
+    /// the active-set lock, which a checkpoint holds while it lists the
+    /// active transactions and logs its record, so no begin can fall between
+    /// the two and be truncated away.
+    pub(crate) fn log_begin(&self, txn: TxnId) -> Result<Lsn> {
+        let mut active = lock(&self.active);
+        let lsn = self.logged(
+            self.log
+                .append(wal::RecordMeta::txn(txn, None), &wal::RecordBody::Begin),
+        )?;
+        active.insert(txn, lsn);
+        Ok(lsn)
+    }
+
+    /// A transaction committed under the intent at `intent`: logs its
+    /// `Commit` record and hands it to the confirmer, which releases its
+    /// locks once the record is durable.
+    pub(crate) fn confirm_commit(&self, txn: TxnId, intent: Lsn) {
+        let Ok(lsn) = self.logged(
+            self.log
+                .append(wal::RecordMeta::txn(txn, Some(intent)), &wal::RecordBody::Commit),
+        ) else {
+            return; // stopped: the locks stay retained, the intent decides
+        };
+        *lock(&self.confirming) += 1;
+        if self.confirms.send((txn, lsn)).is_err() {
+            *lock(&self.confirming) -= 1;
+        }
+    }
+
+    /// A new transaction id: the incarnation in the high half, so ids never
+    /// repeat in the node's log across restarts.
+    pub(crate) fn next_txn_id(&self) -> TxnId {
+        self.next_txn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Why the node stopped, if it did.
+    pub(crate) fn stopped(&self) -> Option<String> {
+        lock(&self.stopped).clone()
+    }
+
+    /// The transaction no longer counts as active (its end is logged).
+    pub(crate) fn txn_finished(&self, txn: TxnId) {
+        lock(&self.active).remove(&txn);
+    }
+
+    /// Keeps the timeline of a peer recovery this node ran.
+    pub(crate) fn remember(&self, tl: Timeline) {
+        let mut r = lock(&self.recoveries);
+        r.0 += 1;
+        if r.1.len() == MAX_KEPT_RECOVERIES {
+            r.1.pop_front();
+        }
+        r.1.push_back(tl);
+    }
+
+    /// Checkpoints when the log has grown enough since the last one.
+    pub(crate) fn maybe_checkpoint(&self) {
+        let due = self.log.next_lsn().0.saturating_sub(lock(&self.last_checkpoint).0) > self.opts.checkpoint_bytes;
+        if due {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(error = %e, "checkpoint failed");
+            }
+        }
+    }
+
+    /// Takes a checkpoint listing the active transactions, then truncates
+    /// the log before the oldest record still needed.
+    pub(crate) fn checkpoint(&self) -> Result<Lsn> {
+        self.check_running()?;
+        let mut last = lock(&self.last_checkpoint);
+        let guard = lock(&self.active);
+        let active: Vec<ActiveTxn> = guard
+            .iter()
+            .map(|(&txn, &first_lsn)| ActiveTxn { txn, first_lsn })
+            .collect();
+        let cp = self.log.checkpoint(&active)?;
+        drop(guard);
+        let keep = active.iter().map(|a| a.first_lsn).chain([cp]).min().unwrap_or(cp);
+        self.log.truncate_before(keep)?;
+        *last = cp;
+        Ok(cp)
+    }
+
+    /// The peer recoveries this node has run in all, and those kept of the
+    /// ones after the first `seen` (oldest first).
+    pub(crate) fn recoveries_after(&self, seen: u64) -> (u64, Vec<Timeline>) {
+        let r = lock(&self.recoveries);
+        let new = r.0.saturating_sub(seen).min(r.1.len() as u64) as usize;
+        (r.0, r.1.iter().skip(r.1.len() - new).cloned().collect())
+    }
+
+    /// Waits up to `limit` until every committed transaction's locks are
+    /// released (its `Commit` record durable), or the node stopped (its
+    /// locks then stay retained).
+    pub(crate) fn wait_confirmed(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        let mut pending = lock(&self.confirming);
+        while *pending > 0 && self.check_running().is_ok() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Stopped(
+                    "committed transactions' locks were not released in time".into(),
+                ));
+            }
+            pending = self
+                .confirmed
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Whether no transaction has logged anything it has not ended.
+    pub(crate) fn idle(&self) -> bool {
+        lock(&self.active).is_empty()
+    }
+
+    /// Marks the node stopped because it left the cluster; nothing is
+    /// written afterwards.
+    pub(crate) fn mark_closed(&self) {
+        *lock(&self.stopped) = Some("the node was closed".into());
+    }
+
+    /// The confirmer took `n` commits off the queue and is done with them.
+    pub(super) fn confirmed(&self, n: usize) {
+        let mut pending = lock(&self.confirming);
+        *pending -= n;
+        self.confirmed.notify_all();
+    }
+}
