@@ -14,7 +14,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,33 +22,39 @@ use benches::rows::{self, ROWS, VALUE_LEN};
 use benches::*;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use harness::ChildGuard;
 use rand::Rng;
 use understudy::{Cluster, Node, NodeOptions};
 use wal::io::IoFile;
 
 const THREADS: [usize; 3] = [1, 8, 64];
 
-/// A `bench-worker` process, killed when dropped.
+/// A `bench-worker` process, killed and reaped when dropped.
 struct Worker {
-    child: Child,
+    _child: ChildGuard,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Worker {
     fn start(cluster: &Path, id: u32) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bench-worker"))
-            .args(["--cluster", &cluster.display().to_string(), "--id", &id.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start bench-worker");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut child = ChildGuard::spawn(
+            Command::new(env!("CARGO_BIN_EXE_bench-worker"))
+                .args(["--cluster", &cluster.display().to_string(), "--id", &id.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )
+        .expect("start bench-worker");
+        let stdin = child.take_stdin().expect("piped stdin");
+        let mut stdout = BufReader::new(child.take_stdout().expect("piped stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("worker output");
         assert_eq!(line.trim(), "READY", "worker {id} did not start");
-        Worker { child, stdin, stdout }
+        Worker {
+            _child: child,
+            stdin,
+            stdout,
+        }
     }
 
     fn send_run(&mut self, n: u64, threads: usize) {
@@ -64,13 +70,6 @@ impl Worker {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("worker failed: {line:?}"));
         Duration::from_nanos(ns)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
