@@ -143,6 +143,17 @@ pub fn read_lines(out: impl Read + Send + 'static) -> (Receiver<String>, JoinHan
     (rx, reader)
 }
 
+/// Reads all of `out` (a child's stderr, say) on a thread of its own until
+/// it closes; the thread returns what it read, lossily decoded. Reading on a
+/// thread keeps a chatty child from blocking on a full pipe meanwhile.
+pub fn read_all(mut out: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
 /// Polls `done` every `poll` until it holds (`true`) or `limit` has passed
 /// (`false`, `done` having been asked one last time at the limit).
 pub fn wait_for(limit: Duration, poll: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -189,6 +200,10 @@ mod tests {
         let (rx, reader) = read_lines(g.take_stdout().unwrap());
         assert_eq!(rx.recv().unwrap(), "a");
         assert_eq!(reader.join().unwrap(), ["a", "b"]);
+        assert!(g.wait_timeout(Duration::from_secs(10)).unwrap().unwrap().success());
+
+        let mut g = ChildGuard::spawn(Command::new("printf").arg("x\\ny").stdout(Stdio::piped())).unwrap();
+        assert_eq!(read_all(g.take_stdout().unwrap()).join().unwrap(), "x\ny");
         assert!(g.wait_timeout(Duration::from_secs(10)).unwrap().unwrap().success());
 
         let mut s = ChildGuard::spawn(Command::new("sleep").arg("60")).unwrap();

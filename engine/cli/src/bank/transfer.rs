@@ -25,6 +25,7 @@ use understudy::{Node, RetryPolicy};
 use crate::bank::ack::Ack;
 use crate::bank::schema::{account_key, balance, journal_entry, ACCOUNTS_TABLE, TRANSFERS_TABLE};
 use crate::error::CliError;
+use crate::threads::join_all;
 
 /// Largest amount one transfer moves.
 const MAX_AMOUNT: u64 = 50;
@@ -106,13 +107,7 @@ pub fn run_transfers(node: &Node, cfg: &TransferConfig) -> Result<Totals, CliErr
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(CliError::Invalid("a transfer thread panicked".into())))
-            })
-            .collect()
+        join_all(workers, || CliError::Invalid("a transfer thread panicked".into()))
     });
     let mut totals = Totals::default();
     for r in results {

@@ -18,6 +18,7 @@ use crate::error::CliError;
 use crate::log::ack::format_ack;
 use crate::log::config::{demo_log_config, parse_segment_size, DEFAULT_SEGMENT_SIZE};
 use crate::log::workload::run_txn;
+use crate::threads::join_all;
 
 /// Longest pause before each page change, so that the kill finds
 /// transactions in flight (see [`run_txn`]).
@@ -58,13 +59,7 @@ pub fn run(args: &ChildArgs) -> Result<(), CliError> {
         let workers: Vec<_> = (0..args.threads)
             .map(|_| s.spawn(|| appender(&log, &next_txn, &stop, &out, deadline)))
             .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(CliError::Child("an appender thread panicked".into())))
-            })
-            .collect()
+        join_all(workers, || CliError::Child("an appender thread panicked".into()))
     });
     results.into_iter().collect::<Result<(), CliError>>()?;
     log.close()?;

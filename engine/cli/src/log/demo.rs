@@ -12,7 +12,7 @@
 //! The demo owns its work directory: a temporary one removed at the end
 //! (kept when a check fails, for inspection), or `--dir`, which is kept.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, Stdio};
@@ -31,6 +31,7 @@ use crate::log::ack::parse_ack;
 use crate::log::config::{demo_log_config, parse_segment_size, DEFAULT_SEGMENT_SIZE};
 use crate::log::survey::{survey, Survey};
 use crate::log::workload::run_txn;
+use crate::threads::join_all;
 
 /// Transactions one in-process thread runs at most, whatever the duration.
 const MAX_TXNS_PER_THREAD: u64 = 1_000_000;
@@ -153,13 +154,7 @@ fn in_process(args: &DemoArgs, io: &Io, dir: &Path) -> Result<(), CliError> {
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(CliError::Child("an appender thread panicked".into())))
-            })
-            .collect()
+        join_all(workers, || CliError::Child("an appender thread panicked".into()))
     });
     let elapsed = started.elapsed();
     let mut total = ThreadStats::default();
@@ -313,17 +308,13 @@ fn crash_round(args: &DemoArgs, dir: &Path, base: TxnId, rng: &mut impl Rng) -> 
     let mut child = ChildGuard::spawn(&mut cmd).map_err(|e| CliError::os("starting the child process", e))?;
     let pid = child.id().unwrap_or_default();
     let pipes = (child.take_stdout(), child.child_mut().and_then(|c| c.stderr.take()));
-    let (Some(stdout), Some(mut stderr)) = pipes else {
+    let (Some(stdout), Some(stderr)) = pipes else {
         return Err(CliError::Child("started without the pipes it was given".into()));
     };
 
     let (tx, rx) = mpsc::channel();
     let ack_reader = std::thread::spawn(move || read_acks(stdout, tx));
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let err_reader = harness::read_all(stderr);
 
     let started = Instant::now();
     let mut acks = Vec::new();
