@@ -16,7 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::{distinct_files, Backend, BackendKind, Io, IoError, IoFile, OpKind, ReadOp, WriteOp};
+use super::backend::{Backend, BackendKind};
+use super::error::{IoError, OpKind};
+use super::file::IoFile;
+use super::handle::Io;
+use super::op::{distinct_files, ReadOp, WriteOp};
 
 /// Sector size of the simulated disk: the unit a torn write keeps or loses.
 pub const SECTOR: u64 = 512;
