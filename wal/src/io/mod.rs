@@ -29,11 +29,14 @@
 //! - `op`: [`ReadOp`], [`WriteOp`], [`Stage`], [`distinct_files`];
 //! - `backend`: the [`Backend`] trait and [`BackendKind`];
 //! - `handle`: [`Io`] and [`BackendChoice`];
+//! - `caller`: [`on_this_thread`], which threads run their own writes;
 //! - `ring`: the raw io_uring submission and completion loop, where the
 //!   kernel is handed pointers into borrowed buffers (`unsafe`, see there);
+//! - `transfer`: continuing short reads and writes on the ring;
 //! - `submitters`: the threads that run the ring's writes and syncs.
 
 mod backend;
+mod caller;
 mod error;
 pub mod fallback;
 pub mod fault;
@@ -42,14 +45,15 @@ mod handle;
 mod op;
 mod ring;
 mod submitters;
+mod transfer;
 pub mod uring;
 
 pub use backend::{Backend, BackendKind};
+pub use caller::on_this_thread;
 pub use error::{IoError, OpKind, StageError};
 pub use file::IoFile;
 pub use handle::{BackendChoice, Io};
 pub use op::{distinct_files, ReadOp, Stage, WriteOp};
-pub use uring::on_this_thread;
 
 #[cfg(test)]
 mod tests;
