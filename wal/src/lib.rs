@@ -38,6 +38,9 @@
 //! The log never interprets page contents and knows nothing of locks or the
 //! cluster.
 
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod background;
 pub mod control;
 mod corruption;

@@ -83,14 +83,23 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct RecordHeader {
+    /// CRC32C of the record's bytes `4..len`.
     pub crc: U32,
+    /// Header and payload bytes, padding excluded.
     pub len: U32,
+    /// Bitwise NOT of the record's own LSN.
     pub not_lsn: U64,
+    /// The transaction id.
     pub txn: U64,
+    /// The transaction's previous record, `u64::MAX` if none.
     pub prev_lsn: U64,
+    /// The scope token.
     pub scope: U32,
+    /// The recovery agent id.
     pub agent: U16,
+    /// The record's [`Kind`] as its byte value.
     pub kind: u8,
+    /// Bit 0: [`FLAG_BATCH_START`]; the other bits are reserved, 0.
     pub flags: u8,
 }
 
@@ -100,10 +109,16 @@ const _: () = assert!(std::mem::size_of::<RecordHeader>() == HEADER_LEN);
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct PageUndoHeader {
+    /// [`PageUndo::file_id`].
     pub file_id: U32,
+    /// [`PageUndo::offset_in_page`].
     pub offset_in_page: U32,
+    /// [`PageUndo::page_no`].
     pub page_no: U64,
+    /// Bytes of the before-image that follow this header.
     pub before_len: U32,
+    /// Bytes of the after-image that follow the before-image; `u32::MAX`
+    /// when there is none.
     pub after_len: U32,
 }
 
@@ -148,8 +163,21 @@ fn payload_len(body: &RecordBody) -> usize {
 /// Why a record cannot be appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncodeError {
-    TooLarge { payload: usize, max: usize },
-    AgentMismatch { agent: AgentId, kind: Kind },
+    /// The payload is over [`MAX_PAYLOAD`].
+    TooLarge {
+        /// The payload's bytes.
+        payload: usize,
+        /// The limit, [`MAX_PAYLOAD`].
+        max: usize,
+    },
+    /// The body is not one the meta's agent undoes (see
+    /// [`crate::WalError::AgentMismatch`]).
+    AgentMismatch {
+        /// The agent the meta names.
+        agent: AgentId,
+        /// The kind of record the body is.
+        kind: Kind,
+    },
 }
 
 /// Bytes a record with this body occupies, padding included.
@@ -157,6 +185,8 @@ pub fn encoded_len(body: &RecordBody) -> u64 {
     align_up((HEADER_LEN + payload_len(body)) as u64)
 }
 
+/// `n` bytes rounded up to a multiple of [`RECORD_ALIGN`]: where the next
+/// record starts after one of `n` bytes.
 pub fn align_up(n: u64) -> u64 {
     n.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
 }
@@ -315,9 +345,15 @@ pub enum Probe {
     /// write never produces this: the length is written before the LSN.
     BadLength(CorruptionKind),
     /// The header is good; `len` bytes are needed to check the rest.
-    NeedMore { len: u32 },
+    NeedMore {
+        /// The record's length in bytes, padding excluded.
+        len: u32,
+    },
     /// A complete record of `len` bytes (padding excluded).
-    Valid { len: u32 },
+    Valid {
+        /// The record's length in bytes, padding excluded.
+        len: u32,
+    },
 }
 
 /// Looks at the bytes at `lsn`: `bytes` starts there and holds at least a

@@ -97,6 +97,8 @@ impl Log {
     /// ([`Io::write_stages`]): one hand-off to the kernel for both, nothing
     /// of `after` issued before the log is durable. Otherwise it waits as
     /// [`Log::wait_durable`] does and leaves `after` to the caller.
+    ///
+    /// [`Io::write_stages`]: crate::io::Io::write_stages
     pub fn wait_durable_then(&self, lsn: Lsn, after: &[Stage<'_>]) -> Result<Followed> {
         let shared = &self.shared;
         let Some(batch) = shared.gc.lead_as_last(lsn) else {
@@ -116,6 +118,8 @@ impl Log {
     /// run first and the records are appended after. A failure in the stages
     /// of a combined submission poisons the log, since the records it
     /// carried can no longer be written; it is returned as the log failure.
+    ///
+    /// [`Io::write_stages`]: crate::io::Io::write_stages
     pub fn append_durable_after(&self, before: &[Stage<'_>], records: &[(RecordMeta, RecordBody)]) -> Result<Vec<Lsn>> {
         let shared = &self.shared;
         let Some((lsns, batch)) = shared.gc.append_leading(records)? else {
@@ -156,14 +160,18 @@ impl Log {
         self.shared.gc.next()
     }
 
+    /// The log directory this writer owns.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
 
+    /// The node whose log this is.
     pub fn node_id(&self) -> u32 {
         self.shared.node_id
     }
 
+    /// The log's segment layout (its segment size, which an existing log
+    /// keeps whatever the config asked).
     pub fn layout(&self) -> Layout {
         self.shared.layout
     }

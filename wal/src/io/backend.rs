@@ -17,7 +17,10 @@ use super::op::{ReadOp, Stage, WriteOp};
 /// [`Io`]: super::Io
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
+    /// io_uring ([`super::uring::UringBackend`]), whatever share of its
+    /// writes it runs on the caller.
     Uring,
+    /// `pread`/`pwrite`/`fdatasync` ([`super::fallback::FallbackBackend`]).
     Fallback,
     /// The fault-injecting test backend, wrapping another one.
     Fault,
@@ -36,6 +39,7 @@ impl fmt::Display for BackendKind {
 /// What a backend does. Every method completes all the work it started before
 /// returning, whether it succeeds or fails.
 pub trait Backend: Send + Sync + 'static {
+    /// Which backend this is, for reports.
     fn kind(&self) -> BackendKind;
 
     /// Fills every buffer completely; reading past the end of a file is an

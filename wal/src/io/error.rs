@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 /// Which operation an [`IoError`] came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OpKind {
+    /// Opening a file or directory, taking a lock, or setting up what moves
+    /// bytes later (a ring, a thread).
     Open,
+    /// Reading a file's bytes or metadata (its length).
     Read,
+    /// Writing a file's bytes, or renaming or removing a file.
     Write,
+    /// Making a file or directory durable (`fdatasync`).
     Sync,
 }
 
@@ -33,14 +38,19 @@ impl fmt::Display for OpKind {
 #[derive(Debug, thiserror::Error)]
 #[error("{op} of {} failed{}: {source}", path.display(), offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
 pub struct IoError {
+    /// The operation that failed.
     pub op: OpKind,
+    /// The file (or directory) it was on.
     pub path: PathBuf,
+    /// The byte offset in the file it started at, for reads and writes.
     pub offset: Option<u64>,
+    /// What the OS (or the fault injector) said.
     #[source]
     pub source: std::io::Error,
 }
 
 impl IoError {
+    /// The failure of `op` on `path` at byte `offset`, with the OS error.
     pub fn new(op: OpKind, path: &Path, offset: Option<u64>, source: std::io::Error) -> Self {
         IoError {
             op,
@@ -63,7 +73,9 @@ impl IoError {
 #[derive(Debug, thiserror::Error)]
 #[error("stage {stage}: {error}")]
 pub struct StageError {
+    /// The index of the failed stage in the slice given.
     pub stage: usize,
+    /// How it failed.
     #[source]
     pub error: IoError,
 }

@@ -66,14 +66,19 @@ impl IoFile {
         *self.inner.writes_block.get_or_init(|| writes_block(&self.inner.file))
     }
 
+    /// The path the file was opened by (or named with, see
+    /// [`IoFile::from_std`]), for errors and reports.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
+    /// The standard library's handle, for calls the I/O layer does not
+    /// make (metadata, locks, `set_len`).
     pub fn std(&self) -> &File {
         &self.inner.file
     }
 
+    /// The file descriptor, valid while this handle (or a clone) lives.
     pub fn raw_fd(&self) -> RawFd {
         self.inner.file.as_raw_fd()
     }

@@ -73,28 +73,37 @@ impl Io {
         Io::with_backend(FallbackBackend)
     }
 
+    /// A handle over `backend` (a test backend, or one built by hand).
     pub fn with_backend(backend: impl Backend) -> Io {
         Io {
             backend: Arc::new(backend),
         }
     }
 
+    /// A handle over a backend already shared, such as a
+    /// [`FaultInjector`](super::fault::FaultInjector) the test keeps too.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Io {
         Io { backend }
     }
 
+    /// Which backend this handle uses.
     pub fn kind(&self) -> BackendKind {
         self.backend.kind()
     }
 
+    /// Fills all of `buf` from byte `offset` of `file`; the end of the file
+    /// first is an `UnexpectedEof` error.
     pub fn read_exact_at(&self, file: &IoFile, buf: &mut [u8], offset: u64) -> Result<(), IoError> {
         self.backend.read_batch(&mut [ReadOp { file, offset, buf }])
     }
 
+    /// Fills every read's buffer completely, the reads issued together
+    /// ([`Backend::read_batch`]).
     pub fn read_batch(&self, reads: &mut [ReadOp<'_>]) -> Result<(), IoError> {
         self.backend.read_batch(reads)
     }
 
+    /// Writes all of `data` at byte `offset` of `file`, not synced.
     pub fn write_all_at(&self, file: &IoFile, data: &[u8], offset: u64) -> Result<(), IoError> {
         self.backend.write_batch(&[WriteOp { file, offset, data }], false)
     }
@@ -104,10 +113,14 @@ impl Io {
         self.backend.write_batch(&[WriteOp { file, offset, data }], true)
     }
 
+    /// Writes every op completely, issued together; with `sync`, then makes
+    /// each distinct file written durable ([`Backend::write_batch`]).
     pub fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
         self.backend.write_batch(writes, sync)
     }
 
+    /// Makes `file` durable (fdatasync); a failure is reported once, never
+    /// retried.
     pub fn sync(&self, file: &IoFile) -> Result<(), IoError> {
         self.backend.sync(&[file])
     }
@@ -121,6 +134,7 @@ impl Io {
         self.backend.write_stages(stages)
     }
 
+    /// Makes each of `files` durable (fdatasync), issued together.
     pub fn sync_all(&self, files: &[&IoFile]) -> Result<(), IoError> {
         self.backend.sync(files)
     }

@@ -10,8 +10,11 @@ use super::file::IoFile;
 /// One write of a batch: all of `data` at `offset` of `file`.
 #[derive(Clone, Copy, Debug)]
 pub struct WriteOp<'a> {
+    /// The file to write.
     pub file: &'a IoFile,
+    /// The byte offset in the file where `data` goes.
     pub offset: u64,
+    /// The bytes to write, all of them.
     pub data: &'a [u8],
 }
 
@@ -21,15 +24,20 @@ pub struct WriteOp<'a> {
 /// [`Io::write_stages`]: super::Io::write_stages
 #[derive(Clone, Copy, Debug)]
 pub struct Stage<'a> {
+    /// The stage's writes, issued together.
     pub writes: &'a [WriteOp<'a>],
+    /// The files made durable once every write completed.
     pub sync: &'a [&'a IoFile],
 }
 
 /// One read of a batch: fills all of `buf` from `offset` of `file`.
 #[derive(Debug)]
 pub struct ReadOp<'a> {
+    /// The file to read.
     pub file: &'a IoFile,
+    /// The byte offset in the file where reading starts.
     pub offset: u64,
+    /// The buffer to fill, all of it.
     pub buf: &'a mut [u8],
 }
 

@@ -22,15 +22,25 @@ pub const PAGE_AGENT: AgentId = 0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// A transaction starts; the first record of its chain.
     Begin = 1,
+    /// Undo information: a page before-image, or a custom agent's bytes.
     Undo = 2,
+    /// The transaction committed.
     Commit = 3,
+    /// The transaction will not commit and is to be backed out (a commit
+    /// intent before it no longer counts).
     Abort = 4,
+    /// The transaction is finished: nothing of it is left to undo.
     End = 5,
+    /// An undo step was carried out (see [`RecordBody::Compensation`]).
     Compensation = 6,
+    /// The transactions active at a checkpoint, where recovery starts.
     Checkpoint = 7,
     /// Fills the rest of a segment; the stream continues in the next one.
     SegmentEnd = 8,
+    /// The pages a committing transaction forces (see
+    /// [`RecordBody::CommitIntent`]).
     CommitIntent = 9,
 }
 
@@ -55,10 +65,16 @@ impl Kind {
 /// Who a record belongs to and who undoes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordMeta {
+    /// The transaction the record belongs to (0 for the log's own records,
+    /// such as checkpoints).
     pub txn: TxnId,
     /// The previous record of the same transaction (the backward chain).
     pub prev_lsn: Option<Lsn>,
+    /// The nested scope (savepoint level) the record belongs to; 0 is the
+    /// outermost.
     pub scope: ScopeToken,
+    /// The recovery agent that undoes the record ([`PAGE_AGENT`] for page
+    /// before-images).
     pub agent: AgentId,
 }
 
@@ -78,34 +94,51 @@ impl RecordMeta {
 /// A page range's before-image (and optionally after-image).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageUndo {
+    /// The data file the page belongs to.
     pub file_id: u32,
+    /// The page's number in that file.
     pub page_no: u64,
+    /// Byte offset in the page where the range starts.
     pub offset_in_page: u32,
+    /// The range's bytes before the change: what undoing writes back.
     pub before: Vec<u8>,
+    /// The range's bytes after the change, when the caller logs them.
     pub after: Option<Vec<u8>>,
 }
 
 /// A transaction active at a checkpoint, and its first record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ActiveTxn {
+    /// The transaction.
     pub txn: TxnId,
+    /// Its first record (its `Begin`): a backward walk of its chain ends
+    /// there.
     pub first_lsn: Lsn,
 }
 
 /// What a record says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordBody {
+    /// A transaction starts ([`Kind::Begin`]).
     Begin,
     /// A page before-image, undone by [`PAGE_AGENT`].
     Undo(PageUndo),
     /// Undo information for a custom recovery agent (agent ≠ 0).
     AgentUndo(Vec<u8>),
+    /// The transaction committed ([`Kind::Commit`]).
     Commit,
+    /// The transaction is to be backed out ([`Kind::Abort`]).
     Abort,
+    /// The transaction is finished ([`Kind::End`]).
     End,
+    /// An undo step was carried out: every record of the transaction after
+    /// `undo_next` in its chain has been undone already.
     Compensation {
+        /// The next record of the transaction still to undo; `None` when
+        /// nothing is left.
         undo_next: Option<Lsn>,
     },
+    /// The transactions active at a checkpoint, each with its first record.
     Checkpoint(Vec<ActiveTxn>),
     /// The pages a committing transaction forces, each stamped with this
     /// record's LSN (see [`crate::record`]).
@@ -115,11 +148,14 @@ pub enum RecordBody {
 /// A page of a data file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PageRef {
+    /// The data file.
     pub file_id: u32,
+    /// The page's number in that file.
     pub page_no: u64,
 }
 
 impl RecordBody {
+    /// The kind a record with this body carries in its header.
     pub fn kind(&self) -> Kind {
         match self {
             RecordBody::Begin => Kind::Begin,
@@ -137,7 +173,10 @@ impl RecordBody {
 /// A record as read back from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
+    /// Where the record starts in the log stream.
     pub lsn: Lsn,
+    /// Whose it is and who undoes it.
     pub meta: RecordMeta,
+    /// What it says.
     pub body: RecordBody,
 }
