@@ -38,6 +38,7 @@ use crate::io::{Io, IoFile};
 use crate::record::Lsn;
 use crate::segment::FORMAT_VERSION;
 
+/// The first 8 bytes of each control slot.
 pub const CONTROL_MAGIC: [u8; 8] = *b"UNDSTCTL";
 const SLOT_SIZE: u64 = 512;
 const NO_LSN: u64 = u64::MAX;
@@ -63,16 +64,24 @@ const _: () = assert!(SLOT_BYTES == 64);
 /// What the control file records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Control {
+    /// The node whose log this is.
     pub node_id: u32,
+    /// Write counter, from 1: write `seq` goes to slot `seq % 2`, and the
+    /// valid slot with the highest `seq` is the current record.
     pub seq: u64,
+    /// Bytes per segment file, header included.
     pub segment_size: u64,
+    /// Nothing before this LSN is part of the log (it was truncated).
     pub start_lsn: Lsn,
+    /// The last durable checkpoint record, where recovery starts reading.
     pub checkpoint_lsn: Option<Lsn>,
-    /// No flush of this log wrote more bytes than this; 0 when not
-    /// recorded (then only [`crate::record::MAX_BATCH_BYTES`] bounds it).
+    /// The batch bound, in bytes: no flush of this log wrote more than
+    /// this; 0 when not recorded (then only
+    /// [`crate::record::MAX_BATCH_BYTES`] bounds it).
     pub max_batch: u32,
 }
 
+/// The control file of the log in `dir`.
 pub fn control_path(dir: &Path) -> PathBuf {
     dir.join("control")
 }

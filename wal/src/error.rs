@@ -5,40 +5,27 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use crate::corruption::CorruptionKind;
 use crate::io::IoError;
-use crate::record::{AgentId, Kind, Lsn};
-
-/// What exactly is wrong with damaged bytes.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CorruptionKind {
-    #[error("checksum mismatch: stored {expected:#010x}, computed {found:#010x}")]
-    Checksum { expected: u32, found: u32 },
-    #[error("record length {len} is impossible: below the header size, above the limit, or past the {room} bytes left in its segment")]
-    BadLength { len: u32, room: u64 },
-    #[error("unreadable bytes, yet a record written after them was durable follows at LSN {next_valid}")]
-    Hole { next_valid: Lsn },
-    #[error("{have} bytes where {need} are needed")]
-    Truncated { have: u64, need: u64 },
-    #[error("unknown record kind {0}")]
-    UnknownKind(u8),
-    #[error("malformed payload: {0}")]
-    BadPayload(&'static str),
-    #[error("the stream continues into segment {segment}, which is missing or has a bad header")]
-    MissingSegment { segment: u64 },
-}
+use crate::lsn::Lsn;
+use crate::record::{AgentId, Kind};
 
 /// Errors of the write-ahead log.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WalError {
+    /// An open, read, write or sync of the I/O layer failed: which, on which
+    /// file, and the OS error.
     #[error(transparent)]
     Io(#[from] IoError),
 
     /// A write or sync failed earlier; the log refuses all further work,
     /// because a failed fsync may have dropped data that cannot be known.
     #[error("the log failed earlier and accepts no more records: {cause}")]
-    Poisoned { cause: Arc<IoError> },
+    Poisoned {
+        /// The failure that poisoned the log, shared by every refusal.
+        cause: Arc<IoError>,
+    },
 
     /// The log was closed.
     #[error("the log is closed")]
@@ -46,30 +33,70 @@ pub enum WalError {
 
     /// Another writer holds the log directory.
     #[error("log directory {} is locked by another writer", dir.display())]
-    Locked { dir: PathBuf },
+    Locked {
+        /// The log directory whose `LOCK` file is held.
+        dir: PathBuf,
+    },
 
     /// Bytes at `lsn` are damaged and valid records follow them, so this is
     /// not a torn tail.
     #[error("log corrupt at LSN {lsn}: {kind}")]
-    Corruption { lsn: Lsn, kind: CorruptionKind },
+    Corruption {
+        /// Where the damaged bytes start.
+        lsn: Lsn,
+        /// What is wrong with them.
+        kind: CorruptionKind,
+    },
 
     /// A segment file's header is unreadable or belongs elsewhere.
     #[error("segment file {} is not a valid segment: {reason}", path.display())]
-    BadSegment { path: PathBuf, reason: String },
+    BadSegment {
+        /// The segment file.
+        path: PathBuf,
+        /// What is wrong with its header.
+        reason: String,
+    },
 
     /// The control file is unreadable (both slots damaged).
     #[error("control file {} is damaged: {reason}", path.display())]
-    BadControl { path: PathBuf, reason: String },
+    BadControl {
+        /// The control file (which may be missing).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The directory holds another node's log.
     #[error("log belongs to node {found}, not node {expected}")]
-    WrongNode { expected: u32, found: u32 },
+    WrongNode {
+        /// The node id the caller opened the log as.
+        expected: u32,
+        /// The node id the log's control file records.
+        found: u32,
+    },
 
+    /// A record too large to append: its payload is over
+    /// [`crate::record::MAX_PAYLOAD`], or the whole record over the largest a
+    /// segment takes ([`crate::segment::Layout::max_record`]).
     #[error("record payload of {payload} bytes exceeds the limit of {max}")]
-    RecordTooLarge { payload: usize, max: usize },
+    RecordTooLarge {
+        /// The payload's bytes, or the whole record's (padding included)
+        /// when the segment is what it does not fit.
+        payload: usize,
+        /// The limit it exceeds, in the same unit.
+        max: usize,
+    },
 
+    /// A body that the record's agent cannot undo: a page before-image
+    /// ([`crate::RecordBody::Undo`]) for an agent other than the page
+    /// agent, or opaque agent bytes for the page agent.
     #[error("agent {agent} cannot carry a {kind:?} record of that shape")]
-    AgentMismatch { agent: AgentId, kind: Kind },
+    AgentMismatch {
+        /// The agent the record's meta names.
+        agent: AgentId,
+        /// The kind of record the body is.
+        kind: Kind,
+    },
 
     /// An argument that cannot be right (an LSN never appended, a bad config).
     #[error("invalid argument: {0}")]
@@ -80,4 +107,5 @@ pub enum WalError {
     NoRecord(Lsn),
 }
 
+/// The result of a log operation: [`WalError`] unless said otherwise.
 pub type Result<T, E = WalError> = std::result::Result<T, E>;

@@ -38,21 +38,28 @@
 //! The log never interprets page contents and knows nothing of locks or the
 //! cluster.
 
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod background;
 pub mod control;
+mod corruption;
 pub mod error;
 #[doc(hidden)]
 pub mod group_commit;
 pub mod io;
+mod lsn;
 pub mod reader;
 pub mod record;
 pub mod segment;
 mod sync;
 pub mod writer;
 
-pub use error::{CorruptionKind, Result, WalError};
+pub use corruption::CorruptionKind;
+pub use error::{Result, WalError};
+pub use lsn::Lsn;
 pub use reader::{LogEnd, LogReader, OwnerStatus, Scan};
 pub use record::{
-    ActiveTxn, AgentId, Kind, Lsn, PageRef, PageUndo, Record, RecordBody, RecordMeta, ScopeToken, TxnId, PAGE_AGENT,
+    ActiveTxn, AgentId, Kind, PageRef, PageUndo, Record, RecordBody, RecordMeta, ScopeToken, TxnId, PAGE_AGENT,
 };
 pub use writer::{Followed, Log, LogConfig};

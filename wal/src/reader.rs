@@ -140,14 +140,17 @@ impl LogReader {
         }
     }
 
+    /// The log directory read.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The node whose log this is, as its control file says.
     pub fn node_id(&self) -> u32 {
         self.node_id
     }
 
+    /// The log's segment layout (its segment size).
     pub fn layout(&self) -> Layout {
         self.layout
     }

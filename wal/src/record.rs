@@ -51,33 +51,20 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::error::CorruptionKind;
+use crate::corruption::CorruptionKind;
+pub use crate::lsn::Lsn;
 
-/// A position in a node's log stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lsn(pub u64);
+mod body;
 
-impl std::fmt::Display for Lsn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0, f)
-    }
-}
-
-/// A transaction id, unique within its node's log.
-pub type TxnId = u64;
-/// Which recovery agent undoes a record.
-pub type AgentId = u16;
-/// Which nested scope (savepoint level) a record belongs to.
-pub type ScopeToken = u32;
+pub use body::{
+    ActiveTxn, AgentId, Kind, PageRef, PageUndo, Record, RecordBody, RecordMeta, ScopeToken, TxnId, PAGE_AGENT,
+};
 
 /// Most bytes one flush may write: the writer's pending bound is capped at
 /// this, so after a damaged record, the next flush's first record can only
 /// lie within this much (plus one record) further on. The reader searches
 /// no further for it ([`crate::reader`]).
 pub const MAX_BATCH_BYTES: u64 = 16 << 20;
-
-/// The built-in agent: undoes a record by writing its page before-image back.
-pub const PAGE_AGENT: AgentId = 0;
 
 /// Header flag: first record of a flush batch (see the module docs).
 pub const FLAG_BATCH_START: u8 = 1;
@@ -92,51 +79,27 @@ pub const HEADER_LEN: usize = 40;
 /// twice, so this leaves a wide margin while bounding what a reader allocates.
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
-/// The record kinds of format version 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Kind {
-    Begin = 1,
-    Undo = 2,
-    Commit = 3,
-    Abort = 4,
-    End = 5,
-    Compensation = 6,
-    Checkpoint = 7,
-    /// Fills the rest of a segment; the stream continues in the next one.
-    SegmentEnd = 8,
-    CommitIntent = 9,
-}
-
-impl Kind {
-    fn from_u8(v: u8) -> Option<Kind> {
-        Some(match v {
-            1 => Kind::Begin,
-            2 => Kind::Undo,
-            3 => Kind::Commit,
-            4 => Kind::Abort,
-            5 => Kind::End,
-            6 => Kind::Compensation,
-            7 => Kind::Checkpoint,
-            8 => Kind::SegmentEnd,
-            9 => Kind::CommitIntent,
-            _ => return None,
-        })
-    }
-}
-
 /// The fixed record header; see the module docs for the layout.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct RecordHeader {
+    /// CRC32C of the record's bytes `4..len`.
     pub crc: U32,
+    /// Header and payload bytes, padding excluded.
     pub len: U32,
+    /// Bitwise NOT of the record's own LSN.
     pub not_lsn: U64,
+    /// The transaction id.
     pub txn: U64,
+    /// The transaction's previous record, `u64::MAX` if none.
     pub prev_lsn: U64,
+    /// The scope token.
     pub scope: U32,
+    /// The recovery agent id.
     pub agent: U16,
+    /// The record's [`Kind`] as its byte value.
     pub kind: u8,
+    /// Bit 0: [`FLAG_BATCH_START`]; the other bits are reserved, 0.
     pub flags: u8,
 }
 
@@ -146,10 +109,16 @@ const _: () = assert!(std::mem::size_of::<RecordHeader>() == HEADER_LEN);
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct PageUndoHeader {
+    /// [`PageUndo::file_id`].
     pub file_id: U32,
+    /// [`PageUndo::offset_in_page`].
     pub offset_in_page: U32,
+    /// [`PageUndo::page_no`].
     pub page_no: U64,
+    /// Bytes of the before-image that follow this header.
     pub before_len: U32,
+    /// Bytes of the after-image that follow the before-image; `u32::MAX`
+    /// when there is none.
     pub after_len: U32,
 }
 
@@ -163,78 +132,11 @@ struct ActiveEntry {
     first_lsn: U64,
 }
 
-/// Who a record belongs to and who undoes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordMeta {
-    pub txn: TxnId,
-    /// The previous record of the same transaction (the backward chain).
-    pub prev_lsn: Option<Lsn>,
-    pub scope: ScopeToken,
-    pub agent: AgentId,
-}
-
-impl RecordMeta {
-    /// A record of transaction `txn` in the outermost scope, undone by the
-    /// page agent.
-    pub fn txn(txn: TxnId, prev_lsn: Option<Lsn>) -> RecordMeta {
-        RecordMeta {
-            txn,
-            prev_lsn,
-            scope: 0,
-            agent: PAGE_AGENT,
-        }
-    }
-}
-
-/// A page range's before-image (and optionally after-image).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PageUndo {
-    pub file_id: u32,
-    pub page_no: u64,
-    pub offset_in_page: u32,
-    pub before: Vec<u8>,
-    pub after: Option<Vec<u8>>,
-}
-
-/// A transaction active at a checkpoint, and its first record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ActiveTxn {
-    pub txn: TxnId,
-    pub first_lsn: Lsn,
-}
-
-/// What a record says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecordBody {
-    Begin,
-    /// A page before-image, undone by [`PAGE_AGENT`].
-    Undo(PageUndo),
-    /// Undo information for a custom recovery agent (agent ≠ 0).
-    AgentUndo(Vec<u8>),
-    Commit,
-    Abort,
-    End,
-    Compensation {
-        undo_next: Option<Lsn>,
-    },
-    Checkpoint(Vec<ActiveTxn>),
-    /// The pages a committing transaction forces, each stamped with this
-    /// record's LSN (see the module docs).
-    CommitIntent(Vec<PageRef>),
-}
-
 /// Most pages one `CommitIntent` can list in a log whose largest record
 /// (padding included) is `max_record` bytes.
 pub fn max_intent_pages(max_record: u64) -> usize {
     let payload = (max_record.saturating_sub(HEADER_LEN as u64) as usize).min(MAX_PAYLOAD);
     payload.saturating_sub(8) / std::mem::size_of::<PageRefEntry>()
-}
-
-/// A page of a data file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PageRef {
-    pub file_id: u32,
-    pub page_no: u64,
 }
 
 /// One `CommitIntent` entry on disk.
@@ -246,59 +148,52 @@ struct PageRefEntry {
     page_no: U64,
 }
 
-impl RecordBody {
-    pub fn kind(&self) -> Kind {
-        match self {
-            RecordBody::Begin => Kind::Begin,
-            RecordBody::Undo(_) | RecordBody::AgentUndo(_) => Kind::Undo,
-            RecordBody::Commit => Kind::Commit,
-            RecordBody::Abort => Kind::Abort,
-            RecordBody::End => Kind::End,
-            RecordBody::Compensation { .. } => Kind::Compensation,
-            RecordBody::Checkpoint(_) => Kind::Checkpoint,
-            RecordBody::CommitIntent(_) => Kind::CommitIntent,
-        }
+/// Payload bytes of a record with this body, padding excluded.
+fn payload_len(body: &RecordBody) -> usize {
+    match body {
+        RecordBody::Begin | RecordBody::Commit | RecordBody::Abort | RecordBody::End => 0,
+        RecordBody::Undo(u) => PAGE_UNDO_HEADER_LEN + u.before.len() + u.after.as_ref().map_or(0, Vec::len),
+        RecordBody::AgentUndo(p) => p.len(),
+        RecordBody::Compensation { .. } => 8,
+        RecordBody::Checkpoint(a) => 8 + a.len() * std::mem::size_of::<ActiveEntry>(),
+        RecordBody::CommitIntent(p) => 8 + p.len() * std::mem::size_of::<PageRefEntry>(),
     }
-
-    fn payload_len(&self) -> usize {
-        match self {
-            RecordBody::Begin | RecordBody::Commit | RecordBody::Abort | RecordBody::End => 0,
-            RecordBody::Undo(u) => PAGE_UNDO_HEADER_LEN + u.before.len() + u.after.as_ref().map_or(0, Vec::len),
-            RecordBody::AgentUndo(p) => p.len(),
-            RecordBody::Compensation { .. } => 8,
-            RecordBody::Checkpoint(a) => 8 + a.len() * std::mem::size_of::<ActiveEntry>(),
-            RecordBody::CommitIntent(p) => 8 + p.len() * std::mem::size_of::<PageRefEntry>(),
-        }
-    }
-}
-
-/// A record as read back from the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub lsn: Lsn,
-    pub meta: RecordMeta,
-    pub body: RecordBody,
 }
 
 /// Why a record cannot be appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncodeError {
-    TooLarge { payload: usize, max: usize },
-    AgentMismatch { agent: AgentId, kind: Kind },
+    /// The payload is over [`MAX_PAYLOAD`].
+    TooLarge {
+        /// The payload's bytes.
+        payload: usize,
+        /// The limit, [`MAX_PAYLOAD`].
+        max: usize,
+    },
+    /// The body is not one the meta's agent undoes (see
+    /// [`crate::WalError::AgentMismatch`]).
+    AgentMismatch {
+        /// The agent the meta names.
+        agent: AgentId,
+        /// The kind of record the body is.
+        kind: Kind,
+    },
 }
 
 /// Bytes a record with this body occupies, padding included.
 pub fn encoded_len(body: &RecordBody) -> u64 {
-    align_up((HEADER_LEN + body.payload_len()) as u64)
+    align_up((HEADER_LEN + payload_len(body)) as u64)
 }
 
+/// `n` bytes rounded up to a multiple of [`RECORD_ALIGN`]: where the next
+/// record starts after one of `n` bytes.
 pub fn align_up(n: u64) -> u64 {
     n.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
 }
 
 /// Checks that `body` can be encoded under `meta`.
 pub fn validate(meta: &RecordMeta, body: &RecordBody) -> Result<(), EncodeError> {
-    let payload = body.payload_len();
+    let payload = payload_len(body);
     if payload > MAX_PAYLOAD {
         return Err(EncodeError::TooLarge {
             payload,
@@ -450,9 +345,15 @@ pub enum Probe {
     /// write never produces this: the length is written before the LSN.
     BadLength(CorruptionKind),
     /// The header is good; `len` bytes are needed to check the rest.
-    NeedMore { len: u32 },
+    NeedMore {
+        /// The record's length in bytes, padding excluded.
+        len: u32,
+    },
     /// A complete record of `len` bytes (padding excluded).
-    Valid { len: u32 },
+    Valid {
+        /// The record's length in bytes, padding excluded.
+        len: u32,
+    },
 }
 
 /// Looks at the bytes at `lsn`: `bytes` starts there and holds at least a

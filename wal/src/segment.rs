@@ -37,11 +37,15 @@ use crate::error::{Result, WalError};
 use crate::io::{Io, IoError, IoFile, OpKind};
 use crate::record::{Lsn, HEADER_LEN};
 
+/// The first 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"UNDSTWAL";
+/// The on-disk format version segment headers and control slots carry.
 pub const FORMAT_VERSION: u32 = 1;
 /// Bytes before the record area of a segment.
 pub const SEGMENT_HEADER_SIZE: u64 = 4096;
+/// Smallest segment size in bytes, header included (64 KiB).
 pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
+/// Largest segment size in bytes, header included (1 GiB).
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
@@ -63,10 +67,14 @@ const _: () = assert!(HEADER_BYTES == 64);
 /// The arithmetic between LSNs and segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
+    /// Bytes per segment file, header included: a multiple of 4096 from
+    /// [`MIN_SEGMENT_SIZE`] to [`MAX_SEGMENT_SIZE`].
     pub segment_size: u64,
 }
 
 impl Layout {
+    /// The layout of segments of `segment_size` bytes, or
+    /// [`WalError::InvalidArgument`] when that size is not allowed.
     pub fn new(segment_size: u64) -> Result<Layout> {
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) || !segment_size.is_multiple_of(4096) {
             return Err(WalError::InvalidArgument(format!(
@@ -81,10 +89,12 @@ impl Layout {
         self.segment_size - SEGMENT_HEADER_SIZE
     }
 
+    /// The number of the segment that holds `lsn`.
     pub fn segment_of(&self, lsn: Lsn) -> u64 {
         lsn.0 / self.capacity()
     }
 
+    /// The first LSN of segment `segment`.
     pub fn segment_start(&self, segment: u64) -> Lsn {
         Lsn(segment * self.capacity())
     }
@@ -110,6 +120,7 @@ impl Layout {
     }
 }
 
+/// The file of segment `segment` of the log in `dir`.
 pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("seg-{segment:016x}.wal"))
 }
@@ -166,8 +177,11 @@ fn encode_header(layout: Layout, node_id: u32, segment: u64) -> [u8; HEADER_BYTE
 /// What a segment header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
+    /// The node the segment was written by.
     pub node_id: u32,
+    /// The segment's number (checked against its file name).
     pub segment: u64,
+    /// The segment size the header records.
     pub layout: Layout,
 }
 

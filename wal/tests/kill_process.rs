@@ -13,12 +13,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use harness::ChildGuard;
 use rand::Rng;
 use wal::io::{BackendChoice, Io};
 use wal::record::encoded_len;
@@ -129,28 +130,6 @@ fn run_txn(log: &Log, txn: TxnId, rng: &mut impl Rng) -> wal::Result<Lsn> {
     Ok(commit)
 }
 
-/// Kills and reaps the child when dropped, so that a failed assertion never
-/// leaves it running.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    /// Sends SIGKILL (what `Child::kill` does on Unix) and reaps the child.
-    fn kill_and_wait(&mut self) -> std::process::ExitStatus {
-        let mut child = self.0.take().expect("the child is killed once");
-        child.kill().expect("kill the child");
-        child.wait().expect("reap the child")
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Forwards each complete ack line until the child's stdout closes. Other
 /// lines (the test harness's own) are skipped; a line cut short by the kill
 /// was never a complete acknowledgement.
@@ -183,19 +162,19 @@ fn read_acks(stdout: ChildStdout, tx: Sender<(TxnId, Lsn)>) {
 /// ack, and returns every ack it printed.
 fn run_and_kill(dir: &Path, base: TxnId, fallback: bool, rng: &mut impl Rng) -> Vec<(TxnId, Lsn)> {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = Command::new(exe)
-        .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_VAR, dir)
         .env(CHILD_TXN_BASE_VAR, base.to_string())
         .env(CHILD_BACKEND_VAR, if fallback { "fallback" } else { "auto" })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let mut guard = ChildGuard(Some(child));
+        .stderr(Stdio::piped());
+    // Killed and reaped when dropped, so a failed assertion never leaves
+    // the child running.
+    let mut guard = ChildGuard::spawn(&mut cmd).expect("start the child");
+    let stdout = guard.take_stdout().expect("piped stdout");
+    let mut stderr = guard.child_mut().and_then(|c| c.stderr.take()).expect("piped stderr");
 
     let (tx, rx) = mpsc::channel();
     let ack_reader = std::thread::spawn(move || read_acks(stdout, tx));
@@ -212,7 +191,8 @@ fn run_and_kill(dir: &Path, base: TxnId, fallback: bool, rng: &mut impl Rng) -> 
         acks.push(first);
         std::thread::sleep(Duration::from_millis(rng.random_range(10..=150)));
     }
-    let status = guard.kill_and_wait();
+    // SIGKILL, then reaped.
+    let status = guard.kill().expect("kill and reap the child");
     // The child is dead and its pipes closed: both readers finish.
     ack_reader.join().expect("the ack reader");
     let child_stderr = err_reader.join().unwrap_or_default();

@@ -4,7 +4,10 @@
 
 use std::os::unix::fs::FileExt;
 
-use super::{distinct_files, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, WriteOp};
+use super::backend::{Backend, BackendKind};
+use super::error::{IoError, OpKind};
+use super::file::IoFile;
+use super::op::{distinct_files, ReadOp, WriteOp};
 
 /// See the module docs.
 #[derive(Clone, Copy, Debug, Default)]

@@ -16,7 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::{distinct_files, Backend, BackendKind, Io, IoError, IoFile, OpKind, ReadOp, WriteOp};
+use super::backend::{Backend, BackendKind};
+use super::error::{IoError, OpKind};
+use super::file::IoFile;
+use super::handle::Io;
+use super::op::{distinct_files, ReadOp, WriteOp};
 
 /// Sector size of the simulated disk: the unit a torn write keeps or loses.
 pub const SECTOR: u64 = 512;
@@ -28,7 +32,12 @@ pub enum Fault {
     Errno(i32),
     /// (writes only) keeps the first `keep_sectors` sector boundaries' worth
     /// of the write, drops the rest and crashes.
-    Tear { keep_sectors: u64 },
+    Tear {
+        /// Where the kept part ends: this many [`SECTOR`] boundaries on from
+        /// the start of the sector the write starts in (clamped to the
+        /// write).
+        keep_sectors: u64,
+    },
 }
 
 /// What a simulated crash does to writes that were never synced.
@@ -43,7 +52,9 @@ pub enum CrashMode {
 /// A write that reached the file but was not yet made durable.
 #[derive(Clone, Debug)]
 pub struct UnsyncedWrite {
+    /// The file written (files are told apart by path, see the module docs).
     pub path: PathBuf,
+    /// The byte offset the write started at.
     pub offset: u64,
     /// The file's bytes in the written range before the write (shorter than
     /// `new` when the write extended the file).
@@ -85,6 +96,8 @@ fn crashed_err(op: OpKind, file: &IoFile, offset: Option<u64>) -> IoError {
 }
 
 impl FaultInjector {
+    /// An injector passing every operation on to `inner` until told
+    /// otherwise; no fault is armed.
     pub fn new(inner: Io) -> Arc<FaultInjector> {
         Arc::new(FaultInjector {
             inner,
@@ -143,6 +156,8 @@ impl FaultInjector {
         self.lock().seen.get(&kind).copied().unwrap_or(0)
     }
 
+    /// Whether a crash happened ([`Self::crash`], or a torn write): every
+    /// operation fails from then on.
     pub fn is_crashed(&self) -> bool {
         self.lock().crashed
     }

@@ -22,7 +22,7 @@
 //! A job carries raw pointers into buffers its caller borrows. The caller
 //! blocks in [`Submitters::run`] until the job's outcome is set, which the
 //! submitter does only after `execute` returned — and `execute` returns only
-//! once every submitted operation has completed (see the `uring` module).
+//! once every submitted operation has completed (see the `ring` module).
 //! A submitter that panicked in between could leave operations in the kernel
 //! while the caller frees their buffers, so a panic aborts the process.
 
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::IoUring;
 
-use super::uring::{execute, RawOp, RING_DEPTH};
+use super::ring::{execute, RawOp, RING_DEPTH};
 
 /// How many submitter threads an io_uring backend runs: one per core of the
 /// machine this is built for keeps both busy with deep queues.
@@ -140,7 +140,7 @@ fn submitter(shared: &Shared) {
             Err(_) => std::process::abort(),
         };
         if outcome.is_err() {
-            // A failed ring is never reused (see the `uring` module).
+            // A failed ring is never reused (see the `ring` module).
             ring = None;
         }
         *lock(&job.outcome) = Some(outcome.map(|()| results));

@@ -364,21 +364,21 @@ fn only_a_bounded_number_of_threads_run_their_own_writes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let threads = uring::MAX_CALLER_THREADS + 3;
+    let threads = caller::MAX_CALLER_THREADS + 3;
     let all_asked = Arc::new(Barrier::new(threads));
     let ran_here: Vec<bool> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
                 let (io, all_asked, dir) = (&io, all_asked.clone(), &dir);
                 s.spawn(move || {
-                    assert!(!uring::runs_on_caller(), "outside on_this_thread");
+                    assert!(!caller::runs_on_caller(), "outside on_this_thread");
                     let here = on_this_thread(|| {
                         let f = temp_file(dir, &format!("t{i}"));
                         io.write_durable(&f, &pattern(i as u8, 8192), 0).unwrap();
                         let mut back = vec![0u8; 8192];
                         io.read_exact_at(&f, &mut back, 0).unwrap();
                         assert_eq!(back, pattern(i as u8, 8192));
-                        uring::runs_on_caller()
+                        caller::runs_on_caller()
                     });
                     // Every thread holds what it got until all have asked.
                     all_asked.wait();
@@ -388,9 +388,9 @@ fn only_a_bounded_number_of_threads_run_their_own_writes() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(ran_here.iter().filter(|&&h| h).count(), uring::MAX_CALLER_THREADS);
+    assert_eq!(ran_here.iter().filter(|&&h| h).count(), caller::MAX_CALLER_THREADS);
     // Those threads have ended: their rights are free again.
-    let again = std::thread::spawn(|| on_this_thread(uring::runs_on_caller))
+    let again = std::thread::spawn(|| on_this_thread(caller::runs_on_caller))
         .join()
         .unwrap();
     assert!(again);

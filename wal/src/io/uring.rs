@@ -25,121 +25,34 @@
 //! on the caller's thread. [`UringBackend::probe_inline`] runs everything on
 //! the caller's thread (the raw baseline of the benchmarks).
 //!
-//! A caller that waits on its writes anyway, such as the leader of a commit
-//! round, may ask to run them itself ([`on_this_thread`]): the hand-off to a
-//! submitter and back costs two thread wake-ups, about 75 µs of a 450 µs
-//! commit on a small virtual machine. At most [`MAX_CALLER_THREADS`]
-//! threads of a process do so at a time (the first to ask keep the right
-//! while they live), so the kernel workers stay bounded however many
-//! threads lead rounds; the others go through the submitters. Eight: a
-//! commit round is led by whichever committer finds none under way, so with
-//! eight transactions committing, a bound of two sent three rounds in four
-//! through the submitters (measured over three runs each: 17 % more CPU per
-//! commit and 13 % fewer commits per second than with eight). Eight
-//! callers and two submitters carry about as many kernel workers as the ten
-//! threads for which SIGKILL tore a process down in 1.4 ms
-//! (`super::submitters`).
+//! Some callers run their writes and syncs on their own thread even so
+//! ([`on_this_thread`], a bounded few: see `super::caller`).
 //!
-//! ## Why the `unsafe` here is sound
-//! The kernel reads and writes the buffers of submitted operations
-//! asynchronously, so a buffer must stay alive and unmoved until its
-//! completion has been reaped. `execute` only takes pointers into slices
-//! that the caller borrows for the whole call, and it does not return while
-//! any submitted operation is still in the kernel: it either reaps every
-//! completion or, if the ring fails so that completions can no longer be
-//! reaped, aborts the process rather than let the kernel write into memory
-//! that has been freed. File descriptors are borrowed the same way, so none is
-//! closed (and its number reused) while an operation on it is in flight.
-//! Rings whose submission queue may still hold unsubmitted entries are
-//! dropped, never reused, so a stale entry can never be submitted later.
+//! The raw ring code (the submission and completion loop, and why its
+//! `unsafe` is sound) lives in `super::ring`; continuing short reads and
+//! writes, in `super::transfer`. This file never pushes to a ring itself.
 
-use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use io_uring::{opcode, squeue, types, IoUring, Probe};
+use io_uring::{opcode, IoUring, Probe};
 
+use super::backend::{stage_by_stage, Backend, BackendKind};
+use super::caller::runs_on_caller;
+pub use super::caller::{on_this_thread, MAX_CALLER_THREADS};
+use super::error::{IoError, OpKind, StageError};
 use super::fallback::FallbackBackend;
+use super::file::IoFile;
+use super::op::{distinct_files, ReadOp, Stage, WriteOp};
+use super::ring::{execute, os_err, RawOp, RING_DEPTH};
 use super::submitters::Submitters;
-use super::{
-    distinct_files, stage_by_stage, Backend, BackendKind, IoError, IoFile, OpKind, ReadOp, Stage, StageError, WriteOp,
-};
+use super::transfer::{transfer_all, MAX_TRANSFER};
 
-/// Entries per ring: deeper than the disk's best queue depth (128).
-pub(super) const RING_DEPTH: u32 = 256;
-/// Largest single transfer; longer ones continue as short transfers do.
-const MAX_TRANSFER: usize = 1 << 30;
 /// Most operations (writes and syncs) of staged work run as one linked
 /// chain (see `write_stages`); more run stage by stage.
 const MAX_LINKED_OPS: usize = 32;
 /// Rings kept for reuse; more concurrent callers create and drop extra rings.
 const MAX_POOLED_RINGS: usize = 16;
-/// How often a transient `EAGAIN`/`EBUSY` from `io_uring_enter` is retried.
-const MAX_TRANSIENT_RETRIES: u32 = 100_000;
-
-/// Most threads of a process that run their own writes and syncs
-/// ([`on_this_thread`]); each carries its own kernel workers.
-pub const MAX_CALLER_THREADS: usize = 8;
-
-/// Threads holding the right to run their own writes and syncs.
-static CALLER_THREADS: AtomicUsize = AtomicUsize::new(0);
-
-/// The right to run writes and syncs on this thread, given back when the
-/// thread ends (and its kernel workers with it).
-struct CallerSlot;
-
-impl Drop for CallerSlot {
-    fn drop(&mut self) {
-        CALLER_THREADS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-thread_local! {
-    /// Inside [`on_this_thread`].
-    static WANTS_CALLER: Cell<bool> = const { Cell::new(false) };
-    static CALLER_SLOT: RefCell<Option<CallerSlot>> = const { RefCell::new(None) };
-}
-
-/// Runs `f`, whose io_uring writes and syncs run on this thread rather than
-/// on a submitter when this thread holds, or can take, one of the
-/// [`MAX_CALLER_THREADS`] rights to (see the module docs). For callers that
-/// block on those writes anyway; nothing else changes.
-pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = WANTS_CALLER.try_with(|w| w.set(self.0));
-        }
-    }
-    let _restore = Restore(WANTS_CALLER.replace(true));
-    f()
-}
-
-/// Whether this thread's writes and syncs run here: it is inside
-/// [`on_this_thread`] and holds a right, taking one if any is left.
-pub(super) fn runs_on_caller() -> bool {
-    if !WANTS_CALLER.try_with(Cell::get).unwrap_or(false) {
-        return false;
-    }
-    CALLER_SLOT
-        .try_with(|slot| {
-            let mut slot = slot.borrow_mut();
-            if slot.is_none() {
-                let taken = CALLER_THREADS
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < MAX_CALLER_THREADS).then_some(n + 1)
-                    })
-                    .is_ok();
-                if taken {
-                    *slot = Some(CallerSlot);
-                }
-            }
-            slot.is_some()
-        })
-        .unwrap_or(false)
-}
 
 /// See the module docs.
 pub struct UringBackend {
@@ -257,197 +170,13 @@ impl Drop for RingGuard<'_> {
     }
 }
 
-/// One operation as the ring sees it. The pointers come from slices the
-/// caller of `execute` borrows for the whole call (see the module docs).
-#[derive(Clone, Copy)]
-pub(super) enum RawOp {
-    Write {
-        fd: RawFd,
-        ptr: *const u8,
-        len: u32,
-        offset: u64,
-        link: bool,
-    },
-    Read {
-        fd: RawFd,
-        ptr: *mut u8,
-        len: u32,
-        offset: u64,
-    },
-    Fsync {
-        fd: RawFd,
-        link: bool,
-    },
-}
-
-impl RawOp {
-    fn links_next(&self) -> bool {
-        matches!(self, RawOp::Write { link: true, .. } | RawOp::Fsync { link: true, .. })
-    }
-
-    fn entry(&self, user_data: u64) -> squeue::Entry {
-        match *self {
-            RawOp::Write {
-                fd,
-                ptr,
-                len,
-                offset,
-                link,
-            } => {
-                let e = opcode::Write::new(types::Fd(fd), ptr, len).offset(offset).build();
-                if link {
-                    e.flags(squeue::Flags::IO_LINK)
-                } else {
-                    e
-                }
-            }
-            RawOp::Read { fd, ptr, len, offset } => opcode::Read::new(types::Fd(fd), ptr, len).offset(offset).build(),
-            RawOp::Fsync { fd, link } => {
-                let e = opcode::Fsync::new(types::Fd(fd))
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build();
-                if link {
-                    e.flags(squeue::Flags::IO_LINK)
-                } else {
-                    e
-                }
-            }
-        }
-        .user_data(user_data)
-    }
-}
-
-/// Submits every op, keeping the ring as full as it allows, and stores each
-/// op's result (bytes moved, or `-errno`) in `results`. Linked chains are
-/// pushed whole. Returns only when every submitted op has completed (or the
-/// process is aborted, see the module docs); an error means the ring must not
-/// be reused.
-pub(super) fn execute(ring: &mut IoUring, ops: &[RawOp], results: &mut [i32]) -> io::Result<()> {
-    debug_assert_eq!(ops.len(), results.len(), "one result slot per op");
-    let capacity = ring.params().sq_entries() as usize;
-    let mut next = 0usize;
-    let mut in_flight = 0usize;
-    let mut done = 0usize;
-    let mut transient_retries = 0u32;
-    while done < ops.len() {
-        {
-            let mut sq = ring.submission();
-            while next < ops.len() {
-                let chain = 1 + ops[next..].iter().take_while(|o| o.links_next()).count();
-                let chain = chain.min(ops.len() - next);
-                if in_flight + chain > capacity || sq.capacity() - sq.len() < chain {
-                    break;
-                }
-                for (i, op) in ops[next..next + chain].iter().enumerate() {
-                    let entry = op.entry((next + i) as u64);
-                    // SAFETY: the entry's buffer and fd are borrowed by our
-                    // caller for the whole of `execute`, which does not return
-                    // before this entry completes (module docs). Room in the
-                    // queue was checked above, so the push cannot fail.
-                    unsafe { sq.push(&entry) }.expect("room checked before push");
-                }
-                next += chain;
-                in_flight += chain;
-            }
-            sq.sync();
-        }
-        // Once everything is submitted, wait for all of it at once: the
-        // kernel then wakes this thread once rather than at each completion
-        // (a linked chain completes one op at a time). Until then, one
-        // completion is enough to refill the queue.
-        let want = if next == ops.len() { in_flight } else { 1 };
-        match ring.submit_and_wait(want) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY))
-                    && transient_retries < MAX_TRANSIENT_RETRIES =>
-            {
-                transient_retries += 1;
-                std::thread::yield_now();
-            }
-            Err(e) => {
-                let unsubmitted = ring.submission().len();
-                if in_flight == unsubmitted {
-                    // The kernel holds none of our buffers: safe to give up.
-                    return Err(e);
-                }
-                eprintln!(
-                    "fatal: io_uring failed with {} operations in flight: {e}; aborting rather \
-                     than let the kernel use freed buffers",
-                    in_flight - unsubmitted
-                );
-                std::process::abort();
-            }
-        }
-        for cqe in ring.completion() {
-            let idx = cqe.user_data() as usize;
-            if let Some(slot) = results.get_mut(idx) {
-                *slot = cqe.result();
-                done += 1;
-                in_flight -= 1;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn os_err(res: i32) -> io::Error {
-    io::Error::from_raw_os_error(-res)
-}
-
 impl Backend for UringBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Uring
     }
 
     fn read_batch(&self, reads: &mut [ReadOp<'_>]) -> Result<(), IoError> {
-        // (op index, bytes already read)
-        let mut pending: Vec<(usize, usize)> = (0..reads.len())
-            .filter(|&i| !reads[i].buf.is_empty())
-            .map(|i| (i, 0))
-            .collect();
-        while !pending.is_empty() {
-            let ops: Vec<RawOp> = pending
-                .iter()
-                .map(|&(i, done)| {
-                    let r = &mut reads[i];
-                    let len = (r.buf.len() - done).min(MAX_TRANSFER);
-                    RawOp::Read {
-                        fd: r.file.raw_fd(),
-                        ptr: r.buf[done..].as_mut_ptr(),
-                        len: len as u32,
-                        offset: r.offset + done as u64,
-                    }
-                })
-                .collect();
-            let mut results = vec![0i32; ops.len()];
-            let first = &reads[pending[0].0];
-            self.run(&ops, &mut results)
-                .map_err(|e| IoError::new(OpKind::Read, first.file.path(), Some(first.offset), e))?;
-            let mut still = Vec::new();
-            for (&(i, done), &res) in pending.iter().zip(&results) {
-                let r = &reads[i];
-                let at = r.offset + done as u64;
-                if res < 0 {
-                    return Err(IoError::new(OpKind::Read, r.file.path(), Some(at), os_err(res)));
-                }
-                if res == 0 {
-                    return Err(IoError::new(
-                        OpKind::Read,
-                        r.file.path(),
-                        Some(at),
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"),
-                    ));
-                }
-                let done = done + res as usize;
-                if done < r.buf.len() {
-                    still.push((i, done));
-                }
-            }
-            pending = still;
-        }
-        Ok(())
+        transfer_all(reads, |ops, results| self.run(ops, results))
     }
 
     fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
@@ -462,52 +191,7 @@ impl Backend for UringBackend {
                 .write_stages(&[Stage { writes, sync: &files }])
                 .map_err(IoError::from);
         }
-        let mut pending: Vec<(usize, usize)> = (0..writes.len())
-            .filter(|&i| !writes[i].data.is_empty())
-            .map(|i| (i, 0))
-            .collect();
-        while !pending.is_empty() {
-            let ops: Vec<RawOp> = pending
-                .iter()
-                .map(|&(i, done)| {
-                    let w = &writes[i];
-                    let len = (w.data.len() - done).min(MAX_TRANSFER);
-                    RawOp::Write {
-                        fd: w.file.raw_fd(),
-                        ptr: w.data[done..].as_ptr(),
-                        len: len as u32,
-                        offset: w.offset + done as u64,
-                        link: false,
-                    }
-                })
-                .collect();
-            let mut results = vec![0i32; ops.len()];
-            let first = &writes[pending[0].0];
-            self.run_blocking(&ops, &mut results)
-                .map_err(|e| IoError::new(OpKind::Write, first.file.path(), Some(first.offset), e))?;
-            let mut still = Vec::new();
-            for (&(i, done), &res) in pending.iter().zip(&results) {
-                let w = &writes[i];
-                let at = w.offset + done as u64;
-                if res < 0 {
-                    return Err(IoError::new(OpKind::Write, w.file.path(), Some(at), os_err(res)));
-                }
-                if res == 0 {
-                    return Err(IoError::new(
-                        OpKind::Write,
-                        w.file.path(),
-                        Some(at),
-                        io::Error::new(io::ErrorKind::WriteZero, "write made no progress"),
-                    ));
-                }
-                let done = done + res as usize;
-                if done < w.data.len() {
-                    still.push((i, done));
-                }
-            }
-            pending = still;
-        }
-        Ok(())
+        transfer_all(writes, |ops, results| self.run_blocking(ops, results))
     }
 
     fn sync(&self, files: &[&IoFile]) -> Result<(), IoError> {
