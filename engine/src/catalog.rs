@@ -5,10 +5,23 @@
 //! lock (resource `(0, 0)` in X mode) at the coordinator, so nodes never
 //! race on it.
 //!
-//! ## Format (version 1, little-endian)
+//! ## Format (version 2, little-endian)
 //! magic `UNDSTCAT` (8), version u32, next file id u32, table count u32,
-//! CRC32C u32 of the 20 bytes before it and of everything after it; then per table: file id u32, bucket
-//! count u32, name length u16, name (UTF-8, at most [`MAX_NAME`] bytes).
+//! CRC32C u32 of the 20 bytes before it and of everything after it; then
+//! per table: file id u32, bucket count u32, identity u64, name length u16,
+//! name (UTF-8, at most [`MAX_NAME`] bytes). Version 1 (still read) has no
+//! identity; its tables read as identity 0, which nothing is checked
+//! against.
+//!
+//! The identity is a random non-zero number given to a table file when it
+//! is created and written in its header page too (`crate::table`), so a
+//! file that is not the one the catalog means — another table's, another
+//! cluster's, one made by a later create of the same id — is told apart
+//! (`crate::datafile`).
+//!
+//! The cluster's creation writes an empty catalog. A catalog missing while
+//! table files exist is damage, not an empty catalog: reading it as empty
+//! would lose every table silently.
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +30,14 @@ use wal::io::{Io, IoError, IoFile, OpKind};
 use crate::error::{Error, Result};
 
 pub const MAX_NAME: usize = 200;
+
+/// The catalog's lock resource: X to change the catalog, S to read it as a
+/// whole with no table created or dropped meanwhile.
+pub const CATALOG_RESOURCE: lockmgr::ResourceId = lockmgr::ResourceId::new(0, 0);
 const MAGIC: [u8; 8] = *b"UNDSTCAT";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first version, without identities, still read.
+const VERSION_1: u32 = 1;
 
 /// One table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +45,22 @@ pub struct TableInfo {
     pub name: String,
     pub file_id: u32,
     pub buckets: u32,
+    /// The table file's identity, also in its header page; 0 for a table
+    /// listed by a version 1 catalog (not checked).
+    pub uid: u64,
+}
+
+impl TableInfo {
+    /// Bytes a table file must have at least: its header page and buckets,
+    /// written when it was created.
+    pub fn min_len(&self, page_size: usize) -> u64 {
+        (1 + u64::from(self.buckets)) * page_size as u64
+    }
+}
+
+/// A fresh table file identity: random and never 0.
+pub fn new_uid() -> u64 {
+    rand::random::<u64>().max(1)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,11 +87,17 @@ impl Catalog {
         self.tables.iter().find(|t| t.name == name)
     }
 
+    /// The table whose file id is `file_id`.
+    pub fn find_file(&self, file_id: u32) -> Option<&TableInfo> {
+        self.tables.iter().find(|t| t.file_id == file_id)
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         for t in &self.tables {
             body.extend_from_slice(&t.file_id.to_le_bytes());
             body.extend_from_slice(&t.buckets.to_le_bytes());
+            body.extend_from_slice(&t.uid.to_le_bytes());
             body.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
             body.extend_from_slice(t.name.as_bytes());
         }
@@ -75,9 +116,12 @@ impl Catalog {
             return Err("not a catalog");
         }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-        if u32_at(8) != VERSION {
+        let version = u32_at(8);
+        if version != VERSION && version != VERSION_1 {
             return Err("unsupported version");
         }
+        // Bytes of an entry before its name.
+        let fixed = if version == VERSION_1 { 10 } else { 18 };
         let body = &b[24..];
         if crc32c::crc32c_append(crc32c::crc32c(&b[..20]), body) != u32_at(20) {
             return Err("checksum mismatch");
@@ -85,19 +129,24 @@ impl Catalog {
         let mut tables = Vec::new();
         let mut at = 0usize;
         for _ in 0..u32_at(16) {
-            if at + 10 > body.len() {
+            if at + fixed > body.len() {
                 return Err("truncated entry");
             }
             let file_id = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
             let buckets = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4 bytes"));
-            let len = u16::from_le_bytes([body[at + 8], body[at + 9]]) as usize;
-            at += 10;
+            let uid = match version {
+                VERSION_1 => 0,
+                _ => u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8 bytes")),
+            };
+            let len = u16::from_le_bytes([body[at + fixed - 2], body[at + fixed - 1]]) as usize;
+            at += fixed;
             let name = body.get(at..at + len).ok_or("truncated name")?;
             let name = std::str::from_utf8(name).map_err(|_| "name is not UTF-8")?;
             tables.push(TableInfo {
                 name: name.to_string(),
                 file_id,
                 buckets,
+                uid,
             });
             at += len;
         }
@@ -110,10 +159,21 @@ impl Catalog {
         })
     }
 
-    /// Reads the catalog; an absent file is an empty catalog.
+    /// Reads the catalog. An absent file is an empty catalog only while no
+    /// table file exists (a cluster made before the creation wrote one);
+    /// otherwise it is [`Error::CorruptFile`].
     pub fn load(io: &Io, data_dir: &Path) -> Result<Catalog> {
         let path = catalog_path(data_dir);
         if !path.exists() {
+            if let Some(orphan) = any_table_file(data_dir)? {
+                return Err(Error::CorruptFile {
+                    file: path,
+                    detail: format!(
+                        "missing, yet table file {} exists: the tables' catalog was lost",
+                        orphan.display()
+                    ),
+                });
+            }
             return Ok(Catalog::default());
         }
         let file = IoFile::open(&path, false, false)?;
@@ -146,6 +206,24 @@ impl Catalog {
     }
 }
 
+/// A table file in `data_dir`, if there is any.
+fn any_table_file(data_dir: &Path) -> Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(IoError::new(OpKind::Read, data_dir, None, e).into()),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| IoError::new(OpKind::Read, data_dir, None, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("t-") && name.ends_with(".tbl") {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,11 +237,13 @@ mod tests {
                     name: "accounts".into(),
                     file_id: 3,
                     buckets: 64,
+                    uid: 0x1234_5678_9abc_def0,
                 },
                 TableInfo {
                     name: "ünïcode".into(),
                     file_id: 8,
                     buckets: 1,
+                    uid: 7,
                 },
             ],
         };
@@ -175,5 +255,34 @@ mod tests {
             assert!(Catalog::decode(&d).is_err(), "byte {i}");
         }
         assert!(Catalog::decode(&b[..b.len() - 1]).is_err());
+    }
+
+    /// A version 1 catalog (no identities) is still read, its tables with
+    /// identity 0.
+    #[test]
+    fn reads_version_1() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(&64u32.to_le_bytes());
+        body.extend_from_slice(&4u16.to_le_bytes());
+        body.extend_from_slice(b"bank");
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&VERSION_1.to_le_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&b), &body);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(&body);
+        let c = Catalog::decode(&b).unwrap();
+        assert_eq!(c.next_file_id, 4);
+        assert_eq!(
+            c.tables,
+            [TableInfo {
+                name: "bank".into(),
+                file_id: 3,
+                buckets: 64,
+                uid: 0
+            }]
+        );
     }
 }

@@ -79,6 +79,9 @@ impl Cluster {
             ids.join(",")
         );
         std::fs::write(config_path(dir), text).map_err(|e| io_err(&config_path(dir), e))?;
+        // An empty catalog from the start: a catalog missing later, once
+        // tables exist, is then told apart from one never written.
+        crate::catalog::Catalog::default().store(&wal::io::Io::fallback(), &dir.join("data"))?;
         Cluster::open(dir)
     }
 

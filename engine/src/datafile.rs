@@ -2,12 +2,14 @@
 //!
 //! `data/t-<file id>.tbl` holds page `n` at byte `n * page_size`. Every read
 //! checks the page ([`Page::from_disk`]); reading past the end of the file
-//! gives an unwritten page. Writes go out as one batch (one io_uring
-//! submission, deep queue) followed by one sync per file.
+//! gives an unwritten page, which only an allocation may take for an empty
+//! one (`crate::txn`). Before a node trusts a file it is held against its
+//! catalog entry (`crate::table::open_checked`). Writes go out as one batch (one io_uring submission,
+//! deep queue) followed by one sync per file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wal::io::{Io, IoFile, ReadOp, WriteOp};
@@ -30,6 +32,9 @@ pub struct DataFile {
     /// file system's shared clock, on every other file written meanwhile
     /// (the log). Measured on ext4: a third more per sync.
     known_len: AtomicU64,
+    /// Held against its catalog entry already
+    /// (`crate::table::open_checked`).
+    checked: AtomicBool,
 }
 
 /// The path of table file `file_id` in the data directory `data_dir`.
@@ -53,6 +58,32 @@ impl DataFile {
 
     pub fn io_file(&self) -> &IoFile {
         &self.file
+    }
+
+    /// Whether the file was held against its catalog entry already
+    /// (`crate::table::open_checked`).
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
+    }
+
+    /// Records that the file was held against its catalog entry.
+    pub fn mark_checked(&self) {
+        self.checked.store(true, Ordering::Release);
+    }
+
+    /// The file's length now (a `stat`), remembered as one it is known to
+    /// have.
+    pub fn len_now(&self) -> Result<u64> {
+        let len = self.file.len()?;
+        self.known_len.fetch_max(len, Ordering::Relaxed);
+        Ok(len)
+    }
+
+    /// Page 0's bytes as they are, unchecked.
+    pub fn read_raw_first_page(&self, io: &Io) -> Result<Vec<u8>> {
+        let mut raw = vec![0u8; self.page_size];
+        io.read_exact_at(&self.file, &mut raw, 0)?;
+        Ok(raw)
     }
 
     /// Reads and checks page `page_no`.
@@ -215,6 +246,7 @@ impl DataFiles {
             file,
             page_size: self.page_size,
             known_len: AtomicU64::new(0),
+            checked: AtomicBool::new(false),
         });
         files.insert(file_id, f.clone());
         Ok(f)

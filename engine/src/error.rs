@@ -32,6 +32,47 @@ pub enum Error {
         detail: String,
     },
 
+    /// A page that committed data refers to (a table's header, a bucket, a
+    /// page of an overflow chain) reads as never written: a hole in the
+    /// file, or past the end of a file cut short. Never read as an empty
+    /// page, which would lose the rows it held.
+    #[error("page {page} of {} is missing: committed data refers to it, but it reads as never written (the file was cut short or zeroed)", file.display())]
+    MissingPage {
+        /// The table file.
+        file: PathBuf,
+        /// The page number.
+        page: u64,
+    },
+
+    /// A table file the catalog lists does not exist.
+    #[error("table file {} is missing (the catalog lists it)", file.display())]
+    TableFileMissing {
+        /// The file.
+        file: PathBuf,
+    },
+
+    /// A table file shorter than its header and buckets, which its creation
+    /// wrote: it was cut short.
+    #[error("table file {} holds {len} bytes, fewer than the {min_len} its creation wrote: it was cut short", file.display())]
+    TableFileTruncated {
+        /// The file.
+        file: PathBuf,
+        /// Its length, in bytes.
+        len: u64,
+        /// The least it must have, in bytes.
+        min_len: u64,
+    },
+
+    /// A table file that is not the one the catalog means: another table's,
+    /// another cluster's, or a replacement.
+    #[error("table file {} is not the file the catalog lists: {detail}", file.display())]
+    TableFileMismatch {
+        /// The file.
+        file: PathBuf,
+        /// What differs.
+        detail: String,
+    },
+
     /// A page number whose byte offset does not fit a file (a damaged
     /// overflow chain or log record names it).
     #[error("page {page} of {} lies beyond any possible file offset", file.display())]

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use wal::io::{Io, IoFile, Stage, WriteOp};
 use wal::{AgentId, Log, LogReader, Lsn, PageRef, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
 
+use crate::catalog::Catalog;
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
 use crate::page::Page;
@@ -299,9 +300,10 @@ pub fn back_out(
     // Intents first: a committed one keeps its pages (synced below with the
     // rest), one that is not gives its images to the write-back.
     let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
+    let mut catalog = Files::default();
     let mut kept = 0;
     for intent in std::mem::take(&mut found.intents) {
-        if committed(io, files, reader.node_id(), &intent, &mut opened)? {
+        if committed(io, files, &mut catalog, reader.node_id(), &intent, &mut opened)? {
             kept += 1;
             continue;
         }
@@ -316,7 +318,7 @@ pub fn back_out(
     let pages = std::mem::take(&mut found.pages);
     for &(file_id, _) in pages.keys() {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
-            v.insert(files.get(file_id, false)?);
+            v.insert(catalog.open(io, files, file_id)?);
         }
     }
     let mut ranges = read_ranges(reader, &pages)?;
@@ -363,6 +365,30 @@ pub fn back_out(
         synced: ended,
         ended,
     })
+}
+
+/// The catalog, read the first time a recovery opens a table file: every
+/// file it writes is held against its entry first
+/// ([`crate::table::open_checked`]), so a file cut short or replaced stops
+/// the recovery, naming it, instead of taking the before-images.
+#[derive(Default)]
+struct Files {
+    catalog: Option<Catalog>,
+}
+
+impl Files {
+    /// Table file `file_id`, checked.
+    fn open(&mut self, io: &Io, files: &DataFiles, file_id: u32) -> Result<Arc<DataFile>> {
+        let catalog = match &mut self.catalog {
+            Some(c) => c,
+            none => none.insert(Catalog::load(io, files.dir())?),
+        };
+        let info = catalog.find_file(file_id).ok_or_else(|| Error::TableFileMismatch {
+            file: crate::datafile::table_path(files.dir(), file_id),
+            detail: "the log names it, but the catalog lists no table with this file id".into(),
+        })?;
+        crate::table::open_checked(io, files, info)
+    }
 }
 
 /// Per page (file id, page number), its before-images as (offset in the
@@ -474,6 +500,7 @@ fn put_back(
 fn committed(
     io: &Io,
     files: &DataFiles,
+    catalog: &mut Files,
     owner: u32,
     intent: &Intent,
     opened: &mut HashMap<u32, Arc<DataFile>>,
@@ -482,7 +509,7 @@ fn committed(
     for p in &intent.pages {
         let file = match opened.entry(p.file_id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(files.get(p.file_id, false)?),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(catalog.open(io, files, p.file_id)?),
         };
         let device = match devices.entry(p.file_id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),

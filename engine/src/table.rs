@@ -5,27 +5,50 @@
 //! lives in bucket `1 + crc32c(key) % buckets` or that bucket's chain.
 //!
 //! ## Header page body (after the common page header, little-endian)
-//! magic `UNDSTTBL` (8), version u32, bucket count u32, page count u64
-//! (pages allocated: header + buckets + overflow), name length u16, name.
+//! Version 3: magic `UNDSTTBL` (8), version u32, bucket count u32, page
+//! count u64 (pages allocated: header + buckets + overflow), identity u64
+//! (the catalog's, `crate::catalog`), name length u16, name. Version 2
+//! (still read) has no identity field.
 //! The page count changes when a transaction allocates an overflow page, so
-//! allocation holds the header page's X lock like any other change.
+//! allocation holds the header page's X lock like any other change; the
+//! other fields never change after the file is created.
+//!
+//! ## A file is checked before it is trusted
+//! The first time a node reads a table file for a transaction or a recovery
+//! ([`open_checked`]), the file is held against its catalog entry: it must
+//! exist, be at least as long as its header and buckets (written when it
+//! was created, never cut afterwards), and its header page must be this
+//! table's — its file id and the identity the catalog gave it at creation
+//! (`crate::catalog`). A file missing, cut short, swapped with another
+//! table's or replaced is refused with an error naming it, before anything
+//! of it is read as data.
 //!
 //! ## Limits
 //! A key is at most [`MAX_KEY`] bytes and key + value at most
 //! `page_size - 52` (4044 bytes with 4 KiB pages); larger ones are refused
 //! with `KeyTooLarge` / `ValueTooLarge`.
 
+use std::sync::Arc;
+
 use wal::io::Io;
 
 use crate::catalog::TableInfo;
-use crate::datafile::{write_pages, DataFiles};
+use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
 pub use crate::page::MAX_KEY;
-use crate::page::{max_item, Kind, Page};
+use crate::page::{max_item, Kind, Page, HEADER_LEN};
 
 const MAGIC: [u8; 8] = *b"UNDSTTBL";
 /// Of the table file's format: the page format (`crate::page`) is part of it.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The version before identities, still read.
+const VERSION_2: u32 = 2;
+
+/// Where the identity lies in a version 3 header page, from the page's
+/// start: read without the page's checksum to tell a file's identity even
+/// when a crash tore its header page (every sector of a torn page holds the
+/// old or the new header, and both carry the same identity).
+const UID_AT: std::ops::Range<usize> = HEADER_LEN + 24..HEADER_LEN + 32;
 
 /// The page holding `key`'s bucket.
 pub fn bucket_page(key: &[u8], buckets: u32) -> u64 {
@@ -55,6 +78,8 @@ pub fn check_sizes(key: &[u8], value: &[u8], page_size: usize) -> Result<()> {
 pub struct Header {
     pub buckets: u32,
     pub page_count: u64,
+    /// 0 in a version 2 header.
+    pub uid: u64,
     pub name: String,
 }
 
@@ -64,19 +89,23 @@ impl Header {
         if page.kind() != Kind::TableHeader || b.len() < 26 || b[..8] != MAGIC {
             return Err("not a table header page");
         }
-        if u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) != VERSION {
-            return Err("unsupported table version");
-        }
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let (uid, name_at) = match version {
+            VERSION if b.len() >= 34 => (u64::from_le_bytes(b[24..32].try_into().expect("8 bytes")), 32),
+            VERSION_2 => (0, 24),
+            _ => return Err("unsupported table version"),
+        };
         let buckets = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
         let page_count = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
-        let len = u16::from_le_bytes([b[24], b[25]]) as usize;
-        let name = b.get(26..26 + len).ok_or("name runs past the page")?;
+        let len = u16::from_le_bytes([b[name_at], b[name_at + 1]]) as usize;
+        let name = b.get(name_at + 2..name_at + 2 + len).ok_or("name runs past the page")?;
         if buckets == 0 || page_count < 1 + buckets as u64 {
             return Err("impossible bucket or page count");
         }
         Ok(Header {
             buckets,
             page_count,
+            uid,
             name: String::from_utf8_lossy(name).into_owned(),
         })
     }
@@ -88,9 +117,73 @@ impl Header {
         b[8..12].copy_from_slice(&VERSION.to_le_bytes());
         b[12..16].copy_from_slice(&self.buckets.to_le_bytes());
         b[16..24].copy_from_slice(&self.page_count.to_le_bytes());
-        b[24..26].copy_from_slice(&(self.name.len() as u16).to_le_bytes());
-        b[26..26 + self.name.len()].copy_from_slice(self.name.as_bytes());
+        b[24..32].copy_from_slice(&self.uid.to_le_bytes());
+        b[32..34].copy_from_slice(&(self.name.len() as u16).to_le_bytes());
+        b[34..34 + self.name.len()].copy_from_slice(self.name.as_bytes());
     }
+
+    /// The magic and identity a header page's raw bytes carry, unchecked:
+    /// what tells whose file this is (see [`UID_AT`]). `None` if the bytes
+    /// hold no version 3 table header.
+    pub fn identity_of(raw: &[u8]) -> Option<u64> {
+        let body = raw.get(HEADER_LEN..)?;
+        if body.len() < 34 || body[..8] != MAGIC || body[8..12] != VERSION.to_le_bytes() {
+            return None;
+        }
+        Some(u64::from_le_bytes(raw[UID_AT].try_into().expect("8 bytes")))
+    }
+}
+
+/// The file of table `info` from `files`, held against its catalog entry
+/// the first time (see the module docs): missing, cut short or not this
+/// table's, it is refused with an error naming it.
+pub fn open_checked(io: &Io, files: &DataFiles, info: &TableInfo) -> Result<Arc<DataFile>> {
+    let path = crate::datafile::table_path(files.dir(), info.file_id);
+    let file = match files.get(info.file_id, false) {
+        Err(Error::Io(e)) if e.source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::TableFileMissing { file: path })
+        }
+        other => other?,
+    };
+    if file.is_checked() {
+        return Ok(file);
+    }
+    let len = file.len_now()?;
+    let min_len = info.min_len(files.page_size());
+    if len < min_len {
+        return Err(Error::TableFileTruncated {
+            file: path,
+            len,
+            min_len,
+        });
+    }
+    let raw = file.read_raw_first_page(io)?;
+    let mismatch = |detail: String| Error::TableFileMismatch {
+        file: path.clone(),
+        detail,
+    };
+    let holder = u32::from_le_bytes(raw[16..20].try_into().expect("4 bytes"));
+    if holder != info.file_id {
+        return Err(mismatch(format!(
+            "its header page belongs to table file {holder}, not {}",
+            info.file_id
+        )));
+    }
+    if info.uid != 0 {
+        match Header::identity_of(&raw) {
+            Some(uid) if uid == info.uid => {}
+            Some(uid) => {
+                return Err(mismatch(format!(
+                    "its identity is {uid:#018x}, the catalog's {:#018x} (another table created under this id, or a \
+                     copy from elsewhere)",
+                    info.uid
+                )))
+            }
+            None => return Err(mismatch("its first page holds no table header".into())),
+        }
+    }
+    file.mark_checked();
+    Ok(file)
 }
 
 /// Writes a new table file: header and empty buckets, synced.
@@ -102,6 +195,7 @@ pub fn create_file(io: &Io, files: &DataFiles, t: &TableInfo) -> Result<()> {
     Header {
         buckets: t.buckets,
         page_count: 1 + t.buckets as u64,
+        uid: t.uid,
         name: t.name.clone(),
     }
     .write(&mut header);

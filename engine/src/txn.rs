@@ -190,12 +190,32 @@ impl Transaction {
         Err(Error::NoSuchTable(name.into()))
     }
 
-    /// Makes page `no` of `t` available under at least `mode`.
+    /// Makes page `no` of `t` available under at least `mode`. The page is
+    /// one that committed data refers to (the header, a bucket, a page of a
+    /// chain), so it must have been written: one that reads as never
+    /// written — a hole, or past the end of a truncated file — is
+    /// [`Error::MissingPage`], never an empty page.
     fn fetch(&mut self, t: &TableInfo, no: u64, mode: LockMode) -> Result<()> {
+        self.fetch_page(t, no, mode, false)
+    }
+
+    /// [`Self::fetch`] for the page an allocation is about to take: the
+    /// first past the table's allocated pages, which may be unwritten.
+    fn fetch_new(&mut self, t: &TableInfo, no: u64) -> Result<()> {
+        self.fetch_page(t, no, LockMode::X, true)
+    }
+
+    fn fetch_page(&mut self, t: &TableInfo, no: u64, mode: LockMode, allocating: bool) -> Result<()> {
         self.lock(ResourceId::new(t.file_id, no), mode)?;
         if let std::collections::hash_map::Entry::Vacant(v) = self.pages.entry((t.file_id, no)) {
-            let file = self.node.files.get(t.file_id, false)?;
+            let file = table::open_checked(&self.node.io, &self.node.files, t)?;
             let page = file.read_page(&self.node.io, no)?;
+            if page.kind() == Kind::Unwritten && !allocating {
+                return Err(Error::MissingPage {
+                    file: file.path().to_path_buf(),
+                    page: no,
+                });
+            }
             v.insert(TxnPage { page, dirty: false });
         }
         Ok(())
@@ -345,6 +365,7 @@ impl Transaction {
         })?;
         let new_no = header.page_count;
         header.page_count += 1;
+        self.fetch_new(&t, new_no)?;
         self.change(&t, 0, |p| header.write(p))?;
         let (ps, file_id) = (self.node.files.page_size(), t.file_id);
         let inserted = self.change(&t, new_no, |fresh| {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use lockmgr::{LockMode, ResourceId};
 use wal::{Lsn, TxnId};
 
-use crate::catalog::{Catalog, TableInfo, MAX_NAME};
+use crate::catalog::{Catalog, TableInfo, CATALOG_RESOURCE, MAX_NAME};
 use crate::cluster::Cluster;
 use crate::datafile::table_path;
 use crate::error::{Error, Result};
@@ -35,9 +35,6 @@ use crate::timeline::Timeline;
 use crate::txn::Transaction;
 use options::{NodeOptions, StartReport};
 use state::NodeState;
-
-/// The catalog's lock resource.
-pub(crate) const CATALOG_RESOURCE: ResourceId = ResourceId::new(0, 0);
 
 /// The most bucket pages a hash table may have.
 pub const MAX_BUCKETS: u32 = 1 << 24;
@@ -59,6 +56,10 @@ impl Node {
     pub fn open(cluster_dir: &Path, node_id: u32, opts: NodeOptions) -> Result<Node> {
         let (state, confirm_queue, report) = open::open(cluster_dir, node_id, opts)?;
         let inner = Arc::new(state);
+        // Every table file is held against the catalog before the node
+        // serves anything: one missing, cut short or replaced is refused
+        // now, naming it, not found later as missing rows.
+        inner.check_tables()?;
         open::start_threads(&inner, confirm_queue)?;
         Ok(Node { inner, report })
     }
@@ -166,6 +167,7 @@ impl Node {
                 name: name.into(),
                 file_id: cat.next_file_id,
                 buckets,
+                uid: crate::catalog::new_uid(),
             };
             // A crash before the catalog is written leaves an orphan file that
             // the next create with this id overwrites.

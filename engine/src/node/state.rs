@@ -255,6 +255,21 @@ impl NodeState {
         }
     }
 
+    /// Holds every table file against its catalog entry
+    /// ([`crate::table::open_checked`]), under a shared lock on the catalog
+    /// so no table is created or dropped meanwhile.
+    pub(crate) fn check_tables(&self) -> Result<()> {
+        let txn = self.next_txn_id();
+        self.lock(txn, crate::catalog::CATALOG_RESOURCE, LockMode::S)?;
+        let checked = Catalog::load(&self.io, self.files.dir()).and_then(|cat| {
+            cat.tables
+                .iter()
+                .try_for_each(|t| crate::table::open_checked(&self.io, &self.files, t).map(drop))
+        });
+        self.release_all(txn);
+        checked
+    }
+
     /// Takes a checkpoint listing the active transactions, then truncates
     /// the log before the oldest record still needed.
     pub(crate) fn checkpoint(&self) -> Result<Lsn> {
