@@ -17,7 +17,8 @@
 //! | 32 | 8 | start LSN: nothing before it is part of the log |
 //! | 40 | 8 | LSN of the last durable checkpoint record, `u64::MAX` if none |
 //! | 48 | 4 | batch bound: no flush of this log was larger (0 = not recorded) |
-//! | 52 | 8 | reserved, zero |
+//! | 52 | 4 | log identity: random, non-zero, fixed when the log is created (0 = not recorded) |
+//! | 56 | 4 | reserved, zero |
 //! | 60 | 4 | CRC32C of bytes 0..60 |
 //!
 //! The batch bound is raised (and made durable) before a larger flush is
@@ -27,6 +28,11 @@
 //!
 //! The file is written last when a log is created, so a directory holding
 //! segments but no control file is a creation that never finished.
+//!
+//! The log identity tells this log apart from another log of the same node
+//! made later (after the first was deleted): LSNs start again from 0 in a
+//! new log, so an LSN alone does not say which log it belongs to. The
+//! engine stamps the pages a commit writes with it.
 
 use std::path::{Path, PathBuf};
 
@@ -54,7 +60,8 @@ struct Slot {
     start_lsn: U64,
     checkpoint_lsn: U64,
     max_batch: U32,
-    reserved: [u8; 8],
+    log_id: U32,
+    reserved: [u8; 4],
     crc: U32,
 }
 
@@ -79,6 +86,9 @@ pub struct Control {
     /// this; 0 when not recorded (then only
     /// [`crate::record::MAX_BATCH_BYTES`] bounds it).
     pub max_batch: u32,
+    /// The log's identity: random and non-zero, chosen when the log was
+    /// created; 0 for a log created before identities were recorded.
+    pub log_id: u32,
 }
 
 /// The control file of the log in `dir`.
@@ -96,7 +106,8 @@ fn encode(c: &Control) -> [u8; SLOT_BYTES] {
         start_lsn: U64::new(c.start_lsn.0),
         checkpoint_lsn: U64::new(c.checkpoint_lsn.map_or(NO_LSN, |l| l.0)),
         max_batch: U32::new(c.max_batch),
-        reserved: [0; 8],
+        log_id: U32::new(c.log_id),
+        reserved: [0; 4],
         crc: U32::new(0),
     };
     s.crc = U32::new(crc32c::crc32c(&s.as_bytes()[..SLOT_BYTES - 4]));
@@ -123,6 +134,7 @@ fn decode(buf: &[u8; SLOT_BYTES]) -> Option<Control> {
             l => Some(Lsn(l)),
         },
         max_batch: s.max_batch.get(),
+        log_id: s.log_id.get(),
     })
 }
 

@@ -57,6 +57,14 @@ pub enum WalError {
         reason: String,
     },
 
+    /// The directory holds no log, and the caller required one
+    /// ([`crate::LogConfig::create`] off).
+    #[error("no log in {}: the log of a node that wrote must exist to recover it", dir.display())]
+    NoLog {
+        /// The log directory.
+        dir: PathBuf,
+    },
+
     /// The control file is unreadable (both slots damaged).
     #[error("control file {} is damaged: {reason}", path.display())]
     BadControl {

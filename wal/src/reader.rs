@@ -67,6 +67,8 @@ pub struct LogReader {
     checkpoint: Option<Lsn>,
     /// The control file's batch bound (0 = not recorded).
     max_batch: u32,
+    /// The log's identity (0 = not recorded).
+    log_id: u32,
     files: BTreeMap<u64, IoFile>,
 }
 
@@ -121,6 +123,7 @@ impl LogReader {
             start: ctl.start_lsn,
             checkpoint: ctl.checkpoint_lsn,
             max_batch: ctl.max_batch,
+            log_id: ctl.log_id,
             files,
         })
     }
@@ -153,6 +156,11 @@ impl LogReader {
     /// The log's segment layout (its segment size).
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// The log's identity, chosen when it was created (0: not recorded).
+    pub fn log_id(&self) -> u32 {
+        self.log_id
     }
 
     /// The first LSN of the log (everything before was truncated).
@@ -416,7 +424,11 @@ impl Scan<'_> {
             let pos = self.pos;
             let seg = layout.segment_of(pos);
             let Some(file) = self.r.files.get(&seg).cloned() else {
-                if pos == layout.segment_start(seg) {
+                // The segment holding the log's start always exists: a new
+                // log is created with its first segment, and a truncation
+                // keeps the one holding the records it keeps. Without it,
+                // the log's segments were lost, not never written.
+                if pos == layout.segment_start(seg) && pos != self.r.start {
                     // The stream stops exactly where a segment that was never
                     // created would begin.
                     self.end = Some(LogEnd {

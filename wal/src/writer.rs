@@ -181,6 +181,13 @@ impl Log {
         self.shared.gc.failure()
     }
 
+    /// Where opening found the log to end — where its first new record
+    /// went — and what was cut off there: a recovery compares it with the
+    /// stamps its data pages carry, which tell of records that were durable.
+    pub fn end_at_open(&self) -> &crate::reader::LogEnd {
+        &self.shared.opened_end
+    }
+
     /// The start of the log and its last checkpoint, as the control file says.
     pub fn control(&self) -> Control {
         *self.shared.control.lock().unwrap_or_else(|e| e.into_inner())

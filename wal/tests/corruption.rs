@@ -294,3 +294,73 @@ fn leftovers_of_a_large_crashed_flush_are_found_however_far_they_lie() {
     let lsns: Vec<Lsn> = read_all(dir.path(), io).iter().map(|r| r.lsn).collect();
     assert_eq!(lsns, vec![first, new_begin, new_undo], "the old Commit resurfaced");
 }
+
+/// Every segment of a log deleted, its control file left: the log's
+/// records are lost, which is corruption at the log's start — not an empty
+/// log with nothing to back out.
+#[test]
+fn a_log_whose_segments_were_all_deleted_is_corrupt_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wal") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let e = scan_error(dir.path());
+    assert!(
+        matches!(
+            e,
+            WalError::Corruption {
+                kind: CorruptionKind::MissingSegment { segment: 0 },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let opened = Log::open(dir.path(), small_config(1, Io::fallback()));
+    assert!(
+        matches!(
+            opened,
+            Err(WalError::Corruption {
+                kind: CorruptionKind::MissingSegment { .. },
+                ..
+            })
+        ),
+        "{:?}",
+        opened.err()
+    );
+}
+
+/// A log that must exist (a failed node's, opened to recover it) is not
+/// created when missing, and a log keeps the identity it was created with.
+#[test]
+fn a_log_that_must_exist_is_not_created_and_keeps_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let must_exist = LogConfig {
+        create: false,
+        ..small_config(1, Io::fallback())
+    };
+    let missing = Log::open(&dir.path().join("gone"), must_exist.clone());
+    assert!(matches!(missing, Err(WalError::NoLog { .. })), "{:?}", missing.err());
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let empty = Log::open(&dir.path().join("empty"), must_exist.clone());
+    assert!(matches!(empty, Err(WalError::NoLog { .. })), "{:?}", empty.err());
+
+    build(dir.path());
+    let log = Log::open(dir.path(), must_exist.clone()).unwrap();
+    let id = log.control().log_id;
+    assert_ne!(id, 0);
+    assert_eq!(log.end_at_open().next, log.next_lsn());
+    log.close().unwrap();
+    assert_eq!(LogReader::open(dir.path(), Io::fallback()).unwrap().log_id(), id);
+
+    let other = tempfile::tempdir().unwrap();
+    build(other.path());
+    assert_ne!(
+        LogReader::open(other.path(), Io::fallback()).unwrap().log_id(),
+        id,
+        "two logs of one node made one after the other differ"
+    );
+}

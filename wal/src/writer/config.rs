@@ -25,6 +25,11 @@ pub struct LogConfig {
     pub spare_segments: usize,
     /// The I/O layer every read, write and sync of the log goes through.
     pub io: Io,
+    /// Create the log when the directory holds none. Off for a log that
+    /// must exist (a failed node's, opened to recover it): a missing one is
+    /// [`crate::WalError::NoLog`], not a fresh empty log with nothing to
+    /// back out.
+    pub create: bool,
 }
 
 impl LogConfig {
@@ -39,6 +44,7 @@ impl LogConfig {
             flush_threshold_bytes: 1 << 20,
             spare_segments: 2,
             io,
+            create: true,
         }
     }
 }

@@ -59,12 +59,16 @@ pub(super) fn open(dir: &Path, cfg: LogConfig, visit: &mut dyn FnMut(Record)) ->
             crate::record::MAX_BATCH_BYTES
         )));
     }
+    if !cfg.create && !dir.exists() {
+        return Err(WalError::NoLog { dir: dir.to_path_buf() });
+    }
     std::fs::create_dir_all(dir).map_err(|e| IoError::new(OpKind::Open, dir, None, e))?;
     let lock = lock_dir(dir)?;
     let io = cfg.io.clone();
     let ctl = match control::read(&io, dir)? {
         Some(c) => c,
-        None => create_log(&io, dir, &cfg)?,
+        None if cfg.create => create_log(&io, dir, &cfg)?,
+        None => return Err(WalError::NoLog { dir: dir.to_path_buf() }),
     };
     if ctl.node_id != cfg.node_id {
         return Err(WalError::WrongNode {
@@ -104,6 +108,7 @@ pub(super) fn open(dir: &Path, cfg: LogConfig, visit: &mut dyn FnMut(Record)) ->
         batch_bound: AtomicU32::new(ctl.max_batch),
         control: Mutex::new(ctl),
         lock: Mutex::new(Some(lock)),
+        opened_end: end.clone(),
     });
     let tail_file = shared.segment_file(end_seg)?;
     if end.torn.is_some() || end.leftovers {
@@ -160,6 +165,20 @@ fn last_nonzero(io: &Io, file: &IoFile, from: u64, to: u64) -> Result<Option<u64
     Ok(None)
 }
 
+/// A fresh log identity: random, never 0 (which means "not recorded").
+fn new_log_id() -> u32 {
+    let mut seed = [0u8; 4];
+    // The identity only has to differ from an earlier log's of the same
+    // node; the time and the process id make a collision practically
+    // impossible without a random-number dependency in this crate.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mixed = crc32c::crc32c_append(crc32c::crc32c(&t.to_le_bytes()), &std::process::id().to_le_bytes());
+    seed.copy_from_slice(&mixed.to_le_bytes());
+    u32::from_le_bytes(seed).max(1)
+}
+
 /// Lays out a brand-new log: segment 0 and a spare, then the control file,
 /// last, which marks creation complete.
 fn create_log(io: &Io, dir: &Path, cfg: &LogConfig) -> Result<Control> {
@@ -191,6 +210,7 @@ fn create_log(io: &Io, dir: &Path, cfg: &LogConfig) -> Result<Control> {
         start_lsn: Lsn(0),
         checkpoint_lsn: None,
         max_batch: INITIAL_BATCH_BOUND,
+        log_id: new_log_id(),
     };
     control::create(io, dir, &ctl)?;
     Ok(ctl)

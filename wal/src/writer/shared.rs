@@ -41,6 +41,8 @@ pub(super) struct Shared {
     ///
     /// [`Log::relinquish`]: super::Log::relinquish
     pub(super) lock: Mutex<Option<File>>,
+    /// Where opening found the log to end, and what it cut off there.
+    pub(super) opened_end: crate::reader::LogEnd,
 }
 
 impl Shared {
