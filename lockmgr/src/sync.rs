@@ -6,7 +6,7 @@
 //! comes from here; code there that reached for `std::sync` directly would be
 //! invisible to loom. The coordinator's server and client (sockets, threads,
 //! timers: nothing loom models) use `std::sync` directly and lock its
-//! mutexes with [`lock_std`].
+//! mutexes with `lock_std`.
 
 #[cfg(loom)]
 pub use loom::sync::{atomic, Arc, Condvar, Mutex, MutexGuard};

@@ -166,6 +166,7 @@ impl Client {
         }
     }
 
+    /// The node this client speaks for.
     pub fn node(&self) -> NodeId {
         self.inner.node
     }
@@ -175,10 +176,14 @@ impl Client {
         self.incarnation
     }
 
+    /// How long a lease lasts after the heartbeat that renewed it, in
+    /// milliseconds, as the coordinator said on admission.
     pub fn lease_ms(&self) -> u32 {
         self.lease_ms
     }
 
+    /// How often the client sends heartbeats, in milliseconds, as the
+    /// coordinator said on admission.
     pub fn heartbeat_ms(&self) -> u32 {
         self.heartbeat_ms
     }

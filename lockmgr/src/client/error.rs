@@ -13,35 +13,74 @@ use crate::wire::{ErrorCode, Msg};
 pub enum ClientError {
     /// The resource is locked by failed node `node` until it is recovered.
     #[error("{resource:?} is retained by failed node {node}")]
-    Retained { node: NodeId, resource: ResourceId },
+    Retained {
+        /// The failed node whose retained lock is in the way, or whose
+        /// locks are unknown.
+        node: NodeId,
+        /// The resource asked for.
+        resource: ResourceId,
+    },
+    /// The lock could not be granted at once: a live owner holds it in a
+    /// conflicting mode, or others already wait for it.
     #[error("{resource:?} is locked in a conflicting mode")]
-    Conflict { resource: ResourceId },
+    Conflict {
+        /// The resource asked for (for a re-assertion, the first one
+        /// refused).
+        resource: ResourceId,
+    },
+    /// The request's transaction was chosen as a deadlock's victim; it
+    /// should abort, releasing its locks.
     #[error("deadlock: this transaction was chosen as the victim")]
-    Deadlock { resource: ResourceId },
+    Deadlock {
+        /// The resource the victim waited for.
+        resource: ResourceId,
+    },
+    /// The lock was not granted within the request's wait.
     #[error("lock wait on {resource:?} timed out")]
-    Timeout { resource: ResourceId },
+    Timeout {
+        /// The resource waited for.
+        resource: ResourceId,
+    },
+    /// The coordinator restarted and grants no lock until the nodes that
+    /// were live have re-asserted theirs (or its grace period is over).
     #[error("the coordinator restarted and is waiting for nodes to re-assert their locks; retry")]
     CoordinatorRecovering,
+    /// The coordinator refused the proof: the node does not hold the
+    /// cluster secret.
     #[error("authentication failed: wrong cluster secret")]
     AuthFailed,
     /// Refused by the registry or membership rules; `code` says which.
     #[error("refused ({code:?}, node {node}): {message}")]
     Refused {
+        /// Which rule refused.
         code: ErrorCode,
+        /// The node the refusal is about (0 when none).
         node: NodeId,
+        /// The coordinator's words, for people.
         message: String,
     },
+    /// The lease lapsed: the node must not write.
     #[error("the lease lapsed; this node must not write")]
     LeaseLost,
+    /// The connection to the coordinator is gone (or was never usable).
     #[error("disconnected from the coordinator")]
     Disconnected,
+    /// The coordinator could not be reached at all.
     #[error("cannot reach the coordinator at {endpoint}: {message}")]
-    Connect { endpoint: String, message: String },
+    Connect {
+        /// The endpoint tried.
+        endpoint: String,
+        /// Why it could not be reached.
+        message: String,
+    },
+    /// The coordinator answered what the protocol does not allow there, or
+    /// did not answer within the reply timeout.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
 
 impl ClientError {
+    /// The typed error an `Error` reply carries.
     fn from_reply(code: ErrorCode, node: NodeId, resource: ResourceId, message: String) -> ClientError {
         match code {
             ErrorCode::Retained => ClientError::Retained { node, resource },
@@ -68,6 +107,7 @@ pub(super) fn refusal(m: Msg) -> Result<Msg, ClientError> {
     }
 }
 
+/// A reply that is not the one the request calls for.
 pub(super) fn unexpected(m: Msg) -> ClientError {
     ClientError::Protocol(format!("unexpected reply {m:?}"))
 }

@@ -14,9 +14,13 @@ use crate::wire::EventKind;
 /// What the coordinator (or the connection) tells the node unasked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
+    /// An event the coordinator pushed to every member.
     Coordinator {
+        /// What happened.
         kind: EventKind,
+        /// The node it happened to.
         node: NodeId,
+        /// That node's incarnation it happened to.
         incarnation: u64,
     },
     /// The lease is about to lapse or has: stop writing.
@@ -29,6 +33,7 @@ pub enum ClientEvent {
 pub(super) struct Events(pub(super) Mutex<Option<Sender<ClientEvent>>>);
 
 impl Events {
+    /// Hands `e` to the node, if it still listens.
     pub(super) fn emit(&self, e: ClientEvent) {
         if let Some(tx) = lock_std(&self.0).as_ref() {
             let _ = tx.send(e);

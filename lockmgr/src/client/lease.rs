@@ -17,7 +17,8 @@ use crate::sync::lock_std;
 use crate::wire::Msg;
 
 impl Client {
-    /// Whether the node may still write (see the module docs).
+    /// Whether the node may still write (see the module docs of
+    /// [`client`](crate::client)).
     pub fn lease_valid(&self) -> bool {
         self.inner.lease_valid()
     }

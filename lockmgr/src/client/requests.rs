@@ -22,9 +22,12 @@ use crate::wire::{self, HeldLock, MemberInfo, Msg, Outcome};
 /// A registration as counterpart of a failed node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterpartGrant {
+    /// The failed node to recover.
     pub failed: NodeId,
     /// The failed node's incarnation that died.
     pub incarnation: u64,
+    /// Names this registration when it is ended
+    /// ([`Client::unregister_counterpart`]).
     pub token: u64,
 }
 
@@ -50,6 +53,7 @@ impl From<Option<Duration>> for LockWait {
 }
 
 impl LockWait {
+    /// How long the request may wait for its lock.
     fn patience(self) -> Duration {
         match self {
             LockWait::NoWait => Duration::ZERO,
@@ -57,6 +61,7 @@ impl LockWait {
         }
     }
 
+    /// The `Lock` request of `txn` for `resource` in `mode` with this wait.
     fn request(self, txn: u64, resource: ResourceId, mode: LockMode) -> Msg {
         // 0 on the wire means "no wait", so a zero wait is rounded up.
         let wait_ms = match self {
@@ -124,6 +129,8 @@ impl Client {
         }
     }
 
+    /// Releases the lock `txn` holds on `resource` (or withdraws its wait
+    /// for it).
     pub fn release(&self, txn: u64, resource: ResourceId) -> Result<(), ClientError> {
         self.expect_ok(&Msg::Release { txn, resource })
     }
@@ -213,6 +220,7 @@ impl Client {
         self.expect_ok(&Msg::Leave)
     }
 
+    /// Sends `m` and waits for its `Ok`.
     fn expect_ok(&self, m: &Msg) -> Result<(), ClientError> {
         match self.inner.call(m, Duration::ZERO)? {
             Msg::Ok => Ok(()),

@@ -2,9 +2,10 @@
 //! request dispatcher, and reports the connection's end.
 //!
 //! This file owns reading from a connection and the bookkeeping around each
-//! request (the node is not silent while one is handled). It must never
-//! answer a request itself, bar a malformed frame: admission answers the
-//! handshake, the handlers answer requests.
+//! request (the node is not silent while one is handled), so it answers
+//! what is about the connection alone: a malformed frame, and a heartbeat
+//! (the node was heard). It must never handle another request: admission
+//! answers the handshake, the handlers the rest.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -18,7 +18,10 @@ use crate::wire::{EventKind, Msg};
 
 /// How a member went (see `Shared::member_gone`).
 pub(super) enum Gone {
+    /// Failed; `blind`: with its locks unknown (it did not come back after
+    /// a coordinator restart).
     Failed { blind: bool },
+    /// Left by `Leave`.
     Left,
 }
 

@@ -24,7 +24,7 @@ use crate::wire::{ErrorCode, HeldLock, Msg, Purpose};
 impl Shared {
     /// Refusals that apply to every lock request: after a restart until the
     /// live nodes re-asserted their locks, and while a blind node is
-    /// unrecovered (module docs).
+    /// unrecovered (see the module docs of [`server`](super)).
     pub(super) fn lock_gate(&self, resource: ResourceId) -> Option<Msg> {
         if !lock_std(&self.awaiting).0.is_empty() {
             return Some(error_msg(

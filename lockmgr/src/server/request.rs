@@ -2,9 +2,11 @@
 //! connection.
 //!
 //! This file only dispatches. Each family of requests has its handler in
-//! the file of its concept — `locks`, `counterparts`, `restarts`, `grace`,
-//! `status`, `departures`, `admission` — and this file must never grow the
-//! handling of one itself.
+//! the file of its concept — `connection` (heartbeats), `locks`,
+//! `counterparts`, `restarts`, `grace` (re-assertion), `status`,
+//! `departures` (leaving), `admission` (a repeated handshake) — and this
+//! file must never grow the handling of one itself; it refuses only a frame
+//! that is no request.
 
 use std::sync::Arc;
 

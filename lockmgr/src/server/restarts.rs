@@ -3,9 +3,9 @@
 //! and `RestartFinished` ends a restarting node's recovery of itself,
 //! releasing the locks it took back on admission ([`RESTART_TXN`]).
 //!
-//! This file owns the restart requests kept for live nodes. It must never
-//! release a node's reclaimed locks before that node says its own recovery
-//! is done.
+//! This file files the restart requests of live nodes (`departures`
+//! announces them when the node fails). It must never release a node's
+//! reclaimed locks before that node says its own recovery is done.
 
 use super::refusal::{error_msg, NO_RESOURCE};
 use super::session::Request;

@@ -13,6 +13,7 @@ use crate::ids::NodeId;
 use crate::sync::lock_std;
 use crate::wire::{Msg, Purpose, NO_REPLY};
 
+/// A member admitted on a connection: one incarnation of a node.
 pub(super) struct Session {
     pub(super) conn: Arc<Conn>,
     pub(super) incarnation: u64,
@@ -35,8 +36,11 @@ pub(super) struct Session {
     pub(super) last_heard: Mutex<Heard>,
 }
 
+/// See [`Session::last_heard`].
 pub(super) struct Heard {
+    /// The end of the last request handled, or the admission.
     pub(super) since: Instant,
+    /// How many of the node's requests are being handled.
     pub(super) busy: usize,
 }
 
@@ -63,14 +67,14 @@ impl Session {
 /// What a connection turned out to be after its handshake.
 #[derive(Clone)]
 pub(super) enum Admitted {
+    /// A member node (joined, rejoined or restarting).
     Member {
         node: NodeId,
         session: Arc<Session>,
         purpose: Purpose,
     },
-    Operator {
-        node: NodeId,
-    },
+    /// An operator tool: no member, no locks.
+    Operator { node: NodeId },
 }
 
 impl Admitted {

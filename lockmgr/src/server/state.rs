@@ -29,6 +29,7 @@ pub(super) struct Wait {
     pub(super) deadline: Instant,
 }
 
+/// What every thread of a coordinator shares (see the module docs).
 pub(super) struct Shared {
     pub(super) cfg: CoordinatorConfig,
     pub(super) table: LockTable,

@@ -35,9 +35,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use super::error::{FrameReadError, WireError};
 use super::message::Msg;
 
+/// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"UQ";
-/// 2: `Lock` carries `live_only`.
+/// The protocol version every frame carries; a frame of another version is
+/// refused. 2: `Lock` carries `live_only`.
 pub const VERSION: u8 = 2;
+/// The length of a frame's header, in bytes.
 pub const HEADER_LEN: usize = 20;
 /// The request id of a `Release` or `ReleaseAll` that wants no reply: a
 /// node releasing a committed transaction's locks has nothing to learn from
@@ -51,14 +54,22 @@ pub const READ_BUFFER: usize = 16 << 10;
 /// thousands of locks fits; anything larger is refused unread.
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
+/// A frame's header, as its bytes lie (see the module docs).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct FrameHeader {
+    /// [`MAGIC`].
     pub magic: [u8; 2],
+    /// [`VERSION`].
     pub version: u8,
+    /// The message type ([`Msg::type_code`]).
     pub msg_type: u8,
+    /// The payload's length in bytes, at most [`MAX_PAYLOAD`].
     pub payload_len: U32,
+    /// Chosen by the node, echoed in the reply; 0 for pushed events and for
+    /// [`NO_REPLY`].
     pub request_id: U64,
+    /// CRC32C of the header's first 16 bytes and of the payload.
     pub crc: U32,
 }
 

@@ -1,5 +1,5 @@
 //! Payloads: each [`Msg`] as the bytes after a frame's header, and back
-//! (the layout is in the frame codec's docs, `frame.rs`).
+//! (the layout is in the frame codec's docs, [`frame`](super::frame)).
 //!
 //! This file owns the encoding of every message, its message type code and
 //! the bounds on what a payload may carry. It must never allocate on the
@@ -133,6 +133,8 @@ impl<'a> In<'a> {
 }
 
 impl Msg {
+    /// The message type code a frame carrying this message has: requests
+    /// below 0x80, replies and events from 0x80.
     pub fn type_code(&self) -> u8 {
         match self {
             Msg::Hello { .. } => 0x01,
