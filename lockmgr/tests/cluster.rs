@@ -352,12 +352,7 @@ impl Cluster {
         while unix.is_none() || tcp.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
-                // The harness may have begun a line (`test coordinator_child
-                // ... `) first.
-                Ok(l) => match l
-                    .find(LISTENING)
-                    .map(|at| l[at + LISTENING.len()..].parse::<Endpoint>())
-                {
+                Ok(l) => match after(&l, LISTENING).map(str::parse::<Endpoint>) {
                     None => {}
                     Some(Ok(ep @ Endpoint::Unix(_))) => unix = Some(ep),
                     Some(Ok(ep @ Endpoint::Tcp(_))) => tcp = Some(ep),
@@ -473,11 +468,9 @@ impl NodeProc {
                 .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
-                // The harness may have begun a line (`test node_child ... `)
-                // first.
                 Ok(l) => {
-                    if let Some(at) = l.find(MARK) {
-                        return l[at + MARK.len()..].to_owned();
+                    if let Some(line) = after(&l, MARK) {
+                        return line.to_owned();
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!("node {} said nothing within {PATIENCE:?}", self.node),
@@ -494,6 +487,13 @@ impl NodeProc {
     fn kill(&mut self) {
         let _ = self.proc.kill();
     }
+}
+
+/// What follows `mark` in a line a child printed, if it holds it. The test
+/// harness of the child may have begun the line (`test node_child ... `)
+/// first.
+fn after<'a>(line: &'a str, mark: &str) -> Option<&'a str> {
+    line.find(mark).map(|at| &line[at + mark.len()..])
 }
 
 fn lock_cmd(txn: u64, r: ResourceId, mode: LockMode, wait_ms: Option<u64>) -> String {

@@ -96,14 +96,7 @@ impl Shared {
             None
         };
         if purpose == Purpose::Operator {
-            conn.send(
-                id,
-                &Msg::Welcome {
-                    incarnation: 0,
-                    lease_ms: self.cfg.lease_ms,
-                    heartbeat_ms: self.cfg.heartbeat_ms,
-                },
-            );
+            conn.send(id, &self.welcome(0));
             return Some(Admitted::Operator { node });
         }
         let mut member_guard = None;
@@ -177,18 +170,21 @@ impl Shared {
         });
         // Welcome first, then the session becomes visible to broadcasts: no
         // event may reach a node before its welcome.
-        conn.send(
-            id,
-            &Msg::Welcome {
-                incarnation,
-                lease_ms: self.cfg.lease_ms,
-                heartbeat_ms: self.cfg.heartbeat_ms,
-            },
-        );
+        conn.send(id, &self.welcome(incarnation));
         lock_std(&self.sessions).insert(node, session.clone());
         self.broadcast(EventKind::NodeJoined, node, incarnation);
         tracing::info!(node, incarnation, ?purpose, "node admitted");
         Some(Admitted::Member { node, session, purpose })
+    }
+
+    /// The `Welcome` of an admission as `incarnation` (0 for an operator),
+    /// with this coordinator's timings.
+    fn welcome(&self, incarnation: u64) -> Msg {
+        Msg::Welcome {
+            incarnation,
+            lease_ms: self.cfg.lease_ms,
+            heartbeat_ms: self.cfg.heartbeat_ms,
+        }
     }
 
     /// `Hello` or `AuthProof` on an admitted connection.
