@@ -25,17 +25,23 @@ impl std::fmt::Debug for Secret {
 
 /// Why a secret cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SecretError {
+    /// The secret file could not be read.
     #[error("cluster secret file {path}: {source}")]
     Read {
+        /// The file.
         path: std::path::PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The secret is shorter than 16 bytes (its length, in bytes).
     #[error("the cluster secret must be at least 16 bytes, got {0}")]
     TooShort(usize),
 }
 
 impl Secret {
+    /// The secret `bytes`, at least 16 of them.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Secret, SecretError> {
         let bytes = bytes.into();
         if bytes.len() < 16 {

@@ -18,7 +18,7 @@
 //! or a node. A request is granted, queued (with a [`Ticket`]) or refused at
 //! once; a call that frees something returns the queued requests it granted
 //! ([`Woken`]), and the caller tells their owners. The coordinator server
-//! that will wrap this core (sockets, timers, leases) owns all waiting.
+//! that wraps this core (sockets, timers, leases) owns all waiting.
 //!
 //! The coordinator ties the two halves together: when a node fails it calls
 //! both [`Registry::node_failed`] and [`LockTable::node_failed`]; when the
@@ -29,7 +29,13 @@
 //! What this crate must never do: touch a node's private log. It hands out
 //! the [`Grant`] that entitles one counterpart to read a failed node's log,
 //! but opening, reading and writing logs belong to the `engine` and `wal`
-//! crates; `lockmgr` does not depend on `wal`.
+//! crates. `lockmgr` depends on `wal` for its I/O layer only ([`wal::io`]):
+//! the coordinator's durable record ([`persist`]) reads, writes and syncs
+//! its files through it. It never opens a log.
+//!
+//! It is a library and carries no program: the `understudy coordinator`
+//! command, in its own package, runs the coordinator as a process of its
+//! own.
 //!
 //! ```
 //! use lockmgr::{LockMode, LockTable, Owner, RequestOutcome, ResourceId, WaitPolicy};
@@ -47,6 +53,9 @@
 //!
 //! All concurrency goes through [`sync`], which switches to loom under
 //! `cfg(loom)` (`tests/loom_lock_table.rs`).
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod auth;
 pub mod client;

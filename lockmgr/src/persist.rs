@@ -72,8 +72,11 @@ const RETAINED_LEN: usize = 17;
 /// Everything the record holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoordinatorState {
+    /// Every member: liveness, incarnation and recovery status.
     pub registry: RegistrySnapshot,
+    /// Every retained lock of every failed node.
     pub retained: Vec<RetainedLock>,
+    /// The failed nodes whose locks are unknown (see [`crate::server`]).
     pub blind: Vec<NodeId>,
 }
 
@@ -81,10 +84,18 @@ pub struct CoordinatorState {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PersistError {
+    /// Reading, writing or syncing a record file failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// A record file is damaged: its checksum, version or lengths are
+    /// wrong.
     #[error("coordinator state {} is damaged: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: &'static str },
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// The version 1 record.

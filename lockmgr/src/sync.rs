@@ -2,8 +2,11 @@
 //! switched to loom's model-checked versions under `cfg(loom)` so that the
 //! same code is explored by `tests/loom_lock_table.rs`.
 //!
-//! Every mutex, atomic and shared pointer in this crate comes from here; code
-//! that reached for `std::sync` directly would be invisible to loom.
+//! Every mutex, atomic and shared pointer of the lock table and the registry
+//! comes from here; code there that reached for `std::sync` directly would be
+//! invisible to loom. The coordinator's server and client (sockets, threads,
+//! timers: nothing loom models) use `std::sync` directly and lock its
+//! mutexes with `lock_std`.
 
 #[cfg(loom)]
 pub use loom::sync::{atomic, Arc, Condvar, Mutex, MutexGuard};
@@ -19,5 +22,13 @@ pub use std::sync::{atomic, Arc, Condvar, Mutex, MutexGuard};
 /// failed call into a dead coordinator that can no longer release anybody's
 /// locks.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`lock`] for a `std` mutex, which the coordinator's server and client
+/// use (see the module docs). Recovering the guard matters even more there:
+/// a panic on one connection's thread must not take the coordinator down
+/// with poisoned locks.
+pub(crate) fn lock_std<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

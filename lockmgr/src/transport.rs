@@ -11,7 +11,9 @@ use std::time::Duration;
 /// An address: `unix:/path/to/socket` or `tcp:127.0.0.1:7000`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
+    /// A Unix socket at this path, for nodes on the coordinator's host.
     Unix(PathBuf),
+    /// A TCP address; port 0 to listen on lets the kernel pick one.
     Tcp(SocketAddr),
 }
 
@@ -46,11 +48,15 @@ impl FromStr for Endpoint {
 /// A connected stream of either kind.
 #[derive(Debug)]
 pub enum Stream {
+    /// Over a Unix socket.
     Unix(UnixStream),
+    /// Over TCP, with Nagle's algorithm off.
     Tcp(TcpStream),
 }
 
 impl Stream {
+    /// Connects to `ep`; `timeout` bounds a TCP connect (a Unix socket's
+    /// connect does not wait).
     pub fn connect(ep: &Endpoint, timeout: Duration) -> std::io::Result<Stream> {
         match ep {
             Endpoint::Unix(p) => UnixStream::connect(p).map(Stream::Unix),
@@ -63,6 +69,8 @@ impl Stream {
         }
     }
 
+    /// Another handle on the same stream (one thread reads while another
+    /// writes).
     pub fn try_clone(&self) -> std::io::Result<Stream> {
         Ok(match self {
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
@@ -78,6 +86,7 @@ impl Stream {
         };
     }
 
+    /// Bounds each read by `t`; `None` reads without a bound.
     pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         match self {
             Stream::Unix(s) => s.set_read_timeout(t),

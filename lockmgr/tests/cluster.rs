@@ -1,9 +1,12 @@
 //! The coordinator and its nodes as separate processes over real sockets.
 //!
-//! The coordinator is the `understudy-coordinator` binary, started as a
-//! child process on a temporary state directory and listening on a Unix
-//! socket and a TCP port. Nodes are child processes too: this test binary
-//! runs itself as the `node_child` test, which connects with
+//! The coordinator is a child process on a temporary state directory,
+//! listening on a Unix socket and a TCP port: this test binary runs itself
+//! as the `coordinator_child` test, which starts [`Coordinator::start`]
+//! with the settings its environment carries, prints `listening on
+//! <endpoint>` for each endpoint and serves until it is killed. Nodes are
+//! child processes too: the test binary runs itself as the `node_child`
+//! test, which connects with
 //! [`lockmgr::Client`], prints `@@ READY <incarnation>` (or `@@ REFUSED
 //! <code>`) and then executes one command per stdin line (`lock`,
 //! `release_all`, `register`, `unregister`, `restart_finished`,
@@ -27,20 +30,21 @@
 //! shows it).
 //!
 //! Every wait is bounded in time and count, and every child process is
-//! killed and reaped on every path by a guard's `Drop`.
+//! killed and reaped on every path by its [`harness::ChildGuard`].
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use harness::ChildGuard;
 use lockmgr::wire::{self, ErrorCode, HeldLock, MemberInfo, Msg};
 use lockmgr::{
-    Client, ClientConfig, ClientError, ClientEvent, CounterpartGrant, Endpoint, EventKind, LockMode, NodeId, Outcome,
-    Purpose, ResourceId, Secret,
+    Client, ClientConfig, ClientError, ClientEvent, Coordinator, CoordinatorConfig, CounterpartGrant, Endpoint,
+    EventKind, LockMode, NodeId, Outcome, Purpose, ResourceId, Secret,
 };
 use rand::{Rng, SeedableRng};
 
@@ -49,11 +53,96 @@ const CHILD_ENV: &str = "UNDERSTUDY_CLUSTER_CHILD_ENDPOINT";
 const CHILD_NODE_ENV: &str = "UNDERSTUDY_CLUSTER_CHILD_NODE";
 const CHILD_SECRET_ENV: &str = "UNDERSTUDY_CLUSTER_CHILD_SECRET_FILE";
 const CHILD_PURPOSE_ENV: &str = "UNDERSTUDY_CLUSTER_CHILD_PURPOSE";
+/// Set (to the endpoints to listen on, one per line) in a coordinator
+/// child's environment.
+const COORD_LISTEN_ENV: &str = "UNDERSTUDY_CLUSTER_COORD_LISTEN";
+const COORD_SECRET_ENV: &str = "UNDERSTUDY_CLUSTER_COORD_SECRET_FILE";
+const COORD_STATE_ENV: &str = "UNDERSTUDY_CLUSTER_COORD_STATE_DIR";
+const COORD_HEARTBEAT_ENV: &str = "UNDERSTUDY_CLUSTER_COORD_HEARTBEAT_MS";
+const COORD_LEASE_ENV: &str = "UNDERSTUDY_CLUSTER_COORD_LEASE_MS";
+const COORD_FAILURE_TIMEOUT_ENV: &str = "UNDERSTUDY_CLUSTER_COORD_FAILURE_TIMEOUT_MS";
+/// What a coordinator child prints before each endpoint it listens on.
+const LISTENING: &str = "listening on ";
 /// Marks the lines of a node child's protocol among the test harness's own.
 const MARK: &str = "@@ ";
 const SECRET: &[u8] = b"cluster-test-secret-0123456789";
 /// How long anything that should happen may take before a test gives up.
 const PATIENCE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// The coordinator child.
+
+/// The coordinator process. As a test of the parent run it does nothing;
+/// run by [`Cluster::start`] with [`COORD_LISTEN_ENV`] set, it is the
+/// coordinator (module docs), until it is killed.
+#[test]
+fn coordinator_child() {
+    let Ok(listen) = std::env::var(COORD_LISTEN_ENV) else {
+        return;
+    };
+    run_coordinator_child(&listen);
+}
+
+fn run_coordinator_child(listen: &str) {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let ms = |k: &str| -> u32 { var(k).parse().unwrap_or_else(|_| panic!("{k} is not a number")) };
+    // Its warnings go to its log, which a failing test prints.
+    tracing::subscriber::set_global_default(StderrWarnings).expect("the only subscriber");
+    let listen = listen.lines().map(|ep| ep.parse().expect("an endpoint")).collect();
+    let secret = Secret::from_file(Path::new(&var(COORD_SECRET_ENV))).expect("the secret file");
+    let io = wal::io::Io::new(Default::default()).expect("the I/O layer");
+    let mut cfg = CoordinatorConfig::new(listen, secret, PathBuf::from(var(COORD_STATE_ENV)), io);
+    cfg.heartbeat_ms = ms(COORD_HEARTBEAT_ENV);
+    cfg.lease_ms = ms(COORD_LEASE_ENV);
+    cfg.failure_timeout_ms = ms(COORD_FAILURE_TIMEOUT_ENV);
+    let coordinator = Coordinator::start(cfg).expect("start the coordinator");
+    {
+        let mut out = std::io::stdout().lock();
+        for ep in coordinator.endpoints() {
+            // The parent reads the bound addresses from here.
+            writeln!(out, "{LISTENING}{ep}").expect("write to the parent");
+        }
+        out.flush().expect("flush to the parent");
+    }
+    coordinator.join();
+}
+
+/// Writes the coordinator's events of level WARN and above to stderr, one
+/// line each.
+struct StderrWarnings;
+
+impl tracing::Subscriber for StderrWarnings {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::WARN
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Line(String);
+        impl tracing::field::Visit for Line {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "message" => self.0.push_str(&format!(" {value:?}")),
+                    name => self.0.push_str(&format!(" {name}={value:?}")),
+                }
+            }
+        }
+        let mut line = Line(format!("{} {}:", event.metadata().level(), event.metadata().target()));
+        event.record(&mut line);
+        eprintln!("{}", line.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
 
 // ---------------------------------------------------------------------------
 // The node child.
@@ -188,47 +277,6 @@ fn run_node_child(endpoint: &str) {
 // ---------------------------------------------------------------------------
 // Processes of the parent.
 
-/// A child process that is killed (SIGKILL) and reaped when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().expect("try_wait").is_none()
-    }
-
-    /// SIGKILL, then reap. Idempotent.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Forwards a child's stdout lines (those passing `keep`) to a channel.
-fn forward_lines(out: impl Read + Send + 'static, keep: fn(&str) -> Option<String>) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if let Some(l) = keep(&line) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    rx
-}
-
 #[derive(Clone, Copy)]
 struct Timings {
     heartbeat_ms: u32,
@@ -283,42 +331,35 @@ impl Cluster {
             .append(true)
             .open(&log)
             .expect("open the coordinator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_understudy-coordinator"))
-            .arg("--listen")
-            .arg(format!("unix:{}", self.dir.path().join("coord.sock").display()))
-            .arg("--listen")
-            .arg("tcp:127.0.0.1:0")
-            .arg("--secret-file")
-            .arg(&self.secret_file)
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("--heartbeat-ms")
-            .arg(t.heartbeat_ms.to_string())
-            .arg("--lease-ms")
-            .arg(t.lease_ms.to_string())
-            .arg("--failure-timeout-ms")
-            .arg(t.failure_timeout_ms.to_string())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("spawn the coordinator");
-        let mut proc = Proc(child);
-        let stdout = proc.0.stdout.take().expect("piped stdout");
-        let lines = forward_lines(stdout, |l| l.strip_prefix("listening on ").map(str::to_owned));
+        let listen = format!("unix:{}\ntcp:127.0.0.1:0", self.dir.path().join("coord.sock").display());
+        let mut proc = ChildGuard::spawn(
+            Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", "coordinator_child", "--nocapture", "--test-threads=1"])
+                .env(COORD_LISTEN_ENV, listen)
+                .env(COORD_SECRET_ENV, &self.secret_file)
+                .env(COORD_STATE_ENV, self.state_dir())
+                .env(COORD_HEARTBEAT_ENV, t.heartbeat_ms.to_string())
+                .env(COORD_LEASE_ENV, t.lease_ms.to_string())
+                .env(COORD_FAILURE_TIMEOUT_ENV, t.failure_timeout_ms.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log_file)),
+        )
+        .expect("spawn the coordinator");
+        let (lines, _) = harness::read_lines(proc.take_stdout().expect("piped stdout"));
         let (mut unix, mut tcp) = (None, None);
         let deadline = Instant::now() + PATIENCE;
         while unix.is_none() || tcp.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
-                Ok(l) => match l.parse::<Endpoint>() {
-                    Ok(ep @ Endpoint::Unix(_)) => unix = Some(ep),
-                    Ok(ep @ Endpoint::Tcp(_)) => tcp = Some(ep),
-                    Err(e) => panic!("the coordinator printed a bad endpoint {l:?}: {e}"),
+                Ok(l) => match after(&l, LISTENING).map(str::parse::<Endpoint>) {
+                    None => {}
+                    Some(Ok(ep @ Endpoint::Unix(_))) => unix = Some(ep),
+                    Some(Ok(ep @ Endpoint::Tcp(_))) => tcp = Some(ep),
+                    Some(Err(e)) => panic!("the coordinator printed a bad endpoint {l:?}: {e}"),
                 },
                 Err(e) => {
-                    proc.kill();
+                    let _ = proc.kill();
                     panic!(
                         "the coordinator did not print its endpoints ({e:?}); its log:\n{}",
                         std::fs::read_to_string(&log).unwrap_or_default()
@@ -348,9 +389,10 @@ impl Cluster {
     }
 }
 
-/// The coordinator process.
+/// The coordinator process; on a panic its guard prints its log's tail
+/// before the process is killed.
 struct Coord {
-    proc: Proc,
+    proc: ChildGuard,
     unix: Endpoint,
     tcp: Endpoint,
     log: PathBuf,
@@ -363,7 +405,7 @@ impl Coord {
 
     /// SIGKILL and reap.
     fn kill(mut self) {
-        self.proc.kill();
+        let _ = self.proc.kill();
     }
 }
 
@@ -381,7 +423,7 @@ impl Drop for Coord {
 /// A node process and its protocol lines.
 struct NodeProc {
     node: NodeId,
-    proc: Proc,
+    proc: ChildGuard,
     stdin: ChildStdin,
     lines: Receiver<String>,
 }
@@ -389,22 +431,20 @@ struct NodeProc {
 impl NodeProc {
     fn spawn(secret_file: &Path, ep: &Endpoint, node: NodeId, purpose: &str) -> NodeProc {
         let exe = std::env::current_exe().expect("the test binary");
-        let child = Command::new(exe)
-            .args(["--exact", "node_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, ep.to_string())
-            .env(CHILD_NODE_ENV, node.to_string())
-            .env(CHILD_SECRET_ENV, secret_file)
-            .env(CHILD_PURPOSE_ENV, purpose)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn a node process");
-        let mut proc = Proc(child);
-        let stdin = proc.0.stdin.take().expect("piped stdin");
-        let stdout = proc.0.stdout.take().expect("piped stdout");
-        // The harness may have begun a line (`test node_child ... `) first.
-        let lines = forward_lines(stdout, |l| l.find(MARK).map(|at| l[at + MARK.len()..].to_owned()));
+        let mut proc = ChildGuard::spawn(
+            Command::new(exe)
+                .args(["--exact", "node_child", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, ep.to_string())
+                .env(CHILD_NODE_ENV, node.to_string())
+                .env(CHILD_SECRET_ENV, secret_file)
+                .env(CHILD_PURPOSE_ENV, purpose)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("spawn a node process");
+        let stdin = proc.take_stdin().expect("piped stdin");
+        let (lines, _) = harness::read_lines(proc.take_stdout().expect("piped stdout"));
         NodeProc {
             node,
             proc,
@@ -422,10 +462,20 @@ impl NodeProc {
 
     /// The node's next protocol line.
     fn expect(&self) -> String {
-        match self.lines.recv_timeout(PATIENCE) {
-            Ok(l) => l,
-            Err(RecvTimeoutError::Timeout) => panic!("node {} said nothing within {PATIENCE:?}", self.node),
-            Err(RecvTimeoutError::Disconnected) => panic!("node {} exited", self.node),
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    if let Some(line) = after(&l, MARK) {
+                        return line.to_owned();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("node {} said nothing within {PATIENCE:?}", self.node),
+                Err(RecvTimeoutError::Disconnected) => panic!("node {} exited", self.node),
+            }
         }
     }
 
@@ -435,8 +485,15 @@ impl NodeProc {
     }
 
     fn kill(&mut self) {
-        self.proc.kill();
+        let _ = self.proc.kill();
     }
+}
+
+/// What follows `mark` in a line a child printed, if it holds it. The test
+/// harness of the child may have begun the line (`test node_child ... `)
+/// first.
+fn after<'a>(line: &'a str, mark: &str) -> Option<&'a str> {
+    line.find(mark).map(|at| &line[at + mark.len()..])
 }
 
 fn lock_cmd(txn: u64, r: ResourceId, mode: LockMode, wait_ms: Option<u64>) -> String {
@@ -535,19 +592,14 @@ fn wait_event(rx: &Receiver<ClientEvent>, kind: EventKind, node: NodeId) -> u64 
     panic!("no {kind:?} event for node {node} within {PATIENCE:?}");
 }
 
-/// Polls `f` until it answers, within [`PATIENCE`] and a bounded count.
+/// Polls `f` every 10 ms until it answers, within [`PATIENCE`].
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    for _ in 0..10_000 {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{what}: not within {PATIENCE:?}");
+    let mut answer = None;
+    harness::wait_for(PATIENCE, Duration::from_millis(10), || {
+        answer = f();
+        answer.is_some()
+    });
+    answer.unwrap_or_else(|| panic!("{what}: not within {PATIENCE:?}"))
 }
 
 /// A lock request retried while the restarted coordinator waits for its
@@ -1414,7 +1466,7 @@ fn nodes_fence_themselves_while_the_coordinator_is_stopped() {
     assert!(client.lease_valid(), "a fresh member holds a lease");
     assert_eq!(client.check_lease(), Ok(()));
 
-    let stopped = Stopped::new(coord.proc.pid());
+    let stopped = Stopped::new(coord.proc.id().expect("the coordinator's pid"));
     let deadline = Instant::now() + PATIENCE;
     let mut lost = false;
     while !lost && Instant::now() < deadline {

@@ -21,13 +21,22 @@
 //! (the coordinator's state is shared between connections anyway); each
 //! call returns only once its request was handled, so a request made after
 //! another returned sees its effect, as over a socket.
+//!
+//! This file owns the in-process link only. It must never handle a request
+//! otherwise than a socket's connection thread does: it calls the same
+//! admission and request handling.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{lock, Admitted, Conn, Coordinator, LocalPeer, Out, Shared};
+use super::conn::{Conn, LocalPeer, Out};
+use super::coordinator::Coordinator;
+use super::refusal::{error_msg, NO_RESOURCE};
+use super::session::Admitted;
+use super::state::Shared;
 use crate::ids::NodeId;
-use crate::wire::{Msg, Purpose};
+use crate::sync::lock_std;
+use crate::wire::{ErrorCode, Msg, Purpose};
 
 /// The request id of the admission: what a socket handshake's proof uses.
 const ADMISSION_ID: u64 = 2;
@@ -50,7 +59,7 @@ impl Coordinator {
         let shared = self.shared.clone();
         let conn = Arc::new(Conn::local(shared.next_conn.fetch_add(1, Ordering::Relaxed)));
         let admitted = shared.admit(&conn, ADMISSION_ID, node, purpose, incarnation);
-        let answer = match &mut *lock(&conn.out) {
+        let answer = match &mut *lock_std(&conn.out) {
             Out::Local { early, .. } => early
                 .iter()
                 .position(|(id, _)| *id == ADMISSION_ID)
@@ -58,10 +67,10 @@ impl Coordinator {
             Out::Stream { .. } => None,
         };
         let answer = answer.unwrap_or_else(|| {
-            super::error_msg(
-                crate::wire::ErrorCode::Refused,
+            error_msg(
+                ErrorCode::Refused,
                 node,
-                crate::ids::ResourceId::new(0, 0),
+                NO_RESOURCE,
                 "the coordinator gave no answer to the admission",
             )
         });
@@ -87,7 +96,7 @@ impl LocalLink {
     /// Where answers and events go from now on; those made since the
     /// admission (events) are handed over first, in order.
     pub fn attach(&self, peer: Arc<dyn LocalPeer>) {
-        let mut out = lock(&self.conn.out);
+        let mut out = lock_std(&self.conn.out);
         if let Out::Local { peer: slot, early } = &mut *out {
             for (id, msg) in early.drain(..) {
                 peer.deliver(id, msg);

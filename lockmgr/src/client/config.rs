@@ -1,0 +1,54 @@
+//! How a client connects ([`ClientConfig`]).
+//!
+//! This file owns the settings only; it must never act on them (`connect`
+//! does).
+
+use std::time::Duration;
+
+use crate::auth::Secret;
+use crate::ids::NodeId;
+use crate::transport::Endpoint;
+use crate::wire::Purpose;
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Where the coordinator listens (not used by
+    /// [`Client::connect_local`](super::Client::connect_local)).
+    pub endpoint: Endpoint,
+    /// The node this client speaks for.
+    pub node: NodeId,
+    /// The cluster secret the node proves it knows (not used in process).
+    pub secret: Secret,
+    /// Why the node connects; [`Purpose::Join`] by default.
+    pub purpose: Purpose,
+    /// For `Rejoin`: the incarnation the node had.
+    pub incarnation: u64,
+    /// Bounds a TCP connect and each read of the handshake; 5 s by
+    /// default.
+    pub connect_timeout: Duration,
+    /// How long before the lease lapses the node stops writing, in
+    /// milliseconds; 100 by default, and at most a quarter of the lease the
+    /// coordinator grants (a larger margin is cut to that).
+    pub fence_margin_ms: u32,
+    /// Upper bound on waiting for any reply beyond a request's own wait;
+    /// 30 s by default.
+    pub reply_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Joins as `node` at `endpoint` with `secret`; every other setting
+    /// takes its default (see the fields).
+    pub fn new(endpoint: Endpoint, node: NodeId, secret: Secret) -> ClientConfig {
+        ClientConfig {
+            endpoint,
+            node,
+            secret,
+            purpose: Purpose::Join,
+            incarnation: 0,
+            connect_timeout: Duration::from_secs(5),
+            fence_margin_ms: 100,
+            reply_timeout: Duration::from_secs(30),
+        }
+    }
+}

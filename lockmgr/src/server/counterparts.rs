@@ -1,0 +1,89 @@
+//! Counterpart requests: `RegisterCounterpart` hands a live node the grant
+//! for a failed node's recovery; `UnregisterCounterpart` ends it, and a
+//! recovery that succeeded releases the failed node's retained locks.
+//!
+//! This file owns the grants handed out. It must never release retained
+//! locks but on the registry's word ([`RetainedLocks::Release`]), and never
+//! hand out a grant the registry did not make.
+
+use super::refusal::{error_msg, registry_error, NO_RESOURCE};
+use super::session::Request;
+use super::state::Shared;
+use crate::ids::NodeId;
+use crate::registry::{AuthState, RecoveryOutcome, RetainedLocks};
+use crate::sync::lock_std;
+use crate::wire::{ErrorCode, EventKind, Msg, Outcome};
+
+impl Shared {
+    /// `RegisterCounterpart`: the grant, or the registry's refusal.
+    pub(super) fn on_register_counterpart(&self, req: &Request, failed: NodeId) {
+        let auth = if req.member.is_some() {
+            AuthState::Authenticated
+        } else {
+            AuthState::Unauthenticated
+        };
+        match self.registry.register_counterpart(req.node, auth, failed) {
+            Ok(grant) => {
+                lock_std(&self.grants).insert(failed, grant);
+                // Not written to the durable record: a restarted
+                // coordinator restores an active registration as
+                // inactive anyway (its counterpart's connection is
+                // gone), so the write would buy nothing and compete
+                // with the counterpart's own syncs.
+                req.reply(Msg::CounterpartGrant {
+                    failed,
+                    incarnation: grant.incarnation(),
+                    token: grant.token(),
+                });
+            }
+            Err(e) => req.reply(registry_error(&e)),
+        }
+    }
+
+    /// `UnregisterCounterpart` with the grant's `token`.
+    pub(super) fn on_unregister_counterpart(&self, req: &Request, failed: NodeId, token: u64, outcome: Outcome) {
+        let grant = lock_std(&self.grants).get(&failed).copied();
+        let Some(grant) = grant.filter(|g| g.token() == token) else {
+            req.reply(error_msg(
+                ErrorCode::NotCounterpart,
+                failed,
+                NO_RESOURCE,
+                "no such registration",
+            ));
+            return;
+        };
+        let outcome = match outcome {
+            Outcome::Recovered => RecoveryOutcome::Recovered,
+            Outcome::Abandoned => RecoveryOutcome::Abandoned,
+        };
+        match self
+            .registry
+            .unregister_counterpart(req.node, AuthState::Authenticated, &grant, outcome)
+        {
+            Ok(locks) => {
+                lock_std(&self.grants).remove(&failed);
+                if locks == RetainedLocks::Release {
+                    // Answered and granted before the record is
+                    // durable: the recovery's end records already
+                    // are, so its retained locks are free, and a
+                    // record that outlives this one only holds
+                    // locks back that a restarted coordinator then
+                    // drops on evidence or frees after a recovery
+                    // that finds nothing to do (see `Reassert`).
+                    let woken = self.table.release_retained(failed);
+                    lock_std(&self.blind).remove(&failed);
+                    self.notify(woken);
+                    req.reply(Msg::Ok);
+                    self.broadcast(EventKind::RecoveryFinished, failed, grant.incarnation());
+                    self.persist();
+                } else {
+                    self.persist();
+                    req.reply(Msg::Ok);
+                    // Inactive again: invite another counterpart.
+                    self.broadcast(EventKind::NodeFailed, failed, grant.incarnation());
+                }
+            }
+            Err(e) => req.reply(registry_error(&e)),
+        }
+    }
+}
