@@ -87,6 +87,43 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] wal::io::IoError),
 
+    /// A node's log lost records that were durable: a data page carries the
+    /// stamp of a commit intent at or past where the log now ends (the
+    /// page could only be written once that intent was durable). What was
+    /// cut there was taken for a torn tail, but it was acknowledged work;
+    /// backing out by what is left could undo a committed transaction. The
+    /// node's retained locks stay. After inspection, an operator may let
+    /// the pages decide (`--accept-log-damage`, [`crate::NodeOptions`]).
+    #[error(
+        "the log of node {node} lost durable records: {detail}. Its retained locks stay. Inspect the log \
+         (`understudy inspect-log --dir <cluster>/logs/{node}`) and the pages it names; to keep what the pages \
+         say, run `understudy restart-light --node {node} --accept-log-damage` (or `recover --node {node} \
+         --accept-log-damage`)"
+    )]
+    LogDamaged {
+        /// The node whose log it is.
+        node: u32,
+        /// Where the log now ends.
+        end: wal::Lsn,
+        /// Which page proves it, and what was cut.
+        detail: String,
+    },
+
+    /// The log of a node that must be recovered is missing: its in-flight
+    /// work cannot be backed out. Its retained locks stay.
+    #[error(
+        "the log of node {node} is missing ({}): its in-flight work cannot be backed out. Its retained locks \
+         stay. Restore the log directory, or accept the data files as they are with `understudy restart-light \
+         --node {node} --accept-log-damage`",
+        dir.display()
+    )]
+    LogMissing {
+        /// The node whose log it is.
+        node: u32,
+        /// Its log directory.
+        dir: PathBuf,
+    },
+
     /// The node's log failed or is corrupt.
     #[error("log: {0}")]
     Log(#[from] wal::WalError),
@@ -247,6 +284,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// An error opening node `node`'s log: one that had to exist and does
+    /// not is [`Error::LogMissing`].
+    pub(crate) fn opening_log(e: wal::WalError, node: u32) -> Error {
+        match e {
+            wal::WalError::NoLog { dir } => Error::LogMissing { node, dir },
+            other => other.into(),
+        }
+    }
+
     /// Whether retrying the whole transaction may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

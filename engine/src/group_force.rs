@@ -396,7 +396,11 @@ mod tests {
                 .unwrap();
             let mut page = Page::new(PS, Kind::Bucket, 7, n);
             assert!(page.insert(b"k", &n.to_le_bytes()));
-            page.set_stamp(1, intent.0);
+            page.set_stamp(crate::page::Stamp {
+                node: 1,
+                log: 0,
+                lsn: intent.0,
+            });
             page.seal();
             self.gf
                 .commit(&self.io, &self.log, intent, vec![(self.file.clone(), page)], may_write)

@@ -13,13 +13,17 @@
 //! | 22 | 2 | reserved, zero |
 //! | 24 | 8 | next page of the bucket's overflow chain, 0 = none |
 //! | 32 | 4 | stamp: node whose commit last wrote the page (0 = none) |
-//! | 36 | 4 | reserved, zero |
+//! | 36 | 4 | stamp: identity of that node's log (0 = not recorded) |
 //! | 40 | 8 | stamp: LSN of that commit's intent record in the node's log |
 //!
 //! The stamp is what decides, after a crash in the middle of a commit,
 //! whether the commit happened: a transaction is committed once every page
-//! its `CommitIntent` record lists carries that record's (node, LSN) stamp
-//! on disk, checksum intact (see `crate::txn`).
+//! its `CommitIntent` record lists carries that record's stamp on disk,
+//! checksum intact (see `crate::txn`). It is also a witness for the log: a
+//! page is written only after its intent is durable, so a page stamped by
+//! a log at or past where that log now ends proves durable records of it
+//! were lost (see `crate::recovery`). The log's identity tells that log
+//! from a later log of the same node, whose LSNs start again from 0.
 //!
 //! Items follow the header, packed: key length u16, value length u16, key,
 //! value. A deleted item's space is reclaimed at once by moving later items
@@ -48,6 +52,37 @@ pub enum Kind {
     TableHeader = 1,
     Bucket = 2,
     Overflow = 3,
+}
+
+/// Which commit last wrote a page: the node, its log's identity, and the
+/// LSN of the commit's intent record in that log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// The node (0: no commit wrote the page).
+    pub node: u32,
+    /// The identity of the node's log (0: not recorded).
+    pub log: u32,
+    /// The intent record's LSN.
+    pub lsn: u64,
+}
+
+impl Stamp {
+    /// The stamp in a page image's header, read without checking the page
+    /// (the bytes of a page torn by a crash still carry the stamp of the
+    /// write that tore it, or of the one before).
+    pub fn of(image: &[u8]) -> Stamp {
+        Stamp {
+            node: u32::from_le_bytes(image[32..36].try_into().expect("4 bytes")),
+            log: u32::from_le_bytes(image[36..40].try_into().expect("4 bytes")),
+            lsn: u64_at(image, 40),
+        }
+    }
+
+    /// Whether this stamp is of node `node`'s log `log`. A log identity of
+    /// 0 on either side was not recorded and matches any.
+    pub fn of_log(&self, node: u32, log: u32) -> bool {
+        self.node == node && (self.log == log || self.log == 0 || log == 0)
+    }
 }
 
 /// Largest key + value with this page size.
@@ -194,19 +229,16 @@ impl Page {
         self.buf[24..32].copy_from_slice(&next.to_le_bytes());
     }
 
-    /// The (node, intent LSN) of the commit that last wrote the page.
-    pub fn stamp(&self) -> (u32, u64) {
-        (
-            u32::from_le_bytes(self.buf[32..36].try_into().expect("4 bytes")),
-            u64_at(&self.buf, 40),
-        )
+    /// The stamp of the commit that last wrote the page.
+    pub fn stamp(&self) -> Stamp {
+        Stamp::of(&self.buf)
     }
 
-    /// Marks the page as written by `node`'s commit whose intent record is
-    /// at `lsn`.
-    pub fn set_stamp(&mut self, node: u32, lsn: u64) {
-        self.buf[32..36].copy_from_slice(&node.to_le_bytes());
-        self.buf[40..48].copy_from_slice(&lsn.to_le_bytes());
+    /// Marks the page as written by the commit `stamp` names.
+    pub fn set_stamp(&mut self, stamp: Stamp) {
+        self.buf[32..36].copy_from_slice(&stamp.node.to_le_bytes());
+        self.buf[36..40].copy_from_slice(&stamp.log.to_le_bytes());
+        self.buf[40..48].copy_from_slice(&stamp.lsn.to_le_bytes());
     }
 
     /// Bytes free for items.

@@ -118,17 +118,22 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
             segment_size: inner.opts.log_segment_size,
             // Only end records are appended: no spare segment to prepare.
             spare_segments: 0,
+            // A failed node's log holds its in-flight work: a missing one
+            // is refused, not created empty, unless the operator accepted
+            // that.
+            create: inner.opts.accept_log_damage,
             ..LogConfig::new(failed, inner.io.clone())
         };
         // Opening finds the log's end by reading it through; the in-flight
         // search rides along on that one pass.
         let mut scan = recovery::InFlightScan::new();
-        let log =
-            Log::open_visiting(&log_dir, cfg, &mut |rec| scan.visit(rec)).map_err(|e| ("opening its log", e.into()))?;
+        let log = Log::open_visiting(&log_dir, cfg, &mut |rec| scan.visit(rec))
+            .map_err(|e| ("opening its log", Error::opening_log(e, failed)))?;
         tl.mark("log opened", detected);
         // 4. Find the in-flight transactions.
         let reader = log.reader().map_err(|e| ("reading its log", e.into()))?;
-        let from = recovery::scan_start(&reader).map_err(|e| ("reading its log", e))?;
+        let from = recovery::scan_start_accepting(&reader, inner.opts.accept_log_damage)
+            .map_err(|e| ("reading its log", e))?;
         let mut found = scan.finish(from);
         tl.in_flight = found.txns.len();
         tl.records = found.records;
@@ -141,8 +146,16 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
             .check_lease()
             .map_err(|e| ("writing before-images back", e.into()))?;
         let start = detected.elapsed();
-        let wb = recovery::back_out(&inner.io, &inner.files, &log, &reader, &mut found, &Agents::new())
-            .map_err(|e| ("writing before-images back", e))?;
+        let wb = recovery::back_out(
+            &inner.io,
+            &inner.files,
+            &log,
+            &reader,
+            &mut found,
+            &Agents::new(),
+            inner.opts.accept_log_damage,
+        )
+        .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
         tl.committed = wb.committed;
         tl.mark_at("written back", start + wb.written);

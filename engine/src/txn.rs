@@ -71,7 +71,7 @@ use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
 use crate::catalog::TableInfo;
 use crate::error::{Error, Result};
 use crate::node::state::NodeState;
-use crate::page::{Kind, Page, HEADER_LEN, ITEM_OVERHEAD};
+use crate::page::{Kind, Page, Stamp, HEADER_LEN, ITEM_OVERHEAD};
 use crate::table::{self, Header};
 
 /// A point inside a transaction that [`Transaction::rollback_to`] returns to.
@@ -477,7 +477,11 @@ impl Transaction {
             // from before the intent is durable until the writes are done.
             let mut pages = Vec::with_capacity(dirty.len());
             for ((file_id, _), mut page) in dirty {
-                page.set_stamp(node.node_id, lsn.0);
+                page.set_stamp(Stamp {
+                    node: node.node_id,
+                    log: node.log_id,
+                    lsn: lsn.0,
+                });
                 page.seal();
                 pages.push((node.files.get(file_id, false)?, page));
             }

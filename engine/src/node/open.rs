@@ -72,18 +72,30 @@ pub(super) fn open(
     // Opening finds the log's end by reading it through; the search for
     // in-flight work rides along on that one pass.
     let mut scan = recovery::InFlightScan::new();
-    let log = open_log(&cluster, node_id, &io, &opts, &mut scan)?;
+    // A node that failed had a log, and its in-flight work is in it: one
+    // missing now is refused, not created empty, unless the operator
+    // accepted it.
+    let must_exist = restarted && !opts.accept_log_damage;
+    let log = open_log(&cluster, node_id, &io, &opts, must_exist, &mut scan)?;
     crate::fence::mark_host(&cluster.log_dir(node_id))?;
     let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
     let reader = log.reader()?;
-    let mut found = scan.finish(recovery::scan_start(&reader)?);
+    let mut found = scan.finish(recovery::scan_start_accepting(&reader, opts.accept_log_damage)?);
     let mut report = StartReport {
         restarted,
         ..StartReport::default()
     };
     if restarted {
-        let wb = recovery::back_out(&io, &files, &log, &reader, &mut found, &Agents::new())?;
+        let wb = recovery::back_out(
+            &io,
+            &files,
+            &log,
+            &reader,
+            &mut found,
+            &Agents::new(),
+            opts.accept_log_damage,
+        )?;
         client.restart_finished()?;
         report.committed = wb.committed;
         report.backed_out = found.txns.len() - wb.committed;
@@ -110,6 +122,7 @@ pub(super) fn open(
         next_txn: AtomicU64::new((client.incarnation() << 32) | 1),
         cluster,
         node_id,
+        log_id: log.control().log_id,
         io,
         log,
         client,
@@ -204,16 +217,19 @@ fn join_refused_for_now(e: &ClientError) -> bool {
     )
 }
 
-/// Opens the node's own log, handing its records to `scan`.
+/// Opens the node's own log, handing its records to `scan`; one that
+/// `must_exist` and does not is [`Error::LogMissing`].
 fn open_log(
     cluster: &Cluster,
     node_id: u32,
     io: &Io,
     opts: &NodeOptions,
+    must_exist: bool,
     scan: &mut recovery::InFlightScan,
 ) -> Result<Log> {
     let cfg = LogConfig {
         segment_size: opts.log_segment_size,
+        create: !must_exist,
         ..LogConfig::new(node_id, io.clone())
     };
     let deadline = Instant::now() + opts.join_timeout;
@@ -225,6 +241,7 @@ fn open_log(
         Duration::from_millis(10),
         || Log::open_visiting(&cluster.log_dir(node_id), cfg.clone(), &mut |rec| scan.visit(rec)),
         |e| matches!(e, WalError::Locked { .. }),
-    )?;
+    )
+    .map_err(|e| Error::opening_log(e, node_id))?;
     Ok(log)
 }

@@ -60,6 +60,14 @@ pub struct NodeOptions {
     /// restart request for it is announced (see [`crate::restart`]). `None`:
     /// this node launches no restarts.
     pub restart_command: Option<Vec<String>>,
+    /// For an operator, after inspection: let recovery (this node's own
+    /// restart, and the peer recoveries it runs) go on past damage to a log
+    /// that lost durable records, deciding by the pages' stamps which
+    /// in-flight transactions committed under a lost intent, and accept a
+    /// missing log (the data files are then taken as they are). Off: such
+    /// damage stops recovery with [`crate::Error::LogDamaged`] or
+    /// [`crate::Error::LogMissing`], and the retained locks stay.
+    pub accept_log_damage: bool,
 }
 
 impl Default for NodeOptions {
@@ -86,6 +94,7 @@ impl Default for NodeOptions {
             fence_patience: Duration::from_secs(30),
             coordinator: None,
             restart_command: None,
+            accept_log_damage: false,
         }
     }
 }

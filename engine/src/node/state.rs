@@ -45,6 +45,9 @@ type CatalogStamp = (u64, i64, i64, u64);
 pub(crate) struct NodeState {
     pub(crate) cluster: Cluster,
     pub(crate) node_id: u32,
+    /// The identity of the node's log, stamped on the pages its commits
+    /// write (`crate::page::Stamp`).
+    pub(crate) log_id: u32,
     pub(crate) io: Io,
     pub(crate) log: Log,
     pub(crate) client: Client,

@@ -11,6 +11,13 @@
 //!
 //! `request-restart --node N` files a restart request: a live node restarts
 //! N light as soon as it has failed (see `understudy::restart`).
+//!
+//! A recovery that finds N's log damaged past its end (records that were
+//! durable are gone: a data page carries the stamp of a lost commit intent)
+//! or missing stops, and N's retained locks stay. After inspecting the log
+//! (`inspect-log`), the operator decides: `--accept-log-damage` on `recover`
+//! or `restart-light` lets the pages' stamps decide which in-flight
+//! transactions committed, and takes a missing log as empty.
 
 use std::path::PathBuf;
 
@@ -34,6 +41,11 @@ pub struct RecoverArgs {
     /// Print the timeline as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Go on past damage to the failed node's log that lost durable records
+    /// (the pages' stamps decide which in-flight transactions committed),
+    /// and take a missing log as empty. Only after inspecting the log.
+    #[arg(long)]
+    pub accept_log_damage: bool,
 }
 
 /// Arguments of `restart-light`.
@@ -45,6 +57,11 @@ pub struct RestartLightArgs {
     /// The failed node to restart.
     #[arg(long)]
     pub node: u32,
+    /// Go on past damage to the node's log that lost durable records (the
+    /// pages' stamps decide which in-flight transactions committed), and
+    /// take a missing log as empty. Only after inspecting the log.
+    #[arg(long)]
+    pub accept_log_damage: bool,
 }
 
 /// Arguments of `request-restart`.
@@ -89,11 +106,12 @@ pub fn request_restart(args: &RequestRestartArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn light() -> NodeOptions {
+fn light(accept_log_damage: bool) -> NodeOptions {
     NodeOptions {
         auto_recovery: false,
         log_segment_size: 1 << 20,
         join_timeout: std::time::Duration::from_secs(60),
+        accept_log_damage,
         ..NodeOptions::default()
     }
 }
@@ -106,7 +124,7 @@ pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
     };
     let mut last_err = None;
     for id in candidates {
-        let node = match Node::open(&args.cluster, id, light()) {
+        let node = match Node::open(&args.cluster, id, light(args.accept_log_damage)) {
             Ok(n) => n,
             // Running already, or otherwise unavailable: try the next id.
             Err(e) => {
@@ -133,7 +151,7 @@ pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
 }
 
 pub fn restart_light(args: &RestartLightArgs) -> Result<(), CliError> {
-    let node = Node::open(&args.cluster, args.node, light())?;
+    let node = Node::open(&args.cluster, args.node, light(args.accept_log_damage))?;
     let r = node.start_report().clone();
     node.close()?;
     say!(

@@ -49,17 +49,23 @@
 //! registered stops recovery with [`Error::MissingAgent`] naming it,
 //! rather than silently leaving work undone.
 
+mod scan;
+mod witness;
+
+pub use scan::{find_in_flight, scan_start_accepting, InFlight, InFlightScan, InFlightTxn, Intent};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wal::io::{Io, IoFile, Stage, WriteOp};
-use wal::{AgentId, Log, LogReader, Lsn, PageRef, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
+use wal::{AgentId, Log, LogReader, Lsn, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
 
 use crate::catalog::Catalog;
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
 use crate::page::Page;
+use witness::LogWitness;
 
 /// Undoes the records of one custom recovery agent. Agents keep no state:
 /// each record carries what the agent needs.
@@ -69,186 +75,6 @@ pub trait RecoveryAgent: Send + Sync {
 
 /// The agents a recovery may call, by id.
 pub type Agents = HashMap<AgentId, Arc<dyn RecoveryAgent>>;
-
-/// An in-flight transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InFlightTxn {
-    /// The transaction.
-    pub txn: TxnId,
-    /// Its first record in the log.
-    pub first_lsn: Lsn,
-    /// Its last record in the log.
-    pub last_lsn: Lsn,
-}
-
-/// A transaction caught between its commit intent and its commit record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Intent {
-    /// The transaction.
-    pub txn: TxnId,
-    /// Where the intent lies: the stamp its pages carry once written.
-    pub lsn: Lsn,
-    /// The pages the intent lists.
-    pub pages: Vec<PageRef>,
-    /// (file id, page) → the LSNs of its before-images, oldest first, put
-    /// back if the transaction turns out not committed.
-    images: HashMap<(u32, u64), Vec<Lsn>>,
-    /// Its custom agents' undo records, run only if it is backed out.
-    agents: Vec<(AgentId, Lsn, Vec<u8>)>,
-}
-
-/// What [`find_in_flight`] found.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    /// The in-flight transactions, by id.
-    pub txns: Vec<InFlightTxn>,
-    /// In-flight transactions that had logged their commit intent; decided
-    /// by [`back_out`], which moves the images of those not committed
-    /// into `pages`.
-    pub intents: Vec<Intent>,
-    /// (file id, page) → the LSNs of its before-images (byte ranges,
-    /// `crate::undo`), oldest first.
-    pub pages: BTreeMap<(u32, u64), Vec<Lsn>>,
-    /// Custom agents' undo records of in-flight transactions, newest first.
-    pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
-    /// How many records the search read.
-    pub records: u64,
-}
-
-impl InFlight {
-    /// Whether no transaction was in flight.
-    pub fn is_empty(&self) -> bool {
-        self.txns.is_empty()
-    }
-}
-
-#[derive(Default)]
-struct TxnScan {
-    first: Option<Lsn>,
-    last: Lsn,
-    pages: HashMap<(u32, u64), Vec<Lsn>>,
-    agents: Vec<(AgentId, Lsn, Vec<u8>)>,
-    intent: Option<(Lsn, Vec<PageRef>)>,
-}
-
-/// Scans `reader`'s log and returns its in-flight transactions and where
-/// the before-images of every page they changed lie.
-pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
-    let from = scan_start(reader)?;
-    let mut scan = InFlightScan::new();
-    for rec in reader.scan(from) {
-        scan.visit(rec?);
-    }
-    Ok(scan.finish(from))
-}
-
-/// Where a scan for in-flight work starts: the last checkpoint, or the
-/// first record of a transaction active at it if that is older.
-pub fn scan_start(reader: &LogReader) -> Result<Lsn> {
-    let Some(cp) = reader.checkpoint_lsn() else {
-        return Ok(reader.start_lsn());
-    };
-    let rec = reader.read(cp)?;
-    let RecordBody::Checkpoint(active) = rec.body else {
-        return Err(Error::Log(wal::WalError::Corruption {
-            lsn: cp,
-            kind: wal::CorruptionKind::BadPayload("control file points at a record that is no checkpoint"),
-        }));
-    };
-    Ok(active
-        .iter()
-        .map(|a| a.first_lsn)
-        .chain([cp])
-        .min()
-        .unwrap_or(cp)
-        .max(reader.start_lsn()))
-}
-
-/// The in-flight search, fed one record at a time in log order — by a scan
-/// of its own ([`find_in_flight`]) or by the scan that opening a log makes
-/// anyway ([`wal::Log::open_visiting`]), so a recovery reads the log once.
-pub struct InFlightScan {
-    txns: BTreeMap<TxnId, TxnScan>,
-    records: u64,
-}
-
-impl Default for InFlightScan {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl InFlightScan {
-    pub fn new() -> InFlightScan {
-        InFlightScan {
-            txns: BTreeMap::new(),
-            records: 0,
-        }
-    }
-
-    /// Takes the next record.
-    pub fn visit(&mut self, rec: wal::Record) {
-        self.records += 1;
-        if rec.meta.txn == 0 {
-            return;
-        }
-        if matches!(rec.body, RecordBody::Commit | RecordBody::End) {
-            self.txns.remove(&rec.meta.txn);
-            return;
-        }
-        let t = self.txns.entry(rec.meta.txn).or_default();
-        t.first.get_or_insert(rec.lsn);
-        t.last = rec.lsn;
-        match rec.body {
-            RecordBody::Undo(u) => {
-                t.pages.entry((u.file_id, u.page_no)).or_default().push(rec.lsn);
-            }
-            RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
-            RecordBody::CommitIntent(pages) => t.intent = Some((rec.lsn, pages)),
-            // The commit failed and said so: back it out like any other.
-            RecordBody::Abort => t.intent = None,
-            _ => {}
-        }
-    }
-
-    /// What was found. A scan that began before `from` ([`scan_start`])
-    /// keeps only transactions with records from there on: one that ends
-    /// before it finished before the checkpoint (an active one is listed
-    /// in it, and `from` is no later than its first record).
-    pub fn finish(self, from: Lsn) -> InFlight {
-        let mut out = InFlight {
-            records: self.records,
-            ..InFlight::default()
-        };
-        for (txn, t) in self.txns.into_iter().filter(|(_, t)| t.last >= from) {
-            out.txns.push(InFlightTxn {
-                txn,
-                first_lsn: t.first.unwrap_or(t.last),
-                last_lsn: t.last,
-            });
-            if let Some((lsn, pages)) = t.intent {
-                out.intents.push(Intent {
-                    txn,
-                    lsn,
-                    pages,
-                    images: t.pages,
-                    agents: t.agents,
-                });
-                continue;
-            }
-            for (key, lsns) in t.pages {
-                out.pages.entry(key).or_default().extend(lsns);
-            }
-            out.agent_records
-                .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
-        }
-        out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
-        for lsns in out.pages.values_mut() {
-            lsns.sort_unstable();
-        }
-        out
-    }
-}
 
 /// What [`back_out`] did, and when each part of it was done (from the
 /// call). The images of the last chunk, the data files' sync and the end
@@ -290,8 +116,10 @@ pub fn back_out(
     reader: &LogReader,
     found: &mut InFlight,
     agents: &Agents,
+    accept_log_damage: bool,
 ) -> Result<WriteBack> {
     let started = Instant::now();
+    let witness = LogWitness::of(log, reader.node_id());
     for (agent, _, _, _) in &found.agent_records {
         if *agent != PAGE_AGENT && !agents.contains_key(agent) {
             return Err(Error::MissingAgent { agent: *agent });
@@ -303,7 +131,15 @@ pub fn back_out(
     let mut catalog = Files::default();
     let mut kept = 0;
     for intent in std::mem::take(&mut found.intents) {
-        if committed(io, files, &mut catalog, reader.node_id(), &intent, &mut opened)? {
+        if committed(
+            io,
+            files,
+            &mut catalog,
+            reader.node_id(),
+            reader.log_id(),
+            &intent,
+            &mut opened,
+        )? {
             kept += 1;
             continue;
         }
@@ -315,12 +151,22 @@ pub fn back_out(
             .extend(intent.agents.into_iter().map(|(a, lsn, p)| (a, intent.txn, lsn, p)));
     }
     found.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
-    let pages = std::mem::take(&mut found.pages);
+    let mut pages = std::mem::take(&mut found.pages);
     for &(file_id, _) in pages.keys() {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
             v.insert(catalog.open(io, files, file_id)?);
         }
     }
+    // Checked against the pages' stamps as they are read, unless the
+    // operator accepted the log's damage: then the pages decide first.
+    let witness = if accept_log_damage {
+        found.pages = pages;
+        kept += witness.accept(io, &opened, found)?;
+        pages = std::mem::take(&mut found.pages);
+        None
+    } else {
+        Some(&witness)
+    };
     let mut ranges = read_ranges(reader, &pages)?;
     let keys: Vec<(u32, u64)> = pages.into_keys().collect();
     // A full chunk goes as soon as the next one is ready; the last goes
@@ -333,7 +179,7 @@ pub fn back_out(
             write_pages(io, &batch)?;
             written += chunk.len();
         }
-        chunk = put_back(io, &opened, part, &mut ranges)?;
+        chunk = put_back(io, &opened, part, &mut ranges, witness)?;
     }
     for (agent, txn, lsn, payload) in &found.agent_records {
         if let Some(a) = agents.get(agent) {
@@ -455,11 +301,15 @@ fn put_back(
     opened: &HashMap<u32, Arc<DataFile>>,
     keys: &[(u32, u64)],
     ranges: &mut Ranges,
+    witness: Option<&LogWitness>,
 ) -> Result<Vec<(u32, Page)>> {
     let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
     let images = crate::datafile::read_raw_pages(io, &targets)?;
     let mut out = Vec::with_capacity(keys.len());
     for ((&(file_id, page_no), (file, _)), mut buf) in keys.iter().zip(&targets).zip(images) {
+        if let Some(w) = witness {
+            w.check(file, page_no, &buf)?;
+        }
         for (offset, bytes) in ranges.remove(&(file_id, page_no)).unwrap_or_default().iter().rev() {
             crate::undo::apply(&mut buf, *offset, bytes).map_err(|detail| Error::CorruptPage {
                 file: file.path().to_path_buf(),
@@ -502,6 +352,7 @@ fn committed(
     files: &DataFiles,
     catalog: &mut Files,
     owner: u32,
+    log_id: u32,
     intent: &Intent,
     opened: &mut HashMap<u32, Arc<DataFile>>,
 ) -> Result<bool> {
@@ -516,7 +367,7 @@ fn committed(
             std::collections::hash_map::Entry::Vacant(v) => v.insert(file.open_on_device()?),
         };
         match file.read_page_from_device(io, device.as_ref(), p.page_no) {
-            Ok(page) if page.stamp() == (owner, intent.lsn.0) => {}
+            Ok(page) if page.stamp().of_log(owner, log_id) && page.stamp().lsn == intent.lsn.0 => {}
             Ok(_) | Err(Error::CorruptPage { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
