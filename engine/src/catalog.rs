@@ -111,7 +111,7 @@ impl Catalog {
         out
     }
 
-    fn decode(b: &[u8]) -> std::result::Result<Catalog, &'static str> {
+    pub(crate) fn decode(b: &[u8]) -> std::result::Result<Catalog, &'static str> {
         if b.len() < 24 || b[..8] != MAGIC {
             return Err("not a catalog");
         }

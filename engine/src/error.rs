@@ -161,6 +161,22 @@ pub enum Error {
     #[error("the node lost its lease and stopped writing")]
     LeaseLost,
 
+    /// The node id is live already: a process on this host holds its log.
+    #[error("node {node} is running: a live process on this host holds its log; stop it first, or use another id")]
+    NodeRunning {
+        /// The node id.
+        node: u32,
+    },
+
+    /// No coordinator answers at the cluster's address.
+    #[error("no coordinator answers at {endpoint}: {reason}")]
+    NoCoordinator {
+        /// Where the node looked for it.
+        endpoint: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
+
     /// Any other coordinator refusal or failure.
     #[error("coordinator: {0}")]
     Coordinator(ClientError),

@@ -57,6 +57,37 @@ pub enum PeerError {
         /// The coordinator's refusal.
         reason: ClientError,
     },
+    /// The node is live: there is nothing to recover.
+    #[error("node {failed} is live: there is nothing to recover (a node is recovered once it has failed)")]
+    NotFailed {
+        /// The node.
+        failed: u32,
+    },
+    /// The node is not one of the cluster's nodes.
+    #[error("node {failed} is not one of the cluster's nodes {nodes:?}")]
+    UnknownNode {
+        /// The node asked for.
+        failed: u32,
+        /// The cluster's node ids.
+        nodes: Vec<u32>,
+    },
+    /// The node has nothing to back out: it never joined, it left cleanly,
+    /// or it was recovered already.
+    #[error("node {failed} has nothing to recover: {why}")]
+    NothingToRecover {
+        /// The node.
+        failed: u32,
+        /// Why.
+        why: &'static str,
+    },
+    /// The coordinator could not say how the node stands.
+    #[error("cannot ask the coordinator about node {failed}: {reason}")]
+    NoStatus {
+        /// The node.
+        failed: u32,
+        /// The coordinator's refusal or the connection's failure.
+        reason: ClientError,
+    },
     /// The failed node could not be shown unable to write.
     #[error("node {failed} could not be fenced: {why}")]
     NotFenced {
@@ -192,6 +223,36 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
     }
     tracing::info!("{}", tl.summary());
     Ok(tl)
+}
+
+/// Whether node `failed` is one to recover, as the coordinator sees it: an
+/// operator's recovery asks first, so a live, unknown or finished node is
+/// refused at once with the reason, not after fencing gives up. (Automatic
+/// recovery reacts to the coordinator's own word that the node failed.)
+pub(crate) fn check_recoverable(inner: &NodeState, failed: u32) -> Result<(), PeerError> {
+    if !inner.cluster.nodes.contains(&failed) {
+        return Err(PeerError::UnknownNode {
+            failed,
+            nodes: inner.cluster.nodes.clone(),
+        });
+    }
+    let members = inner
+        .client
+        .status()
+        .map_err(|reason| PeerError::NoStatus { failed, reason })?;
+    match members.iter().find(|m| m.node == failed) {
+        None => Err(PeerError::NothingToRecover {
+            failed,
+            why: "it never joined the cluster",
+        }),
+        Some(m) if m.live => Err(PeerError::NotFailed { failed }),
+        // Recovered (or left cleanly, which leaves nothing to back out).
+        Some(m) if m.recovery == 3 => Err(PeerError::NothingToRecover {
+            failed,
+            why: "it was recovered already, or it left cleanly",
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Automatic recovery of `failed`, detected at `detected`, as every node

@@ -79,6 +79,21 @@ impl CliError {
         )
     }
 
+    /// What an operator can do about the error, when the error itself does
+    /// not say: printed after it, on the same line.
+    pub fn next_step(&self) -> Option<&'static str> {
+        match self {
+            CliError::Engine(understudy::Error::NoCoordinator { .. })
+            | CliError::Client(lockmgr::ClientError::Connect { .. }) => {
+                Some("start it with `understudy coordinator --cluster DIR`, or run one node with --embed-coordinator")
+            }
+            CliError::Engine(understudy::Error::UnknownNode { .. }) => {
+                Some("use one of the ids in cluster.conf (`understudy status` lists them)")
+            }
+            _ => None,
+        }
+    }
+
     /// Wraps an error a scan returned at `pos`, keeping errors that already
     /// name their LSN as they are.
     pub fn scan(pos: Lsn, e: WalError) -> CliError {

@@ -5,6 +5,7 @@
 //! usage (clap's own convention). The subcommands live in the
 //! `understudy_cli` library beside it.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -81,9 +82,13 @@ fn main() -> ExitCode {
     // that level, which is worth seeing after a crash. RUST_LOG overrides.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal, and never under NO_COLOR
+    // (no-color.org): a log file or a pipe gets plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 
     // `parse` exits with code 2 on bad usage and 0 for --help/--version.
@@ -105,7 +110,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match e.next_step() {
+                Some(step) => eprintln!("error: {e}; {step}"),
+                None => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

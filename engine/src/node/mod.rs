@@ -88,7 +88,10 @@ impl Node {
 
     /// Recovers failed node `failed` now (what automatic recovery does on a
     /// failure event, and what an operator's `recover` runs).
+    /// A node that is live, unknown, never joined or was recovered already
+    /// is refused at once, saying which.
     pub fn recover_peer(&self, failed: u32) -> std::result::Result<Timeline, PeerError> {
+        crate::peer::check_recoverable(&self.inner, failed)?;
         let tl = crate::peer::recover(&self.inner, failed, Instant::now())?;
         self.inner.remember(tl.clone());
         Ok(tl)

@@ -173,7 +173,10 @@ fn join(
     opts: &NodeOptions,
     embedded: Option<&Coordinator>,
 ) -> Result<(Client, bool)> {
-    let deadline = Instant::now() + opts.join_timeout;
+    let started = Instant::now();
+    let deadline = started + opts.join_timeout;
+    let log_dir = cluster.log_dir(node_id);
+    let held_here = || wal::LogReader::owner_status(&log_dir).ok();
     let mut purpose = Purpose::Join;
     let attempt = || loop {
         let endpoint = opts.coordinator.clone().unwrap_or_else(|| cluster.coordinator.clone());
@@ -195,25 +198,41 @@ fn join(
             Err(e) => return Err(e),
         }
     };
-    Ok(retry::until(
-        deadline,
-        Duration::from_millis(20),
-        attempt,
-        join_refused_for_now,
-    )?)
+    let temporary = |e: &ClientError| match e {
+        // Live as far as the coordinator knows. A process on this host that
+        // still holds the node's log after a moment (one dying lets go
+        // within milliseconds) is live; one whose process is gone is about
+        // to be declared failed, which the retry waits for.
+        ClientError::Refused {
+            code: ErrorCode::AlreadyLive,
+            ..
+        } => started.elapsed() < opts.coordinator_wait || held_here() != Some(wal::OwnerStatus::Alive),
+        // Nobody answers: a coordinator may be starting this instant.
+        ClientError::Connect { .. } => started.elapsed() < opts.coordinator_wait,
+        other => join_refused_for_now(other),
+    };
+    retry::until(deadline, Duration::from_millis(20), attempt, temporary).map_err(|e| match e {
+        ClientError::Refused {
+            code: ErrorCode::AlreadyLive,
+            ..
+        } if held_here() == Some(wal::OwnerStatus::Alive) => Error::NodeRunning { node: node_id },
+        ClientError::Connect { endpoint, message } => Error::NoCoordinator {
+            endpoint,
+            reason: message,
+        },
+        other => other.into(),
+    })
 }
 
 /// Whether a refused join may succeed in a moment: a peer is recovering the
-/// node, its previous incarnation is not yet known to be dead, or the
-/// coordinator is starting.
+/// node, or the coordinator is recovering its own state after a restart.
 fn join_refused_for_now(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Refused {
-            code: ErrorCode::RecoveryInProgress | ErrorCode::AlreadyLive,
+            code: ErrorCode::RecoveryInProgress,
             ..
-        } | ClientError::Connect { .. }
-            | ClientError::CoordinatorRecovering
+        } | ClientError::CoordinatorRecovering
     )
 }
 

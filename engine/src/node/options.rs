@@ -42,6 +42,12 @@ pub struct NodeOptions {
     /// How long opening may wait for a peer's recovery of this node, or for
     /// the coordinator to notice this node's previous incarnation died.
     pub join_timeout: Duration,
+    /// How long opening may wait for a coordinator that does not answer at
+    /// all (one starting at the same moment) before
+    /// [`crate::Error::NoCoordinator`], and for a process on this host that
+    /// holds the node's log to let it go (one dying) before
+    /// [`crate::Error::NodeRunning`].
+    pub coordinator_wait: Duration,
     /// An I/O layer to use instead of one chosen by `backend` (tests inject
     /// faults through it).
     pub io: Option<Io>,
@@ -89,6 +95,10 @@ impl Default for NodeOptions {
             heartbeat_ms: 100,
             failure_timeout_ms: 1500,
             join_timeout: Duration::from_secs(30),
+            // Long enough for a coordinator started together with the node
+            // to bind its socket; short enough that a missing one is said
+            // at once.
+            coordinator_wait: Duration::from_millis(300),
             io: None,
             auto_recovery: true,
             fence_patience: Duration::from_secs(30),

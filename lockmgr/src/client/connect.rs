@@ -198,6 +198,7 @@ impl Client {
     /// stopped writing after a failure calls this so its recovery starts
     /// without waiting for the failure timeout.
     pub fn disconnect(&self) {
+        self.inner.leaving.store(true, Ordering::Release);
         self.inner.closed.store(true, Ordering::Release);
         self.inner.link.shut();
     }
@@ -223,6 +224,7 @@ fn welcome(answer: Msg, sent_at: Instant) -> Result<Welcome, ClientError> {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        self.inner.leaving.store(true, Ordering::Release);
         self.inner.closed.store(true, Ordering::Release);
         self.inner.link.shut();
         for t in self.threads.drain(..) {

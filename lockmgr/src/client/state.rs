@@ -29,7 +29,9 @@ pub(super) struct Inner {
     pub(super) epoch: Instant,
     pub(super) lease_lost: AtomicBool,
     pub(super) closed: AtomicBool,
-    /// The node asked to leave: the end of the connection is expected.
+    /// The node ends the connection itself — it leaves, drops the client,
+    /// or disconnects after stopping: the end of the connection, and of the
+    /// lease with it, is expected, and no news.
     pub(super) leaving: AtomicBool,
     pub(super) reply_timeout: Duration,
     /// Heartbeats sent and not yet answered, with when they were sent: a

@@ -37,6 +37,8 @@ pub struct TransferConfig {
     pub accounts: u32,
     /// When to stop; `None` runs until an error (or SIGKILL).
     pub deadline: Option<Instant>,
+    /// Stop once this is set (a signal asked the node to stop).
+    pub stop: Option<std::sync::Arc<AtomicBool>>,
     /// A pause between a transfer's first and second write, while its first
     /// change is logged and its locks held.
     pub think: Option<Duration>,
@@ -77,7 +79,9 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.cfg.deadline.is_some_and(|d| Instant::now() >= d)
+        self.stop.load(Ordering::Relaxed)
+            || self.cfg.deadline.is_some_and(|d| Instant::now() >= d)
+            || self.cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     fn out(&self) -> MutexGuard<'_, std::io::Stdout> {

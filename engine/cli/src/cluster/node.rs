@@ -7,8 +7,14 @@
 //! `READY node=N incarnation=I restarted=B backed_out=K` after joining,
 //! `INIT accounts=A total=T` after `--bank-init`, one `ACK ...` per committed
 //! transfer (see [`crate::bank`]), and `DONE ...` when `--duration-secs`
-//! elapses. A process killed at any moment has promised exactly its ACK
-//! lines.
+//! elapses or SIGTERM or SIGINT asks the node to stop. A process killed at
+//! any moment has promised exactly its ACK lines.
+//!
+//! A stop asked for by SIGTERM or SIGINT is clean, as the end of
+//! `--duration-secs` is: the transfer threads stop starting transfers,
+//! those in flight are rolled back, the node leaves the cluster (nothing of
+//! it is retained) and the process exits 0. A second signal while it stops
+//! ends the process at once, with status 1.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -114,7 +120,8 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
         node.request_restart(args.id)?;
     }
     let deadline = args.duration_secs.map(|s| Instant::now() + Duration::from_secs(s));
-    let result = serve(&node, args, deadline);
+    let stop = stop_on_signals()?;
+    let result = serve(&node, args, deadline, &stop);
     // A node that stopped (lease lost, failed commit) must not pretend to
     // leave cleanly: dropping it drops the connection, the coordinator
     // declares it failed and its locks stay retained until it is recovered.
@@ -179,7 +186,22 @@ impl Drop for Reporter {
     }
 }
 
-fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>) -> Result<(), CliError> {
+/// A flag SIGTERM and SIGINT set; the second of them while it is set ends
+/// the process at once (status 1).
+fn stop_on_signals() -> Result<Arc<AtomicBool>, CliError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        // Registered first, the conditional exit acts on a second signal
+        // only: on the first the flag is still clear.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+            .map_err(|e| CliError::os("handling SIGTERM and SIGINT", e))?;
+    }
+    Ok(stop)
+}
+
+fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>, stop: &Arc<AtomicBool>) -> Result<(), CliError> {
     let report = node.start_report();
     say!(
         "READY node={} incarnation={} restarted={} backed_out={}",
@@ -196,12 +218,13 @@ fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>) -> Result<(), 
         flush()?;
     }
     match args.workload {
-        WorkloadArg::None => idle(node, deadline),
+        WorkloadArg::None => idle(node, deadline, stop),
         WorkloadArg::Bank => {
             let cfg = TransferConfig {
                 threads: args.threads,
                 accounts: args.accounts,
                 deadline,
+                stop: Some(stop.clone()),
                 think: (args.think_ms > 0).then(|| Duration::from_millis(args.think_ms)),
                 per_thread: args.txns_per_thread,
             };
@@ -218,11 +241,16 @@ fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>) -> Result<(), 
     }
 }
 
-/// Stays a member until the deadline; fails if the node stops meanwhile.
-fn idle(node: &Node, deadline: Option<Instant>) -> Result<(), CliError> {
+/// Stays a member until the deadline or a stop is asked for; fails if the
+/// node stops meanwhile.
+fn idle(node: &Node, deadline: Option<Instant>, stop: &AtomicBool) -> Result<(), CliError> {
     loop {
         if let Some(why) = node.stopped() {
             return Err(Error::Stopped(why).into());
+        }
+        if stop.load(Ordering::Relaxed) {
+            say!("DONE stopped by a signal");
+            return flush();
         }
         let nap = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {

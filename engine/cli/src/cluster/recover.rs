@@ -118,6 +118,19 @@ fn light(accept_log_damage: bool) -> NodeOptions {
 
 pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
     let cluster = understudy::Cluster::open(&args.cluster)?;
+    if !cluster.nodes.contains(&args.node) {
+        return Err(understudy::Error::UnknownNode {
+            node: args.node,
+            nodes: cluster.nodes,
+        }
+        .into());
+    }
+    if args.as_node == Some(args.node) {
+        return Err(CliError::Invalid(format!(
+            "node {} cannot recover itself as a peer; run `understudy restart-light --node {}`",
+            args.node, args.node
+        )));
+    }
     let candidates: Vec<u32> = match args.as_node {
         Some(id) => vec![id],
         None => cluster.nodes.iter().copied().filter(|&n| n != args.node).collect(),
@@ -126,11 +139,15 @@ pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
     for id in candidates {
         let node = match Node::open(&args.cluster, id, light(args.accept_log_damage)) {
             Ok(n) => n,
-            // Running already, or otherwise unavailable: try the next id.
-            Err(e) => {
+            // Running already, or refused for now by the coordinator: try
+            // the next id.
+            Err(e @ (understudy::Error::NodeRunning { .. } | understudy::Error::Coordinator(_)))
+                if args.as_node.is_none() =>
+            {
                 last_err = Some(e);
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
         let result = node.recover_peer(args.node);
         let closed = node.close();

@@ -2,13 +2,18 @@
 //! ends, its start LSN and its last checkpoint, as text or as one JSON
 //! object per line. It only reads: it takes no lock, cuts nothing and may
 //! look at the log of a live node.
+//!
+//! A live node's log (its writer holds the directory lock) is read up to
+//! where its records stop, and said to be live: past that point the writer
+//! may be in the middle of a write, so what the reader finds there is
+//! neither a torn tail nor corruption, and is not reported as either.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use wal::{LogEnd, LogReader, Lsn, Record, RecordBody};
+use wal::{LogEnd, LogReader, Lsn, OwnerStatus, Record, RecordBody};
 
 use crate::backend::BackendArg;
 use crate::error::CliError;
@@ -42,6 +47,7 @@ pub fn run(args: &InspectArgs) -> Result<(), CliError> {
 fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
     let io = args.backend.open()?;
     let reader = LogReader::open(&args.dir, io)?;
+    let live = LogReader::owner_status(&args.dir)? == OwnerStatus::Alive;
     let w = |out: &mut dyn Write, line: std::fmt::Arguments<'_>| {
         writeln!(out, "{line}").map_err(|e| CliError::os("writing to stdout", e))
     };
@@ -54,15 +60,21 @@ fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
             "segment_size": segment_size,
             "start_lsn": reader.start_lsn().0,
             "checkpoint_lsn": reader.checkpoint_lsn().map(|l| l.0),
+            "live": live,
         });
         w(out, format_args!("{head}"))?;
     } else {
         w(
             out,
             format_args!(
-                "log {}: node {}, segments of {segment_size} bytes",
+                "log {}: node {}, segments of {segment_size} bytes{}",
                 args.dir.display(),
-                reader.node_id()
+                reader.node_id(),
+                if live {
+                    "; live: its node is running and writing it"
+                } else {
+                    ""
+                }
             ),
         )?;
         w(
@@ -77,9 +89,16 @@ fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut records = 0u64;
     let mut scan = reader.scan(reader.start_lsn());
+    let mut live_end = None;
     while let Some(rec) = scan.next() {
         let rec = match rec {
             Ok(rec) => rec,
+            // The writer is at work past here: where its records stop is
+            // where this reading ends.
+            Err(_) if live => {
+                live_end = Some(scan.position());
+                break;
+            }
             Err(e) => {
                 let err = CliError::scan(scan.position(), e);
                 if args.json {
@@ -110,16 +129,24 @@ fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
             w(out, format_args!("{}", line.trim_end()))?;
         }
     }
-    let end = scan
-        .end()
-        .cloned()
-        .ok_or_else(|| CliError::Check("the scan ended without saying where the log ends".into()))?;
+    let end = match live_end {
+        Some(next) => LogEnd {
+            next,
+            torn: None,
+            leftovers: false,
+        },
+        None => scan
+            .end()
+            .cloned()
+            .ok_or_else(|| CliError::Check("the scan ended without saying where the log ends".into()))?,
+    };
 
     if args.json {
         let line = json!({
             "type": "end",
             "next_lsn": end.next.0,
-            "torn": end.torn.as_ref().map(|t| t.to_string()),
+            "torn": if live { None } else { end.torn.as_ref().map(|t| t.to_string()) },
+            "live": live,
             "records": records,
             "kinds": kinds,
             "start_lsn": reader.start_lsn().0,
@@ -134,7 +161,17 @@ fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
             format!(" ({})", counts.join(", "))
         };
         w(out, format_args!("records: {records}{counts}"))?;
-        w(out, format_args!("end: {}", describe_end(&end)))?;
+        if live {
+            w(
+                out,
+                format_args!(
+                    "end: read up to LSN {}; the log is live, and its writer may be writing past there",
+                    end.next
+                ),
+            )?;
+        } else {
+            w(out, format_args!("end: {}", describe_end(&end)))?;
+        }
         w(out, format_args!("start LSN: {}", reader.start_lsn()))?;
         w(
             out,
