@@ -42,6 +42,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Which backend this is, for reports.
     fn kind(&self) -> BackendKind;
 
+    /// The operations it ran so far, by path (see [`super::IoStats`]).
+    fn stats(&self) -> super::IoStats;
+
     /// Fills every buffer completely; reading past the end of a file is an
     /// `UnexpectedEof` error.
     fn read_batch(&self, reads: &mut [ReadOp<'_>]) -> Result<(), IoError>;

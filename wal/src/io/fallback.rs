@@ -5,20 +5,29 @@
 use std::os::unix::fs::FileExt;
 
 use super::backend::{Backend, BackendKind};
+use super::counters::{IoCounters, IoPath, IoStats};
 use super::error::{IoError, OpKind};
 use super::file::IoFile;
 use super::op::{distinct_files, ReadOp, WriteOp};
 
-/// See the module docs.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FallbackBackend;
+/// See the module docs. Every operation counts as a system call
+/// ([`IoPath::Call`]).
+#[derive(Debug, Default)]
+pub struct FallbackBackend {
+    counters: IoCounters,
+}
 
 impl Backend for FallbackBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Fallback
     }
 
+    fn stats(&self) -> IoStats {
+        self.counters.snapshot()
+    }
+
     fn read_batch(&self, reads: &mut [ReadOp<'_>]) -> Result<(), IoError> {
+        self.counters.reads(IoPath::Call, reads.len());
         for r in reads.iter_mut() {
             // read_exact_at retries short reads and EINTR, and reports EOF as
             // UnexpectedEof.
@@ -31,6 +40,7 @@ impl Backend for FallbackBackend {
     }
 
     fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
+        self.counters.writes(IoPath::Call, writes.len());
         for w in writes {
             w.file
                 .std()
@@ -44,6 +54,7 @@ impl Backend for FallbackBackend {
     }
 
     fn sync(&self, files: &[&IoFile]) -> Result<(), IoError> {
+        self.counters.syncs(IoPath::Call, files.len());
         for f in files {
             f.std()
                 .sync_data()

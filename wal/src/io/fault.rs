@@ -251,7 +251,9 @@ fn snapshot(file: &IoFile, offset: u64, new: &[u8]) -> io::Result<UnsyncedWrite>
     let old_len = file.std().metadata()?.len();
     let readable = old_len.saturating_sub(offset).min(new.len() as u64) as usize;
     let mut old = vec![0u8; readable];
-    file.std().read_exact_at(&mut old, offset)?;
+    // Through a buffered handle of its own: a direct file's handle takes
+    // aligned buffers only, and what the device holds is what to keep.
+    std::fs::File::open(file.path())?.read_exact_at(&mut old, offset)?;
     Ok(UnsyncedWrite {
         path: file.path().to_path_buf(),
         offset,
@@ -274,6 +276,10 @@ pub fn undo_write(w: &UnsyncedWrite) -> io::Result<()> {
 impl Backend for FaultInjector {
     fn kind(&self) -> BackendKind {
         BackendKind::Fault
+    }
+
+    fn stats(&self) -> super::IoStats {
+        self.inner.stats()
     }
 
     fn read_batch(&self, reads: &mut [ReadOp<'_>]) -> Result<(), IoError> {

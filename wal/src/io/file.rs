@@ -46,6 +46,34 @@ impl IoFile {
         Ok(IoFile::from_std(file, path))
     }
 
+    /// Opens `path` for direct I/O (`O_DIRECT`: reads and writes go to the
+    /// device, past the page cache), for reading and writing when
+    /// `writable`; `create` creates it when missing. Where the file system
+    /// refuses direct I/O (tmpfs), the file is opened buffered instead:
+    /// [`IoFile::is_direct`] says which it got. A direct file's reads and
+    /// writes need buffers, offsets and lengths aligned to the device's
+    /// logical block (a multiple of 512 bytes; 4096 is always enough).
+    pub fn open_direct(path: &Path, writable: bool, create: bool) -> Result<IoFile, IoError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .create(create && writable)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        match direct {
+            Ok(file) => Ok(IoFile::from_std(file, path)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoFile::open(path, writable, create),
+            Err(e) => Err(IoError::new(OpKind::Open, path, None, e)),
+        }
+    }
+
+    /// Whether reads and writes of this file bypass the page cache
+    /// (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        rustix::fs::fcntl_getfl(&self.inner.file).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT))
+    }
+
     /// Wraps an already open file.
     pub fn from_std(file: File, path: &Path) -> IoFile {
         IoFile {

@@ -70,7 +70,7 @@ impl Io {
 
     /// The pread/pwrite/fdatasync backend.
     pub fn fallback() -> Io {
-        Io::with_backend(FallbackBackend)
+        Io::with_backend(FallbackBackend::default())
     }
 
     /// A handle over `backend` (a test backend, or one built by hand).
@@ -89,6 +89,12 @@ impl Io {
     /// Which backend this handle uses.
     pub fn kind(&self) -> BackendKind {
         self.backend.kind()
+    }
+
+    /// The operations run through this handle's backend so far, by the
+    /// path each took: what to report, rather than [`Io::kind`].
+    pub fn stats(&self) -> super::IoStats {
+        self.backend.stats()
     }
 
     /// Fills all of `buf` from byte `offset` of `file`; the end of the file

@@ -30,6 +30,7 @@
 //! - `backend`: the [`Backend`] trait and [`BackendKind`];
 //! - `handle`: [`Io`] and [`BackendChoice`];
 //! - `caller`: [`on_this_thread`], which threads run their own writes;
+//! - `counters`: operations counted by the path they ran ([`IoStats`]);
 //! - `ring`: the raw io_uring submission and completion loop, where the
 //!   kernel is handed pointers into borrowed buffers (`unsafe`, see there);
 //! - `transfer`: continuing short reads and writes on the ring;
@@ -37,6 +38,7 @@
 
 mod backend;
 mod caller;
+mod counters;
 mod error;
 pub mod fallback;
 pub mod fault;
@@ -50,6 +52,7 @@ pub mod uring;
 
 pub use backend::{Backend, BackendKind};
 pub use caller::on_this_thread;
+pub use counters::{IoCounters, IoPath, IoStats};
 pub use error::{IoError, OpKind, StageError};
 pub use file::IoFile;
 pub use handle::{BackendChoice, Io};

@@ -40,6 +40,7 @@ use io_uring::{opcode, IoUring, Probe};
 use super::backend::{stage_by_stage, Backend, BackendKind};
 use super::caller::runs_on_caller;
 pub use super::caller::{on_this_thread, MAX_CALLER_THREADS};
+use super::counters::{IoCounters, IoPath, IoStats};
 use super::error::{IoError, OpKind, StageError};
 use super::fallback::FallbackBackend;
 use super::file::IoFile;
@@ -57,6 +58,10 @@ const MAX_POOLED_RINGS: usize = 16;
 /// See the module docs.
 pub struct UringBackend {
     pool: Mutex<Vec<IoUring>>,
+    /// What ran on the ring (the calls below count themselves).
+    counters: IoCounters,
+    /// Where writes that bypass the ring run, counting as system calls.
+    calls: FallbackBackend,
     /// Where writes and syncs run (see `super::submitters`); on the
     /// caller's thread without.
     submitters: Option<Submitters>,
@@ -95,6 +100,8 @@ impl UringBackend {
         }
         Ok(UringBackend {
             pool: Mutex::new(vec![ring]),
+            counters: IoCounters::default(),
+            calls: FallbackBackend::default(),
             submitters: None,
             blocking_writes_on_caller: false,
         })
@@ -128,7 +135,8 @@ impl UringBackend {
     /// Whether an operation on `files` skips the ring for `pwrite` and
     /// `fdatasync` on the caller (see
     /// [`UringBackend::blocking_writes_on_caller`]): only when every file's
-    /// writes block, so a batch is never split between the two ways.
+    /// writes block, so a batch is never split between the two ways. Staged
+    /// work decides stage by stage (`write_stages`).
     fn bypasses_ring<'a>(&self, mut files: impl Iterator<Item = &'a IoFile>) -> bool {
         self.blocking_writes_on_caller && files.all(IoFile::writes_block)
     }
@@ -175,13 +183,25 @@ impl Backend for UringBackend {
         BackendKind::Uring
     }
 
+    fn stats(&self) -> IoStats {
+        let ring = self.counters.snapshot();
+        let calls = self.calls.stats();
+        IoStats {
+            call_reads: calls.call_reads,
+            call_writes: calls.call_writes,
+            call_syncs: calls.call_syncs,
+            ..ring
+        }
+    }
+
     fn read_batch(&self, reads: &mut [ReadOp<'_>]) -> Result<(), IoError> {
+        self.counters.reads(IoPath::Ring, reads.len());
         transfer_all(reads, |ops, results| self.run(ops, results))
     }
 
     fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> Result<(), IoError> {
         if self.bypasses_ring(writes.iter().map(|w| w.file)) {
-            return FallbackBackend.write_batch(writes, sync);
+            return self.calls.write_batch(writes, sync);
         }
         // Durable writes are one stage: a few go as one linked chain ending
         // in the syncs (`write_stages`), more at full depth, then synced.
@@ -191,6 +211,7 @@ impl Backend for UringBackend {
                 .write_stages(&[Stage { writes, sync: &files }])
                 .map_err(IoError::from);
         }
+        self.counters.writes(IoPath::Ring, writes.len());
         transfer_all(writes, |ops, results| self.run_blocking(ops, results))
     }
 
@@ -199,8 +220,9 @@ impl Backend for UringBackend {
             return Ok(());
         }
         if self.bypasses_ring(files.iter().copied()) {
-            return FallbackBackend.sync(files);
+            return self.calls.sync(files);
         }
+        self.counters.syncs(IoPath::Ring, files.len());
         let ops: Vec<RawOp> = files
             .iter()
             .map(|f| RawOp::Fsync {
@@ -230,11 +252,17 @@ impl Backend for UringBackend {
     /// its own on are then run again stage by stage (writing again what a
     /// stage already wrote is harmless, and no sync of it has run).
     fn write_stages(&self, stages: &[Stage<'_>]) -> Result<(), StageError> {
-        let files = stages
-            .iter()
-            .flat_map(|s| s.writes.iter().map(|w| w.file).chain(s.sync.iter().copied()));
-        if self.bypasses_ring(files) {
-            return stage_by_stage(&FallbackBackend, stages);
+        // A stage whose every file blocks (a buffered log on ext4) runs as
+        // system calls; then every stage runs on its own, each write batch
+        // and sync taking its own path (`write_batch`, `sync`), so a log
+        // stage's pwrite never drags a direct data stage off the ring, nor
+        // the data stage the log write onto a kernel worker.
+        let blocking_stage = stages.iter().any(|s| {
+            !(s.writes.is_empty() && s.sync.is_empty())
+                && self.bypasses_ring(s.writes.iter().map(|w| w.file).chain(s.sync.iter().copied()))
+        });
+        if blocking_stage {
+            return stage_by_stage(self, stages);
         }
         let count: usize = stages.iter().map(|s| s.writes.len() + s.sync.len()).sum();
         let oversized = stages
@@ -281,6 +309,9 @@ impl Backend for UringBackend {
             Some(RawOp::Write { link, .. } | RawOp::Fsync { link, .. }) => *link = false,
             Some(RawOp::Read { .. }) | None => return Ok(()),
         }
+        let writes = origin.iter().filter(|(_, w, _)| w.is_some()).count();
+        self.counters.writes(IoPath::Ring, writes);
+        self.counters.syncs(IoPath::Ring, origin.len() - writes);
         let mut results = vec![0i32; ops.len()];
         let (_, first_write, first_file) = origin[0];
         self.run_blocking(&ops, &mut results).map_err(|e| StageError {
