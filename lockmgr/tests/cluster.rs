@@ -1667,7 +1667,12 @@ fn pipelined_requests_are_answered_in_order_and_releases_without_a_reply_stay_si
             match raw.next("pipelined replies") {
                 Some((id, msg)) => {
                     let expected_ok = match id {
-                        10..=12 => msg == Msg::Granted { mode: LockMode::X },
+                        10..=12 => {
+                            msg == Msg::Granted {
+                                mode: LockMode::X,
+                                value: None,
+                            }
+                        }
                         13 => msg == Msg::Ok,
                         14 => matches!(msg, Msg::StatusReply { .. }),
                         _ => false,

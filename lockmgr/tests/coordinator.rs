@@ -377,3 +377,48 @@ fn an_in_process_node_is_disconnected_when_its_coordinator_stops() {
         Err(ClientError::Disconnected)
     );
 }
+
+/// Lock value blocks: the X holder's published value reaches every later
+/// grant — at once, or to a waiter woken by the release it came with; a
+/// value published without the X lock is ignored; and a failed node's
+/// retained lock, once recovered, leaves its value unknown.
+#[test]
+fn value_blocks_follow_the_x_holder_and_go_with_a_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let a = join(&ep, 1);
+    let b = join(&ep, 2);
+    let page = ResourceId::new(1, 7);
+    assert_eq!(b.lock_valued(1, page, LockMode::S, None).unwrap(), (LockMode::S, None));
+    b.release_all(1).unwrap();
+
+    assert_eq!(a.lock_valued(1, page, LockMode::X, None).unwrap().1, None);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.lock_valued(2, page, LockMode::S, Some(Duration::from_secs(10))));
+        std::thread::sleep(Duration::from_millis(50));
+        a.publish_and_release_nowait(vec![(page, 42)], &[1]).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), (LockMode::S, Some(42)));
+    });
+    // Held in S only: a value from it is ignored.
+    b.publish_and_release_nowait(vec![(page, 99)], &[]).unwrap();
+    b.release_all(2).unwrap();
+    assert_eq!(a.lock_valued(3, page, LockMode::S, None).unwrap().1, Some(42));
+    a.release_all(3).unwrap();
+
+    // Node 1 fails holding X after writing: recovered, the value is unknown.
+    let (_, value) = a.lock_valued(4, page, LockMode::X, None).unwrap();
+    assert_eq!(value, Some(42));
+    drop(a);
+    let c = join(&ep, 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let grant = loop {
+        match c.register_counterpart(1) {
+            Ok(g) => break g,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("no counterpart registration: {e}"),
+        }
+    };
+    c.unregister_counterpart(&grant, Outcome::Recovered).unwrap();
+    assert_eq!(b.lock_valued(5, page, LockMode::S, None).unwrap(), (LockMode::S, None));
+}

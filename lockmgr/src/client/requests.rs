@@ -88,9 +88,21 @@ impl Client {
         mode: LockMode,
         wait: impl Into<LockWait>,
     ) -> Result<LockMode, ClientError> {
+        self.lock_valued(txn, resource, mode, wait).map(|(mode, _)| mode)
+    }
+
+    /// [`Client::lock`], with the resource's lock value block as granted
+    /// (see [`Client::publish_and_release_nowait`]).
+    pub fn lock_valued(
+        &self,
+        txn: u64,
+        resource: ResourceId,
+        mode: LockMode,
+        wait: impl Into<LockWait>,
+    ) -> Result<(LockMode, Option<u128>), ClientError> {
         let wait = wait.into();
         match self.inner.call(&wait.request(txn, resource, mode), wait.patience())? {
-            Msg::Granted { mode } => Ok(mode),
+            Msg::Granted { mode, value } => Ok((mode, value)),
             other => Err(unexpected(other)),
         }
     }
@@ -104,6 +116,21 @@ impl Client {
         requests: &[(ResourceId, LockMode)],
         wait: impl Into<LockWait>,
     ) -> Result<Vec<LockMode>, ClientError> {
+        Ok(self
+            .lock_many_valued(txn, requests, wait)?
+            .into_iter()
+            .map(|(mode, _)| mode)
+            .collect())
+    }
+
+    /// [`Client::lock_many`], with each resource's lock value block as
+    /// granted.
+    pub fn lock_many_valued(
+        &self,
+        txn: u64,
+        requests: &[(ResourceId, LockMode)],
+        wait: impl Into<LockWait>,
+    ) -> Result<Vec<(LockMode, Option<u128>)>, ClientError> {
         let wait = wait.into();
         let msgs: Vec<Msg> = requests
             .iter()
@@ -114,7 +141,7 @@ impl Client {
         let mut first_err = None;
         for p in pending {
             match self.inner.receive(p, wait.patience()) {
-                Ok(Msg::Granted { mode }) => out.push(mode),
+                Ok(Msg::Granted { mode, value }) => out.push((mode, value)),
                 Ok(other) => {
                     first_err.get_or_insert(unexpected(other));
                 }
@@ -151,6 +178,19 @@ impl Client {
     /// [`Client::release_all_nowait`] for several transactions, in one write.
     pub fn release_many_nowait(&self, txns: &[u64]) -> Result<(), ClientError> {
         let msgs: Vec<Msg> = txns.iter().map(|&txn| Msg::ReleaseAll { txn }).collect();
+        self.inner.send_unanswered(&msgs)
+    }
+
+    /// Sets the lock value blocks `values` — each for a resource a
+    /// transaction of this node holds in X mode — then releases every lock
+    /// of each of `txns`, in one write and without wanting a reply. Every
+    /// later grant of those resources, on any node, carries the new values.
+    pub fn publish_and_release_nowait(&self, values: Vec<(ResourceId, u128)>, txns: &[u64]) -> Result<(), ClientError> {
+        let mut msgs = Vec::with_capacity(txns.len() + 1);
+        if !values.is_empty() {
+            msgs.push(Msg::Publish { values });
+        }
+        msgs.extend(txns.iter().map(|&txn| Msg::ReleaseAll { txn }));
         self.inner.send_unanswered(&msgs)
     }
 

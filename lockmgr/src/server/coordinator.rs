@@ -82,6 +82,9 @@ impl Coordinator {
             awaiting: Mutex::new((awaiting, grace)),
             persist_lock: Mutex::new(store),
             member_changes: Mutex::new(()),
+            // Not in the durable record: after a restart every value is
+            // unknown (see `values`).
+            values: Default::default(),
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         });

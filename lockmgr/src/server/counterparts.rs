@@ -70,6 +70,11 @@ impl Shared {
                     // locks back that a restarted coordinator then
                     // drops on evidence or frees after a recovery
                     // that finds nothing to do (see `Reassert`).
+                    // Its recovery rewrote pages, and writes it made before
+                    // it died were never published: every value of what
+                    // it held is unknown now.
+                    self.values
+                        .forget(self.table.retained(failed).into_iter().map(|(r, _)| r));
                     let woken = self.table.release_retained(failed);
                     lock_std(&self.blind).remove(&failed);
                     self.notify(woken);

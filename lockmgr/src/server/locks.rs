@@ -1,5 +1,6 @@
 //! Lock requests: `Lock`, `Release` and `ReleaseAll` against the lock
-//! table; a queued `Lock` leaves a [`Wait`] behind.
+//! table; a queued `Lock` leaves a [`Wait`] behind. `Publish` sets the lock
+//! value blocks of resources the sender holds in X mode (`values`).
 //!
 //! This file owns the translation of a lock request into a table call and
 //! its answer. It must never answer a queued request itself (`waits` does,
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::refusal::{error_msg, lock_error};
 use super::session::Request;
 use super::state::{Shared, Wait};
-use crate::ids::{Owner, ResourceId};
+use crate::ids::{HolderId, Owner, ResourceId};
 use crate::mode::LockMode;
 use crate::queue::{RequestOutcome, WaitPolicy};
 use crate::sync::lock_std;
@@ -50,7 +51,10 @@ impl Shared {
             match self.table.request(Owner::new(req.node, txn), resource, mode, policy) {
                 Ok(RequestOutcome::Granted { held }) => {
                     drop(waits);
-                    req.reply(Msg::Granted { mode: held })
+                    req.reply(Msg::Granted {
+                        mode: held,
+                        value: self.values.get(resource),
+                    })
                 }
                 Ok(RequestOutcome::Queued(ticket)) => {
                     waits.insert(
@@ -92,6 +96,28 @@ impl Shared {
         self.notify(woken);
         if req.wants_reply() {
             req.reply(Msg::Ok);
+        }
+    }
+
+    /// `Publish`: the sender's values, each for a resource it holds in X
+    /// mode; never answered. A value for a resource it does not hold so is
+    /// ignored (and logged): only the writer may say what it wrote.
+    pub(super) fn on_publish(&self, req: &Request, values: Vec<(ResourceId, u128)>) {
+        for (resource, value) in values {
+            let held_x = self.table.snapshot(resource).is_some_and(|s| {
+                s.holders
+                    .iter()
+                    .any(|h| h.mode == LockMode::X && matches!(h.holder, HolderId::Owner(o) if o.node == req.node))
+            });
+            if held_x {
+                self.values.set(resource, value);
+            } else {
+                tracing::warn!(
+                    node = req.node,
+                    ?resource,
+                    "a value published without the X lock is ignored"
+                );
+            }
         }
     }
 }

@@ -74,6 +74,7 @@ mod session;
 mod state;
 mod status;
 mod ticker;
+mod values;
 mod waits;
 
 pub use config::{CoordinatorConfig, CoordinatorError};

@@ -41,6 +41,7 @@ impl Shared {
             Msg::ListRetained { node } => self.on_list_retained(&req, node),
             Msg::Reassert { locks } => self.on_reassert(&req, locks),
             Msg::Leave => return self.on_leave(&req),
+            Msg::Publish { values } => self.on_publish(&req, values),
             Msg::Hello { .. } | Msg::AuthProof { .. } => self.on_handshake_again(&req),
             _ => {
                 req.reply(error_msg(ErrorCode::Malformed, req.node, NO_RESOURCE, "not a request"));

@@ -51,7 +51,11 @@ impl Shared {
             ));
             return;
         }
-        let woken = self.table.release_all(Owner::new(node, RESTART_TXN));
+        // What it took back, its own recovery may have rewritten.
+        let owner = Owner::new(node, RESTART_TXN);
+        self.values
+            .forget(self.table.locks_of(owner).into_iter().map(|(r, _)| r));
+        let woken = self.table.release_all(owner);
         // Its own recovery is done: if its locks had been unknown,
         // the cluster need not pause for it any more.
         if lock_std(&self.blind).remove(&node) {

@@ -55,6 +55,8 @@ pub(super) struct Shared {
     /// never slip between the steps of its own failure. Taken after
     /// `awaiting` when both are needed, never before it.
     pub(super) member_changes: Mutex<()>,
+    /// The lock value blocks (see `values`).
+    pub(super) values: super::values::ValueBlocks,
     pub(super) stop: AtomicBool,
     pub(super) next_conn: AtomicU64,
 }

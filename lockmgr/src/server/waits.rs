@@ -25,7 +25,13 @@ impl Shared {
         let mut waits = lock_std(&self.waits);
         for w in woken {
             if let Some(wait) = waits.remove(&w.ticket.id()) {
-                wait.conn.send(wait.request_id, &Msg::Granted { mode: w.held });
+                wait.conn.send(
+                    wait.request_id,
+                    &Msg::Granted {
+                        mode: w.held,
+                        value: self.values.get(w.ticket.resource()),
+                    },
+                );
             }
         }
     }
@@ -83,7 +89,13 @@ impl Shared {
             .find(|(r, _)| *r == w.ticket.resource())
             .map(|(_, m)| *m)
         {
-            w.conn.send(w.request_id, &Msg::Granted { mode });
+            w.conn.send(
+                w.request_id,
+                &Msg::Granted {
+                    mode,
+                    value: self.values.get(w.ticket.resource()),
+                },
+            );
         }
         self.notify(out.woken);
     }

@@ -2,7 +2,7 @@
 //! checksummed messages between a node and the coordinator over one stream
 //! (Unix socket or TCP).
 //!
-//! ## Frame (version 2, integers little-endian)
+//! ## Frame (version 3, integers little-endian)
 //!
 //! | offset | size | field |
 //! |-------:|-----:|-------|
@@ -10,7 +10,7 @@
 //! | 2  | 1 | protocol version ([`VERSION`]) |
 //! | 3  | 1 | message type (see [`Msg`]) |
 //! | 4  | 4 | payload length, at most [`MAX_PAYLOAD`] |
-//! | 8  | 8 | request id: chosen by the node, echoed in the reply; 0 for pushed events, and on a `Release` or `ReleaseAll` for "no reply wanted" |
+//! | 8  | 8 | request id: chosen by the node, echoed in the reply; 0 for pushed events, and on a `Release`, `ReleaseAll` or `Publish` for "no reply wanted" (a `Publish` is never answered) |
 //! | 16 | 4 | CRC32C of bytes 0..16 and of the payload |
 //! | 20 | … | payload |
 //!
@@ -38,11 +38,14 @@ use super::message::Msg;
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"UQ";
 /// The protocol version every frame carries; a frame of another version is
-/// refused. 2: `Lock` carries `live_only`.
-pub const VERSION: u8 = 2;
+/// refused. 2: `Lock` carries `live_only`. 3: `Granted` carries the lock
+/// value block (a flag byte, then 16 bytes when the flag is 1), and
+/// `Publish` (0x20) sets value blocks.
+pub const VERSION: u8 = 3;
 /// The length of a frame's header, in bytes.
 pub const HEADER_LEN: usize = 20;
-/// The request id of a `Release` or `ReleaseAll` that wants no reply: a
+/// The request id of a `Release` or `ReleaseAll` that wants no reply (and
+/// of every `Publish`, never answered): a
 /// node releasing a committed transaction's locks has nothing to learn from
 /// the answer, and reading one costs it a wake-up per transaction.
 pub const NO_REPLY: u64 = 0;

@@ -235,6 +235,13 @@ pub enum Msg {
     RestartFinished,
     /// 0x0E: graceful departure: releases every lock; the node is not failed.
     Leave,
+    /// 0x20: lock value blocks the sender sets, each for a resource it
+    /// holds in X mode (sent just before the release that lets them go);
+    /// never answered. See `server::values`.
+    Publish {
+        /// Each resource and its new value.
+        values: Vec<(ResourceId, u128)>,
+    },
 
     // ---- coordinator → node
     /// 0x81: the answer to `Hello`.
@@ -258,6 +265,8 @@ pub enum Msg {
     Granted {
         /// The mode now held.
         mode: LockMode,
+        /// The resource's lock value block, if one is known.
+        value: Option<u128>,
     },
     /// 0x85: `node`/`resource` say which, for `Retained` and the registry
     /// errors; zero otherwise.

@@ -72,6 +72,10 @@ impl Out {
     fn resource(&mut self, r: ResourceId) -> &mut Self {
         self.u32(r.space).u64(r.id)
     }
+    fn u128(&mut self, v: u128) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
 }
 
 /// A bounds-checked reader over a payload.
@@ -97,6 +101,9 @@ impl<'a> In<'a> {
     }
     fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn u128(&mut self) -> Result<u128, WireError> {
+        Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
     }
     fn array32(&mut self) -> Result<[u8; 32], WireError> {
         Ok(self.take(32)?.try_into().expect("32 bytes"))
@@ -151,6 +158,7 @@ impl Msg {
             Msg::Reassert { .. } => 0x0C,
             Msg::RestartFinished => 0x0D,
             Msg::Leave => 0x0E,
+            Msg::Publish { .. } => 0x20,
             Msg::Challenge { .. } => 0x81,
             Msg::Welcome { .. } => 0x82,
             Msg::Ok => 0x83,
@@ -223,8 +231,18 @@ impl Msg {
             } => {
                 o.u64(*incarnation).u32(*lease_ms).u32(*heartbeat_ms);
             }
-            Msg::Granted { mode } => {
+            Msg::Granted { mode, value } => {
                 o.u8(mode.code());
+                match value {
+                    None => o.u8(0),
+                    Some(v) => o.u8(1).u128(*v),
+                };
+            }
+            Msg::Publish { values } => {
+                o.u32(values.len() as u32);
+                for (r, v) in values {
+                    o.resource(*r).u128(*v);
+                }
             }
             Msg::Error {
                 code,
@@ -333,6 +351,14 @@ impl Msg {
             }
             0x0D => Msg::RestartFinished,
             0x0E => Msg::Leave,
+            0x20 => {
+                let n = i.count(28)?;
+                let mut values = Vec::with_capacity(n);
+                for _ in 0..n {
+                    values.push((i.resource()?, i.u128()?));
+                }
+                Msg::Publish { values }
+            }
             0x81 => Msg::Challenge { nonce: i.array32()? },
             0x82 => Msg::Welcome {
                 incarnation: i.u64()?,
@@ -340,7 +366,14 @@ impl Msg {
                 heartbeat_ms: i.u32()?,
             },
             0x83 => Msg::Ok,
-            0x84 => Msg::Granted { mode: i.mode()? },
+            0x84 => Msg::Granted {
+                mode: i.mode()?,
+                value: match i.u8()? {
+                    0 => None,
+                    1 => Some(i.u128()?),
+                    _ => return Err(WireError::Malformed("value flag is not 0 or 1")),
+                },
+            },
             0x85 => Msg::Error {
                 code: ErrorCode::from_u16(i.u16()?).ok_or(WireError::Malformed("unknown error code"))?,
                 node: i.u32()?,

@@ -61,7 +61,8 @@ fn msg() -> impl Strategy<Value = Msg> {
             heartbeat_ms
         }),
         Just(Msg::Ok),
-        mode().prop_map(|mode| Msg::Granted { mode }),
+        (mode(), prop::option::of(any::<u128>())).prop_map(|(mode, value)| Msg::Granted { mode, value }),
+        prop::collection::vec((resource(), any::<u128>()), 0..8).prop_map(|values| Msg::Publish { values }),
         (any::<u32>(), resource(), ".{0,40}").prop_map(|(node, resource, message)| Msg::Error {
             code: ErrorCode::Retained,
             node,
