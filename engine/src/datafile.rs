@@ -4,8 +4,21 @@
 //! checks the page ([`Page::from_disk`]); reading past the end of the file
 //! gives an unwritten page, which only an allocation may take for an empty
 //! one (`crate::txn`). Before a node trusts a file it is held against its
-//! catalog entry (`crate::table::open_checked`). Writes go out as one batch (one io_uring submission,
-//! deep queue) followed by one sync per file.
+//! catalog entry (`crate::table::open_checked`). Writes go out as one batch
+//! (one io_uring submission, deep queue) followed by one sync per file.
+//!
+//! ## Direct I/O
+//! Table files are opened for direct I/O (`O_DIRECT`) where the file system
+//! allows it (ext4, XFS, btrfs; not tmpfs, where [`DataFile::is_direct`]
+//! says no and the page cache is all there is). Reads and writes then go to
+//! the device through io_uring — the ring issues a direct write at once,
+//! where it hands a buffered one on ext4 to a kernel worker — and nothing
+//! depends on the kernel's shared page cache: node processes on one host
+//! see each other's pages exactly as nodes on two hosts sharing one disk
+//! would (coherence is the lock manager's business, `crate::pool`). Direct
+//! I/O takes page-aligned buffers only: pages are read into and written
+//! from the buffer pool's frames or an [`AlignedPages`] batch, never from a
+//! page a transaction holds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use wal::io::{Io, IoFile, ReadOp, WriteOp};
 
+use crate::aligned::AlignedPages;
 use crate::error::{Error, Result};
 use crate::page::Page;
 
@@ -22,6 +36,11 @@ use crate::page::Page;
 pub struct DataFile {
     pub file_id: u32,
     file: IoFile,
+    /// Whether `file` is open for direct I/O (see the module docs).
+    direct: bool,
+    /// The file opened again without direct I/O, for the rare read of a
+    /// page the file ends inside of (a direct read takes whole blocks).
+    buffered: std::sync::OnceLock<IoFile>,
     page_size: usize,
     /// A length the file is known to have reached. Table files only grow
     /// (no page is ever cut off), so a page below it is read without asking
@@ -47,13 +66,28 @@ impl DataFile {
         self.file.path()
     }
 
-    /// The write that puts `page` (sealed) in its place in this file.
-    pub fn write_op<'a>(&'a self, page: &'a Page) -> WriteOp<'a> {
+    /// The write that puts page `page_no`'s `bytes` (sealed, page-aligned
+    /// for a direct file) in its place in this file.
+    pub fn write_op<'a>(&'a self, page_no: u64, bytes: &'a [u8]) -> WriteOp<'a> {
+        debug_assert!(
+            !self.direct || (bytes.as_ptr() as usize).is_multiple_of(4096),
+            "a direct file is written from aligned memory"
+        );
         WriteOp {
             file: &self.file,
-            offset: page.page_no() * self.page_size as u64,
-            data: page.bytes(),
+            offset: page_no * self.page_size as u64,
+            data: bytes,
         }
+    }
+
+    /// Bytes per page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Whether the file is open for direct I/O (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct
     }
 
     pub fn io_file(&self) -> &IoFile {
@@ -81,50 +115,18 @@ impl DataFile {
 
     /// Page 0's bytes as they are, unchecked.
     pub fn read_raw_first_page(&self, io: &Io) -> Result<Vec<u8>> {
-        let mut raw = vec![0u8; self.page_size];
-        io.read_exact_at(&self.file, &mut raw, 0)?;
-        Ok(raw)
+        let mut buf = AlignedPages::new(1, self.page_size)?;
+        self.read_into(io, buf.page_mut(0), 0)?;
+        Ok(buf.page(0).to_vec())
     }
 
-    /// Reads and checks page `page_no`.
+    /// Reads and checks page `page_no` (as the device holds it, for a
+    /// direct file). Transactions read through the buffer pool instead;
+    /// this is for recovery's few single reads and for tools.
     pub fn read_page(&self, io: &Io, page_no: u64) -> Result<Page> {
-        let mut buf = vec![0u8; self.page_size];
-        self.read_into(io, &self.file, &mut buf, page_no)?;
-        Page::from_disk(buf, self.file.path(), self.file_id, page_no)
-    }
-
-    /// The file opened for reading past the page cache (`O_DIRECT`), for
-    /// [`DataFile::read_page_from_device`]; `None` where the file system
-    /// refuses direct I/O (tmpfs), whose cache is all there is.
-    pub fn open_on_device(&self) -> Result<Option<IoFile>> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let direct = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(self.path());
-        match direct {
-            Ok(f) => Ok(Some(IoFile::from_std(f, self.path()))),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
-            Err(e) => Err(wal::io::IoError::new(wal::io::OpKind::Open, self.path(), None, e).into()),
-        }
-    }
-
-    /// Reads and checks page `page_no` as the device holds it, through
-    /// `device` ([`DataFile::open_on_device`]): after a failed fsync the
-    /// page cache may hold a page the disk does not. Without `device`, the
-    /// page is read as usual.
-    pub fn read_page_from_device(&self, io: &Io, device: Option<&IoFile>, page_no: u64) -> Result<Page> {
-        let Some(device) = device else {
-            return self.read_page(io, page_no);
-        };
-        // Direct I/O wants the buffer aligned to the device's block; the
-        // page size (a multiple of 4 KiB) is, so take a page-aligned window
-        // of a buffer twice that size.
-        let mut raw = vec![0u8; 2 * self.page_size];
-        let at = raw.as_ptr().align_offset(self.page_size.min(4096));
-        let buf = &mut raw[at..at + self.page_size];
-        self.read_into(io, device, buf, page_no)?;
-        Page::from_disk(buf.to_vec(), self.file.path(), self.file_id, page_no)
+        let mut buf = AlignedPages::new(1, self.page_size)?;
+        self.read_into(io, buf.page_mut(0), page_no)?;
+        Page::from_disk(buf.page(0).to_vec(), self.file.path(), self.file_id, page_no)
     }
 
     /// Where page `page_no` starts and ends in the file.
@@ -149,33 +151,44 @@ impl DataFile {
         Ok(len)
     }
 
-    /// Page `page_no`'s bytes from `file` into `buf`; zeros where the file
-    /// ends first.
-    fn read_into(&self, io: &Io, file: &IoFile, buf: &mut [u8], page_no: u64) -> Result<()> {
+    /// Page `page_no`'s bytes into `buf` (page-aligned for a direct file);
+    /// zeros where the file ends first.
+    pub fn read_into(&self, io: &Io, buf: &mut [u8], page_no: u64) -> Result<()> {
         let (offset, end) = self.span(page_no)?;
-        let len = self.len_reaching(file, end)?;
+        let len = self.len_reaching(&self.file, end)?;
         if end <= len {
-            io.read_exact_at(file, buf, offset)?;
-        } else if offset < len {
-            // A torn extension: the part that exists is read, the rest is
-            // zero. Direct I/O refuses a length that is not whole blocks, so
-            // there this rare tail is read through the cache.
-            let part = &mut buf[..(len - offset) as usize];
-            if io.read_exact_at(file, part, offset).is_err() {
-                io.read_exact_at(&self.file, part, offset)?;
+            io.read_exact_at(&self.file, buf, offset)?;
+        } else {
+            buf.fill(0);
+            if offset < len {
+                // A torn extension: the part that exists is read, the rest
+                // is zero. Direct I/O takes whole blocks only, so this rare
+                // tail is read through a buffered handle.
+                let part = &mut buf[..(len - offset) as usize];
+                io.read_exact_at(self.buffered()?, part, offset)?;
             }
         }
         Ok(())
     }
+
+    /// The file opened without direct I/O (see `buffered`).
+    fn buffered(&self) -> Result<&IoFile> {
+        if let Some(f) = self.buffered.get() {
+            return Ok(f);
+        }
+        let f = IoFile::open(self.path(), false, false)?;
+        Ok(self.buffered.get_or_init(|| f))
+    }
 }
 
-/// The bytes each of `pages` holds now, unchecked (zeros past a file's
-/// end), read as one batch: what recovery writes before-images over.
-pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)]) -> Result<Vec<Vec<u8>>> {
-    let mut bufs: Vec<Vec<u8>> = pages.iter().map(|(f, _)| vec![0u8; f.page_size]).collect();
+/// Reads what each of `pages` holds now, unchecked (zeros past a file's
+/// end), into the first `pages.len()` slots of `into`, as one batch: what
+/// recovery writes before-images over.
+pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)], into: &mut AlignedPages) -> Result<()> {
+    into.reserve(pages.len())?;
     let mut past_end = Vec::new();
     let mut reads = Vec::with_capacity(pages.len());
-    for (i, (&(file, page_no), buf)) in pages.iter().zip(bufs.iter_mut()).enumerate() {
+    for (i, (&(file, page_no), buf)) in pages.iter().zip(into.pages_mut(pages.len())).enumerate() {
         let (offset, end) = file.span(page_no)?;
         if end <= file.len_reaching(&file.file, end)? {
             reads.push(ReadOp {
@@ -191,9 +204,9 @@ pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)]) -> Result<Vec<Vec<u8>
     drop(reads);
     for i in past_end {
         let (file, page_no) = pages[i];
-        file.read_into(io, &file.file, &mut bufs[i], page_no)?;
+        file.read_into(io, into.page_mut(i), page_no)?;
     }
-    Ok(bufs)
+    Ok(())
 }
 
 /// The table files of a cluster, opened on first use and shared.
@@ -235,7 +248,8 @@ impl DataFiles {
             return Ok(f.clone());
         }
         let path = table_path(&self.dir, file_id);
-        let file = IoFile::open(&path, true, create)?;
+        let file = IoFile::open_direct(&path, true, create)?;
+        let direct = file.is_direct();
         if let Some(node) = self.fence_node {
             // Through the same open file description every page write uses.
             crate::fence::hold(file.std(), node)
@@ -244,12 +258,23 @@ impl DataFiles {
         let f = Arc::new(DataFile {
             file_id,
             file,
+            direct,
+            buffered: std::sync::OnceLock::new(),
             page_size: self.page_size,
             known_len: AtomicU64::new(0),
             checked: AtomicBool::new(false),
         });
         files.insert(file_id, f.clone());
         Ok(f)
+    }
+
+    /// Whether the table files opened so far are open for direct I/O:
+    /// `Some(true)` if every one is, `Some(false)` if any is not (its file
+    /// system refused), `None` before any was opened.
+    pub fn direct(&self) -> Option<bool> {
+        let guard = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = guard.as_ref()?;
+        (!files.is_empty()).then(|| files.values().all(|f| f.is_direct()))
     }
 
     /// Forgets an open file (its table was dropped).
@@ -266,15 +291,13 @@ impl DataFiles {
     }
 }
 
-/// Writes `pages` (each already sealed) as one batch, not synced: callers
+/// Writes `pages` — each a file, a page number and the page's sealed bytes
+/// (page-aligned for a direct file) — as one batch, not synced: callers
 /// sync the files after.
-pub fn write_pages(io: &Io, pages: &[(&DataFile, &Page)]) -> Result<()> {
-    io.write_batch(&write_ops(pages), false)?;
+pub fn write_pages(io: &Io, pages: &[(&DataFile, u64, &[u8])]) -> Result<()> {
+    let ops: Vec<WriteOp<'_>> = pages.iter().map(|&(f, no, bytes)| f.write_op(no, bytes)).collect();
+    io.write_batch(&ops, false)?;
     Ok(())
-}
-
-fn write_ops<'a>(pages: &[(&'a DataFile, &'a Page)]) -> Vec<WriteOp<'a>> {
-    pages.iter().map(|(f, p)| f.write_op(p)).collect()
 }
 
 #[cfg(test)]
@@ -297,7 +320,9 @@ mod tests {
             let mut p = Page::new(4096, Kind::Bucket, 7, no);
             assert!(p.insert(item, item));
             p.seal();
-            write_pages(&io, &[(f, &p)]).unwrap();
+            let mut buf = AlignedPages::new(1, 4096).unwrap();
+            buf.page_mut(0).copy_from_slice(p.bytes());
+            write_pages(&io, &[(f, no, buf.page(0))]).unwrap();
         };
         write(&a, 0, b"first");
         assert_eq!(a.read_page(&io, 0).unwrap().find(b"first").unwrap().1, b"first");

@@ -53,9 +53,11 @@ use std::thread::{Thread, ThreadId};
 use wal::io::{Io, Stage, WriteOp};
 use wal::{Followed, Log, Lsn};
 
+use crate::aligned::AlignedPages;
 use crate::datafile::DataFile;
 use crate::error::{Error, Result};
 use crate::page::Page;
+use crate::pool::BufferPool;
 
 /// One commit waiting for its round: its intent and its sealed pages.
 struct Entry {
@@ -144,6 +146,11 @@ impl Drop for RoundGuard<'_> {
 #[derive(Default)]
 pub struct GroupForce {
     state: Mutex<State>,
+    /// Page-aligned memory the round's leader copies the round's pages into
+    /// and writes them from: direct I/O takes aligned buffers only
+    /// (`crate::datafile`). One round runs at a time, so one buffer, grown
+    /// to the largest round, serves them all.
+    staging: Mutex<Option<AlignedPages>>,
     /// Every round below this one is done (written under `state`).
     finished: AtomicU64,
     /// A commit joined the queue while the leader gathers.
@@ -191,6 +198,7 @@ impl GroupForce {
         log: &Log,
         intent: Lsn,
         pages: Vec<(Arc<DataFile>, Page)>,
+        pool: &BufferPool,
         may_write: &dyn Fn() -> Result<()>,
     ) -> Result<()> {
         let mut s = self.lock();
@@ -244,7 +252,10 @@ impl GroupForce {
             let guard = RoundGuard { force: self };
             // The leader waits for the round anyway: it runs its I/O itself
             // where the I/O layer lets it, sparing a hand-off each way.
-            let outcome = may_write().and_then(|()| wal::io::on_this_thread(|| run_round(io, log, &entries)));
+            let outcome = may_write().and_then(|()| {
+                let mut staging = crate::sync::lock(&self.staging);
+                wal::io::on_this_thread(|| run_round(io, log, &entries, &mut staging, pool))
+            });
             std::mem::forget(guard);
             s = self.lock();
             s.leading = false;
@@ -318,15 +329,49 @@ const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(40);
 const MAX_GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// The log durable up to the round's last intent, then every page of the
-/// round written and its files synced.
-fn run_round(io: &Io, log: &Log, entries: &[Entry]) -> Result<()> {
+/// round written (from `staging`, page-aligned) and its files synced; then
+/// the written pages are the node's cached copies (`pool`).
+fn run_round(
+    io: &Io,
+    log: &Log,
+    entries: &[Entry],
+    staging: &mut Option<AlignedPages>,
+    pool: &BufferPool,
+) -> Result<()> {
     let Some(last) = entries.iter().map(|e| e.intent).max() else {
         return Ok(());
     };
     let mut pages: Vec<&(Arc<DataFile>, Page)> = entries.iter().flat_map(|e| &e.pages).collect();
     // In file and page order: neighbours in one file are written in order.
     pages.sort_unstable_by_key(|(f, p)| (f.file_id, p.page_no()));
-    let writes: Vec<WriteOp<'_>> = pages.iter().map(|(f, p)| f.write_op(p)).collect();
+    let page_size = pages.first().map_or(4096, |(_, p)| p.bytes().len());
+    let staging = match staging {
+        Some(s) => {
+            s.reserve(pages.len())?;
+            s
+        }
+        none => none.insert(AlignedPages::new(pages.len().next_power_of_two(), page_size)?),
+    };
+    for (slot, (_, p)) in staging.pages_mut(pages.len()).zip(&pages) {
+        slot.copy_from_slice(p.bytes());
+    }
+    let written = write_staged(io, log, last, &pages, staging);
+    if written.is_ok() {
+        for (f, p) in &pages {
+            pool.install(f.file_id, p.page_no(), p.bytes());
+        }
+    }
+    written
+}
+
+/// Writes and syncs the round's `pages`, staged in `staging`, once the log
+/// is durable up to `last`.
+fn write_staged(io: &Io, log: &Log, last: Lsn, pages: &[&(Arc<DataFile>, Page)], staging: &AlignedPages) -> Result<()> {
+    let writes: Vec<WriteOp<'_>> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, (f, p))| f.write_op(p.page_no(), staging.page(i)))
+        .collect();
     let syncs = wal::io::distinct_files(&writes);
     let stages = [Stage {
         writes: &writes,
@@ -363,6 +408,7 @@ mod tests {
         log: Log,
         file: Arc<DataFile>,
         gf: GroupForce,
+        pool: BufferPool,
     }
 
     fn fixture() -> Fixture {
@@ -380,6 +426,7 @@ mod tests {
             log,
             file,
             gf: GroupForce::default(),
+            pool: BufferPool::new(16, PS, false).unwrap(),
         }
     }
 
@@ -402,8 +449,14 @@ mod tests {
                 lsn: intent.0,
             });
             page.seal();
-            self.gf
-                .commit(&self.io, &self.log, intent, vec![(self.file.clone(), page)], may_write)
+            self.gf.commit(
+                &self.io,
+                &self.log,
+                intent,
+                vec![(self.file.clone(), page)],
+                &self.pool,
+                may_write,
+            )
         }
 
         fn on_disk(&self, n: u64) -> Option<u64> {

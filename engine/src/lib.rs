@@ -42,6 +42,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admin;
+mod aligned;
 mod catalog;
 mod cluster;
 mod datafile;
@@ -51,6 +52,7 @@ mod group_force;
 mod node;
 mod page;
 mod peer;
+mod pool;
 mod recovery;
 mod restart;
 mod retry;
@@ -67,7 +69,8 @@ pub use node::state::MAX_KEPT_RECOVERIES;
 pub use node::{Node, MAX_BUCKETS};
 pub use page::MAX_KEY;
 pub use peer::PeerError;
+pub use pool::{PoolStats, MIN_POOL_PAGES};
 pub use retry::{retry, RetryPolicy, Retryable};
 pub use timeline::{Fencing, Step, Timeline};
 pub use txn::{Savepoint, Transaction};
-pub use wal::io::{BackendChoice, BackendKind};
+pub use wal::io::{BackendChoice, BackendKind, IoStats};

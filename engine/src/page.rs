@@ -78,6 +78,12 @@ impl Stamp {
         }
     }
 
+    /// The stamp as one number: the value block the lock manager keeps for
+    /// the page (`crate::pool`).
+    pub fn as_u128(&self) -> u128 {
+        (u128::from(self.node) << 96) | (u128::from(self.log) << 64) | u128::from(self.lsn)
+    }
+
     /// Whether this stamp is of node `node`'s log `log`. A log identity of
     /// 0 on either side was not recorded and matches any.
     pub fn of_log(&self, node: u32, log: u32) -> bool {
@@ -143,6 +149,11 @@ impl Page {
         Page {
             buf: bytes.into_boxed_slice(),
         }
+    }
+
+    /// Checks a page image as [`Page::from_disk`] does, without taking it.
+    pub fn check_image(image: &[u8], file: &Path, file_id: u32, page_no: u64) -> Result<()> {
+        Page::from_disk(image.to_vec(), file, file_id, page_no).map(drop)
     }
 
     /// Checks a page read from `file` at `page_no`: all zeros is an

@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use wal::io::Io;
 
+use crate::aligned::AlignedPages;
 use crate::catalog::TableInfo;
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
@@ -190,7 +191,6 @@ pub fn open_checked(io: &Io, files: &DataFiles, info: &TableInfo) -> Result<Arc<
 pub fn create_file(io: &Io, files: &DataFiles, t: &TableInfo) -> Result<()> {
     let ps = files.page_size();
     let f = files.get(t.file_id, true)?;
-    let mut pages = Vec::with_capacity(1 + t.buckets as usize);
     let mut header = Page::new(ps, Kind::TableHeader, t.file_id, 0);
     Header {
         buckets: t.buckets,
@@ -199,16 +199,26 @@ pub fn create_file(io: &Io, files: &DataFiles, t: &TableInfo) -> Result<()> {
         name: t.name.clone(),
     }
     .write(&mut header);
-    pages.push(header);
-    for b in 1..=t.buckets as u64 {
-        pages.push(Page::new(ps, Kind::Bucket, t.file_id, b));
-    }
-    for p in &mut pages {
-        p.seal();
-    }
-    // Bounded batches keep memory flat for tables with many buckets.
-    for chunk in pages.chunks(4096) {
-        let batch: Vec<_> = chunk.iter().map(|p| (f.as_ref(), p)).collect();
+    header.seal();
+    // In bounded batches through one aligned buffer: memory stays flat for
+    // tables with many buckets.
+    const BATCH: u64 = 1024;
+    let total = 1 + u64::from(t.buckets);
+    let mut buf = AlignedPages::new(BATCH.min(total) as usize, ps)?;
+    for first in (0..total).step_by(BATCH as usize) {
+        let n = BATCH.min(total - first);
+        for (i, slot) in buf.pages_mut(n as usize).enumerate() {
+            let no = first + i as u64;
+            if no == 0 {
+                slot.copy_from_slice(header.bytes());
+            } else {
+                let mut bucket = Page::new(ps, Kind::Bucket, t.file_id, no);
+                bucket.seal();
+                slot.copy_from_slice(bucket.bytes());
+            }
+        }
+        let batch: Vec<(&DataFile, u64, &[u8])> =
+            (0..n).map(|i| (f.as_ref(), first + i, buf.page(i as usize))).collect();
         write_pages(io, &batch)?;
     }
     io.sync(f.io_file())?;

@@ -70,7 +70,7 @@ use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
 
 use crate::catalog::TableInfo;
 use crate::error::{Error, Result};
-use crate::node::state::NodeState;
+use crate::node::state::{Granted, NodeState};
 use crate::page::{Kind, Page, Stamp, HEADER_LEN, ITEM_OVERHEAD};
 use crate::table::{self, Header};
 
@@ -95,7 +95,10 @@ pub struct Transaction {
     node: Arc<NodeState>,
     id: TxnId,
     pages: HashMap<PageKey, TxnPage>,
-    locks: HashMap<ResourceId, LockMode>,
+    /// Each lock held, with the lock value block its (last) grant carried:
+    /// for a page, the stamp of the commit that last wrote it, which tells
+    /// whether the node's cached copy is current (`crate::pool`).
+    locks: HashMap<ResourceId, Granted>,
     tables: HashMap<String, TableInfo>,
     first_lsn: Option<Lsn>,
     last_lsn: Option<Lsn>,
@@ -131,13 +134,19 @@ impl Transaction {
     }
 
     fn lock(&mut self, resource: ResourceId, mode: LockMode) -> Result<()> {
-        if self.locks.get(&resource).is_some_and(|held| held.covers(mode)) {
+        if self.locks.get(&resource).is_some_and(|held| held.0.covers(mode)) {
             return Ok(());
         }
-        let held = self.node.lock(self.id, resource, mode)?;
-        let merged = self.locks.get(&resource).map_or(held, |h| h.supremum(held));
-        self.locks.insert(resource, merged);
+        let granted = self.node.lock(self.id, resource, mode)?;
+        self.granted(resource, granted);
         Ok(())
+    }
+
+    /// Records a grant: the strongest mode held, and the value the latest
+    /// grant carried.
+    fn granted(&mut self, resource: ResourceId, (held, value): Granted) {
+        let merged = self.locks.get(&resource).map_or(held, |h| h.0.supremum(held));
+        self.locks.insert(resource, (merged, value));
     }
 
     /// The table `name`, locked IS or IX, and with it the page `first` of
@@ -175,10 +184,9 @@ impl Transaction {
             let granted = self.node.lock_many(self.id, &requests);
             // Record what was granted even when one request was refused:
             // those locks are held until the transaction ends all the same.
-            if let Ok(modes) = &granted {
-                for (&(res, _), &held) in requests.iter().zip(modes) {
-                    let merged = self.locks.get(&res).map_or(held, |h| h.supremum(held));
-                    self.locks.insert(res, merged);
+            if let Ok(grants) = &granted {
+                for (&(res, _), &grant) in requests.iter().zip(grants) {
+                    self.granted(res, grant);
                 }
             }
             granted?;
@@ -209,7 +217,8 @@ impl Transaction {
         self.lock(ResourceId::new(t.file_id, no), mode)?;
         if let std::collections::hash_map::Entry::Vacant(v) = self.pages.entry((t.file_id, no)) {
             let file = table::open_checked(&self.node.io, &self.node.files, t)?;
-            let page = file.read_page(&self.node.io, no)?;
+            let value = self.locks.get(&ResourceId::new(t.file_id, no)).and_then(|g| g.1);
+            let page = self.node.pool.get(&self.node.io, &file, no, value)?;
             if page.kind() == Kind::Unwritten && !allocating {
                 return Err(Error::MissingPage {
                     file: file.path().to_path_buf(),
@@ -467,6 +476,9 @@ impl Transaction {
             Ok(node.client.check_lease()?)
         };
         let mut intent = None;
+        // Each written page's new stamp, its lock value block once the
+        // locks go (see `crate::pool`).
+        let mut published = Vec::with_capacity(dirty.len());
         let result = (|| -> Result<()> {
             may_write()?;
             let lsn = node
@@ -475,21 +487,28 @@ impl Transaction {
             intent = Some(lsn);
             // The files are held (with their fencing locks, `crate::fence`)
             // from before the intent is durable until the writes are done.
+            let stamp = Stamp {
+                node: node.node_id,
+                log: node.log_id,
+                lsn: lsn.0,
+            };
             let mut pages = Vec::with_capacity(dirty.len());
-            for ((file_id, _), mut page) in dirty {
-                page.set_stamp(Stamp {
-                    node: node.node_id,
-                    log: node.log_id,
-                    lsn: lsn.0,
-                });
+            for ((file_id, page_no), mut page) in dirty {
+                page.set_stamp(stamp);
                 page.seal();
+                published.push((ResourceId::new(file_id, page_no), stamp.as_u128()));
                 pages.push((node.files.get(file_id, false)?, page));
             }
-            node.group_force.commit(&node.io, &node.log, lsn, pages, &may_write)
+            node.group_force
+                .commit(&node.io, &node.log, lsn, pages, &node.pool, &may_write)
         })();
         match result {
             Ok(()) => {
-                node.confirm_commit(self.id, intent.expect("a commit that succeeded logged its intent"));
+                node.confirm_commit(
+                    self.id,
+                    intent.expect("a commit that succeeded logged its intent"),
+                    published,
+                );
                 Ok(())
             }
             Err(e) => {

@@ -12,9 +12,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::Weak;
 use std::time::Duration;
 
-use wal::{Lsn, TxnId};
+use wal::TxnId;
 
-use crate::node::state::NodeState;
+use crate::node::state::{Confirm, NodeState};
 
 /// How long the confirmer lets a `Commit` record wait for a flush someone
 /// else makes before making one itself. A committer's next intent flush
@@ -28,7 +28,7 @@ const CONFIRM_PATIENCE: Duration = Duration::from_millis(1);
 /// last handle is gone. A log that fails on the way stops the node, and the
 /// transactions' locks stay retained: recovery finds their intents, sees
 /// every page stamped, and keeps them committed.
-pub(super) fn confirmer(node: Weak<NodeState>, queue: Receiver<(TxnId, Lsn)>) {
+pub(super) fn confirmer(node: Weak<NodeState>, queue: Receiver<Confirm>) {
     // Woken when the log becomes durable, by a round's leader that has its
     // committers to wake next.
     wal::background::run_in_background();
@@ -38,17 +38,22 @@ pub(super) fn confirmer(node: Weak<NodeState>, queue: Receiver<(TxnId, Lsn)>) {
         let Some(inner) = node.upgrade() else {
             return;
         };
-        let upto = batch.iter().map(|&(_, lsn)| lsn).max().expect("a batch is never empty");
+        let upto = batch
+            .iter()
+            .map(|(_, lsn, _)| *lsn)
+            .max()
+            .expect("a batch is never empty");
         let durable = match inner.log.wait_durable_within(upto, CONFIRM_PATIENCE) {
             Some(r) => r,
             None => inner.log.wait_durable(upto),
         };
         if inner.logged(durable).is_ok() {
-            let txns: Vec<TxnId> = batch.iter().map(|&(txn, _)| txn).collect();
+            let txns: Vec<TxnId> = batch.iter().map(|(txn, _, _)| *txn).collect();
             for &txn in &txns {
                 inner.txn_finished(txn);
             }
-            inner.release_many(&txns);
+            let values = batch.iter_mut().flat_map(|(_, _, v)| std::mem::take(v)).collect();
+            inner.publish_and_release(values, &txns);
             inner.maybe_checkpoint();
         }
         inner.confirmed(batch.len());

@@ -120,9 +120,30 @@ impl Node {
         &self.report
     }
 
-    /// Which I/O backend the node's files go through.
+    /// Which I/O backend the node's files go through. What it did — how
+    /// many operations went through io_uring and how many as system calls
+    /// on the caller — is [`Node::io_stats`].
     pub fn io_backend(&self) -> wal::io::BackendKind {
         self.inner.io.kind()
+    }
+
+    /// The operations the node's I/O layer ran so far, counted by the path
+    /// each took (io_uring, or `pread`/`pwrite`/`fdatasync` calls).
+    pub fn io_stats(&self) -> wal::io::IoStats {
+        self.inner.io.stats()
+    }
+
+    /// Whether the table files this node opened are read and written with
+    /// direct I/O (`O_DIRECT`, past the kernel's page cache): `Some(false)`
+    /// where the file system refused it (tmpfs), `None` before any table
+    /// file was opened.
+    pub fn direct_io(&self) -> Option<bool> {
+        self.inner.files.direct()
+    }
+
+    /// What the node's buffer pool did so far.
+    pub fn pool_stats(&self) -> crate::PoolStats {
+        self.inner.pool.stats()
     }
 
     /// Starts a transaction.
@@ -191,6 +212,7 @@ impl Node {
             cat.tables.retain(|t| t.name != name);
             cat.store(&inner.io, inner.files.dir())?;
             inner.files.forget(info.file_id);
+            inner.pool.forget_file(info.file_id);
             let path = table_path(inner.files.dir(), info.file_id);
             std::fs::remove_file(&path).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Write, &path, None, e))?;
             Ok(())

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use lockmgr::wire::ErrorCode;
 use lockmgr::{Client, ClientConfig, ClientError, Coordinator, CoordinatorConfig, Purpose};
 use wal::io::Io;
-use wal::{Log, LogConfig, Lsn, TxnId, WalError};
+use wal::{Log, LogConfig, Lsn, WalError};
 
 use crate::cluster::Cluster;
 use crate::datafile::DataFiles;
@@ -26,12 +26,13 @@ use crate::error::{Error, Result};
 use crate::group_force::GroupForce;
 use crate::node::options::{NodeOptions, StartReport};
 use crate::node::state::NodeState;
+use crate::pool::BufferPool;
 use crate::recovery::{self, Agents};
 use crate::retry;
 
 /// Committed transactions on their way to the confirmer: each with the LSN
 /// of its `Commit` record.
-pub(super) type ConfirmQueue = Receiver<(TxnId, Lsn)>;
+pub(super) type ConfirmQueue = Receiver<crate::node::state::Confirm>;
 
 /// Joins the cluster in `cluster_dir` as `node_id` and recovers the node's
 /// own in-flight work first if it had failed; starts nothing yet. Returns
@@ -117,6 +118,7 @@ pub(super) fn open(
         )));
     }
     let cp = log.control().checkpoint_lsn.unwrap_or(Lsn(0));
+    let cluster_page_size = cluster.page_size;
     let (confirms, confirm_queue) = std::sync::mpsc::channel();
     let state = NodeState {
         next_txn: AtomicU64::new((client.incarnation() << 32) | 1),
@@ -128,6 +130,7 @@ pub(super) fn open(
         client,
         files,
         group_force: GroupForce::default(),
+        pool: BufferPool::new(opts.pool_pages, cluster_page_size, opts.trust_cached_pages)?,
         opts,
         catalog: Mutex::new(None),
         active: Mutex::new(BTreeMap::new()),

@@ -74,6 +74,15 @@ pub struct NodeOptions {
     /// damage stops recovery with [`crate::Error::LogDamaged`] or
     /// [`crate::Error::LogMissing`], and the retained locks stay.
     pub accept_log_damage: bool,
+    /// Pages the node's buffer pool holds (at least
+    /// [`crate::MIN_POOL_PAGES`]): its cache of table pages, read and
+    /// written past the kernel's page cache (see `crate::pool`).
+    pub pool_pages: usize,
+    /// For the negative test of coherence only: take any cached page as
+    /// current, whatever the lock manager says another node wrote since.
+    /// A node with this on reads stale pages.
+    #[doc(hidden)]
+    pub trust_cached_pages: bool,
 }
 
 impl Default for NodeOptions {
@@ -105,6 +114,9 @@ impl Default for NodeOptions {
             coordinator: None,
             restart_command: None,
             accept_log_damage: false,
+            // 64 MiB of 4 KiB pages.
+            pool_pages: 16 * 1024,
+            trust_cached_pages: false,
         }
     }
 }

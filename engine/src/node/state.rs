@@ -31,8 +31,17 @@ use crate::datafile::DataFiles;
 use crate::error::{Error, Result};
 use crate::group_force::GroupForce;
 use crate::node::options::NodeOptions;
+use crate::pool::BufferPool;
 use crate::sync::lock;
 use crate::timeline::Timeline;
+
+/// A lock granted, with the resource's lock value block as the grant
+/// carried it.
+pub(crate) type Granted = (LockMode, Option<u128>);
+
+/// A committed transaction on its way to the confirmer: its id, its
+/// `Commit` record's LSN, and the value blocks to publish as its locks go.
+pub(crate) type Confirm = (TxnId, Lsn, Vec<(ResourceId, u128)>);
 
 /// How many recovery timelines a node keeps for inspection.
 pub const MAX_KEPT_RECOVERIES: usize = 64;
@@ -53,6 +62,8 @@ pub(crate) struct NodeState {
     pub(crate) client: Client,
     pub(crate) files: DataFiles,
     pub(crate) group_force: GroupForce,
+    /// The node's cache of table pages (see `crate::pool`).
+    pub(crate) pool: BufferPool,
     pub(crate) opts: NodeOptions,
     /// The catalog as last read, with the stamp of the file it came from.
     pub(super) catalog: Mutex<Option<(CatalogStamp, Arc<Catalog>)>>,
@@ -66,7 +77,7 @@ pub(crate) struct NodeState {
     pub(super) recoveries: Mutex<(u64, VecDeque<Timeline>)>,
     /// Committed transactions whose `Commit` record is not yet known to be
     /// durable, on their way to the confirmer (`crate::node::confirmer`).
-    pub(super) confirms: Sender<(TxnId, Lsn)>,
+    pub(super) confirms: Sender<Confirm>,
     /// How many of those there are; closing waits for none.
     pub(super) confirming: Mutex<usize>,
     pub(super) confirmed: Condvar,
@@ -155,17 +166,21 @@ impl NodeState {
         LockWait::WaitForLive(self.opts.lock_wait)
     }
 
-    pub(crate) fn lock_many(&self, txn: TxnId, requests: &[(ResourceId, LockMode)]) -> Result<Vec<LockMode>> {
+    /// Locks `requests` for `txn` in one round trip; each grant with the
+    /// resource's lock value block (see `crate::pool`).
+    pub(crate) fn lock_many(&self, txn: TxnId, requests: &[(ResourceId, LockMode)]) -> Result<Vec<Granted>> {
         self.check_running()?;
         self.client
-            .lock_many(txn, requests, self.lock_wait())
+            .lock_many_valued(txn, requests, self.lock_wait())
             .map_err(|e| self.client_error(e))
     }
 
-    pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<LockMode> {
+    /// Locks `resource` for `txn`, the grant with the resource's lock value
+    /// block.
+    pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<Granted> {
         self.check_running()?;
         self.client
-            .lock(txn, resource, mode, self.lock_wait())
+            .lock_valued(txn, resource, mode, self.lock_wait())
             .map_err(|e| self.client_error(e))
     }
 
@@ -185,7 +200,15 @@ impl NodeState {
     /// Releases every lock of each of `txns`, in one write and without
     /// waiting for an answer.
     pub(crate) fn release_many(&self, txns: &[TxnId]) {
-        if let Err(e) = self.client.release_many_nowait(txns) {
+        self.publish_and_release(Vec::new(), txns);
+    }
+
+    /// Publishes `values` — the stamps committed transactions of `txns`
+    /// wrote their pages with, each page X-locked by one of them — as the
+    /// pages' lock value blocks, then releases every lock of `txns`: in one
+    /// write, without waiting for an answer (see `crate::pool`).
+    pub(crate) fn publish_and_release(&self, values: Vec<(ResourceId, u128)>, txns: &[TxnId]) {
+        if let Err(e) = self.client.publish_and_release_nowait(values, txns) {
             // The connection is gone: the coordinator retains or drops the
             // locks with the node's failure.
             tracing::warn!(?txns, error = %e, "releasing locks failed");
@@ -209,7 +232,7 @@ impl NodeState {
     /// A transaction committed under the intent at `intent`: logs its
     /// `Commit` record and hands it to the confirmer, which releases its
     /// locks once the record is durable.
-    pub(crate) fn confirm_commit(&self, txn: TxnId, intent: Lsn) {
+    pub(crate) fn confirm_commit(&self, txn: TxnId, intent: Lsn, published: Vec<(ResourceId, u128)>) {
         let Ok(lsn) = self.logged(
             self.log
                 .append(wal::RecordMeta::txn(txn, Some(intent)), &wal::RecordBody::Commit),
@@ -217,7 +240,7 @@ impl NodeState {
             return; // stopped: the locks stay retained, the intent decides
         };
         *lock(&self.confirming) += 1;
-        if self.confirms.send((txn, lsn)).is_err() {
+        if self.confirms.send((txn, lsn, published)).is_err() {
             *lock(&self.confirming) -= 1;
         }
     }

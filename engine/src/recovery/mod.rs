@@ -61,6 +61,7 @@ use std::time::{Duration, Instant};
 use wal::io::{Io, IoFile, Stage, WriteOp};
 use wal::{AgentId, Log, LogReader, Lsn, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
 
+use crate::aligned::AlignedPages;
 use crate::catalog::Catalog;
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
@@ -169,24 +170,38 @@ pub fn back_out(
     };
     let mut ranges = read_ranges(reader, &pages)?;
     let keys: Vec<(u32, u64)> = pages.into_keys().collect();
-    // A full chunk goes as soon as the next one is ready; the last goes
-    // with the sync and the end records.
-    let mut chunk: Vec<(u32, Page)> = Vec::new();
+    // Every chunk but the last is written as soon as it is put back; the
+    // last goes with the sync and the end records. The pages pass through
+    // one page-aligned buffer (direct I/O takes nothing else).
+    let page_size = files.page_size();
+    let mut buf = AlignedPages::new(WRITE_BACK_CHUNK.min(keys.len()), page_size)?;
+    let mut parts = keys.chunks(WRITE_BACK_CHUNK).peekable();
+    let mut chunk: &[(u32, u64)] = &[];
     let mut written = 0usize;
-    for part in keys.chunks(WRITE_BACK_CHUNK) {
-        if !chunk.is_empty() {
-            let batch: Vec<(&DataFile, &Page)> = chunk.iter().map(|(f, p)| (opened[f].as_ref(), p)).collect();
-            write_pages(io, &batch)?;
-            written += chunk.len();
+    while let Some(part) = parts.next() {
+        put_back(io, &opened, part, &mut ranges, witness, &mut buf)?;
+        if parts.peek().is_none() {
+            chunk = part;
+            break;
         }
-        chunk = put_back(io, &opened, part, &mut ranges, witness)?;
+        let batch: Vec<(&DataFile, u64, &[u8])> = part
+            .iter()
+            .enumerate()
+            .map(|(i, &(f, no))| (opened[&f].as_ref(), no, buf.page(i)))
+            .collect();
+        write_pages(io, &batch)?;
+        written += part.len();
     }
     for (agent, txn, lsn, payload) in &found.agent_records {
         if let Some(a) = agents.get(agent) {
             a.undo(*txn, *lsn, payload)?;
         }
     }
-    let last: Vec<WriteOp<'_>> = chunk.iter().map(|(f, p)| opened[f].write_op(p)).collect();
+    let last: Vec<WriteOp<'_>> = chunk
+        .iter()
+        .enumerate()
+        .map(|(i, &(f, no))| opened[&f].write_op(no, buf.page(i)))
+        .collect();
     let handles: Vec<&IoFile> = opened.values().map(|f| f.io_file()).collect();
     let stage = [Stage {
         writes: &last,
@@ -289,29 +304,29 @@ fn read_ranges(reader: &LogReader, pages: &BTreeMap<(u32, u64), Vec<Lsn>>) -> Re
     Ok(out)
 }
 
-/// Puts back the pages `keys` (file id, page): reads what each holds now
-/// (one batch), writes its before-images over it newest first
-/// (`crate::undo`), and checks the result, which is the page as it was
-/// before the transactions: a page with a good checksum, or a page nobody
-/// had written (written back as zeros). Anything else means bytes the
-/// transactions never changed are damaged, and is reported as corruption
-/// of that page rather than written.
+/// Puts back the pages `keys` (file id, page) into the first `keys.len()`
+/// slots of `buf`: reads what each holds now (one batch), writes its
+/// before-images over it newest first (`crate::undo`), and checks the
+/// result, which is the page as it was before the transactions: a page with
+/// a good checksum, or a page nobody had written (put back as zeros).
+/// Anything else means bytes the transactions never changed are damaged,
+/// and is reported as corruption of that page rather than written.
 fn put_back(
     io: &Io,
     opened: &HashMap<u32, Arc<DataFile>>,
     keys: &[(u32, u64)],
     ranges: &mut Ranges,
     witness: Option<&LogWitness>,
-) -> Result<Vec<(u32, Page)>> {
+    buf: &mut AlignedPages,
+) -> Result<()> {
     let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
-    let images = crate::datafile::read_raw_pages(io, &targets)?;
-    let mut out = Vec::with_capacity(keys.len());
-    for ((&(file_id, page_no), (file, _)), mut buf) in keys.iter().zip(&targets).zip(images) {
+    crate::datafile::read_raw_pages(io, &targets, buf)?;
+    for ((&(file_id, page_no), (file, _)), image) in keys.iter().zip(&targets).zip(buf.pages_mut(keys.len())) {
         if let Some(w) = witness {
-            w.check(file, page_no, &buf)?;
+            w.check(file, page_no, image)?;
         }
         for (offset, bytes) in ranges.remove(&(file_id, page_no)).unwrap_or_default().iter().rev() {
-            crate::undo::apply(&mut buf, *offset, bytes).map_err(|detail| Error::CorruptPage {
+            crate::undo::apply(image, *offset, bytes).map_err(|detail| Error::CorruptPage {
                 file: file.path().to_path_buf(),
                 page: page_no,
                 detail: format!("a before-image in the log does not fit the page: {detail}"),
@@ -320,33 +335,30 @@ fn put_back(
         // A page nobody had written (the transactions allocated it) goes
         // back to never written; any other must check as it is, and its
         // bytes go back exactly.
-        let page = if Page::is_unwritten_image(&buf, file_id, page_no) {
-            Page::from_image(vec![0; buf.len()])
+        if Page::is_unwritten_image(image, file_id, page_no) {
+            image.fill(0);
         } else {
-            Page::from_disk(buf, file.path(), file_id, page_no).map_err(|e| match e {
+            Page::check_image(image, file.path(), file_id, page_no).map_err(|e| match e {
                 Error::CorruptPage { file, page, detail } => Error::CorruptPage {
                     file,
                     page,
                     detail: format!("after its before-images were written back: {detail}"),
                 },
                 other => other,
-            })?
-        };
-        out.push((file_id, page));
+            })?;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether every page `intent` lists carries its stamp on disk, checksum
-/// intact. The pages are read from the device, not the page cache (which
-/// after a failed fsync may hold what the disk does not); a write the
-/// crashed process left dirty in the cache is written back by the kernel
-/// before a direct read of its range, so it counts, as it will reach the
-/// disk anyway. A page that fails its checksum was torn by the crash in the
-/// middle of the commit's writes, which never finished: not committed (its
-/// before-image repairs it). Each file read is added to `opened`, so that
-/// the write-back's sync covers a committed page the crashed process left
-/// in the page cache unsynced.
+/// intact. The pages are read from the device (data files are direct,
+/// `crate::datafile`; where a file system refuses direct I/O its page cache
+/// is all there is). A page that fails its checksum was torn by the crash
+/// in the middle of the commit's writes, which never finished: not
+/// committed (its before-image repairs it). Each file read is added to
+/// `opened`, so that the write-back's sync covers a committed page whose
+/// write the crash left unsynced.
 fn committed(
     io: &Io,
     files: &DataFiles,
@@ -356,17 +368,12 @@ fn committed(
     intent: &Intent,
     opened: &mut HashMap<u32, Arc<DataFile>>,
 ) -> Result<bool> {
-    let mut devices: HashMap<u32, Option<wal::io::IoFile>> = HashMap::new();
     for p in &intent.pages {
         let file = match opened.entry(p.file_id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(catalog.open(io, files, p.file_id)?),
         };
-        let device = match devices.entry(p.file_id) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(file.open_on_device()?),
-        };
-        match file.read_page_from_device(io, device.as_ref(), p.page_no) {
+        match file.read_page(io, p.page_no) {
             Ok(page) if page.stamp().of_log(owner, log_id) && page.stamp().lsn == intent.lsn.0 => {}
             Ok(_) | Err(Error::CorruptPage { .. }) => return Ok(false),
             Err(e) => return Err(e),

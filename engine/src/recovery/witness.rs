@@ -105,11 +105,14 @@ impl LogWitness {
     pub(super) fn accept(&self, io: &Io, opened: &HashMap<u32, Arc<DataFile>>, found: &mut InFlight) -> Result<usize> {
         let keys: Vec<(u32, u64)> = found.pages.keys().copied().collect();
         let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
-        let images = crate::datafile::read_raw_pages(io, &targets)?;
+        let mut images =
+            crate::aligned::AlignedPages::new(keys.len(), opened.values().next().map_or(4096, |f| f.page_size()))?;
+        crate::datafile::read_raw_pages(io, &targets, &mut images)?;
         // Per transaction: the one stamp past the end all its pages carry,
         // or None once one page does not.
         let mut verdict: BTreeMap<TxnId, Option<u64>> = BTreeMap::new();
-        for (key, image) in keys.iter().zip(&images) {
+        for (i, key) in keys.iter().enumerate() {
+            let image = images.page(i);
             let Some(&txn) = found.owners.get(key) else { continue };
             let stamp = Stamp::of(image);
             let past = self.contradicts(stamp).then_some(stamp.lsn);
