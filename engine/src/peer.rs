@@ -130,6 +130,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         pages: 0,
         records: 0,
         detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
+        io: Default::default(),
     };
 
     // 1. Fence (the argument is in `crate::fence`).
@@ -177,16 +178,19 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
             .check_lease()
             .map_err(|e| ("writing before-images back", e.into()))?;
         let start = detected.elapsed();
-        let wb = recovery::back_out(
-            &inner.io,
-            &inner.files,
-            &log,
-            &reader,
-            &mut found,
-            &Agents::new(),
-            inner.opts.accept_log_damage,
-        )
-        .map_err(|e| ("writing before-images back", e))?;
+        let (wb, io) = wal::io::count_on_this_thread(|| {
+            recovery::back_out(
+                &inner.io,
+                &inner.files,
+                &log,
+                &reader,
+                &mut found,
+                &Agents::new(),
+                inner.opts.accept_log_damage,
+            )
+        });
+        let wb = wb.map_err(|e| ("writing before-images back", e))?;
+        tl.io = io;
         tl.pages = wb.pages;
         tl.committed = wb.committed;
         tl.mark_at("written back", start + wb.written);

@@ -50,6 +50,11 @@ pub struct Timeline {
     pub records: u64,
     /// When the failure was detected, on [`monotonic_ns`]'s clock.
     pub detected_mono_ns: u64,
+    /// The I/O the write-back ran (its reads, page writes and syncs, and the
+    /// end records' log write), by the path each took: through io_uring, or
+    /// as system calls — counted as the I/O layer routed them, not taken
+    /// from the configured backend.
+    pub io: wal::io::IoStats,
 }
 
 impl Timeline {
@@ -87,7 +92,7 @@ impl Timeline {
             .collect();
         format!(
             "node {} recovered node {}: {} in-flight transactions ({} of them committed), {} pages written back, \
-             {} log records read; fenced by {:?}; {}",
+             {} log records read; fenced by {:?}; {}; write-back I/O: {}",
             self.counterpart,
             self.failed,
             self.in_flight,
@@ -95,7 +100,8 @@ impl Timeline {
             self.pages,
             self.records,
             self.fencing,
-            steps.join(" → ")
+            steps.join(" → "),
+            self.io
         )
     }
 
@@ -107,7 +113,7 @@ impl Timeline {
             .map(|s| format!("{{\"step\":\"{}\",\"at_us\":{}}}", s.name, s.at.as_micros()))
             .collect();
         format!(
-            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}]}}",
+            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}],\"io\":{{\"ring_reads\":{},\"ring_writes\":{},\"ring_syncs\":{},\"call_reads\":{},\"call_writes\":{},\"call_syncs\":{}}}}}",
             self.failed,
             self.counterpart,
             self.fencing,
@@ -117,7 +123,13 @@ impl Timeline {
             self.records,
             self.total().as_micros(),
             self.detected_mono_ns,
-            steps.join(",")
+            steps.join(","),
+            self.io.ring_reads,
+            self.io.ring_writes,
+            self.io.ring_syncs,
+            self.io.call_reads,
+            self.io.call_writes,
+            self.io.call_syncs
         )
     }
 }

@@ -88,15 +88,19 @@ pub(super) fn open(
         ..StartReport::default()
     };
     if restarted {
-        let wb = recovery::back_out(
-            &io,
-            &files,
-            &log,
-            &reader,
-            &mut found,
-            &Agents::new(),
-            opts.accept_log_damage,
-        )?;
+        let (wb, ran) = wal::io::count_on_this_thread(|| {
+            recovery::back_out(
+                &io,
+                &files,
+                &log,
+                &reader,
+                &mut found,
+                &Agents::new(),
+                opts.accept_log_damage,
+            )
+        });
+        let wb = wb?;
+        report.io = ran;
         client.restart_finished()?;
         report.committed = wb.committed;
         report.backed_out = found.txns.len() - wb.committed;

@@ -134,4 +134,6 @@ pub struct StartReport {
     pub committed: usize,
     /// Pages written back.
     pub pages_written: usize,
+    /// The I/O its own recovery ran, by the path each operation took.
+    pub io: wal::io::IoStats,
 }

@@ -52,7 +52,7 @@ pub mod uring;
 
 pub use backend::{Backend, BackendKind};
 pub use caller::on_this_thread;
-pub use counters::{IoCounters, IoPath, IoStats};
+pub use counters::{count_on_this_thread, IoCounters, IoPath, IoStats};
 pub use error::{IoError, OpKind, StageError};
 pub use file::IoFile;
 pub use handle::{BackendChoice, Io};

@@ -395,3 +395,42 @@ fn only_a_bounded_number_of_threads_run_their_own_writes() {
         .unwrap();
     assert!(again);
 }
+
+/// Operations are counted by the path each took, in the backend and on the
+/// thread that asked (inside `count_on_this_thread`), and only there.
+#[test]
+fn operations_are_counted_by_path_and_by_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Io::new(BackendChoice::Auto).unwrap();
+    let direct = IoFile::open_direct(&dir.path().join("d"), true, true).unwrap();
+    let buffered = IoFile::open(&dir.path().join("b"), true, true).unwrap();
+    let mut page = vec![0u8; 2 * 4096];
+    let at = page.as_ptr().align_offset(4096);
+    let page = &mut page[at..at + 4096];
+    let before = io.stats();
+    let ((), mine) = super::count_on_this_thread(|| {
+        io.write_batch(
+            &[WriteOp {
+                file: &direct,
+                offset: 0,
+                data: page,
+            }],
+            true,
+        )
+        .unwrap();
+        // Another thread's work is not this thread's.
+        std::thread::scope(|s| {
+            s.spawn(|| io.write_all_at(&buffered, b"x", 0).unwrap());
+        });
+        io.write_all_at(&buffered, b"y", 1).unwrap();
+    });
+    let all = io.stats().since(&before);
+    if io.kind() == BackendKind::Uring && direct.is_direct() {
+        assert_eq!((mine.ring_writes, mine.ring_syncs), (1, 1), "{mine}");
+    }
+    assert_eq!(mine.ring_writes + mine.call_writes, 2, "{mine}");
+    assert_eq!(all.ring_writes + all.call_writes, 3, "{all}");
+    if io.kind() == BackendKind::Uring && buffered.writes_block() {
+        assert_eq!(mine.call_writes, 1, "a buffered write on ext4 is a pwrite: {mine}");
+    }
+}

@@ -152,6 +152,22 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
         ));
     };
     say!("node {by} recovered node {VICTIM}; timeline:\n  {json}");
+    if let Some(io) = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|v| v.get("io").cloned())
+    {
+        let n = |k: &str| io[k].as_u64().unwrap_or(0);
+        say!(
+            "  write-back I/O, as the I/O layer counted it: through io_uring {} reads, {} writes, {} syncs; as system \
+             calls {} pread, {} pwrite, {} fdatasync",
+            n("ring_reads"),
+            n("ring_writes"),
+            n("ring_syncs"),
+            n("call_reads"),
+            n("call_writes"),
+            n("call_syncs")
+        );
+    }
     say!(
         "  kill → locks released seen by the demo: {:.2} ms",
         recovered.duration_since(killed).as_secs_f64() * 1e3

@@ -14,4 +14,5 @@ pub mod node;
 pub mod processes;
 pub mod recover;
 pub mod recovery_bench;
+pub mod stats;
 pub mod status;

@@ -27,6 +27,9 @@ use understudy::{Error, Node, NodeOptions};
 use crate::bank::{self, TransferConfig};
 use crate::error::CliError;
 
+/// How often the node writes its report for `status` (see `stats`).
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often an idle node looks whether it has stopped.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
@@ -94,6 +97,14 @@ pub struct NodeArgs {
     /// live peer restarts it light (`understudy restart-light`).
     #[arg(long)]
     pub restart_light_on_failure: bool,
+    /// Pages the node's buffer pool holds (at least 16).
+    #[arg(long, default_value_t = NodeOptions::default().pool_pages)]
+    pub pool_pages: usize,
+    /// For the negative test of cache coherence only: take every cached
+    /// page as current, whatever other nodes wrote since. The node then
+    /// reads stale pages and breaks the bank.
+    #[arg(long, hide = true)]
+    pub trust_cached_pages: bool,
 }
 
 /// How long a lock request of a thread running several transfers waits.
@@ -105,6 +116,8 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
         auto_recovery: !args.no_auto_recovery,
         // Any peer's restart request is served with this binary.
         restart_command: crate::cluster::recover::restart_light_command(),
+        pool_pages: args.pool_pages,
+        trust_cached_pages: args.trust_cached_pages,
         ..NodeOptions::default()
     };
     let opts = if args.txns_per_thread > 1 {
@@ -134,8 +147,9 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
     }
 }
 
-/// Prints `RECOVERED <timeline JSON>` for each peer this node recovers,
-/// until the returned guard is dropped. The thread holds a clone of the
+/// Prints `RECOVERED <timeline JSON>` for each peer this node recovers, and
+/// writes the node's report for `status` every [`STATS_EVERY`], until the
+/// returned guard is dropped. The thread holds a clone of the
 /// node, and [`Node::close`] needs the only one: dropping the guard stops
 /// the thread and waits for it to let go.
 fn report_recoveries(node: &Node) -> Reporter {
@@ -146,8 +160,15 @@ fn report_recoveries(node: &Node) -> Reporter {
         .name("recovery-report".into())
         .spawn(move || {
             let mut seen = 0;
+            let mut next_stats = Instant::now();
             loop {
                 std::thread::sleep(Duration::from_millis(5));
+                if Instant::now() >= next_stats {
+                    next_stats = Instant::now() + STATS_EVERY;
+                    if let Err(e) = crate::cluster::stats::write(&node) {
+                        tracing::warn!(error = %e, "the node's report for status was not written");
+                    }
+                }
                 // Read before the recoveries, so a recovery finished before
                 // the stop is still printed.
                 let last = stopping.load(Ordering::Acquire) || node.stopped().is_some();
@@ -163,6 +184,8 @@ fn report_recoveries(node: &Node) -> Reporter {
                 }
                 seen = total;
                 if last {
+                    // The report as it stopped.
+                    let _ = crate::cluster::stats::write(&node);
                     return;
                 }
             }

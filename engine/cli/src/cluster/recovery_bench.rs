@@ -68,6 +68,8 @@ struct Recovered {
     in_flight: u64,
     pages: u64,
     steps: Vec<(String, Duration)>,
+    /// The write-back's I/O, by path: (io_uring writes, pwrite calls).
+    writes: (u64, u64),
 }
 
 /// Reads a survivor's `RECOVERED <json>` line: the round's figures
@@ -100,6 +102,10 @@ fn parse_recovered(json: &str, killed_ns: u64) -> Result<Recovered, CliError> {
         in_flight: v["in_flight"].as_u64().ok_or_else(|| bad("in_flight"))?,
         pages: v["pages"].as_u64().ok_or_else(|| bad("pages"))?,
         steps,
+        writes: (
+            v["io"]["ring_writes"].as_u64().ok_or_else(|| bad("io"))?,
+            v["io"]["call_writes"].as_u64().ok_or_else(|| bad("io"))?,
+        ),
     })
 }
 
@@ -275,6 +281,8 @@ fn report(rounds: &[Round], json: bool) -> Result<(), CliError> {
     let during_secs: f64 = rounds.iter().map(|r| r.r.released.as_secs_f64()).sum();
     let during_rate = rounds.iter().map(|r| r.during).sum::<usize>() as f64 / during_secs.max(1e-9);
     let ratio = during_rate / before_rate.max(1e-9);
+    let ring_writes: u64 = rounds.iter().map(|r| r.r.writes.0).sum();
+    let call_writes: u64 = rounds.iter().map(|r| r.r.writes.1).sum();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     if json {
         say!(
@@ -288,6 +296,7 @@ fn report(rounds: &[Round], json: bool) -> Result<(), CliError> {
                 "fenced_ms": {"p50": percentile(&fenced, 50.0), "p99": percentile(&fenced, 99.0), "max": fenced.last()},
                 "released_ms": {"p50": percentile(&released, 50.0), "p99": percentile(&released, 99.0), "max": released.last()},
                 "survivor_commits_per_s": {"before": before_rate, "during": during_rate, "ratio": ratio},
+                "write_back_writes": {"io_uring": ring_writes, "pwrite": call_writes},
             })
         );
         return Ok(());
@@ -323,6 +332,10 @@ fn report(rounds: &[Round], json: bool) -> Result<(), CliError> {
     say!(
         "survivors' commits: {before_rate:.0}/s before a kill, {during_rate:.0}/s during recoveries ({:.0} %)",
         ratio * 100.0
+    );
+    say!(
+        "write-back writes over all kills, as the I/O layer counted them: {ring_writes} through io_uring, \
+         {call_writes} as pwrite (the end records' log writes)"
     );
     say!(
         "targets: detection p99 ≤ {DETECTION_P99_MS} ms {}; kill → released p99 ≤ {RELEASED_P99_MS} ms {}; throughput during ≥ {:.0} % {}",

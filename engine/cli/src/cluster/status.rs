@@ -75,6 +75,9 @@ pub fn status(args: &StatusArgs) -> Result<(), CliError> {
                     "recovery": recovery(m),
                     "counterpart": (m.recovery == 2).then_some(m.counterpart),
                     "retained_locks": m.retained_locks,
+                    // What the node last reported of its own pool and I/O
+                    // (`understudy node` writes it; see `stats`).
+                    "stats": crate::cluster::stats::read(&cluster.dir, m.node),
                 })
             })
             .collect();
