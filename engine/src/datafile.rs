@@ -182,9 +182,15 @@ impl DataFile {
 }
 
 /// Reads what each of `pages` holds now, unchecked (zeros past a file's
-/// end), into the first `pages.len()` slots of `into`, as one batch: what
-/// recovery writes before-images over.
-pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)], into: &mut AlignedPages) -> Result<()> {
+/// end), into the first `pages.len()` slots of `into`, as one batch — what
+/// recovery writes before-images over — issued together with `writes` of
+/// other pages, so the device works on both.
+pub fn read_raw_pages_writing(
+    io: &Io,
+    pages: &[(&DataFile, u64)],
+    into: &mut AlignedPages,
+    writes: &[WriteOp<'_>],
+) -> Result<()> {
     into.reserve(pages.len())?;
     let mut past_end = Vec::new();
     let mut reads = Vec::with_capacity(pages.len());
@@ -200,13 +206,18 @@ pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)], into: &mut AlignedPag
             past_end.push(i);
         }
     }
-    io.read_batch(&mut reads)?;
+    io.read_write_batch(&mut reads, writes)?;
     drop(reads);
     for i in past_end {
         let (file, page_no) = pages[i];
         file.read_into(io, into.page_mut(i), page_no)?;
     }
     Ok(())
+}
+
+/// [`read_raw_pages_writing`] with nothing to write.
+pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)], into: &mut AlignedPages) -> Result<()> {
+    read_raw_pages_writing(io, pages, into, &[])
 }
 
 /// The table files of a cluster, opened on first use and shared.

@@ -151,46 +151,51 @@ impl Page {
         }
     }
 
-    /// Checks a page image as [`Page::from_disk`] does, without taking it.
+    /// Checks a page image as [`Page::from_disk`] does, in place.
     pub fn check_image(image: &[u8], file: &Path, file_id: u32, page_no: u64) -> Result<()> {
-        Page::from_disk(image.to_vec(), file, file_id, page_no).map(drop)
+        if image.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        let corrupt = |detail: String| Error::CorruptPage {
+            file: file.to_path_buf(),
+            page: page_no,
+            detail,
+        };
+        let stored = u32::from_le_bytes(image[..4].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&image[4..]);
+        if stored != computed {
+            return Err(corrupt(format!(
+                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            )));
+        }
+        if u64_at(image, 8) != page_no {
+            return Err(corrupt(format!("page claims to be page {}", u64_at(image, 8))));
+        }
+        let holder = u32::from_le_bytes(image[16..20].try_into().expect("4 bytes"));
+        if holder != file_id {
+            return Err(corrupt(format!("page belongs to file {holder}")));
+        }
+        let kind = u16_at(image, 4);
+        if kind > 3 {
+            return Err(corrupt(format!("unknown page kind {kind}")));
+        }
+        if kind != Kind::TableHeader as u16 {
+            check_items(image).map_err(|d| corrupt(d.into()))?;
+        }
+        Ok(())
     }
 
     /// Checks a page read from `file` at `page_no`: all zeros is an
     /// unwritten page; otherwise checksum, kind, page number, file id and
     /// item area must all be right.
     pub fn from_disk(buf: Vec<u8>, file: &Path, file_id: u32, page_no: u64) -> Result<Page> {
-        let corrupt = |detail: String| Error::CorruptPage {
-            file: file.to_path_buf(),
-            page: page_no,
-            detail,
-        };
+        Page::check_image(&buf, file, file_id, page_no)?;
         if buf.iter().all(|&b| b == 0) {
             return Ok(Page::new(buf.len(), Kind::Unwritten, file_id, page_no));
         }
-        let stored = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
-        let computed = crc32c::crc32c(&buf[4..]);
-        if stored != computed {
-            return Err(corrupt(format!(
-                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
-            )));
-        }
-        let p = Page {
+        Ok(Page {
             buf: buf.into_boxed_slice(),
-        };
-        if p.page_no() != page_no {
-            return Err(corrupt(format!("page claims to be page {}", p.page_no())));
-        }
-        if p.file_id() != file_id {
-            return Err(corrupt(format!("page belongs to file {}", p.file_id())));
-        }
-        if u16_at(&p.buf, 4) > 3 {
-            return Err(corrupt(format!("unknown page kind {}", u16_at(&p.buf, 4))));
-        }
-        if p.kind() != Kind::TableHeader {
-            p.check_items().map_err(|d| corrupt(d.into()))?;
-        }
-        Ok(p)
+        })
     }
 
     /// Sets the checksum; the page is ready to be written.
@@ -218,10 +223,6 @@ impl Page {
 
     pub fn page_no(&self) -> u64 {
         u64_at(&self.buf, 8)
-    }
-
-    pub fn file_id(&self) -> u32 {
-        u32::from_le_bytes(self.buf[16..20].try_into().expect("4 bytes"))
     }
 
     pub fn count(&self) -> usize {
@@ -265,28 +266,6 @@ impl Page {
 
     pub fn body_mut(&mut self) -> &mut [u8] {
         &mut self.buf[HEADER_LEN..]
-    }
-
-    fn check_items(&self) -> std::result::Result<(), &'static str> {
-        let used = self.used();
-        if HEADER_LEN + used > self.buf.len() {
-            return Err("item area runs past the page");
-        }
-        let mut at = HEADER_LEN;
-        for _ in 0..self.count() {
-            if at + ITEM_OVERHEAD > HEADER_LEN + used {
-                return Err("item header runs past the item area");
-            }
-            let len = ITEM_OVERHEAD + u16_at(&self.buf, at) as usize + u16_at(&self.buf, at + 2) as usize;
-            if at + len > HEADER_LEN + used {
-                return Err("item runs past the item area");
-            }
-            at += len;
-        }
-        if at != HEADER_LEN + used {
-            return Err("item count disagrees with the bytes in use");
-        }
-        Ok(())
     }
 
     /// Items in order: (offset of the item, key, value). The item area was
@@ -371,6 +350,30 @@ impl Page {
         self.buf[20..22].copy_from_slice(&used.to_le_bytes());
         true
     }
+}
+
+/// Whether a page image's item area is consistent: every item inside the
+/// bytes in use, and the count matching them.
+fn check_items(b: &[u8]) -> std::result::Result<(), &'static str> {
+    let used = u16_at(b, 20) as usize;
+    if HEADER_LEN + used > b.len() {
+        return Err("item area runs past the page");
+    }
+    let mut at = HEADER_LEN;
+    for _ in 0..u16_at(b, 6) {
+        if at + ITEM_OVERHEAD > HEADER_LEN + used {
+            return Err("item header runs past the item area");
+        }
+        let len = ITEM_OVERHEAD + u16_at(b, at) as usize + u16_at(b, at + 2) as usize;
+        if at + len > HEADER_LEN + used {
+            return Err("item runs past the item area");
+        }
+        at += len;
+    }
+    if at != HEADER_LEN + used {
+        return Err("item count disagrees with the bytes in use");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

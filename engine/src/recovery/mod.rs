@@ -10,8 +10,9 @@
 //!    checkpoint (and from the first record of any transaction active at
 //!    that checkpoint) and finds
 //!    the transactions with records but neither a commit nor an end record.
-//!    For each page they changed it keeps where its before-images lie (byte
-//!    ranges, `crate::undo`). Written over the page newest first, they give
+//!    For each page they changed it keeps its before-images (byte ranges,
+//!    `crate::undo`), read in the same pass. Written over the page newest
+//!    first, they give
 //!    the page as it was before any of them touched it. (Several in-flight
 //!    transactions of one log can only have changed one page one after the
 //!    other — each held the page's X lock to the end — so that is the last
@@ -23,13 +24,12 @@
 //!    synced; otherwise its before-images go back like any other's. Its
 //!    pages are its own (it held their X locks until its `Commit` record was
 //!    durable), so no other in-flight transaction's image is at stake.
-//! 2. [`back_out`] decides the intents, then reads the before-images again
-//!    in one pass over the log (the search keeps only where they lie, not
-//!    the bytes of every committed transaction it passes), and puts the
-//!    pages back a chunk at a time: each chunk's pages are read as one batch,
-//!    the ranges written over them in memory, the result checked (a good
-//!    checksum, or a page nobody had written), and the chunk written as one
-//!    batch through a deep queue; then the data files are synced. A torn
+//! 2. [`back_out`] decides the intents, then puts the pages back a chunk
+//!    at a time: each chunk's pages are read as one batch, the ranges
+//!    written over them in memory, the result checked (a good checksum, or
+//!    a page nobody had written), and the chunk written as one batch through
+//!    a deep queue — together with the reads of the next chunk, so the
+//!    device works on both at once; then the data files are synced. A torn
 //!    page comes back whole: bytes outside the ranges are the same in the
 //!    old and the new page.
 //! 3. It then appends an end record for every in-flight transaction and makes
@@ -63,7 +63,7 @@ use wal::{AgentId, Log, LogReader, Lsn, RecordBody, RecordMeta, TxnId, PAGE_AGEN
 
 use crate::aligned::AlignedPages;
 use crate::catalog::Catalog;
-use crate::datafile::{write_pages, DataFile, DataFiles};
+use crate::datafile::{DataFile, DataFiles};
 use crate::error::{Error, Result};
 use crate::page::Page;
 use witness::LogWitness;
@@ -168,29 +168,40 @@ pub fn back_out(
     } else {
         Some(&witness)
     };
-    let mut ranges = read_ranges(reader, &pages)?;
-    let keys: Vec<(u32, u64)> = pages.into_keys().collect();
-    // Every chunk but the last is written as soon as it is put back; the
-    // last goes with the sync and the end records. The pages pass through
-    // one page-aligned buffer (direct I/O takes nothing else).
+    let keys: Vec<(u32, u64)> = pages.keys().copied().collect();
+    let mut ranges = pages;
+    for images in ranges.values_mut() {
+        // Images merged from intents not committed come after the others.
+        images.sort_by_key(|i| i.0);
+    }
+    // Chunk by chunk through two page-aligned buffers (direct I/O takes
+    // nothing else): while one chunk's pages are written, the next one's
+    // are read, in one submission. The last chunk goes with the sync and
+    // the end records.
     let page_size = files.page_size();
-    let mut buf = AlignedPages::new(WRITE_BACK_CHUNK.min(keys.len()), page_size)?;
-    let mut parts = keys.chunks(WRITE_BACK_CHUNK).peekable();
-    let mut chunk: &[(u32, u64)] = &[];
+    let chunk_len = WRITE_BACK_CHUNK.min(keys.len());
+    let mut full = AlignedPages::new(chunk_len, page_size)?;
+    let mut next = AlignedPages::new(chunk_len, page_size)?;
+    let parts: Vec<&[(u32, u64)]> = keys.chunks(WRITE_BACK_CHUNK).collect();
     let mut written = 0usize;
-    while let Some(part) = parts.next() {
-        put_back(io, &opened, part, &mut ranges, witness, &mut buf)?;
-        if parts.peek().is_none() {
-            chunk = part;
-            break;
-        }
-        let batch: Vec<(&DataFile, u64, &[u8])> = part
+    let mut chunk: &[(u32, u64)] = &[];
+    if let Some(first) = parts.first() {
+        read_chunk(io, &opened, first, &mut full, &[])?;
+        put_back(&opened, first, &mut ranges, witness, &mut full)?;
+        chunk = first;
+    }
+    for part in parts.iter().skip(1) {
+        let writes: Vec<WriteOp<'_>> = chunk
             .iter()
             .enumerate()
-            .map(|(i, &(f, no))| (opened[&f].as_ref(), no, buf.page(i)))
+            .map(|(i, &(f, no))| opened[&f].write_op(no, full.page(i)))
             .collect();
-        write_pages(io, &batch)?;
-        written += part.len();
+        read_chunk(io, &opened, part, &mut next, &writes)?;
+        drop(writes);
+        written += chunk.len();
+        put_back(&opened, part, &mut ranges, witness, &mut next)?;
+        std::mem::swap(&mut full, &mut next);
+        chunk = part;
     }
     for (agent, txn, lsn, payload) in &found.agent_records {
         if let Some(a) = agents.get(agent) {
@@ -200,7 +211,7 @@ pub fn back_out(
     let last: Vec<WriteOp<'_>> = chunk
         .iter()
         .enumerate()
-        .map(|(i, &(f, no))| opened[&f].write_op(no, buf.page(i)))
+        .map(|(i, &(f, no))| opened[&f].write_op(no, full.page(i)))
         .collect();
     let handles: Vec<&IoFile> = opened.values().map(|f| f.io_file()).collect();
     let stage = [Stage {
@@ -252,80 +263,45 @@ impl Files {
     }
 }
 
-/// Per page (file id, page number), its before-images as (offset in the
-/// page, bytes), oldest first.
-type Ranges = HashMap<(u32, u64), Vec<(usize, Vec<u8>)>>;
+/// Per page (file id, page number), its before-images, oldest first.
+type Ranges = BTreeMap<(u32, u64), Vec<scan::Image>>;
 
-/// The before-images `pages` lists, read again from the log in one pass
-/// from the oldest.
-fn read_ranges(reader: &LogReader, pages: &BTreeMap<(u32, u64), Vec<Lsn>>) -> Result<Ranges> {
-    let wanted: BTreeMap<Lsn, (u32, u64)> = pages
-        .iter()
-        .flat_map(|(&key, lsns)| lsns.iter().map(move |&lsn| (lsn, key)))
-        .collect();
-    let mut out = Ranges::with_capacity(pages.len());
-    let mut read = 0usize;
-    if let Some((&first, _)) = wanted.first_key_value() {
-        for rec in reader.scan(first) {
-            let rec = rec?;
-            let Some(&key) = wanted.get(&rec.lsn) else {
-                continue;
-            };
-            let changed_kind = |what: &'static str| {
-                Error::Log(wal::WalError::Corruption {
-                    lsn: rec.lsn,
-                    kind: wal::CorruptionKind::BadPayload(what),
-                })
-            };
-            let RecordBody::Undo(undo) = rec.body else {
-                return Err(changed_kind("a before-image's record changed kind between two reads"));
-            };
-            if (undo.file_id, undo.page_no) != key {
-                return Err(changed_kind("a before-image's record changed page between two reads"));
-            }
-            out.entry(key)
-                .or_default()
-                .push((undo.offset_in_page as usize, undo.before));
-            read += 1;
-            if read == wanted.len() {
-                break;
-            }
-        }
-    }
-    if read != wanted.len() {
-        return Err(Error::Log(wal::WalError::Corruption {
-            lsn: *wanted
-                .keys()
-                .next_back()
-                .expect("some image is missing, so some was wanted"),
-            kind: wal::CorruptionKind::BadPayload("a before-image found by the search is gone from the log"),
-        }));
-    }
-    Ok(out)
+/// Reads what each page of `keys` (file id, page) holds now, unchecked,
+/// into the first `keys.len()` slots of `into` — zeros past a file's end —
+/// while `writes` (of other pages) are written: one submission.
+fn read_chunk(
+    io: &Io,
+    opened: &HashMap<u32, Arc<DataFile>>,
+    keys: &[(u32, u64)],
+    into: &mut AlignedPages,
+    writes: &[WriteOp<'_>],
+) -> Result<()> {
+    let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
+    crate::datafile::read_raw_pages_writing(io, &targets, into, writes)
 }
 
-/// Puts back the pages `keys` (file id, page) into the first `keys.len()`
-/// slots of `buf`: reads what each holds now (one batch), writes its
-/// before-images over it newest first (`crate::undo`), and checks the
-/// result, which is the page as it was before the transactions: a page with
-/// a good checksum, or a page nobody had written (put back as zeros).
-/// Anything else means bytes the transactions never changed are damaged,
-/// and is reported as corruption of that page rather than written.
+/// Puts back the pages `keys` (file id, page), whose current images
+/// [`read_chunk`] read into the first `keys.len()` slots of `buf`: writes
+/// each page's before-images over it newest first (`crate::undo`), and
+/// checks the result, which is the page as it was before the transactions:
+/// a page with a good checksum, or a page nobody had written (put back as
+/// zeros). Anything else means bytes the transactions never changed are
+/// damaged, and is reported as corruption of that page rather than
+/// written. Each image is first held against `witness`, before anything is
+/// written over it.
 fn put_back(
-    io: &Io,
     opened: &HashMap<u32, Arc<DataFile>>,
     keys: &[(u32, u64)],
     ranges: &mut Ranges,
     witness: Option<&LogWitness>,
     buf: &mut AlignedPages,
 ) -> Result<()> {
-    let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
-    crate::datafile::read_raw_pages(io, &targets, buf)?;
-    for ((&(file_id, page_no), (file, _)), image) in keys.iter().zip(&targets).zip(buf.pages_mut(keys.len())) {
+    for (&(file_id, page_no), image) in keys.iter().zip(buf.pages_mut(keys.len())) {
+        let file = &opened[&file_id];
         if let Some(w) = witness {
             w.check(file, page_no, image)?;
         }
-        for (offset, bytes) in ranges.remove(&(file_id, page_no)).unwrap_or_default().iter().rev() {
+        for (_, offset, bytes) in ranges.remove(&(file_id, page_no)).unwrap_or_default().iter().rev() {
             crate::undo::apply(image, *offset, bytes).map_err(|detail| Error::CorruptPage {
                 file: file.path().to_path_buf(),
                 page: page_no,

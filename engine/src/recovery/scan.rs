@@ -7,6 +7,13 @@
 //! record is a `CommitIntent` is kept apart ([`Intent`]): its pages decide
 //! whether it committed. This file reads records only; it never reads a
 //! page or writes anything.
+//!
+//! The search keeps each transaction's before-images themselves as it
+//! meets them, and lets them go when the transaction's commit or end record
+//! comes: what is left at the log's end is exactly what a recovery writes
+//! back, read in the one pass opening the log makes anyway
+//! ([`wal::Log::open_visiting`]). Its memory is bounded by the log from the
+//! scan's start (a checkpoint interval, plus transactions open across it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +32,10 @@ pub struct InFlightTxn {
     pub last_lsn: Lsn,
 }
 
+/// One before-image: the record it came from, the offset in the page it
+/// goes back to, and the bytes.
+pub(crate) type Image = (Lsn, usize, Vec<u8>);
+
 /// A transaction caught between its commit intent and its commit record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intent {
@@ -34,9 +45,9 @@ pub struct Intent {
     pub lsn: Lsn,
     /// The pages the intent lists.
     pub pages: Vec<PageRef>,
-    /// (file id, page) → the LSNs of its before-images, oldest first, put
-    /// back if the transaction turns out not committed.
-    pub(super) images: HashMap<(u32, u64), Vec<Lsn>>,
+    /// (file id, page) → its before-images, oldest first, put back if the
+    /// transaction turns out not committed.
+    pub(super) images: HashMap<(u32, u64), Vec<Image>>,
     /// Its custom agents' undo records, run only if it is backed out.
     pub(super) agents: Vec<(AgentId, Lsn, Vec<u8>)>,
 }
@@ -47,12 +58,12 @@ pub struct InFlight {
     /// The in-flight transactions, by id.
     pub txns: Vec<InFlightTxn>,
     /// In-flight transactions that had logged their commit intent; decided
-    /// by [`back_out`], which moves the images of those not committed
-    /// into `pages`.
+    /// by `back_out`, which moves the images of those not committed into
+    /// the pages to write back.
     pub intents: Vec<Intent>,
-    /// (file id, page) → the LSNs of its before-images (byte ranges,
-    /// `crate::undo`), oldest first.
-    pub pages: BTreeMap<(u32, u64), Vec<Lsn>>,
+    /// (file id, page) → its before-images (byte ranges, `crate::undo`),
+    /// oldest first.
+    pub(crate) pages: BTreeMap<(u32, u64), Vec<Image>>,
     /// Custom agents' undo records of in-flight transactions, newest first.
     pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
     /// How many records the search read.
@@ -74,13 +85,13 @@ impl InFlight {
 struct TxnScan {
     first: Option<Lsn>,
     last: Lsn,
-    pages: HashMap<(u32, u64), Vec<Lsn>>,
+    pages: HashMap<(u32, u64), Vec<Image>>,
     agents: Vec<(AgentId, Lsn, Vec<u8>)>,
     intent: Option<(Lsn, Vec<PageRef>)>,
 }
 
-/// Scans `reader`'s log and returns its in-flight transactions and where
-/// the before-images of every page they changed lie.
+/// Scans `reader`'s log and returns its in-flight transactions and the
+/// before-images of every page they changed.
 pub fn find_in_flight(reader: &LogReader) -> Result<InFlight> {
     let from = scan_start(reader)?;
     let mut scan = InFlightScan::new();
@@ -177,7 +188,10 @@ impl InFlightScan {
         t.last = rec.lsn;
         match rec.body {
             RecordBody::Undo(u) => {
-                t.pages.entry((u.file_id, u.page_no)).or_default().push(rec.lsn);
+                t.pages
+                    .entry((u.file_id, u.page_no))
+                    .or_default()
+                    .push((rec.lsn, u.offset_in_page as usize, u.before));
             }
             RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
             RecordBody::CommitIntent(pages) => t.intent = Some((rec.lsn, pages)),
@@ -220,8 +234,8 @@ impl InFlightScan {
                 .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
         }
         out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
-        for lsns in out.pages.values_mut() {
-            lsns.sort_unstable();
+        for images in out.pages.values_mut() {
+            images.sort_unstable_by_key(|i| i.0);
         }
         out
     }

@@ -56,6 +56,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes each file durable (fdatasync).
     fn sync(&self, files: &[&IoFile]) -> Result<(), IoError>;
 
+    /// Fills every read's buffer and writes every write completely, not
+    /// synced. The reads and writes must touch different bytes: a backend
+    /// may issue them together, in any order (io_uring does, so the device
+    /// works on both at once). By default, the writes, then the reads.
+    fn read_write_batch(&self, reads: &mut [ReadOp<'_>], writes: &[WriteOp<'_>]) -> Result<(), IoError> {
+        self.write_batch(writes, false)?;
+        self.read_batch(reads)
+    }
+
     /// Runs each stage's writes, then its syncs, one stage after the other:
     /// nothing of a stage is issued before the previous stage's syncs have
     /// completed. On error, the stages before the failing one are durable

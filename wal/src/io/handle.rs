@@ -109,6 +109,13 @@ impl Io {
         self.backend.read_batch(reads)
     }
 
+    /// Fills every read's buffer and writes every write completely, not
+    /// synced, issued together where the backend can (io_uring): the reads
+    /// and writes must touch different bytes ([`Backend::read_write_batch`]).
+    pub fn read_write_batch(&self, reads: &mut [ReadOp<'_>], writes: &[WriteOp<'_>]) -> Result<(), IoError> {
+        self.backend.read_write_batch(reads, writes)
+    }
+
     /// Writes all of `data` at byte `offset` of `file`, not synced.
     pub fn write_all_at(&self, file: &IoFile, data: &[u8], offset: u64) -> Result<(), IoError> {
         self.backend.write_batch(&[WriteOp { file, offset, data }], false)

@@ -1,7 +1,8 @@
 //! Whole reads and writes on the ring: a transfer the kernel completed only
 //! in part (a short read or write) is continued with a new operation for
 //! the remainder, until every byte moved or one failed. Written once, for
-//! the io_uring backend's reads and writes alike ([`transfer_all`]).
+//! the io_uring backend's reads, writes, and reads and writes together
+//! ([`Mixed`]) alike ([`transfer_all`]).
 //!
 //! This file owns that loop and the errors it reports. It must never touch
 //! the ring itself (it hands its operations to a runner that does, see
@@ -19,8 +20,8 @@ pub(super) const MAX_TRANSFER: usize = 1 << 30;
 
 /// The reads or the writes of one call, each to be carried out whole.
 pub(super) trait Transfers {
-    /// What the transfers are, for their errors.
-    const OP: OpKind;
+    /// What transfer `i` is, for its errors.
+    fn op(&self, i: usize) -> OpKind;
 
     /// How many transfers there are.
     fn count(&self) -> usize;
@@ -38,13 +39,20 @@ pub(super) trait Transfers {
     /// `done` on.
     fn raw_op(&mut self, i: usize, done: usize, len: u32) -> RawOp;
 
-    /// The error of a transfer that moved no byte: the end of the file for
-    /// a read, no progress for a write.
-    fn no_progress() -> io::Error;
+    /// The error of transfer `i` when it moved no byte: the end of the
+    /// file for a read, no progress for a write.
+    fn no_progress(&self, i: usize) -> io::Error {
+        match self.op(i) {
+            OpKind::Read => io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"),
+            _ => io::Error::new(io::ErrorKind::WriteZero, "write made no progress"),
+        }
+    }
 }
 
 impl Transfers for &mut [ReadOp<'_>] {
-    const OP: OpKind = OpKind::Read;
+    fn op(&self, _: usize) -> OpKind {
+        OpKind::Read
+    }
 
     fn count(&self) -> usize {
         <[ReadOp<'_>]>::len(self)
@@ -71,14 +79,12 @@ impl Transfers for &mut [ReadOp<'_>] {
             offset: r.offset + done as u64,
         }
     }
-
-    fn no_progress() -> io::Error {
-        io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file")
-    }
 }
 
 impl Transfers for &[WriteOp<'_>] {
-    const OP: OpKind = OpKind::Write;
+    fn op(&self, _: usize) -> OpKind {
+        OpKind::Write
+    }
 
     fn count(&self) -> usize {
         <[WriteOp<'_>]>::len(self)
@@ -106,9 +112,65 @@ impl Transfers for &[WriteOp<'_>] {
             link: false,
         }
     }
+}
 
-    fn no_progress() -> io::Error {
-        io::Error::new(io::ErrorKind::WriteZero, "write made no progress")
+/// Reads and writes issued together, so the device works on both at once:
+/// the reads first in the index order, then the writes. They must touch
+/// different bytes (the kernel may run them in any order).
+pub(super) struct Mixed<'r, 'a, 'w> {
+    /// The reads.
+    pub(super) reads: &'r mut [ReadOp<'a>],
+    /// The writes.
+    pub(super) writes: &'r [WriteOp<'w>],
+}
+
+impl Mixed<'_, '_, '_> {
+    fn split(&self, i: usize) -> Result<usize, usize> {
+        match i.checked_sub(<[ReadOp<'_>]>::len(self.reads)) {
+            None => Ok(i),
+            Some(w) => Err(w),
+        }
+    }
+}
+
+impl Transfers for Mixed<'_, '_, '_> {
+    fn op(&self, i: usize) -> OpKind {
+        match self.split(i) {
+            Ok(_) => OpKind::Read,
+            Err(_) => OpKind::Write,
+        }
+    }
+
+    fn count(&self) -> usize {
+        <[ReadOp<'_>]>::len(self.reads) + <[WriteOp<'_>]>::len(self.writes)
+    }
+
+    fn file(&self, i: usize) -> &IoFile {
+        match self.split(i) {
+            Ok(r) => self.reads[r].file,
+            Err(w) => self.writes[w].file,
+        }
+    }
+
+    fn offset(&self, i: usize) -> u64 {
+        match self.split(i) {
+            Ok(r) => self.reads[r].offset,
+            Err(w) => self.writes[w].offset,
+        }
+    }
+
+    fn len(&self, i: usize) -> usize {
+        match self.split(i) {
+            Ok(r) => <[u8]>::len(self.reads[r].buf),
+            Err(w) => <[u8]>::len(self.writes[w].data),
+        }
+    }
+
+    fn raw_op(&mut self, i: usize, done: usize, len: u32) -> RawOp {
+        match self.split(i) {
+            Ok(r) => (&mut *self.reads).raw_op(r, done, len),
+            Err(w) => self.writes.raw_op(w, done, len),
+        }
     }
 }
 
@@ -138,15 +200,20 @@ pub(super) fn transfer_all<T: Transfers>(
         let mut results = vec![0i32; ops.len()];
         let first = pending[0].0;
         run(&ops, &mut results)
-            .map_err(|e| IoError::new(T::OP, batch.file(first).path(), Some(batch.offset(first)), e))?;
+            .map_err(|e| IoError::new(batch.op(first), batch.file(first).path(), Some(batch.offset(first)), e))?;
         let mut still = Vec::new();
         for (&(i, done), &res) in pending.iter().zip(&results) {
             let at = batch.offset(i) + done as u64;
             if res < 0 {
-                return Err(IoError::new(T::OP, batch.file(i).path(), Some(at), os_err(res)));
+                return Err(IoError::new(batch.op(i), batch.file(i).path(), Some(at), os_err(res)));
             }
             if res == 0 {
-                return Err(IoError::new(T::OP, batch.file(i).path(), Some(at), T::no_progress()));
+                return Err(IoError::new(
+                    batch.op(i),
+                    batch.file(i).path(),
+                    Some(at),
+                    batch.no_progress(i),
+                ));
             }
             let done = done + res as usize;
             if done < batch.len(i) {

@@ -47,7 +47,7 @@ use super::file::IoFile;
 use super::op::{distinct_files, ReadOp, Stage, WriteOp};
 use super::ring::{execute, os_err, RawOp, RING_DEPTH};
 use super::submitters::Submitters;
-use super::transfer::{transfer_all, MAX_TRANSFER};
+use super::transfer::{transfer_all, Mixed, MAX_TRANSFER};
 
 /// Most operations (writes and syncs) of staged work run as one linked
 /// chain (see `write_stages`); more run stage by stage.
@@ -213,6 +213,16 @@ impl Backend for UringBackend {
         }
         self.counters.writes(IoPath::Ring, writes.len());
         transfer_all(writes, |ops, results| self.run_blocking(ops, results))
+    }
+
+    fn read_write_batch(&self, reads: &mut [ReadOp<'_>], writes: &[WriteOp<'_>]) -> Result<(), IoError> {
+        if writes.is_empty() || self.bypasses_ring(writes.iter().map(|w| w.file)) {
+            self.write_batch(writes, false)?;
+            return self.read_batch(reads);
+        }
+        self.counters.reads(IoPath::Ring, reads.len());
+        self.counters.writes(IoPath::Ring, writes.len());
+        transfer_all(Mixed { reads, writes }, |ops, results| self.run_blocking(ops, results))
     }
 
     fn sync(&self, files: &[&IoFile]) -> Result<(), IoError> {

@@ -362,12 +362,13 @@ mod tests {
 
     #[test]
     fn a_timeline_line_gives_times_from_the_kill() {
-        let json = r#"{"failed":1,"counterpart":2,"fencing":"Kernel","in_flight":90,"pages":300,"records":500,"total_us":9000,"detected_mono_ns":1002000000,"steps":[{"step":"fenced","at_us":500},{"step":"released","at_us":9000}]}"#;
+        let json = r#"{"failed":1,"counterpart":2,"fencing":"Kernel","in_flight":90,"pages":300,"records":500,"total_us":9000,"detected_mono_ns":1002000000,"steps":[{"step":"fenced","at_us":500},{"step":"released","at_us":9000}],"io":{"ring_reads":300,"ring_writes":300,"ring_syncs":1,"call_reads":0,"call_writes":1,"call_syncs":1}}"#;
         let r = parse_recovered(json, 1_000_000_000).unwrap();
         assert_eq!(r.detection, Duration::from_millis(2));
         assert_eq!(r.fenced, Duration::from_micros(2500));
         assert_eq!(r.released, Duration::from_micros(11_000));
         assert_eq!((r.in_flight, r.pages, r.steps.len()), (90, 300, 2));
+        assert_eq!(r.writes, (300, 1));
         assert!(parse_recovered("{}", 0).is_err());
     }
 }
