@@ -62,7 +62,18 @@ use crate::pool::BufferPool;
 /// One commit waiting for its round: its intent and its sealed pages.
 struct Entry {
     intent: Lsn,
-    pages: Vec<(Arc<DataFile>, Page)>,
+    pages: Vec<Forced>,
+}
+
+/// A page a commit forces: sealed, stamped with its intent.
+pub struct Forced {
+    /// Its table file.
+    pub file: Arc<DataFile>,
+    /// Its bytes.
+    pub page: Page,
+    /// Whether the written page becomes the node's cached copy: false for
+    /// pages read past the pool (a large value's, `crate::store`).
+    pub cache: bool,
 }
 
 /// A committer parked until its round is done, or until it may lead the
@@ -197,7 +208,7 @@ impl GroupForce {
         io: &Io,
         log: &Log,
         intent: Lsn,
-        pages: Vec<(Arc<DataFile>, Page)>,
+        pages: Vec<Forced>,
         pool: &BufferPool,
         may_write: &dyn Fn() -> Result<()>,
     ) -> Result<()> {
@@ -254,7 +265,13 @@ impl GroupForce {
             // where the I/O layer lets it, sparing a hand-off each way.
             let outcome = may_write().and_then(|()| {
                 let mut staging = crate::sync::lock(&self.staging);
-                wal::io::on_this_thread(|| run_round(io, log, &entries, &mut staging, pool))
+                let done = wal::io::on_this_thread(|| run_round(io, log, &entries, &mut staging, pool));
+                // A round of a transaction that wrote a large value leaves
+                // no buffer of its size behind.
+                if staging.as_ref().is_some_and(|s| s.capacity() > MAX_KEPT_STAGING) {
+                    *staging = None;
+                }
+                done
             });
             std::mem::forget(guard);
             s = self.lock();
@@ -321,6 +338,8 @@ impl GroupForce {
     }
 }
 
+/// Pages of staging memory kept between rounds (16 MiB of 4 KiB pages).
+const MAX_KEPT_STAGING: usize = 4096;
 /// How many recent rounds tell a leader which threads commit.
 const RECENT_ROUNDS: u64 = 16;
 /// How long a round's leader waits for one more commit to join.
@@ -341,10 +360,10 @@ fn run_round(
     let Some(last) = entries.iter().map(|e| e.intent).max() else {
         return Ok(());
     };
-    let mut pages: Vec<&(Arc<DataFile>, Page)> = entries.iter().flat_map(|e| &e.pages).collect();
+    let mut pages: Vec<&Forced> = entries.iter().flat_map(|e| &e.pages).collect();
     // In file and page order: neighbours in one file are written in order.
-    pages.sort_unstable_by_key(|(f, p)| (f.file_id, p.page_no()));
-    let page_size = pages.first().map_or(4096, |(_, p)| p.bytes().len());
+    pages.sort_unstable_by_key(|f| (f.file.file_id, f.page.page_no()));
+    let page_size = pages.first().map_or(4096, |f| f.page.bytes().len());
     let staging = match staging {
         Some(s) => {
             s.reserve(pages.len())?;
@@ -352,13 +371,13 @@ fn run_round(
         }
         none => none.insert(AlignedPages::new(pages.len().next_power_of_two(), page_size)?),
     };
-    for (slot, (_, p)) in staging.pages_mut(pages.len()).zip(&pages) {
-        slot.copy_from_slice(p.bytes());
+    for (slot, f) in staging.pages_mut(pages.len()).zip(&pages) {
+        slot.copy_from_slice(f.page.bytes());
     }
     let written = write_staged(io, log, last, &pages, staging);
     if written.is_ok() {
-        for (f, p) in &pages {
-            pool.install(f.file_id, p.page_no(), p.bytes());
+        for f in pages.iter().filter(|f| f.cache) {
+            pool.install(f.file.file_id, f.page.page_no(), f.page.bytes());
         }
     }
     written
@@ -366,11 +385,11 @@ fn run_round(
 
 /// Writes and syncs the round's `pages`, staged in `staging`, once the log
 /// is durable up to `last`.
-fn write_staged(io: &Io, log: &Log, last: Lsn, pages: &[&(Arc<DataFile>, Page)], staging: &AlignedPages) -> Result<()> {
+fn write_staged(io: &Io, log: &Log, last: Lsn, pages: &[&Forced], staging: &AlignedPages) -> Result<()> {
     let writes: Vec<WriteOp<'_>> = pages
         .iter()
         .enumerate()
-        .map(|(i, (f, p))| f.write_op(p.page_no(), staging.page(i)))
+        .map(|(i, f)| f.file.write_op(f.page.page_no(), staging.page(i)))
         .collect();
     let syncs = wal::io::distinct_files(&writes);
     let stages = [Stage {
@@ -453,7 +472,11 @@ mod tests {
                 &self.io,
                 &self.log,
                 intent,
-                vec![(self.file.clone(), page)],
+                vec![Forced {
+                    file: self.file.clone(),
+                    page,
+                    cache: true,
+                }],
                 &self.pool,
                 may_write,
             )

@@ -184,6 +184,18 @@ impl NodeState {
             .map_err(|e| self.client_error(e))
     }
 
+    /// Locks `resource` for `txn` only if it can be had at once: `None`
+    /// when another transaction holds it in a conflicting mode or a failed
+    /// node retains it.
+    pub(crate) fn try_lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<Option<Granted>> {
+        self.check_running()?;
+        match self.client.lock_valued(txn, resource, mode, LockWait::NoWait) {
+            Ok(granted) => Ok(Some(granted)),
+            Err(ClientError::Conflict { .. } | ClientError::Retained { .. }) => Ok(None),
+            Err(e) => Err(self.client_error(e)),
+        }
+    }
+
     /// A request that failed because the node stopped meanwhile (its
     /// connection is dropped on stopping) reports why it stopped.
     fn client_error(&self, e: ClientError) -> Error {
