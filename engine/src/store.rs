@@ -79,6 +79,14 @@ pub trait PageStore {
     /// again (`crate::pool` keeps it cheap).
     fn forget_copy(&mut self, no: u64);
 
+    /// The caller is done with branch page `no` it read: if the
+    /// transaction holds it only shared and has not changed it, the lock
+    /// goes now, with the copy (a later read locks and fetches it again).
+    /// Only B+tree branches are released this way: what a transaction read
+    /// is covered by its leaf locks, and a branch locked X to be changed
+    /// stays locked to the end (see `crate::btree`).
+    fn release_read(&mut self, no: u64);
+
     /// The error for page `no` of this table holding what it must not.
     fn corrupt(&self, no: u64, detail: String) -> Error;
 }
@@ -164,6 +172,8 @@ pub mod tests {
         }
 
         fn forget_copy(&mut self, _: u64) {}
+
+        fn release_read(&mut self, _: u64) {}
 
         fn corrupt(&self, no: u64, detail: String) -> Error {
             Error::CorruptPage {

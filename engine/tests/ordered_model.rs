@@ -22,19 +22,40 @@ use wal::io::Io;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Put { key: u16, len: usize },
-    Bulk { from: u16, count: u16 },
-    Delete { key: u16 },
-    DeleteRun { from: u16, count: u16 },
-    Get { key: u16 },
-    Range { from: Option<u16>, to: Option<u16>, reverse: bool },
+    Put {
+        key: u16,
+        len: usize,
+    },
+    Bulk {
+        from: u16,
+        count: u16,
+    },
+    Delete {
+        key: u16,
+    },
+    DeleteRun {
+        from: u16,
+        count: u16,
+    },
+    Get {
+        key: u16,
+    },
+    Range {
+        from: Option<u16>,
+        to: Option<u16>,
+        reverse: bool,
+    },
     Len,
     Savepoint,
     RollbackTo,
     Commit,
     Rollback,
-    Crash { keep_unsynced: bool },
-    TornCommit { nth_write: u64 },
+    Crash {
+        keep_unsynced: bool,
+    },
+    TornCommit {
+        nth_write: u64,
+    },
     Reopen,
 }
 

@@ -1,7 +1,8 @@
 //! Walking the leaves in key order, forward along the leaf chain or
 //! backward by descending below each leaf's low fence (see
 //! `crate::btree`). Every leaf a cursor steps onto is locked S for the rest
-//! of the transaction: what makes a scanned range safe from phantoms.
+//! of the transaction: what makes a scanned range safe from phantoms (the
+//! branches a descent passed are released, `crate::btree::release_path`).
 //!
 //! A cursor leaves each leaf's copy behind when it moves on (its lock
 //! stays), so a scan of a large table holds locks, not pages.

@@ -16,11 +16,17 @@ use crate::meta::ROOT;
 use crate::store::{Access, PageStore};
 
 use super::node::{self, branch_item, usable};
-use super::{descend, with_node, Owned, Target};
+use super::{descend, release_path, with_node, Descent, Owned, Target};
 
 /// Removes `key`; whether it was there.
 pub fn delete<S: PageStore>(s: &mut S, key: &[u8]) -> Result<bool> {
     let d = descend(s, Target::Key(key), Access::Write)?;
+    let done = delete_at(s, &d, key);
+    release_path(s, &d);
+    done
+}
+
+fn delete_at<S: PageStore>(s: &mut S, d: &Descent, key: &[u8]) -> Result<bool> {
     let found = with_node(s, d.leaf, Access::Write, |n| {
         n.search(key).ok().map(|i| (i, Owned::of(n.value(i))))
     })?;

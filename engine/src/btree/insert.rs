@@ -16,12 +16,18 @@ use crate::meta::ROOT;
 use crate::store::{Access, PageStore};
 
 use super::node::{self, branch_item, item_child, item_key, leaf_item, max_item, usable, Stored};
-use super::{descend, with_node, Descent, Owned, Target};
+use super::{descend, release_path, with_node, Descent, Owned, Target};
 
 /// Sets `key` to `value` (sizes checked by the caller).
 pub fn put<S: PageStore>(s: &mut S, key: &[u8], value: &[u8]) -> Result<()> {
-    let ps = s.page_size();
     let d = descend(s, Target::Key(key), Access::Write)?;
+    let done = put_at(s, &d, key, value);
+    release_path(s, &d);
+    done
+}
+
+fn put_at<S: PageStore>(s: &mut S, d: &Descent, key: &[u8], value: &[u8]) -> Result<()> {
+    let ps = s.page_size();
     let (pos, old) = with_node(s, d.leaf, Access::Write, |n| match n.search(key) {
         Ok(i) => (i, Some(Owned::of(n.value(i)))),
         Err(i) => (i, None),
@@ -47,7 +53,7 @@ pub fn put<S: PageStore>(s: &mut S, key: &[u8], value: &[u8]) -> Result<()> {
         }
         s.change(d.leaf, |p| node::remove(p, pos))?;
     }
-    insert_item(s, &d, pos, item)
+    insert_item(s, d, pos, item)
 }
 
 /// Inserts `item` as item `pos` of the leaf `d` ends at, splitting up the

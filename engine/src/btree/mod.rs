@@ -11,8 +11,8 @@
 //! changes no page beside the ones it splits or merges and their parent.
 //!
 //! ## Locking, and why scans see no phantoms
-//! A reader takes S on every node it reads, from the root down; a writer
-//! takes S on the branches and X on the leaf; all are held to the end of
+//! A descent takes S on every node from the root down, and the leaf it
+//! ends at S (a reader) or X (a writer). Leaf locks are held to the end of
 //! the transaction (strict two-phase locking). A leaf's *key range* — the
 //! keys the separators above it route to it — changes only when that leaf
 //! is split or merged, and both take X on the leaf. So a transaction that
@@ -21,11 +21,24 @@
 //! past `b`, or the last), and no other transaction can insert into that
 //! range, delete from it, or move its bounds until it ends: no phantoms.
 //! A point read that finds nothing holds S on the leaf where the key would
-//! go, which covers a later insert of that key the same way. Locking leaf
-//! ranges (pages) rather than keys follows from the undo: before-images are
-//! byte ranges of pages, which are only safe to write back over a page no
-//! other live transaction has changed since, so writers hold X on every page
-//! they change anyway. Different keys on one leaf therefore conflict.
+//! go, which covers a later insert of that key the same way. This is
+//! next-key locking at the grain of a leaf: the lock on a leaf stands for
+//! its whole key range, the gaps between its keys included.
+//!
+//! Branches only route: what a transaction read is covered by its leaf
+//! locks, so the S it took on a branch goes once the operation is done
+//! with it ([`release_path`]) — at once for a reading descent, at the end
+//! of a put or delete for a writing one (a split converts the path's
+//! locks it needs, so they must stay while it runs). A branch a split or
+//! merge changed is X-locked and stays so to the end like any changed
+//! page. Without this, a long scan's S on the root would stop every split
+//! in the tree until the scan's transaction ended.
+//!
+//! Locking leaf ranges (pages) rather than keys follows from the undo:
+//! before-images are byte ranges of pages, which are only safe to write
+//! back over a page no other live transaction has changed since, so
+//! writers hold X on every page they change anyway. Different keys on one
+//! leaf therefore conflict.
 //!
 //! ## Splits and merges under undo
 //! A split locks X every branch it may change (the parent, and up while a
@@ -125,8 +138,27 @@ pub struct Descent {
 }
 
 /// Descends from the root to the leaf `target` names, taking S on the
-/// branches and `leaf_access` on the leaf.
+/// branches and `leaf_access` on the leaf. A reading descent lets the
+/// branches' S locks go once it holds the leaf; a writing one keeps them
+/// for a split to convert, until [`release_path`].
 pub fn descend<S: PageStore>(s: &mut S, target: Target<'_>, leaf_access: Access) -> Result<Descent> {
+    let d = descend_locked(s, target, leaf_access)?;
+    if leaf_access == Access::Read {
+        release_path(s, &d);
+    }
+    Ok(d)
+}
+
+/// Lets the S locks on the branches of `d`'s path go, those a split or a
+/// merge did not convert to X (see the module docs: leaf locks cover what
+/// was read).
+pub fn release_path<S: PageStore>(s: &mut S, d: &Descent) {
+    for &(no, _) in &d.path {
+        s.release_read(no);
+    }
+}
+
+fn descend_locked<S: PageStore>(s: &mut S, target: Target<'_>, leaf_access: Access) -> Result<Descent> {
     let mut no = ROOT;
     let mut access = Access::Read;
     let mut path = Vec::new();

@@ -205,6 +205,17 @@ impl NodeState {
         }
     }
 
+    /// Releases one lock of `txn` without waiting for an answer: a shared
+    /// lock on a B+tree branch its operation no longer needs
+    /// (`crate::btree`).
+    pub(crate) fn release_one(&self, txn: TxnId, resource: ResourceId) {
+        if let Err(e) = self.client.release_nowait(txn, resource) {
+            // The connection is gone: the node stops, and the coordinator
+            // drops the lock with the node's failure.
+            tracing::warn!(txn, ?resource, error = %e, "releasing a lock failed");
+        }
+    }
+
     pub(crate) fn release_all(&self, txn: TxnId) {
         self.release_many(&[txn]);
     }

@@ -339,6 +339,24 @@ impl PageStore for TableStore<'_> {
         }
     }
 
+    fn release_read(&mut self, no: u64) {
+        let res = ResourceId::new(self.t.file_id, no);
+        let key: PageKey = (self.t.file_id, no);
+        let shared_only = self.txn.locks.get(&res).is_some_and(|held| held.0 == LockMode::S);
+        let unchanged = self
+            .txn
+            .pages
+            .get(&key)
+            .is_none_or(|p| p.dirty_scope.is_none() && !p.fresh);
+        if shared_only && unchanged {
+            // The copy goes with the lock: kept, it would be used again
+            // without the value block of the next grant saying it is current.
+            self.txn.locks.remove(&res);
+            self.txn.pages.remove(&key);
+            self.txn.node.release_one(self.txn.id, res);
+        }
+    }
+
     fn corrupt(&self, no: u64, detail: String) -> Error {
         Error::CorruptPage {
             file: crate::datafile::table_path(self.txn.node.files.dir(), self.t.file_id),
