@@ -110,6 +110,13 @@ pub fn decode_node(image: &[u8]) -> std::result::Result<usize, &'static str> {
         }
     }
     let _ = (node.search(b"m"), node.live(), node.room(), node.next(), node.level());
+    if !node.is_leaf() {
+        // Routing stays within the children, for any key.
+        for probe in [&b""[..], b"m", b"\xff\xff"] {
+            assert!(node.route(probe) <= node.count(), "a route past the last child");
+            assert!(node.route_below(probe) <= node.count(), "a route past the last child");
+        }
+    }
     Ok(node.count())
 }
 
