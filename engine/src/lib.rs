@@ -42,6 +42,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admin;
+mod agent;
 mod catalog;
 mod cluster;
 mod datafile;
@@ -54,12 +55,15 @@ mod peer;
 mod recovery;
 mod restart;
 mod retry;
+mod scope;
 mod sync;
 mod table;
 mod timeline;
 mod txn;
 mod undo;
 
+pub use agent::outbox::{FileOutbox, OutboxError};
+pub use agent::{AgentError, Agents, RecoveryAgent, Work};
 pub use cluster::{Cluster, PAGE_SIZES};
 pub use error::{Error, Result};
 pub use node::options::{NodeOptions, StartReport};
@@ -68,6 +72,8 @@ pub use node::{Node, MAX_BUCKETS};
 pub use page::MAX_KEY;
 pub use peer::PeerError;
 pub use retry::{retry, RetryPolicy, Retryable};
+pub use scope::{MAX_SCOPES, THREAD_SCOPE};
 pub use timeline::{Fencing, Step, Timeline};
 pub use txn::{Savepoint, Transaction};
 pub use wal::io::{BackendChoice, BackendKind};
+pub use wal::{AgentId, Lsn, ScopeToken, TxnId};

@@ -42,7 +42,7 @@ use wal::{Log, LogConfig};
 use crate::error::Error;
 use crate::fence;
 use crate::node::state::NodeState;
-use crate::recovery::{self, Agents};
+use crate::recovery;
 use crate::timeline::{monotonic_ns, Fencing, Timeline};
 
 /// Why a peer recovery did not happen or did not finish.
@@ -128,6 +128,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         in_flight: 0,
         committed: 0,
         pages: 0,
+        agent_work: 0,
         records: 0,
         detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
     };
@@ -183,12 +184,13 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
             &log,
             &reader,
             &mut found,
-            &Agents::new(),
+            &inner.opts.agents,
             inner.opts.accept_log_damage,
         )
         .map_err(|e| ("writing before-images back", e))?;
         tl.pages = wb.pages;
         tl.committed = wb.committed;
+        tl.agent_work = wb.agent_work;
         tl.mark_at("written back", start + wb.written);
         tl.mark_at("synced", start + wb.synced);
         tl.mark_at("ended", start + wb.ended);

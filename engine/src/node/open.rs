@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::group_force::GroupForce;
 use crate::node::options::{NodeOptions, StartReport};
 use crate::node::state::NodeState;
-use crate::recovery::{self, Agents};
+use crate::recovery;
 use crate::retry;
 
 /// Committed transactions on their way to the confirmer: each with the LSN
@@ -93,13 +93,14 @@ pub(super) fn open(
             &log,
             &reader,
             &mut found,
-            &Agents::new(),
+            &opts.agents,
             opts.accept_log_damage,
         )?;
         client.restart_finished()?;
         report.committed = wb.committed;
         report.backed_out = found.txns.len() - wb.committed;
         report.pages_written = wb.pages;
+        report.agent_work = wb.agent_work;
         tracing::info!(
             node_id,
             txns = found.txns.len(),

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use wal::io::{BackendChoice, Io};
 
+use crate::agent::Agents;
+
 /// How a node runs.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -74,6 +76,12 @@ pub struct NodeOptions {
     /// damage stops recovery with [`crate::Error::LogDamaged`] or
     /// [`crate::Error::LogMissing`], and the retained locks stay.
     pub accept_log_damage: bool,
+    /// The recovery agents of the external resources this node's
+    /// transactions act on ([`crate::Transaction::act`]), by resource id:
+    /// the same on every node, since any node may recover any node's log.
+    /// A recovery that meets work of a resource without an agent here stops
+    /// with [`crate::Error::MissingAgent`]. None by default.
+    pub agents: Agents,
 }
 
 impl Default for NodeOptions {
@@ -105,6 +113,7 @@ impl Default for NodeOptions {
             coordinator: None,
             restart_command: None,
             accept_log_damage: false,
+            agents: Agents::new(),
         }
     }
 }
@@ -122,4 +131,7 @@ pub struct StartReport {
     pub committed: usize,
     /// Pages written back.
     pub pages_written: usize,
+    /// Pieces of agent work (actions on external resources) its own
+    /// recovery had the agents make final or undo.
+    pub agent_work: usize,
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use wal::{AgentId, LogReader, Lsn, PageRef, RecordBody, TxnId};
+use wal::{LogReader, Lsn, PageRef, RecordBody, TxnId};
 
 use crate::error::{Error, Result};
 
@@ -37,8 +37,24 @@ pub struct Intent {
     /// (file id, page) → the LSNs of its before-images, oldest first, put
     /// back if the transaction turns out not committed.
     pub(super) images: HashMap<(u32, u64), Vec<Lsn>>,
-    /// Its custom agents' undo records, run only if it is backed out.
-    pub(super) agents: Vec<(AgentId, Lsn, Vec<u8>)>,
+    /// Whether it logged agent records: their agents make the work final if
+    /// it committed, and undo it if not.
+    pub(super) agents: bool,
+}
+
+/// An in-flight transaction that logged agent records, and what becomes of
+/// its agents' work: made final (it committed under its intent) or undone.
+/// The records themselves are read back along its chain
+/// (`crate::agent::supervisor`), which passes over work a failed scope
+/// undid already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentTxn {
+    /// The transaction.
+    pub txn: TxnId,
+    /// Its last record in the log.
+    pub last_lsn: Lsn,
+    /// It committed: its agents' work is made final, not undone.
+    pub committed: bool,
 }
 
 /// What [`find_in_flight`] found.
@@ -53,8 +69,9 @@ pub struct InFlight {
     /// (file id, page) → the LSNs of its before-images (byte ranges,
     /// `crate::undo`), oldest first.
     pub pages: BTreeMap<(u32, u64), Vec<Lsn>>,
-    /// Custom agents' undo records of in-flight transactions, newest first.
-    pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
+    /// In-flight transactions without an intent that logged agent records
+    /// (those with one join when [`back_out`] decides their intents).
+    pub agent_txns: Vec<AgentTxn>,
     /// How many records the search read.
     pub records: u64,
     /// (file id, page) → the in-flight transaction (without an intent)
@@ -75,7 +92,7 @@ struct TxnScan {
     first: Option<Lsn>,
     last: Lsn,
     pages: HashMap<(u32, u64), Vec<Lsn>>,
-    agents: Vec<(AgentId, Lsn, Vec<u8>)>,
+    agents: bool,
     intent: Option<(Lsn, Vec<PageRef>)>,
 }
 
@@ -179,7 +196,7 @@ impl InFlightScan {
             RecordBody::Undo(u) => {
                 t.pages.entry((u.file_id, u.page_no)).or_default().push(rec.lsn);
             }
-            RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
+            RecordBody::AgentUndo(_) => t.agents = true,
             RecordBody::CommitIntent(pages) => t.intent = Some((rec.lsn, pages)),
             // The commit failed and said so: back it out like any other.
             RecordBody::Abort => t.intent = None,
@@ -216,10 +233,14 @@ impl InFlightScan {
                 out.owners.insert(key, txn);
                 out.pages.entry(key).or_default().extend(lsns);
             }
-            out.agent_records
-                .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
+            if t.agents {
+                out.agent_txns.push(AgentTxn {
+                    txn,
+                    last_lsn: t.last,
+                    committed: false,
+                });
+            }
         }
-        out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
         for lsns in out.pages.values_mut() {
             lsns.sort_unstable();
         }
