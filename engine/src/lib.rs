@@ -45,10 +45,14 @@ pub mod admin;
 mod agent;
 mod catalog;
 mod cluster;
+#[doc(hidden)]
+pub mod commit_rounds;
 mod datafile;
 mod error;
 mod fence;
 mod group_force;
+#[doc(hidden)]
+pub mod ledger;
 mod node;
 mod page;
 mod peer;

@@ -8,11 +8,11 @@
 //! the open waits for the peer to finish (the peer's end records leave
 //! nothing to back out).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockmgr::wire::ErrorCode;
@@ -24,6 +24,7 @@ use crate::cluster::Cluster;
 use crate::datafile::DataFiles;
 use crate::error::{Error, Result};
 use crate::group_force::GroupForce;
+use crate::ledger::Ledger;
 use crate::node::options::{NodeOptions, StartReport};
 use crate::node::state::NodeState;
 use crate::recovery;
@@ -131,13 +132,10 @@ pub(super) fn open(
         group_force: GroupForce::default(),
         opts,
         catalog: Mutex::new(None),
-        active: Mutex::new(BTreeMap::new()),
+        ledger: Ledger::new(cp),
         stopped: Mutex::new(None),
-        last_checkpoint: Mutex::new(cp),
         recoveries: Mutex::new((0, VecDeque::new())),
         confirms,
-        confirming: Mutex::new(0),
-        confirmed: Condvar::new(),
         _coordinator: coordinator,
     };
     Ok((state, confirm_queue, report))
