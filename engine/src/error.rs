@@ -387,8 +387,12 @@ pub enum Error {
         name: String,
     },
 
-    /// A commit's page write or sync failed. The transaction is not
-    /// committed; the node stopped and leaves itself to recovery.
+    /// A commit's log flush, page write or sync failed; the node stopped
+    /// and leaves itself to recovery. The transaction is not committed if
+    /// its `Abort` record became durable. If the log failed too, recovery
+    /// decides by what reached the disk: its intent's pages, or — for a
+    /// transaction that changed no page and acted through agents only —
+    /// its intent, which a failed flush may have written all the same.
     #[error("commit failed and the node stopped: {0}")]
     CommitFailed(String),
 

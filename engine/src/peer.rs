@@ -16,7 +16,10 @@
 //! 4. **in-flight found** — the search's result, from the last checkpoint.
 //! 5. **written back** — intents decided by their pages, then every changed
 //!    page put back from its before-images, each page once, in rounds of a
-//!    deep queue ([`crate::recovery::back_out`]); **synced** — the data
+//!    deep queue ([`crate::recovery::back_out`]); the recovery agents' work
+//!    of every in-flight transaction made final (it committed) or undone
+//!    (read back and checked before anything is written: a resource with no
+//!    agent on this node stops here, naming it); **synced** — the data
 //!    files made durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own
 //!    restart finds nothing left. The last round of images, the sync and the

@@ -69,7 +69,9 @@
 //!
 //! A commit that fails after its intent logs an `Abort` if the log still
 //! works: the caller was told it failed, so recovery backs it out whatever
-//! its pages say (after a failed fsync the page cache is no witness).
+//! its pages say (after a failed fsync the page cache is no witness). If
+//! the log failed, the outcome is what reached the disk
+//! ([`Error::CommitFailed`]).
 //!
 //! The classic order (undo durable, pages forced, commit record durable)
 //! costs three device flushes before a commit is acknowledged; this one

@@ -9,7 +9,9 @@
 //! the node's crash recovered by its own restart or by a peer — the agent
 //! removes the file aside. A published file is never removed: it belongs
 //! to a committed transaction. Names are the embedder's to keep apart: two
-//! transactions that publish one name leave whichever published last.
+//! transactions that publish one name leave whichever published last. A
+//! consumer may take published files away; a recovery that finishes a
+//! commit again finds nothing aside and publishes nothing twice.
 //!
 //! The agent keeps no state: the work identifier in the log says which
 //! file aside is whose, so any node that registers an outbox on the same
@@ -122,10 +124,17 @@ fn sync_dir(dir: &Path) -> std::result::Result<(), IoError> {
 
 impl FileOutbox {
     /// The outbox on `dir` (created, with its `.aside` directory, if
-    /// missing), whose agent is registered as `resource`.
+    /// missing: durably, so no file aside can vanish with its directory),
+    /// whose agent is registered as `resource`.
     pub fn open(resource: AgentId, dir: &Path) -> Result<FileOutbox> {
         let aside = dir.join(ASIDE_DIR);
-        fs::create_dir_all(&aside).map_err(|e| io_err(OpKind::Write, &aside, e))?;
+        if !aside.is_dir() {
+            fs::create_dir_all(&aside).map_err(|e| io_err(OpKind::Write, &aside, e))?;
+            sync_dir(dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         Ok(FileOutbox {
             resource,
             dir: dir.to_path_buf(),
