@@ -208,13 +208,13 @@ impl Fixture {
         }
     }
 
-    /// Recovers node 1 `via`; returns the node that did.
-    fn recover(&self, via: Via) -> Option<Node> {
+    /// Recovers node 1 `via` (in `case`); returns the node that did.
+    fn recover(&self, via: Via, case: &str) -> Option<Node> {
         match via {
             Via::OwnRestart => {
                 let (o, _) = outbox_opts(self.dir.path(), opts());
-                let n1 = Node::open(self.dir.path(), 1, o).unwrap();
-                assert!(n1.start_report().restarted);
+                let n1 = Node::open(self.dir.path(), 1, o).unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert!(n1.start_report().restarted, "{case}");
                 Some(n1)
             }
             Via::Peer => {
@@ -222,7 +222,7 @@ impl Fixture {
                 wait_for("node 2 to recover node 1", || match self.n2.recover_peer(1) {
                     Ok(_) => true,
                     Err(PeerError::NotFailed { .. }) => false,
-                    Err(e) => panic!("peer recovery failed: {e}"),
+                    Err(e) => panic!("{case}: peer recovery failed: {e}"),
                 });
                 None
             }
@@ -275,7 +275,7 @@ fn a_kill_at_every_step_of_the_agent_protocol_publishes_files_exactly_for_a_comm
                     assert_eq!(fx.outbox.published().unwrap(), ["a"], "{case}: killed mid-publish");
                 }
             }
-            let n1 = fx.recover(via);
+            let n1 = fx.recover(via, &case);
             fx.check(&case, committed);
             if let Some(n1) = n1 {
                 n1.close().unwrap();
@@ -301,7 +301,7 @@ fn random_kills_of_a_stream_of_transactions_publish_files_exactly_for_the_commit
                 acked = acked.max(Some(seq.parse().unwrap()));
             }
         }
-        let n1 = fx.recover(via);
+        let n1 = fx.recover(via, &format!("round {round}"));
         let published = fx.outbox.published().unwrap();
         for seq in 0..=begun {
             let name = format!("{round}-{seq}");
