@@ -16,7 +16,10 @@
 //! 4. **in-flight found** — the search's result, from the last checkpoint.
 //! 5. **written back** — intents decided by their pages, then every changed
 //!    page put back from its before-images, each page once, in rounds of a
-//!    deep queue ([`crate::recovery::back_out`]); **synced** — the data
+//!    deep queue ([`crate::recovery::back_out`]); the recovery agents' work
+//!    of every in-flight transaction made final (it committed) or undone
+//!    (read back and checked before anything is written: a resource with no
+//!    agent on this node stops here, naming it); **synced** — the data
 //!    files made durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own
 //!    restart finds nothing left. The last round of images, the sync and the
@@ -42,7 +45,7 @@ use wal::{Log, LogConfig};
 use crate::error::Error;
 use crate::fence;
 use crate::node::state::NodeState;
-use crate::recovery::{self, Agents};
+use crate::recovery;
 use crate::timeline::{monotonic_ns, Fencing, Timeline};
 
 /// Why a peer recovery did not happen or did not finish.
@@ -128,6 +131,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         in_flight: 0,
         committed: 0,
         pages: 0,
+        agent_work: 0,
         records: 0,
         detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
         io: Default::default(),
@@ -185,7 +189,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
                 &log,
                 &reader,
                 &mut found,
-                &Agents::new(),
+                &inner.opts.agents,
                 inner.opts.accept_log_damage,
             )
         });
@@ -193,6 +197,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         tl.io = io;
         tl.pages = wb.pages;
         tl.committed = wb.committed;
+        tl.agent_work = wb.agent_work;
         tl.mark_at("written back", start + wb.written);
         tl.mark_at("synced", start + wb.synced);
         tl.mark_at("ended", start + wb.ended);

@@ -1,5 +1,6 @@
 //! Transactions: strict two-phase locking on pages, write-ahead undo, FORCE
-//! at commit, savepoints as nested scopes.
+//! at commit, nested failure scopes, actions on external resources through
+//! recovery agents.
 //!
 //! ## Locks
 //! A transaction takes IS (reading) or IX (writing) on a table's resource
@@ -18,13 +19,25 @@
 //! ## Undo and the write path
 //! Each change to a page logs the before-image of every byte range it
 //! changed, and the transaction's first change to a page also logs the
-//! page's header as it was (`crate::undo`); the records carry the scope
-//! token (savepoint level). An update of a value of the same length changes
+//! page's header as it was (`crate::undo`); the records carry the failure
+//! scope token of the innermost open scope (`crate::scope`). An update of a value of the same length changes
 //! only the value's bytes, so a two-row update logs a few hundred bytes, not
 //! two pages. Pages are changed in memory only; nothing reaches a data file
 //! before commit, so no page can reach disk before its undo record is
 //! durable. [`Transaction::rollback_to`] puts back, in memory, each page as
 //! it was when the scope first changed it.
+//!
+//! ## Nested scopes and agents
+//! A transaction opens nested failure scopes ([`Transaction::scope`],
+//! [`Transaction::scope_on_thread`], savepoints), to any depth. A scope
+//! that fails — its work returns an error, panics, or its thread dies —
+//! is backed out alone, its pages in memory and its agents' actions
+//! through the supervisor (`crate::agent::supervisor`, which reads the
+//! scope's agent records back from the log), and a `Compensation` record
+//! says so; the transaction goes on. [`Transaction::act`] logs an agent
+//! record durably before an action on an external resource; the agents'
+//! part of commit and rollback is in `crate::agent` (prepare, decide,
+//! finish). This file's module `scoped` holds the scopes' code.
 //!
 //! ## Commit: two flushes, then the locks
 //! 1. A `CommitIntent` record listing the changed pages is appended, and each
@@ -36,29 +49,36 @@
 //!    shared by concurrent commits, one log flush and one data sync per
 //!    round, handed to the kernel as one staged submission where the log
 //!    allows (`crate::group_force`).
-//! 4. A `Commit` record is appended without waiting; once a later flush has
+//! 4. If the transaction acted through agents, each is told to make its
+//!    work final (`crate::agent`); a failure there stops the node, and
+//!    recovery finishes the work ([`Error::CommittedUnfinished`]).
+//! 5. A `Commit` record is appended without waiting; once a later flush has
 //!    made it durable (one the node makes after a short linger, or anyone's
 //!    commit, whichever comes first), the locks are released.
 //!
-//! Between 2 and 4 the outcome is written in the data files themselves: the
+//! Between 2 and 5 the outcome is written in the data files themselves: the
 //! transaction is committed exactly when every page its intent lists carries
-//! the intent's stamp on disk with a good checksum. Recovery decides so
+//! the intent's stamp on disk with a good checksum (one that changed no page
+//! — it acted through agents only — exactly when its intent is durable). Recovery decides so
 //! ([`crate::recovery`]): all stamped, it keeps the pages and syncs them (a
 //! write the crashed process left in the page cache becomes durable before
 //! the decision is logged); otherwise it writes the before-images back,
 //! which also repairs a page torn by the crash. Until the `Commit` record is
 //! durable the pages stay X-locked, so nobody else can have changed a stamp
-//! the decision reads — which is why the locks wait for step 4.
+//! the decision reads — which is why the locks wait for step 5.
 //!
 //! A commit that fails after its intent logs an `Abort` if the log still
 //! works: the caller was told it failed, so recovery backs it out whatever
-//! its pages say (after a failed fsync the page cache is no witness).
+//! its pages say (after a failed fsync the page cache is no witness). If
+//! the log failed, the outcome is what reached the disk
+//! ([`Error::CommitFailed`]).
 //!
 //! The classic order (undo durable, pages forced, commit record durable)
 //! costs three device flushes before a commit is acknowledged; this one
 //! costs two, and the third rides on later flushes, off the caller's path.
 //!
-//! Rollback has nothing on disk to undo; it logs a durable end record before
+//! Rollback has no page on disk to undo; it has its agents undo their
+//! actions (read back from the log), then logs a durable end record before
 //! its locks go, so no later recovery of this log can write its
 //! before-images over another node's later commit.
 
@@ -68,17 +88,25 @@ use std::sync::Arc;
 use lockmgr::{LockMode, ResourceId};
 use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
 
+use crate::agent::supervisor;
 use crate::catalog::TableInfo;
 use crate::error::{Error, Result};
 use crate::node::state::{Granted, NodeState};
 use crate::page::{Kind, Page, Stamp, HEADER_LEN, ITEM_OVERHEAD};
+use crate::scope::{PageKey, Scopes};
 use crate::table::{self, Header};
 
-/// A point inside a transaction that [`Transaction::rollback_to`] returns to.
+mod scoped;
+
+/// A point inside a transaction that [`Transaction::rollback_to`] returns
+/// to: the start of a nested scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Savepoint {
     txn: TxnId,
+    /// The scope's depth and token (`crate::scope`).
     level: u32,
+    token: wal::ScopeToken,
+    /// The transaction's last record when the scope began.
     last_lsn: Option<Lsn>,
 }
 
@@ -86,8 +114,6 @@ struct TxnPage {
     page: Page,
     dirty: bool,
 }
-
-type PageKey = (u32, u64);
 
 /// A transaction. Dropping one that was neither committed nor rolled back
 /// rolls it back.
@@ -102,10 +128,9 @@ pub struct Transaction {
     tables: HashMap<String, TableInfo>,
     first_lsn: Option<Lsn>,
     last_lsn: Option<Lsn>,
-    /// Current savepoint level; 0 is the transaction itself.
-    scope: u32,
-    /// Per level, the image of each page before its first change there.
-    scope_images: Vec<HashMap<PageKey, Page>>,
+    /// The open failure scopes, innermost last; the transaction's own is
+    /// the first.
+    scopes: Scopes,
     done: bool,
     /// Pages marked dirty (each listed in the commit intent).
     dirty_pages: usize,
@@ -121,8 +146,7 @@ impl Transaction {
             tables: HashMap::new(),
             first_lsn: None,
             last_lsn: None,
-            scope: 0,
-            scope_images: vec![HashMap::new()],
+            scopes: Scopes::new(),
             done: false,
             dirty_pages: 0,
         }
@@ -265,8 +289,7 @@ impl Transaction {
                 return Err(e);
             }
         }
-        let scope = self.scope as usize;
-        self.scope_images[scope].entry(key).or_insert(before);
+        self.scopes.remember(key, &before);
         let p = self.pages.get_mut(&key).expect("fetched above");
         if !p.dirty {
             self.dirty_pages += 1;
@@ -275,14 +298,20 @@ impl Transaction {
         Ok(out)
     }
 
-    fn log_undo(&mut self, file_id: u32, page_no: u64, offset_in_page: u32, before: Vec<u8>) -> Result<()> {
+    /// Logs the transaction's `Begin` record, unless it did already.
+    fn begun(&mut self) -> Result<()> {
         if self.first_lsn.is_none() {
             let lsn = self.node.log_begin(self.id)?;
             self.first_lsn = Some(lsn);
             self.last_lsn = Some(lsn);
         }
+        Ok(())
+    }
+
+    fn log_undo(&mut self, file_id: u32, page_no: u64, offset_in_page: u32, before: Vec<u8>) -> Result<()> {
+        self.begun()?;
         let meta = RecordMeta {
-            scope: self.scope,
+            scope: self.scopes.token(),
             ..RecordMeta::txn(self.id, self.last_lsn)
         };
         let body = RecordBody::Undo(PageUndo {
@@ -400,51 +429,6 @@ impl Transaction {
         Ok(false)
     }
 
-    /// Marks a point to roll back to; savepoints nest.
-    pub fn savepoint(&mut self) -> Result<Savepoint> {
-        self.check_open()?;
-        self.scope += 1;
-        self.scope_images.push(HashMap::new());
-        Ok(Savepoint {
-            txn: self.id,
-            level: self.scope,
-            last_lsn: self.last_lsn,
-        })
-    }
-
-    /// Undoes everything since `sp` (which stays valid); later savepoints
-    /// are gone. Locks taken since are kept (strict two-phase locking).
-    pub fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
-        self.check_open()?;
-        if sp.txn != self.id || sp.level > self.scope || sp.level == 0 {
-            return Err(Error::InvalidSavepoint);
-        }
-        let mut restored: HashMap<PageKey, Page> = HashMap::new();
-        for images in self.scope_images.drain(sp.level as usize..) {
-            for (key, image) in images {
-                restored.entry(key).or_insert(image);
-            }
-        }
-        for (key, image) in restored {
-            if let Some(p) = self.pages.get_mut(&key) {
-                p.page = image;
-            }
-        }
-        self.scope = sp.level;
-        self.scope_images.push(HashMap::new());
-        if let Some(last) = self.last_lsn {
-            // Says the records after `undo_next` are undone in memory; crash
-            // recovery backs out the whole transaction regardless.
-            let meta = RecordMeta {
-                scope: sp.level,
-                ..RecordMeta::txn(self.id, Some(last))
-            };
-            let body = RecordBody::Compensation { undo_next: sp.last_lsn };
-            self.last_lsn = Some(self.node.logged(self.node.log.append(meta, &body))?);
-        }
-        Ok(())
-    }
-
     /// Commits: intent (and undo) durable, pages written and synced; then
     /// it returns. The commit record follows on a later flush, and the
     /// locks go once it is durable (see the module docs).
@@ -504,11 +488,23 @@ impl Transaction {
         })();
         match result {
             Ok(()) => {
-                node.confirm_commit(
-                    self.id,
-                    intent.expect("a commit that succeeded logged its intent"),
-                    published,
-                );
+                let intent = intent.expect("a commit that succeeded logged its intent");
+                if self.scopes.agent_work_from(0) > 0 {
+                    // Committed: the agents make their work final before
+                    // the `Commit` record says the transaction is done.
+                    let node_id = node.node_id;
+                    if let Err(e) = supervisor::committed(&node.log, &node.opts.agents, node_id, self.id, intent) {
+                        node.stop(&format!(
+                            "finishing the agents' work of transaction {} failed: {e}",
+                            self.id
+                        ));
+                        return Err(Error::CommittedUnfinished {
+                            txn: self.id,
+                            cause: e.to_string(),
+                        });
+                    }
+                }
+                node.confirm_commit(self.id, intent, published);
                 Ok(())
             }
             Err(e) => {
@@ -547,6 +543,20 @@ impl Transaction {
         self.pages.clear();
         let node = self.node.clone();
         if let Some(last) = self.last_lsn {
+            if self.scopes.agent_work_from(0) > 0 {
+                // The transaction's scope failed: its agents undo its
+                // work before the end record says nothing is left.
+                let undone = supervisor::scope_failed(&node.log, &node.opts.agents, node.node_id, self.id, last, None);
+                if let Err(e) = undone {
+                    // The work stays in the log, and the locks retained:
+                    // recovery has the agents undo it again.
+                    node.stop(&format!(
+                        "rollback of transaction {} could not undo its agents' work: {e}",
+                        self.id
+                    ));
+                    return Err(e);
+                }
+            }
             let ended = node
                 .log
                 .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::End)

@@ -8,11 +8,11 @@
 //! the open waits for the peer to finish (the peer's end records leave
 //! nothing to back out).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockmgr::wire::ErrorCode;
@@ -24,10 +24,11 @@ use crate::cluster::Cluster;
 use crate::datafile::DataFiles;
 use crate::error::{Error, Result};
 use crate::group_force::GroupForce;
+use crate::ledger::Ledger;
 use crate::node::options::{NodeOptions, StartReport};
 use crate::node::state::NodeState;
 use crate::pool::BufferPool;
-use crate::recovery::{self, Agents};
+use crate::recovery;
 use crate::retry;
 
 /// Committed transactions on their way to the confirmer: each with the LSN
@@ -95,7 +96,7 @@ pub(super) fn open(
                 &log,
                 &reader,
                 &mut found,
-                &Agents::new(),
+                &opts.agents,
                 opts.accept_log_damage,
             )
         });
@@ -105,6 +106,7 @@ pub(super) fn open(
         report.committed = wb.committed;
         report.backed_out = found.txns.len() - wb.committed;
         report.pages_written = wb.pages;
+        report.agent_work = wb.agent_work;
         tracing::info!(
             node_id,
             txns = found.txns.len(),
@@ -137,13 +139,10 @@ pub(super) fn open(
         pool: BufferPool::new(opts.pool_pages, cluster_page_size, opts.trust_cached_pages)?,
         opts,
         catalog: Mutex::new(None),
-        active: Mutex::new(BTreeMap::new()),
+        ledger: Ledger::new(cp),
         stopped: Mutex::new(None),
-        last_checkpoint: Mutex::new(cp),
         recoveries: Mutex::new((0, VecDeque::new())),
         confirms,
-        confirming: Mutex::new(0),
-        confirmed: Condvar::new(),
         _coordinator: coordinator,
     };
     Ok((state, confirm_queue, report))

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use wal::io::{BackendChoice, Io};
 
+use crate::agent::Agents;
+
 /// How a node runs.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -83,6 +85,12 @@ pub struct NodeOptions {
     /// A node with this on reads stale pages.
     #[doc(hidden)]
     pub trust_cached_pages: bool,
+    /// The recovery agents of the external resources this node's
+    /// transactions act on ([`crate::Transaction::act`]), by resource id:
+    /// the same on every node, since any node may recover any node's log.
+    /// A recovery that meets work of a resource without an agent here stops
+    /// with [`crate::Error::MissingAgent`]. None by default.
+    pub agents: Agents,
 }
 
 impl Default for NodeOptions {
@@ -117,6 +125,7 @@ impl Default for NodeOptions {
             // 64 MiB of 4 KiB pages.
             pool_pages: 16 * 1024,
             trust_cached_pages: false,
+            agents: Agents::new(),
         }
     }
 }
@@ -136,4 +145,7 @@ pub struct StartReport {
     pub pages_written: usize,
     /// The I/O its own recovery ran, by the path each operation took.
     pub io: wal::io::IoStats,
+    /// Pieces of agent work (actions on external resources) its own
+    /// recovery had the agents make final or undo.
+    pub agent_work: usize,
 }

@@ -120,6 +120,21 @@ impl Shared {
                 incarnation
             }
             Purpose::Join | Purpose::Restart => {
+                if lock_std(&self.awaiting).0.contains(&node) {
+                    return refuse(error_msg(
+                        ErrorCode::AlreadyLive,
+                        node,
+                        NO_RESOURCE,
+                        "node is live; after a coordinator restart use rejoin",
+                    ));
+                }
+                member_guard = Some(lock_std(&self.member_changes));
+                // Read again under the guard: a failure of the node being
+                // declared this instant (`member_gone`) is then done or not
+                // begun. Read before it, a node seen live could be failed in
+                // between and then admitted to join, its in-flight work
+                // never recovered.
+                let status = self.registry.status(node);
                 let unrecovered = status.is_some_and(|s| {
                     s.liveness == Liveness::Failed && !matches!(s.recovery, Some(RecoveryStatus::Recovered))
                 });
@@ -131,15 +146,6 @@ impl Shared {
                         "node failed and is not recovered yet; restart it to recover itself",
                     ));
                 }
-                if lock_std(&self.awaiting).0.contains(&node) {
-                    return refuse(error_msg(
-                        ErrorCode::AlreadyLive,
-                        node,
-                        NO_RESOURCE,
-                        "node is live; after a coordinator restart use rejoin",
-                    ));
-                }
-                member_guard = Some(lock_std(&self.member_changes));
                 match self.registry.join(node) {
                     Ok(inc) => inc,
                     Err(e) => return refuse(registry_error(&e)),

@@ -9,6 +9,10 @@
 //! workload, automatic recovery off): it backs out its own in-flight work
 //! and releases its retained locks, then leaves the cluster and exits.
 //!
+//! Both take `--outbox DIR` to register the file outbox agent: a log whose
+//! in-flight transactions wrote outbox files cannot be recovered without it
+//! (the recovery stops, naming the resource, and the locks stay retained).
+//!
 //! `request-restart --node N` files a restart request: a live node restarts
 //! N light as soon as it has failed (see `understudy::restart`).
 //!
@@ -23,6 +27,7 @@ use std::path::PathBuf;
 
 use understudy::{Node, NodeOptions};
 
+use crate::cluster::outbox::OutboxArg;
 use crate::error::CliError;
 
 /// Arguments of `recover`.
@@ -46,6 +51,8 @@ pub struct RecoverArgs {
     /// and take a missing log as empty. Only after inspecting the log.
     #[arg(long)]
     pub accept_log_damage: bool,
+    #[command(flatten)]
+    pub outbox: OutboxArg,
 }
 
 /// Arguments of `restart-light`.
@@ -62,6 +69,8 @@ pub struct RestartLightArgs {
     /// take a missing log as empty. Only after inspecting the log.
     #[arg(long)]
     pub accept_log_damage: bool,
+    #[command(flatten)]
+    pub outbox: OutboxArg,
 }
 
 /// Arguments of `request-restart`.
@@ -106,14 +115,15 @@ pub fn request_restart(args: &RequestRestartArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn light(accept_log_damage: bool) -> NodeOptions {
-    NodeOptions {
+fn light(accept_log_damage: bool, outbox: &OutboxArg) -> Result<NodeOptions, CliError> {
+    let opts = NodeOptions {
         auto_recovery: false,
         log_segment_size: 1 << 20,
         join_timeout: std::time::Duration::from_secs(60),
         accept_log_damage,
         ..NodeOptions::default()
-    }
+    };
+    Ok(outbox.register(opts)?.0)
 }
 
 pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
@@ -137,7 +147,7 @@ pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
     };
     let mut last_err = None;
     for id in candidates {
-        let node = match Node::open(&args.cluster, id, light(args.accept_log_damage)) {
+        let node = match Node::open(&args.cluster, id, light(args.accept_log_damage, &args.outbox)?) {
             Ok(n) => n,
             // Running already, or refused for now by the coordinator: try
             // the next id.
@@ -168,15 +178,16 @@ pub fn recover(args: &RecoverArgs) -> Result<(), CliError> {
 }
 
 pub fn restart_light(args: &RestartLightArgs) -> Result<(), CliError> {
-    let node = Node::open(&args.cluster, args.node, light(args.accept_log_damage))?;
+    let node = Node::open(&args.cluster, args.node, light(args.accept_log_damage, &args.outbox)?)?;
     let r = node.start_report().clone();
     node.close()?;
     say!(
-        "node {} restarted light: restarted={} backed_out={} pages_written={}; retained locks released",
+        "node {} restarted light: restarted={} backed_out={} pages_written={} agent_work={}; retained locks released",
         args.node,
         r.restarted,
         r.backed_out,
-        r.pages_written
+        r.pages_written,
+        r.agent_work
     );
     Ok(())
 }
