@@ -34,6 +34,16 @@ pub struct ClientConfig {
     /// Upper bound on waiting for any reply beyond a request's own wait;
     /// 30 s by default.
     pub reply_timeout: Duration,
+    /// Ride through a coordinator restart: when the connection drops, a
+    /// member connects again (to the restarted coordinator, or a standby at
+    /// the same endpoint) with [`Purpose::Rejoin`] while its lease holds,
+    /// and re-asserts the locks it holds; requests wait meanwhile (see
+    /// `rejoin`). Off by default: the connection's end is then the lease's
+    /// end, at once. Never for an operator or a client in the
+    /// coordinator's own process (it dies with them); a restarting node
+    /// rides through only once its own recovery is finished
+    /// ([`Client::restart_finished`](super::Client::restart_finished)).
+    pub ride_through: bool,
 }
 
 impl ClientConfig {
@@ -49,6 +59,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             fence_margin_ms: 100,
             reply_timeout: Duration::from_secs(30),
+            ride_through: false,
         }
     }
 }
