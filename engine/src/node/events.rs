@@ -1,8 +1,12 @@
 //! The node's event thread: what the coordinator tells a node and how the
 //! node answers.
 //!
-//! - The lease is lost, or the connection is gone: the node stops writing
-//!   (see [`crate::node::state`]).
+//! - The lease is lost: the node stops writing (see
+//!   [`crate::node::state`]). A dropped connection alone stops nothing: the
+//!   client rejoins the restarted (or standby) coordinator while the lease
+//!   holds and re-asserts the node's locks (`lockmgr::client`), and the
+//!   node's transactions carry on; only a client that cannot rejoin in time
+//!   loses the lease, and that stops the node.
 //! - A peer failed: with automatic recovery on, a recovery of it starts on
 //!   a thread of its own ([`crate::peer`]); every live node races, and the
 //!   coordinator's registry lets exactly one win.
@@ -29,8 +33,15 @@ pub(super) fn watch(node: &Arc<NodeState>) {
             while let Ok(ev) = rx.recv() {
                 let Some(node) = weak.upgrade() else { return };
                 match ev {
-                    ClientEvent::LeaseLost | ClientEvent::Disconnected => {
+                    ClientEvent::LeaseLost => {
                         node.stop("the coordinator lease was lost");
+                    }
+                    ClientEvent::Reconnected { gap } => {
+                        tracing::info!(
+                            node = node.node_id,
+                            gap_ms = gap.as_millis() as u64,
+                            "rode through a coordinator restart"
+                        );
                     }
                     ClientEvent::Coordinator {
                         kind: EventKind::NodeFailed,
@@ -47,7 +58,9 @@ pub(super) fn watch(node: &Arc<NodeState>) {
                         node: failed,
                         ..
                     } => crate::restart::on_request(&node, failed),
-                    ClientEvent::Coordinator { .. } => {}
+                    // The end of the connection (`Disconnected`) comes with
+                    // the lease's when the node did not end it itself.
+                    _ => {}
                 }
             }
         });

@@ -182,6 +182,9 @@ fn join(
         let endpoint = opts.coordinator.clone().unwrap_or_else(|| cluster.coordinator.clone());
         let mut cfg = ClientConfig::new(endpoint, node_id, secret.clone());
         cfg.purpose = purpose;
+        // A coordinator restart (or a standby taking over) is ridden
+        // through: the node rejoins while its lease holds.
+        cfg.ride_through = true;
         // In-process unless told to reach the coordinator elsewhere (a
         // proxy in front of it, say).
         let joined = match embedded.filter(|_| opts.coordinator.is_none()) {

@@ -7,7 +7,8 @@
 //! acts on it (transactions, recovery, the background threads): they take
 //! it, never the other way round.
 //!
-//! A node that loses its lease (or its coordinator connection) stops: every
+//! A node that loses its lease stops (a dropped coordinator connection is
+//! ridden through while the lease holds: see `lockmgr::client`): every
 //! later call fails with [`Error::LeaseLost`] or [`Error::Stopped`], and no
 //! page is written. So does a node whose commit failed to write or sync: the
 //! device's state is unknown, and its own restart (or a peer) recovers it.
