@@ -632,6 +632,9 @@ fn won_grant(failed: NodeId, line: &str) -> CounterpartGrant {
             failed,
             incarnation: incarnation.parse().expect("an incarnation"),
             token: token.parse().expect("a token"),
+            // Only the token names a registration when it is ended.
+            blind: false,
+            log_proof: [0; 32],
         },
         _ => panic!("expected WON <token> <incarnation>, got {line:?}"),
     }
@@ -698,6 +701,7 @@ impl Raw {
             purpose: Purpose::Join,
             incarnation: 0,
             pid: std::process::id(),
+            launches_restarts: false,
         };
         raw.write_all(&wire::encode(1, &hello)).expect("send hello");
         let nonce = match raw.next("handshake") {
@@ -764,6 +768,7 @@ fn malformed_inputs() -> Vec<(&'static str, Vec<u8>, bool)> {
             purpose: Purpose::Join,
             incarnation: 0,
             pid: 1,
+            launches_restarts: false,
         },
     );
     let mut too_large = wire::encode(1, &Msg::Status);
@@ -1294,6 +1299,7 @@ fn unauthenticated_and_wrong_secret_connections_are_refused() {
             purpose: Purpose::Join,
             incarnation: 0,
             pid: 1,
+            launches_restarts: false,
         };
         raw.write_all(&wire::encode(1, &hello)).expect("send");
         assert!(matches!(raw.next("hello"), Some((1, Msg::Challenge { .. }))));

@@ -44,6 +44,9 @@ pub struct ClientConfig {
     /// rides through only once its own recovery is finished
     /// ([`Client::restart_finished`](super::Client::restart_finished)).
     pub ride_through: bool,
+    /// The node launches restarts of failed nodes: restart requests go to
+    /// such a node (see the coordinator's `RequestRestart`). Off by default.
+    pub launches_restarts: bool,
 }
 
 impl ClientConfig {
@@ -60,6 +63,7 @@ impl ClientConfig {
             fence_margin_ms: 100,
             reply_timeout: Duration::from_secs(30),
             ride_through: false,
+            launches_restarts: false,
         }
     }
 }

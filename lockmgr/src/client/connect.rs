@@ -32,6 +32,8 @@ pub(super) struct Welcome {
     pub(super) incarnation: u64,
     pub(super) lease_ms: u32,
     pub(super) heartbeat_ms: u32,
+    /// The coordinator's word that this incarnation may open its own log.
+    pub(super) log_proof: [u8; 32],
     /// When the admission was asked for: the lease's first start.
     pub(super) sent_at: Instant,
 }
@@ -56,7 +58,7 @@ impl Client {
     pub fn connect_local(coordinator: &Coordinator, cfg: ClientConfig) -> Result<Client, ClientError> {
         let sent_at = Instant::now();
         let (link, answer) = coordinator
-            .connect_local(cfg.node, cfg.purpose, cfg.incarnation)
+            .connect_local(cfg.node, cfg.purpose, cfg.incarnation, cfg.launches_restarts)
             .map_err(|m| match refusal(m) {
                 Err(e) => e,
                 Ok(other) => ClientError::Protocol(format!("expected a refusal, got {other:?}")),
@@ -128,6 +130,7 @@ impl Client {
             incarnation: welcome.incarnation,
             lease_ms,
             heartbeat_ms: welcome.heartbeat_ms,
+            log_proof: welcome.log_proof,
             events_rx: Mutex::new(Some(ev_rx)),
             threads,
         }
@@ -141,6 +144,18 @@ impl Client {
     /// The incarnation the coordinator gave this node.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// The coordinator's word that this incarnation of the node may open its
+    /// own log for writing ([`wal::access`]).
+    pub fn log_access(&self) -> wal::AccessProof {
+        wal::AccessProof {
+            role: wal::Role::Owner,
+            holder: self.inner.node,
+            incarnation: self.incarnation,
+            token: 0,
+            mac: self.log_proof,
+        }
     }
 
     /// How long a lease lasts after the heartbeat that renewed it, in
@@ -202,6 +217,7 @@ pub(super) fn handshake(
             purpose,
             incarnation,
             pid: std::process::id(),
+            launches_restarts: cfg.launches_restarts,
         },
     )?;
     let nonce = match refusal(read(&mut stream)?)? {
@@ -237,10 +253,12 @@ fn welcome(answer: Msg, sent_at: Instant) -> Result<Welcome, ClientError> {
             incarnation,
             lease_ms,
             heartbeat_ms,
+            log_proof,
         } => Ok(Welcome {
             incarnation,
             lease_ms,
             heartbeat_ms,
+            log_proof,
             sent_at,
         }),
         other => Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),

@@ -34,6 +34,26 @@ pub struct CounterpartGrant {
     /// Names this registration when it is ended
     /// ([`Client::unregister_counterpart`]).
     pub token: u64,
+    /// The failed node's locks are unknown: rebuild them from its log
+    /// ([`Client::rebuild_retained`]) once its in-flight work is found.
+    pub blind: bool,
+    /// The coordinator's word that the counterpart may open the failed
+    /// node's log ([`CounterpartGrant::log_access`]).
+    pub log_proof: [u8; 32],
+}
+
+impl CounterpartGrant {
+    /// The proof `counterpart` (the node this grant was given to) shows to
+    /// open the failed node's log ([`wal::access`]).
+    pub fn log_access(&self, counterpart: NodeId) -> wal::AccessProof {
+        wal::AccessProof {
+            role: wal::Role::Counterpart,
+            holder: counterpart,
+            incarnation: self.incarnation,
+            token: self.token,
+            mac: self.log_proof,
+        }
+    }
 }
 
 /// What a lock request does when it cannot be granted at once.
@@ -189,10 +209,14 @@ impl Client {
                 failed,
                 incarnation,
                 token,
+                blind,
+                log_proof,
             } => Ok(CounterpartGrant {
                 failed,
                 incarnation,
                 token,
+                blind,
+                log_proof,
             }),
             other => Err(unexpected(other)),
         }
@@ -207,10 +231,34 @@ impl Client {
         })
     }
 
-    /// Files a restart request for `node`: live members hear of it (a
+    /// Files a restart request for `node`, kept in the coordinator's durable
+    /// record: a live member that launches restarts hears of it (a
     /// `RestartRequested` event) now if it has failed, else when it fails.
+    /// Refused (`NoRestarter`) while no such member is live.
     pub fn request_restart(&self, node: NodeId) -> Result<(), ClientError> {
         self.expect_ok(&Msg::RequestRestart { node })
+    }
+
+    /// As the counterpart of a failed node whose locks were unknown
+    /// ([`CounterpartGrant::blind`]), hands the coordinator the write locks
+    /// its log says the node held: they become its retained locks, and the
+    /// cluster stops pausing for it.
+    pub fn rebuild_retained(
+        &self,
+        grant: &CounterpartGrant,
+        locks: Vec<(ResourceId, LockMode)>,
+    ) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::RebuildRetained {
+            failed: grant.failed,
+            token: grant.token,
+            locks,
+        })
+    }
+
+    /// Asks live member `by` to recover failed node `failed` (an operator's
+    /// `recover --by`); answered once `by` has been told.
+    pub fn ask_recovery(&self, failed: NodeId, by: NodeId) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::AskRecovery { failed, by })
     }
 
     /// A restarting node has backed out its own work: release the locks it

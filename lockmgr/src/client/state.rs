@@ -81,6 +81,8 @@ pub struct Client {
     pub(super) incarnation: u64,
     pub(super) lease_ms: u32,
     pub(super) heartbeat_ms: u32,
+    /// The admission's log-access proof (see [`Client::log_access`]).
+    pub(super) log_proof: [u8; 32],
     pub(super) events_rx: Mutex<Option<Receiver<ClientEvent>>>,
     pub(super) threads: Vec<JoinHandle<()>>,
 }

@@ -40,7 +40,10 @@ impl Coordinator {
                 "need 0 < heartbeat_ms < lease_ms < failure_timeout_ms".into(),
             ));
         }
-        std::fs::create_dir_all(&cfg.state_dir)
+        // The record is the coordinator's alone: a directory made for it is
+        // 0700.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&cfg.state_dir)
             .map_err(|e| PersistError::Io(wal::io::IoError::new(wal::io::OpKind::Open, &cfg.state_dir, None, e)))?;
         let (store, restored) = StateStore::open(&cfg.io, &cfg.state_dir)?;
         let (table, registry, blind, awaiting) = match &restored {
@@ -78,7 +81,7 @@ impl Coordinator {
             waits: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             blind: Mutex::new(blind),
-            restart_wanted: Mutex::new(BTreeSet::new()),
+            restart_wanted: Mutex::new(restored.iter().flat_map(|s| s.restarts.iter().copied()).collect()),
             awaiting: Mutex::new((awaiting, grace)),
             persist_lock: Mutex::new(store),
             member_changes: Mutex::new(()),

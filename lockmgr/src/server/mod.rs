@@ -56,6 +56,7 @@
 //! server uses it.
 
 mod admission;
+mod announce;
 mod config;
 mod conn;
 mod connection;
@@ -66,6 +67,7 @@ mod events;
 mod grace;
 mod local;
 mod locks;
+mod rebuild;
 mod record;
 mod refusal;
 mod request;

@@ -41,8 +41,10 @@ pub(super) struct Shared {
     /// Failed nodes whose locks are unknown (see the module docs of
     /// [`server`](super)).
     pub(super) blind: Mutex<BTreeSet<NodeId>>,
-    /// Live nodes with a restart request filed: announced when they fail.
-    /// Kept in memory only; a coordinator restart forgets them.
+    /// Nodes with a restart request not yet served: sent to the node that
+    /// launches restarts when they fail (or when such a node is admitted
+    /// while they are failed), until they are admitted again or recovered.
+    /// Kept in the durable record.
     pub(super) restart_wanted: Mutex<BTreeSet<NodeId>>,
     /// After a restart: live nodes not yet back, and until when to wait.
     pub(super) awaiting: Mutex<(BTreeSet<NodeId>, Option<Instant>)>,
