@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <cluster>/cluster.conf   node ids, coordinator address, page size, secret file
-//! <cluster>/secret         the cluster secret (created with the cluster)
+//! <cluster>/secret         the cluster secret (created with the cluster, mode 0600)
 //! <cluster>/data/          the catalog and the table files
 //! <cluster>/logs/<node>/   each node's private write-ahead log
 //! <cluster>/coordinator/   the coordinator's durable record
@@ -11,6 +11,10 @@
 //! `cluster.conf` is `key = value` lines (`#` starts a comment):
 //! `nodes = 1,2,3`, `coordinator = unix:/path/to.sock` (or `tcp:HOST:PORT`),
 //! `page_size = 4096`, `secret_file = secret` (relative to the directory).
+//!
+//! The directories a cluster creates (`data/`, `logs/`, `coordinator/`, and
+//! the cluster directory itself when it did not exist) are mode 0700, so
+//! only the cluster's owner reads them.
 
 use std::path::{Path, PathBuf};
 
@@ -64,15 +68,29 @@ impl Cluster {
         if config_path(dir).exists() {
             return Err(Error::ClusterExists { dir: dir.to_path_buf() });
         }
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let io_err = |p: &Path, e| wal::io::IoError::new(wal::io::OpKind::Write, p, None, e);
+        // Only the cluster's owner reads its data, logs and secret: every
+        // directory created here is 0700, the secret 0600.
         for sub in ["data", "logs", "coordinator"] {
             let p = dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(|e| io_err(&p, e))?;
         }
         let secret: [u8; 32] = rand::random();
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         let secret_path = dir.join("secret");
-        std::fs::write(&secret_path, hex).map_err(|e| io_err(&secret_path, e))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_path)
+            .and_then(|mut f| f.write_all(hex.as_bytes()))
+            .map_err(|e| io_err(&secret_path, e))?;
         let ids: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
         let text = format!(
             "# Understudy cluster\nnodes = {}\ncoordinator = {coordinator}\npage_size = {page_size}\nsecret_file = secret\n",

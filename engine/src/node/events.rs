@@ -10,8 +10,10 @@
 //! - A peer failed: with automatic recovery on, a recovery of it starts on
 //!   a thread of its own ([`crate::peer`]); every live node races, and the
 //!   coordinator's registry lets exactly one win.
-//! - A restart of a failed node is requested: [`crate::restart`] decides
-//!   whether this node launches it.
+//! - An operator asks this node to recover a failed one (`recover --by`):
+//!   it recovers it, automatic recovery or not.
+//! - A restart of a failed node is requested: the coordinator sends it to
+//!   one node that launches restarts, and [`crate::restart`] launches it.
 //!
 //! The thread holds only a weak reference to the node's state, so it never
 //! keeps a closed node alive; it ends when the client's event stream does.
@@ -52,6 +54,18 @@ pub(super) fn watch(node: &Arc<NodeState>) {
                         let _ = std::thread::Builder::new()
                             .name(format!("peer-recovery-{failed}"))
                             .spawn(move || crate::peer::auto_recover(&node, failed, detected));
+                    }
+                    // An operator's `recover --by`: this node was asked,
+                    // automatic recovery or not.
+                    ClientEvent::Coordinator {
+                        kind: EventKind::RecoveryAsked,
+                        node: failed,
+                        ..
+                    } if failed != node.node_id && node.check_running().is_ok() => {
+                        let detected = Instant::now();
+                        let _ = std::thread::Builder::new()
+                            .name(format!("peer-recovery-{failed}"))
+                            .spawn(move || crate::peer::asked_recover(&node, failed, detected));
                     }
                     ClientEvent::Coordinator {
                         kind: EventKind::RestartRequested,

@@ -76,7 +76,14 @@ pub(super) fn open(
     // missing now is refused, not created empty, unless the operator
     // accepted it.
     let must_exist = restarted && !opts.accept_log_damage;
-    let log = open_log(&cluster, node_id, &io, &opts, must_exist, &mut scan)?;
+    // The coordinator's word that this incarnation owns the log: without
+    // it the log refuses the writer (`wal::access`).
+    let log_key = secret.log_key();
+    let access = wal::LogAccess {
+        key: log_key.clone(),
+        proof: client.log_access(),
+    };
+    let log = open_log(&cluster, node_id, &io, &opts, must_exist, access, &mut scan)?;
     crate::fence::mark_host(&cluster.log_dir(node_id))?;
     let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
@@ -137,6 +144,7 @@ pub(super) fn open(
         confirms,
         confirming: Mutex::new(0),
         confirmed: Condvar::new(),
+        log_key,
         _coordinator: coordinator,
     };
     Ok((state, confirm_queue, report))
@@ -185,6 +193,8 @@ fn join(
         // A coordinator restart (or a standby taking over) is ridden
         // through: the node rejoins while its lease holds.
         cfg.ride_through = true;
+        // Restart requests go only to a node that can launch them.
+        cfg.launches_restarts = opts.restart_command.as_ref().is_some_and(|c| !c.is_empty());
         // In-process unless told to reach the coordinator elsewhere (a
         // proxy in front of it, say).
         let joined = match embedded.filter(|_| opts.coordinator.is_none()) {
@@ -247,11 +257,13 @@ fn open_log(
     io: &Io,
     opts: &NodeOptions,
     must_exist: bool,
+    access: wal::LogAccess,
     scan: &mut recovery::InFlightScan,
 ) -> Result<Log> {
     let cfg = LogConfig {
         segment_size: opts.log_segment_size,
         create: !must_exist,
+        access: Some(access),
         ..LogConfig::new(node_id, io.clone())
     };
     let deadline = Instant::now() + opts.join_timeout;

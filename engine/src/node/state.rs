@@ -71,6 +71,9 @@ pub(crate) struct NodeState {
     /// How many of those there are; closing waits for none.
     pub(super) confirming: Mutex<usize>,
     pub(super) confirmed: Condvar,
+    /// The key the coordinator's log-access proofs check with (the cluster
+    /// secret's): a peer recovery opens the failed node's log with it.
+    pub(crate) log_key: wal::AccessKey,
     /// The coordinator this node runs in its own process, if it does.
     pub(super) _coordinator: Option<Coordinator>,
 }
