@@ -11,8 +11,9 @@
 //! over Unix sockets or TCP with the framed protocol of [`wire`] (a node in
 //! the coordinator's own process calls it directly, [`server::LocalLink`]), the
 //! client library nodes use ([`client`], with leases and self-fencing),
-//! authentication by the cluster secret ([`auth`]) and the coordinator's
-//! durable record ([`persist`]).
+//! authentication by the cluster secret ([`auth`]), the coordinator's
+//! durable record ([`persist`]) and the election of the one coordinator
+//! that serves a cluster, with a standby that takes over ([`election`]).
 //!
 //! The lock table itself is event-driven: no call ever blocks waiting for a lock
 //! or a node. A request is granted, queued (with a [`Ticket`]) or refused at
@@ -60,6 +61,7 @@
 pub mod auth;
 pub mod client;
 pub mod deadlock;
+pub mod election;
 pub mod error;
 pub mod failure;
 pub mod ids;
@@ -76,6 +78,7 @@ pub mod transport;
 pub mod wire;
 
 pub use deadlock::{find_deadlock, Deadlock, WaitEdge};
+pub use election::{Election, Leadership};
 pub use error::{LockError, RegistryError};
 pub use failure::{FailureReport, ReclaimReport, RetainedLock};
 pub use ids::{HolderId, NodeId, Owner, ResourceId, Ticket};

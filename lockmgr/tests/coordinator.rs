@@ -259,6 +259,8 @@ fn a_restart_request_is_announced_when_its_node_has_failed() {
     ));
     let peer = join_launcher(&ep, 1);
     let events = peer.events().unwrap();
+    // Its admission is announced once it counts as a member.
+    wait_event(&events, EventKind::NodeJoined, 1);
     // Filed while node 2 is live: kept until it fails.
     doomed.request_restart(2).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -294,7 +296,9 @@ fn a_restart_request_survives_a_coordinator_restart() {
     let dir = tempfile::tempdir().unwrap();
     let coord = start(dir.path());
     let ep = coord.endpoints()[0].clone();
-    let _launcher = join_launcher(&ep, 1);
+    let launcher = join_launcher(&ep, 1);
+    let launcher_events = launcher.events().unwrap();
+    wait_event(&launcher_events, EventKind::NodeJoined, 1);
     let doomed = join(&ep, 2);
     doomed.request_restart(2).unwrap();
     assert_eq!(

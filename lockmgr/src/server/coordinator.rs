@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{CoordinatorConfig, CoordinatorError};
 use super::state::Shared;
+use crate::election::Leadership;
 use crate::membership::Liveness;
 use crate::persist::{PersistError, StateStore};
 use crate::registry::Registry;
@@ -27,10 +28,15 @@ pub struct Coordinator {
     pub(super) shared: Arc<Shared>,
     addrs: Vec<Endpoint>,
     threads: Vec<JoinHandle<()>>,
+    /// Held while the coordinator runs; let go once its threads are
+    /// stopped, so a standby never reads a record this one still writes.
+    leadership: Option<Leadership>,
 }
 
 impl Coordinator {
-    /// Loads the durable record, binds every endpoint and starts serving.
+    /// Takes leadership of the cluster (waiting for it, as a standby; see
+    /// [`crate::election`]), loads the durable record, binds every endpoint
+    /// and starts serving.
     pub fn start(cfg: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
         if cfg.listen.is_empty() {
             return Err(CoordinatorError::Config("no endpoint to listen on".into()));
@@ -45,6 +51,8 @@ impl Coordinator {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&cfg.state_dir)
             .map_err(|e| PersistError::Io(wal::io::IoError::new(wal::io::OpKind::Open, &cfg.state_dir, None, e)))?;
+        // Nothing of the record is read before this coordinator leads.
+        let leadership = cfg.election.lead(&cfg.state_dir, cfg.standby)?;
         let (store, restored) = StateStore::open(&cfg.io, &cfg.state_dir)?;
         let (table, registry, blind, awaiting) = match &restored {
             None => (LockTable::new(), Registry::default(), BTreeSet::new(), BTreeSet::new()),
@@ -103,7 +111,12 @@ impl Coordinator {
                 .spawn(move || ticker.tick_loop())
                 .expect("spawn the ticker thread"),
         );
-        Ok(Coordinator { shared, addrs, threads })
+        Ok(Coordinator {
+            shared,
+            addrs,
+            threads,
+            leadership: Some(leadership),
+        })
     }
 
     /// The endpoints actually bound (a TCP port 0 resolved).
@@ -143,6 +156,7 @@ impl Coordinator {
                 let _ = std::fs::remove_file(p);
             }
         }
+        self.leadership = None;
     }
 }
 
