@@ -5,9 +5,16 @@
 //! It listens on the cluster's configured endpoint, authenticates with the
 //! cluster's secret and keeps its durable record in the cluster's
 //! `coordinator/` directory, so a coordinator killed and started again
-//! restores every retained lock. Once it accepts connections it prints its
-//! `timing: ...` and one `listening on <endpoint>` line per endpoint, then
-//! serves until killed.
+//! restores every retained lock, and the nodes ride through the restart.
+//! Once it accepts connections it prints its `timing: ...` and one
+//! `listening on <endpoint>` line per endpoint, then serves until killed.
+//!
+//! One coordinator serves a cluster at a time (it holds the lock of the
+//! `coordinator/` directory: `lockmgr::election`). A second one is refused,
+//! unless started with `--standby`: it prints `standing by for <dir>`,
+//! waits, and takes over the moment the active one (a process, or a node
+//! embedding it) dies — it restores the record and listens on the same
+//! endpoint, and the nodes rejoin it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,6 +44,10 @@ pub struct CoordinatorArgs {
     /// heartbeat interval.
     #[arg(long)]
     pub failure_timeout_ms: Option<u32>,
+    /// Stand by while another coordinator serves the cluster, and take over
+    /// when it dies.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 pub fn run(args: &CoordinatorArgs) -> Result<(), CliError> {
@@ -56,6 +67,14 @@ pub fn run(args: &CoordinatorArgs) -> Result<(), CliError> {
         "heartbeat {} ms, lease {} ms, failure timeout {} ms",
         cfg.heartbeat_ms, cfg.lease_ms, cfg.failure_timeout_ms
     );
+    cfg.standby = args.standby;
+    if args.standby {
+        say!("standing by for {}", cluster.coordinator_dir().display());
+        // Whoever started this process may wait for this line.
+        std::io::stdout()
+            .flush()
+            .map_err(|e| CliError::os("writing to stdout", e))?;
+    }
     let coordinator = Coordinator::start(cfg)?;
     say!("timing: {timing}");
     for ep in coordinator.endpoints() {
