@@ -6,7 +6,7 @@
 //! directory for as long as it runs, taken before it reads its durable
 //! record; the kernel releases it when the process dies, however it dies.
 //! A second coordinator for the same directory is refused
-//! ([`CoordinatorError::Held`]), or, as a standby, blocks on the lock and
+//! ([`ElectionError::Held`]), or, as a standby, blocks on the lock and
 //! takes over the instant the active one is gone: it reads the record the
 //! dead one left, binds the same endpoint, and the nodes, which ride
 //! through the change (`crate::client`), rejoin it and re-assert their
@@ -16,7 +16,8 @@
 //! The lock is only as good as the file system's `flock`: on one host it
 //! is exact. Across hosts on a shared file system it is not to be trusted;
 //! that is what the etcd election is for (feature `etcd`, see
-//! `crate::etcd`).
+//! `crate::etcd`): a lease-backed election, and the record kept in etcd
+//! instead of the state directory.
 //!
 //! This file owns the taking and holding of leadership. It must never let
 //! a coordinator read or write the record before it leads.
@@ -24,7 +25,11 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::server::CoordinatorError;
+use wal::io::Io;
+
+pub use crate::error::ElectionError;
+use crate::persist::{CoordinatorState, PersistError, StateStore};
+use crate::store::RecordStore;
 
 /// How a coordinator is elected.
 #[derive(Clone, Debug, Default)]
@@ -33,12 +38,45 @@ pub enum Election {
     /// One host: an exclusive lock on the state directory's `LOCK` file.
     #[default]
     FileLock,
+    /// Across hosts: a lease-backed election on etcd, and the record kept
+    /// there.
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd::EtcdConfig),
 }
 
-/// Leadership held; dropping it steps down (the kernel releases the lock).
+/// Leadership held; dropping it steps down (the kernel releases the lock;
+/// on etcd, the coordinator resigns).
 #[derive(Debug)]
-pub struct Leadership {
-    _lock: File,
+pub struct Leadership(Held);
+
+#[derive(Debug)]
+enum Held {
+    /// The locked file: held, never read.
+    File(#[allow(dead_code)] File),
+    #[cfg(feature = "etcd")]
+    Etcd(std::sync::Arc<crate::etcd::EtcdLeader>),
+}
+
+impl Leadership {
+    /// The record's store, and the record in it (`None` before the first):
+    /// the state directory's files, or etcd's key.
+    pub fn open_store(
+        &self,
+        io: &Io,
+        state_dir: &Path,
+    ) -> Result<(RecordStore, Option<CoordinatorState>), PersistError> {
+        match &self.0 {
+            Held::File(_) => {
+                let (store, state) = StateStore::open(io, state_dir)?;
+                Ok((RecordStore::Files(store), state))
+            }
+            #[cfg(feature = "etcd")]
+            Held::Etcd(leader) => {
+                let state = leader.load()?;
+                Ok((RecordStore::Etcd(leader.clone()), state))
+            }
+        }
+    }
 }
 
 /// The lock file of a coordinator's state directory.
@@ -47,14 +85,20 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
 }
 
 impl Election {
-    /// Takes leadership of the cluster whose record is in `state_dir`: at
-    /// once, or [`CoordinatorError::Held`] if another coordinator leads;
-    /// with `standby`, waiting for as long as it does.
-    pub fn lead(&self, state_dir: &Path, standby: bool) -> Result<Leadership, CoordinatorError> {
+    /// Takes leadership of the cluster whose record is in `state_dir` (or
+    /// on etcd), announcing `endpoints` where the election has a value for
+    /// it: at once, or [`ElectionError::Held`] if another coordinator
+    /// leads; with `standby`, waiting for as long as it does.
+    pub fn lead(&self, state_dir: &Path, endpoints: &str, standby: bool) -> Result<Leadership, ElectionError> {
+        let _ = endpoints;
         match self {
+            #[cfg(feature = "etcd")]
+            Election::Etcd(cfg) => Ok(Leadership(Held::Etcd(std::sync::Arc::new(
+                crate::etcd::EtcdLeader::lead(cfg, endpoints, standby)?,
+            )))),
             Election::FileLock => {
                 let path = lock_path(state_dir);
-                let io = |e| CoordinatorError::Election(format!("{}: {e}", path.display()));
+                let io = |e| ElectionError::Failed(format!("{}: {e}", path.display()));
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -69,14 +113,14 @@ impl Election {
                     match file.try_lock() {
                         Ok(()) => {}
                         Err(std::fs::TryLockError::WouldBlock) => {
-                            return Err(CoordinatorError::Held {
-                                dir: state_dir.to_path_buf(),
+                            return Err(ElectionError::Held {
+                                place: state_dir.display().to_string(),
                             })
                         }
                         Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
                     }
                 }
-                Ok(Leadership { _lock: file })
+                Ok(Leadership(Held::File(file)))
             }
         }
     }
@@ -89,13 +133,13 @@ mod tests {
     #[test]
     fn one_leader_at_a_time_and_a_standby_takes_over() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Election::FileLock.lead(dir.path(), false).unwrap();
+        let first = Election::FileLock.lead(dir.path(), "", false).unwrap();
         assert!(matches!(
-            Election::FileLock.lead(dir.path(), false),
-            Err(CoordinatorError::Held { .. })
+            Election::FileLock.lead(dir.path(), "", false),
+            Err(ElectionError::Held { .. })
         ));
         let path = dir.path().to_path_buf();
-        let standby = std::thread::spawn(move || Election::FileLock.lead(&path, true).map(|_| ()));
+        let standby = std::thread::spawn(move || Election::FileLock.lead(&path, "", true).map(|_| ()));
         drop(first);
         standby.join().unwrap().unwrap();
     }

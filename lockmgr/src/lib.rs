@@ -63,6 +63,8 @@ pub mod client;
 pub mod deadlock;
 pub mod election;
 pub mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod failure;
 pub mod ids;
 pub mod membership;
@@ -72,13 +74,14 @@ pub mod queue;
 pub mod registry;
 pub mod server;
 mod shard;
+pub mod store;
 pub mod sync;
 pub mod table;
 pub mod transport;
 pub mod wire;
 
 pub use deadlock::{find_deadlock, Deadlock, WaitEdge};
-pub use election::{Election, Leadership};
+pub use election::{Election, ElectionError, Leadership};
 pub use error::{LockError, RegistryError};
 pub use failure::{FailureReport, ReclaimReport, RetainedLock};
 pub use ids::{HolderId, NodeId, Owner, ResourceId, Ticket};

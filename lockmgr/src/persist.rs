@@ -94,6 +94,10 @@ pub enum PersistError {
     /// Reading, writing or syncing a record file failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The record's remote store (etcd) failed or refused the write (this
+    /// coordinator no longer leads), in words.
+    #[error("coordinator state: {0}")]
+    Remote(String),
     /// A record file is damaged: its checksum, version or lengths are
     /// wrong.
     #[error("coordinator state {} is damaged: {reason}", path.display())]

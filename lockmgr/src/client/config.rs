@@ -16,6 +16,11 @@ pub struct ClientConfig {
     /// Where the coordinator listens (not used by
     /// [`Client::connect_local`](super::Client::connect_local)).
     pub endpoint: Endpoint,
+    /// Where else a coordinator of the cluster may listen: standbys on
+    /// other hosts (see `crate::etcd`). A client riding through a
+    /// coordinator's end tries `endpoint` and these in turn. Empty by
+    /// default.
+    pub also: Vec<Endpoint>,
     /// The node this client speaks for.
     pub node: NodeId,
     /// The cluster secret the node proves it knows (not used in process).
@@ -55,6 +60,7 @@ impl ClientConfig {
     pub fn new(endpoint: Endpoint, node: NodeId, secret: Secret) -> ClientConfig {
         ClientConfig {
             endpoint,
+            also: Vec::new(),
             node,
             secret,
             purpose: Purpose::Join,

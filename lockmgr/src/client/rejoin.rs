@@ -36,6 +36,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::config::ClientConfig;
 use super::connect::handshake;
 use super::error::{refusal, ClientError};
 use super::events::ClientEvent;
@@ -94,11 +95,11 @@ impl Inner {
             "coordinator connection lost; rejoining while the lease holds"
         );
         self.events.emit(ClientEvent::CoordinatorLost);
-        loop {
+        for attempt in 0usize.. {
             if self.closed.load(Ordering::Acquire) || self.leaving.load(Ordering::Acquire) {
                 return None;
             }
-            match self.try_rejoin() {
+            match self.try_rejoin(attempt) {
                 Ok(next) => {
                     tracing::info!(
                         node = self.node,
@@ -108,7 +109,14 @@ impl Inner {
                     self.events.emit(ClientEvent::Reconnected { gap: lost_at.elapsed() });
                     return Some(next);
                 }
-                Err(Try::Again) => std::thread::sleep(RETRY),
+                // Every endpoint tried once: wait a moment before the next
+                // round.
+                Err(Try::Again) => {
+                    let endpoints = self.rejoin.as_ref().map_or(1, |(cfg, _)| 1 + cfg.also.len());
+                    if (attempt + 1) % endpoints == 0 {
+                        std::thread::sleep(RETRY);
+                    }
+                }
                 Err(Try::GiveUp(why)) => {
                     if !self.leaving.load(Ordering::Acquire) {
                         tracing::warn!(node = self.node, why, "could not rejoin the coordinator");
@@ -117,6 +125,7 @@ impl Inner {
                 }
             }
         }
+        None
     }
 
     /// Requests the old connection left unanswered: lock requests and
@@ -136,15 +145,24 @@ impl Inner {
         });
     }
 
-    /// One try: connect, be admitted as a rejoin, re-assert the ledger,
-    /// then put the connection in and send again what was unanswered.
-    fn try_rejoin(&self) -> Result<Stream, Try> {
+    /// Try number `attempt`: connect (to the configured endpoint and the
+    /// others in turn), be admitted as a rejoin, re-assert the ledger, then
+    /// put the connection in and send again what was unanswered.
+    fn try_rejoin(&self, attempt: usize) -> Result<Stream, Try> {
         let Link::Socket(socket) = &self.link else {
             return Err(Try::GiveUp("no socket".into()));
         };
         let (cfg, incarnation) = self.rejoin.as_ref().ok_or(Try::GiveUp("not configured".into()))?;
         let left = self.lease_left().ok_or(Try::GiveUp("the lease lapsed".into()))?;
-        let (mut stream, welcome) = match handshake(cfg, Purpose::Rejoin, *incarnation, left.min(cfg.connect_timeout)) {
+        let endpoint = std::iter::once(&cfg.endpoint)
+            .chain(&cfg.also)
+            .nth(attempt % (1 + cfg.also.len()))
+            .expect("an index within the endpoints");
+        let to = ClientConfig {
+            endpoint: endpoint.clone(),
+            ..cfg.clone()
+        };
+        let (mut stream, welcome) = match handshake(&to, Purpose::Rejoin, *incarnation, left.min(cfg.connect_timeout)) {
             Ok(admitted) => admitted,
             Err(ClientError::Connect { .. } | ClientError::Disconnected | ClientError::Protocol(_)) => {
                 return Err(Try::Again)

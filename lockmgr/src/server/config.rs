@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use wal::io::Io;
 
 use crate::auth::Secret;
-use crate::election::Election;
+use crate::election::{Election, ElectionError};
 use crate::error::LockError;
 use crate::persist::PersistError;
 use crate::transport::Endpoint;
@@ -91,15 +91,8 @@ pub enum CoordinatorError {
     /// (what is wrong, in words).
     #[error("bad configuration: {0}")]
     Config(String),
-    /// Another coordinator serves this cluster (it holds the state
-    /// directory's lock); start this one as a standby to take over when it
-    /// dies.
-    #[error("another coordinator serves the cluster whose record is in {}", dir.display())]
-    Held {
-        /// The state directory.
-        dir: std::path::PathBuf,
-    },
-    /// Taking or holding leadership failed (what, in words).
-    #[error("coordinator election: {0}")]
-    Election(String),
+    /// Another coordinator serves the cluster, or taking leadership failed
+    /// ([`crate::election`]).
+    #[error(transparent)]
+    Election(#[from] ElectionError),
 }

@@ -17,7 +17,7 @@ use super::config::{CoordinatorConfig, CoordinatorError};
 use super::state::Shared;
 use crate::election::Leadership;
 use crate::membership::Liveness;
-use crate::persist::{PersistError, StateStore};
+use crate::persist::PersistError;
 use crate::registry::Registry;
 use crate::sync::lock_std;
 use crate::table::LockTable;
@@ -52,8 +52,9 @@ impl Coordinator {
             .create(&cfg.state_dir)
             .map_err(|e| PersistError::Io(wal::io::IoError::new(wal::io::OpKind::Open, &cfg.state_dir, None, e)))?;
         // Nothing of the record is read before this coordinator leads.
-        let leadership = cfg.election.lead(&cfg.state_dir, cfg.standby)?;
-        let (store, restored) = StateStore::open(&cfg.io, &cfg.state_dir)?;
+        let endpoints: Vec<String> = cfg.listen.iter().map(ToString::to_string).collect();
+        let leadership = cfg.election.lead(&cfg.state_dir, &endpoints.join(","), cfg.standby)?;
+        let (store, restored) = leadership.open_store(&cfg.io, &cfg.state_dir)?;
         let (table, registry, blind, awaiting) = match &restored {
             None => (LockTable::new(), Registry::default(), BTreeSet::new(), BTreeSet::new()),
             Some(state) => {
