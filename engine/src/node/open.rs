@@ -193,6 +193,9 @@ fn join(
         // A coordinator restart (or a standby taking over) is ridden
         // through: the node rejoins while its lease holds.
         cfg.ride_through = true;
+        if opts.coordinator.is_none() {
+            cfg.also = cluster.also.clone();
+        }
         // Restart requests go only to a node that can launch them.
         cfg.launches_restarts = opts.restart_command.as_ref().is_some_and(|c| !c.is_empty());
         // In-process unless told to reach the coordinator elsewhere (a
