@@ -28,11 +28,14 @@
 //! [`LockTable::release_retained`].
 //!
 //! What this crate must never do: touch a node's private log. It hands out
-//! the [`Grant`] that entitles one counterpart to read a failed node's log,
-//! but opening, reading and writing logs belong to the `engine` and `wal`
-//! crates. `lockmgr` depends on `wal` for its I/O layer only ([`wal::io`]):
-//! the coordinator's durable record ([`persist`]) reads, writes and syncs
-//! its files through it. It never opens a log.
+//! the [`Grant`] that entitles one counterpart to recover a failed node,
+//! with the coordinator's proof that opens its log (signed with the cluster
+//! secret in the format of [`wal::access`], which the log checks when it is
+//! opened); an admitted node gets the proof for its own log. Opening,
+//! reading and writing logs belong to the `engine` and `wal` crates.
+//! `lockmgr` depends on `wal` for its I/O layer ([`wal::io`]: the
+//! coordinator's durable record, [`persist`], reads, writes and syncs its
+//! files through it) and for that proof's format. It never opens a log.
 //!
 //! It is a library and carries no program: the `understudy coordinator`
 //! command, in its own package, runs the coordinator as a process of its

@@ -1,6 +1,6 @@
 //! Where the coordinator's durable record is kept ([`RecordStore`]): two
 //! slot files in its state directory ([`crate::persist`]), on one host; or
-//! etcd ([`crate::etcd`], feature `etcd`), where a standby on another host
+//! etcd (`crate::etcd`, feature `etcd`), where a standby on another host
 //! finds it.
 //!
 //! This file only chooses between the two. It must never be opened before
