@@ -183,6 +183,7 @@ fn join(
 ) -> Result<(Client, bool)> {
     let started = Instant::now();
     let deadline = started + opts.join_timeout;
+    let already_live_patience = Duration::from_millis(2 * u64::from(opts.failure_timeout_ms));
     let log_dir = cluster.log_dir(node_id);
     let held_here = || wal::LogReader::owner_status(&log_dir).ok();
     let mut purpose = Purpose::Join;
@@ -218,11 +219,17 @@ fn join(
         // Live as far as the coordinator knows. A process on this host that
         // still holds the node's log after a moment (one dying lets go
         // within milliseconds) is live; one whose process is gone is about
-        // to be declared failed, which the retry waits for.
+        // to be declared failed, which the retry waits for — as long as a
+        // coordinator takes to notice a silent node (its failure timeout,
+        // twice over), not the whole join timeout: a node live elsewhere is
+        // not waited out for a minute.
         ClientError::Refused {
             code: ErrorCode::AlreadyLive,
             ..
-        } => started.elapsed() < opts.coordinator_wait || held_here() != Some(wal::OwnerStatus::Alive),
+        } => {
+            started.elapsed() < opts.coordinator_wait
+                || (held_here() != Some(wal::OwnerStatus::Alive) && started.elapsed() < already_live_patience)
+        }
         // Nobody answers: a coordinator may be starting this instant.
         ClientError::Connect { .. } => started.elapsed() < opts.coordinator_wait,
         other => join_refused_for_now(other),
