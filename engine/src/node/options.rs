@@ -39,7 +39,9 @@ pub struct NodeOptions {
     /// milliseconds.
     pub heartbeat_ms: u32,
     /// How long an embedded coordinator waits without a heartbeat before it
-    /// declares a node failed, in milliseconds.
+    /// declares a node failed, in milliseconds; opening also waits twice
+    /// this long, at most, for a coordinator to notice that this node's
+    /// previous incarnation died before it is admitted again.
     pub failure_timeout_ms: u32,
     /// How long opening may wait for a peer's recovery of this node, or for
     /// the coordinator to notice this node's previous incarnation died.
@@ -65,8 +67,9 @@ pub struct NodeOptions {
     pub coordinator: Option<lockmgr::Endpoint>,
     /// The command (program, then arguments; `{cluster}` and `{node}` are
     /// filled in) this node runs to restart a failed node light when a
-    /// restart request for it is announced (see [`crate::restart`]). `None`:
-    /// this node launches no restarts.
+    /// restart request for it is announced (see [`crate::restart`]); the
+    /// coordinator sends restart requests only to nodes that have one.
+    /// `None`: this node launches no restarts.
     pub restart_command: Option<Vec<String>>,
     /// For an operator, after inspection: let recovery (this node's own
     /// restart, and the peer recoveries it runs) go on past damage to a log

@@ -7,7 +7,8 @@
 //! acts on it (transactions, recovery, the background threads): they take
 //! it, never the other way round.
 //!
-//! A node that loses its lease (or its coordinator connection) stops: every
+//! A node that loses its lease stops (a dropped coordinator connection is
+//! ridden through while the lease holds: see `lockmgr::client`): every
 //! later call fails with [`Error::LeaseLost`] or [`Error::Stopped`], and no
 //! page is written. So does a node whose commit failed to write or sync: the
 //! device's state is unknown, and its own restart (or a peer) recovers it.
@@ -80,6 +81,9 @@ pub(crate) struct NodeState {
     /// durable, on their way to the confirmer (`crate::node::confirmer`);
     /// the ledger counts them, and closing waits for none.
     pub(super) confirms: Sender<Confirm>,
+    /// The key the coordinator's log-access proofs check with (the cluster
+    /// secret's): a peer recovery opens the failed node's log with it.
+    pub(crate) log_key: wal::AccessKey,
     /// The coordinator this node runs in its own process, if it does.
     pub(super) _coordinator: Option<Coordinator>,
 }
