@@ -2,15 +2,22 @@
 //!
 //! ```text
 //! <cluster>/cluster.conf   node ids, coordinator address, page size, secret file
-//! <cluster>/secret         the cluster secret (created with the cluster)
+//! <cluster>/secret         the cluster secret (created with the cluster, mode 0600)
 //! <cluster>/data/          the catalog and the table files
 //! <cluster>/logs/<node>/   each node's private write-ahead log
 //! <cluster>/coordinator/   the coordinator's durable record
 //! ```
 //!
 //! `cluster.conf` is `key = value` lines (`#` starts a comment):
-//! `nodes = 1,2,3`, `coordinator = unix:/path/to.sock` (or `tcp:HOST:PORT`),
+//! `nodes = 1,2,3`, `coordinator = unix:/path/to.sock` (or `tcp:HOST:PORT`;
+//! several, comma-separated, where standby coordinators on other hosts
+//! listen elsewhere: nodes go to the first, and follow a takeover to the
+//! others),
 //! `page_size = 4096`, `secret_file = secret` (relative to the directory).
+//!
+//! The directories a cluster creates (`data/`, `logs/`, `coordinator/`, and
+//! the cluster directory itself when it did not exist) are mode 0700, so
+//! only the cluster's owner reads them.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +37,11 @@ pub struct Cluster {
     pub nodes: Vec<u32>,
     /// Where the coordinator listens.
     pub coordinator: Endpoint,
+    /// Where else a coordinator of the cluster may listen (standbys on
+    /// other hosts, elected on etcd): `coordinator = A, B, ...` in
+    /// `cluster.conf` lists them after the first. A node rejoining after its
+    /// coordinator's end tries each in turn.
+    pub also: Vec<Endpoint>,
     /// Bytes per page of every table file.
     pub page_size: usize,
     /// The file holding the secret nodes authenticate with.
@@ -64,15 +76,29 @@ impl Cluster {
         if config_path(dir).exists() {
             return Err(Error::ClusterExists { dir: dir.to_path_buf() });
         }
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let io_err = |p: &Path, e| wal::io::IoError::new(wal::io::OpKind::Write, p, None, e);
+        // Only the cluster's owner reads its data, logs and secret: every
+        // directory created here is 0700, the secret 0600.
         for sub in ["data", "logs", "coordinator"] {
             let p = dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(|e| io_err(&p, e))?;
         }
         let secret: [u8; 32] = rand::random();
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         let secret_path = dir.join("secret");
-        std::fs::write(&secret_path, hex).map_err(|e| io_err(&secret_path, e))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_path)
+            .and_then(|mut f| f.write_all(hex.as_bytes()))
+            .map_err(|e| io_err(&secret_path, e))?;
         let ids: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
         let text = format!(
             "# Understudy cluster\nnodes = {}\ncoordinator = {coordinator}\npage_size = {page_size}\nsecret_file = secret\n",
@@ -91,6 +117,7 @@ impl Cluster {
         let text =
             std::fs::read_to_string(&path).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Read, &path, None, e))?;
         let (mut nodes, mut coordinator, mut page_size, mut secret_file) = (None, None, 4096, None);
+        let mut also = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
@@ -105,7 +132,13 @@ impl Cluster {
                     let ids: std::result::Result<Vec<u32>, _> = v.split(',').map(|s| s.trim().parse()).collect();
                     nodes = Some(ids.map_err(|e| bad(dir, format!("nodes: {e}")))?);
                 }
-                "coordinator" => coordinator = Some(v.parse::<Endpoint>().map_err(|e| bad(dir, e))?),
+                "coordinator" => {
+                    let mut eps = v
+                        .split(',')
+                        .map(|ep| ep.trim().parse::<Endpoint>().map_err(|e| bad(dir, e)));
+                    coordinator = eps.next().transpose()?;
+                    also = eps.collect::<Result<Vec<_>>>()?;
+                }
                 "page_size" => page_size = v.parse().map_err(|e| bad(dir, format!("page_size: {e}")))?,
                 "secret_file" => secret_file = Some(dir.join(v)),
                 other => return Err(bad(dir, format!("unknown key {other:?}"))),
@@ -118,6 +151,7 @@ impl Cluster {
             dir: dir.to_path_buf(),
             nodes: nodes.ok_or_else(|| bad(dir, "missing nodes"))?,
             coordinator: coordinator.ok_or_else(|| bad(dir, "missing coordinator"))?,
+            also,
             page_size,
             secret_file: secret_file.ok_or_else(|| bad(dir, "missing secret_file"))?,
         })

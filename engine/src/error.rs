@@ -282,17 +282,119 @@ pub enum Error {
         dir: PathBuf,
     },
 
-    /// The log holds work of a recovery agent that is not registered with
-    /// this node; the work stays undone (and its locks retained) until a node
-    /// that has the agent recovers it.
-    #[error("in-flight work of recovery agent {agent}, and no such agent is registered")]
+    /// The log of node `node` holds in-flight work of transaction `txn` on
+    /// resource `resource`, and no recovery agent is registered for that
+    /// resource on the node recovering it. Recovery stopped before writing
+    /// anything: the work stays undone and the retained locks stay, until a
+    /// node that registers the agent recovers the log.
+    #[error(
+        "the log of node {node} holds in-flight work of transaction {txn} on resource {resource}, and this node \
+         registers no recovery agent for resource {resource}; recovery stopped before writing anything and the \
+         retained locks stay. Recover it from a node that registers that agent (the `understudy` program registers \
+         the file outbox with `--outbox <dir>`)"
+    )]
     MissingAgent {
-        /// The agent's id.
-        agent: wal::AgentId,
+        /// The resource (agent id) the work belongs to.
+        resource: wal::AgentId,
+        /// The node whose log it is.
+        node: u32,
+        /// The transaction the work belongs to.
+        txn: wal::TxnId,
     },
 
-    /// A commit's page write or sync failed. The transaction is not
-    /// committed; the node stopped and leaves itself to recovery.
+    /// A transaction asked to act on a resource no agent is registered for
+    /// on this node ([`crate::Agents`]); nothing was logged.
+    #[error("no recovery agent is registered for resource {resource} on this node")]
+    UnknownAgent {
+        /// The resource asked for.
+        resource: wal::AgentId,
+    },
+
+    /// A registration the agent registry refuses: resource 0 (the data
+    /// pages' own agent), or a resource registered twice.
+    #[error("cannot register a recovery agent for resource {resource}: {reason}")]
+    InvalidAgent {
+        /// The resource.
+        resource: wal::AgentId,
+        /// Why not.
+        reason: &'static str,
+    },
+
+    /// A work identifier longer than an agent record holds.
+    #[error("a work identifier of {len} bytes exceeds the limit of {max}")]
+    WorkTooLarge {
+        /// Its length, in bytes.
+        len: usize,
+        /// The limit, in bytes ([`wal::record::MAX_AGENT_WORK`]).
+        max: usize,
+    },
+
+    /// A recovery agent failed to make work on its resource final
+    /// (`step` "commit") or to undo it (`step` "undo"). In a live
+    /// transaction the node stopped: the work stays in the log, and
+    /// recovery (the node's restart or a peer) asks the agent again; in a
+    /// recovery, the recovery stopped and the retained locks stay.
+    #[error("recovery agent of resource {resource} failed to {step} work of transaction {txn}: {source}")]
+    Agent {
+        /// The resource.
+        resource: wal::AgentId,
+        /// The transaction the work belongs to.
+        txn: wal::TxnId,
+        /// `"commit"` or `"undo"`.
+        step: &'static str,
+        /// The agent's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The transaction is committed (its pages are durable), but making
+    /// its agents' work final failed. The node stopped; the work stays in
+    /// the log, and recovery (the node's restart or a peer) finishes it.
+    #[error("transaction {txn} committed, but finishing its agents' work failed and the node stopped (recovery finishes it): {cause}")]
+    CommittedUnfinished {
+        /// The transaction.
+        txn: wal::TxnId,
+        /// What failed.
+        cause: String,
+    },
+
+    /// The work of a nested scope panicked ([`crate::Transaction::scope`]);
+    /// the scope was backed out and the transaction goes on.
+    #[error("the work of a nested scope panicked and was backed out: {message}")]
+    ScopePanicked {
+        /// The panic's message, when it had one.
+        message: String,
+    },
+
+    /// A thread to run a nested scope on could not be started
+    /// ([`crate::Transaction::scope_on_thread`]); the scope was not opened.
+    #[error("a thread for a nested scope could not be started: {0}")]
+    ScopeThread(#[source] std::io::Error),
+
+    /// A transaction opened more nested scopes than a scope token numbers
+    /// (2^31 - 1).
+    #[error("a transaction opens at most {max} nested scopes")]
+    TooManyScopes {
+        /// The most scopes one transaction may open.
+        max: u32,
+    },
+
+    /// A file name the file outbox refuses: empty, over 255 bytes, with a
+    /// `/` or NUL, starting with `.`, or `..`.
+    #[error(
+        "{name:?} is not a name the file outbox publishes (1 to 255 bytes, no '/', no NUL, not starting with '.')"
+    )]
+    InvalidOutboxName {
+        /// The name given.
+        name: String,
+    },
+
+    /// A commit's log flush, page write or sync failed; the node stopped
+    /// and leaves itself to recovery. The transaction is not committed if
+    /// its `Abort` record became durable. If the log failed too, recovery
+    /// decides by what reached the disk: its intent's pages, or — for a
+    /// transaction that changed no page and acted through agents only —
+    /// its intent, which a failed flush may have written all the same.
     #[error("commit failed and the node stopped: {0}")]
     CommitFailed(String),
 

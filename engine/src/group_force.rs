@@ -24,8 +24,12 @@
 //! one log flush and one data sync whatever its size; a lone commit costs
 //! what it did before (one submission with both).
 //!
+//! Who leads a round, who waits and who is woken is the concurrency core in
+//! [`crate::commit_rounds`] (free of I/O, and loom-checked); this file adds
+//! what a round does.
+//!
 //! A round's leader waits a little for more commits when the round before
-//! it carried several (`GroupForce::gather`): the committers of the round
+//! it carried several (`Rounds::gather`): the committers of the round
 //! just ended come back after a transaction's work, and without the wait
 //! a busy node settles into two half-size rounds taking turns. The wait
 //! ends as soon as the round holds a commit from every thread that
@@ -45,17 +49,15 @@
 //! write (running, lease held): a commit can wait a round or two after its
 //! own check, and no page is written once the node must stop.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{Thread, ThreadId};
+use std::sync::Arc;
 
 use wal::io::{Io, Stage, WriteOp};
 use wal::{Followed, Log, Lsn};
 
 use crate::aligned::AlignedPages;
+use crate::commit_rounds::Rounds;
 use crate::datafile::DataFile;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::page::Page;
 use crate::pool::BufferPool;
 
@@ -76,127 +78,20 @@ pub struct Forced {
     pub cache: bool,
 }
 
-/// A committer parked until its round is done, or until it may lead the
-/// next one.
-struct Waiter {
-    round: u64,
-    thread: Thread,
-}
-
-#[derive(Default)]
-struct State {
-    /// Commits for the next round.
-    queue: Vec<Entry>,
-    /// A round is under way.
-    leading: bool,
-    /// The number the next round will have; rounds run one at a time, in
-    /// order, so round `r` is done once `GroupForce::finished > r`.
-    next_round: u64,
-    failed: Option<String>,
-    /// Committers parked behind the round under way.
-    waiters: Vec<Waiter>,
-    /// Commits in the last round.
-    last_round: usize,
-    /// The threads that committed in the last [`RECENT_ROUNDS`] rounds, with
-    /// the last round each did: when every one of them has a commit in the
-    /// queue, nobody else is likely to come, and the leader stops gathering
-    /// (`GroupForce::gather`).
-    committers: HashMap<ThreadId, u64>,
-    /// The leader is gathering commits for its round.
-    gathering: Option<Gathering>,
-    /// Times a gathering leader went to sleep.
-    #[cfg(test)]
-    gather_sleeps: usize,
-}
-
-/// What a gathering leader waits for.
-struct Gathering {
-    /// It wants to be woken once the queue holds this many commits.
-    wanted: usize,
-    /// When the last commit joined the queue (or the gathering began).
-    last_arrival: std::time::Instant,
-}
-
-impl State {
-    /// Registers the calling committer, whose commit is in `round`, as
-    /// parked behind the round under way (once, however often it wakes).
-    fn park_behind(&mut self, round: u64, me: &Thread) {
-        if !self.waiters.iter().any(|w| w.thread.id() == me.id()) {
-            self.waiters.push(Waiter {
-                round,
-                thread: me.clone(),
-            });
-        }
-    }
-
-    fn forget_waiter(&mut self, me: ThreadId) {
-        self.waiters.retain(|w| w.thread.id() != me);
-    }
-}
-
-/// Fails the round under way if its leader unwinds (see `commit`).
-struct RoundGuard<'a> {
-    force: &'a GroupForce,
-}
-
-impl Drop for RoundGuard<'_> {
-    fn drop(&mut self) {
-        let mut s = self.force.lock();
-        s.leading = false;
-        self.force.fail(&mut s, "a commit round's leader panicked".into());
-    }
-}
-
-/// See the module docs.
-///
-/// Committers behind a round park, and the round's leader wakes exactly
-/// those it finished and one of the next round's to lead it. The woken
-/// see that their round is done without taking the lock: on two cores,
-/// seven committers woken at once and queueing for one mutex cost more
-/// than the wake-ups themselves.
+/// See the module docs. The rounds themselves — who leads, who waits, who
+/// is woken, what a failure does — are [`Rounds`]; this adds what a round
+/// does.
 #[derive(Default)]
 pub struct GroupForce {
-    state: Mutex<State>,
+    rounds: Rounds<Entry>,
     /// Page-aligned memory the round's leader copies the round's pages into
     /// and writes them from: direct I/O takes aligned buffers only
     /// (`crate::datafile`). One round runs at a time, so one buffer, grown
     /// to the largest round, serves them all.
-    staging: Mutex<Option<AlignedPages>>,
-    /// Every round below this one is done (written under `state`).
-    finished: AtomicU64,
-    /// A commit joined the queue while the leader gathers.
-    arrived: Condvar,
+    staging: std::sync::Mutex<Option<AlignedPages>>,
 }
 
 impl GroupForce {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Refuses every commit from now on; those queued fail with it and
-    /// drop their pages and files now, and every parked committer wakes.
-    fn fail(&self, s: &mut State, why: String) {
-        s.failed.get_or_insert(why);
-        s.queue.clear();
-        self.wake(s);
-    }
-
-    /// Wakes the committers whose round is done (all of them, once
-    /// failed), and, when no round is under way, one committer of the next
-    /// round to lead it.
-    fn wake(&self, s: &mut State) {
-        let finished = self.finished.load(Ordering::Acquire);
-        let failed = s.failed.is_some();
-        let mut leader_wanted = !s.leading && !failed;
-        s.waiters.retain(|w| {
-            let wake = failed || w.round < finished || std::mem::take(&mut leader_wanted);
-            if wake {
-                w.thread.unpark();
-            }
-            !wake
-        });
-    }
-
     /// Makes the log durable up to `intent`, then `pages` (sealed, stamped
     /// with that intent) durable; returns once both are. `may_write` is
     /// asked by the round's leader right before the round writes anything
@@ -212,140 +107,33 @@ impl GroupForce {
         pool: &BufferPool,
         may_write: &dyn Fn() -> Result<()>,
     ) -> Result<()> {
-        let mut s = self.lock();
-        if let Some(why) = &s.failed {
-            return Err(Error::Stopped(format!("an earlier commit round failed: {why}")));
-        }
-        let mine = s.next_round;
-        s.queue.push(Entry { intent, pages });
-        let queued = s.queue.len();
-        if let Some(g) = &mut s.gathering {
-            g.last_arrival = std::time::Instant::now();
-            if queued >= g.wanted {
-                self.arrived.notify_one();
-            }
-        }
-        let me = std::thread::current();
-        s.committers.insert(me.id(), mine);
-        loop {
-            // Done before anything failed after it: the pages are durable.
-            if self.finished.load(Ordering::Acquire) > mine {
-                return Ok(());
-            }
-            if let Some(why) = &s.failed {
-                return Err(Error::Stopped(format!("a commit round failed: {why}")));
-            }
-            if s.leading {
-                s.park_behind(mine, &me);
-                drop(s);
-                // Woken by `wake` (or spuriously: then the lock is taken
-                // again to see where things stand).
-                std::thread::park();
-                if self.finished.load(Ordering::Acquire) > mine {
-                    return Ok(());
-                }
-                s = self.lock();
-                continue;
-            }
-            // No round under way, and this commit's is not done: it is the
-            // next one, and this committer leads it.
-            s.forget_waiter(me.id());
-            s.leading = true;
-            if s.last_round > 1 {
-                s = self.gather(s);
-            }
-            let round = s.next_round;
-            s.next_round += 1;
-            let entries = std::mem::take(&mut s.queue);
-            drop(s);
-            // Should the round panic, the guard fails it rather than leave
-            // every later committer waiting for a leader that is gone.
-            let guard = RoundGuard { force: self };
-            // The leader waits for the round anyway: it runs its I/O itself
-            // where the I/O layer lets it, sparing a hand-off each way.
-            let outcome = may_write().and_then(|()| {
+        // The leader waits for the round anyway: it runs its I/O itself
+        // where the I/O layer lets it, sparing a hand-off each way.
+        let run = |entries: &[Entry]| {
+            may_write().and_then(|()| {
                 let mut staging = crate::sync::lock(&self.staging);
-                let done = wal::io::on_this_thread(|| run_round(io, log, &entries, &mut staging, pool));
+                let done = wal::io::on_this_thread(|| run_round(io, log, entries, &mut staging, pool));
                 // A round of a transaction that wrote a large value leaves
                 // no buffer of its size behind.
                 if staging.as_ref().is_some_and(|s| s.capacity() > MAX_KEPT_STAGING) {
                     *staging = None;
                 }
                 done
-            });
-            std::mem::forget(guard);
-            s = self.lock();
-            s.leading = false;
-            s.last_round = entries.len();
-            s.committers.retain(|_, &mut r| r + RECENT_ROUNDS > round);
-            match &outcome {
-                Ok(()) => {
-                    self.finished.store(round + 1, Ordering::Release);
-                    self.wake(&mut s);
-                }
-                Err(e) => self.fail(&mut s, e.to_string()),
-            }
-            outcome?;
-        }
+            })
+        };
+        self.rounds.submit(Entry { intent, pages }, &run)
     }
 
     /// The node stopped: no round runs any more, and the commits waiting
     /// for one fail, letting go of their files (and with them the node's
     /// fencing locks, `crate::fence`).
     pub fn close(&self, why: &str) {
-        let mut s = self.lock();
-        self.fail(&mut s, format!("the node stopped: {why}"));
-    }
-
-    /// Lets the committers of the round just finished join this one: they
-    /// come back within a transaction's work, and a round pays its flush
-    /// and its sync once whatever its size. Waits until every recent
-    /// committer is in the round, while commits keep arriving a step apart,
-    /// up to a bound.
-    fn gather<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        let start = std::time::Instant::now();
-        let deadline = start + MAX_GATHER;
-        let wanted = s.committers.len();
-        s.gathering = Some(Gathering {
-            wanted,
-            last_arrival: start,
-        });
-        loop {
-            if s.queue.len() >= wanted {
-                break;
-            }
-            // Until the bound, or a step after the last arrival. Committers
-            // wake the leader only once the queue holds what it wants, so
-            // it does not wake at every arrival.
-            let last_arrival = s.gathering.as_ref().map_or(start, |g| g.last_arrival);
-            let until = deadline.min(last_arrival + GATHER_STEP);
-            let now = std::time::Instant::now();
-            if now >= until {
-                break;
-            }
-            #[cfg(test)]
-            {
-                s.gather_sleeps += 1;
-            }
-            s = self
-                .arrived
-                .wait_timeout(s, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        s.gathering = None;
-        s
+        self.rounds.close(why);
     }
 }
 
 /// Pages of staging memory kept between rounds (16 MiB of 4 KiB pages).
 const MAX_KEPT_STAGING: usize = 4096;
-/// How many recent rounds tell a leader which threads commit.
-const RECENT_ROUNDS: u64 = 16;
-/// How long a round's leader waits for one more commit to join.
-const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(40);
-/// The longest a round's leader gathers.
-const MAX_GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// The log durable up to the round's last intent, then every page of the
 /// round written (from `staging`, page-aligned) and its files synced; then
@@ -416,6 +204,7 @@ mod tests {
 
     use super::*;
     use crate::datafile::DataFiles;
+    use crate::error::Error;
     use crate::page::Kind;
 
     const PS: usize = 4096;
@@ -488,7 +277,7 @@ mod tests {
         }
 
         fn queued(&self) -> usize {
-            self.gf.lock().queue.len()
+            self.gf.rounds.queued()
         }
     }
 
@@ -543,29 +332,6 @@ mod tests {
             assert_eq!(fx.on_disk(n), Some(n), "page {n}");
         }
         assert!(fx.log.durable_lsn() >= fx.log.next_lsn(), "every intent is durable");
-    }
-
-    #[test]
-    fn a_leader_stops_gathering_once_every_recent_committer_is_in_its_round() {
-        let fx = &fixture();
-        let entry = || Entry {
-            intent: Lsn(0),
-            pages: Vec::new(),
-        };
-        let thread = || std::thread::spawn(|| std::thread::current().id()).join().unwrap();
-        let mut s = fx.gf.lock();
-        for round in [3, 5, 9] {
-            s.committers.insert(thread(), round);
-        }
-        s.queue = vec![entry(), entry(), entry()];
-        let mut s = fx.gf.gather(s);
-        assert_eq!(s.gather_sleeps, 0, "a commit from each of the three recent committers");
-        assert!(s.gathering.is_none());
-        // One short: the leader waits (a step, as nobody else comes).
-        s.queue.pop();
-        let s = fx.gf.gather(s);
-        assert!(s.gather_sleeps > 0, "a round short of a recent committer waits for it");
-        assert_eq!(s.queue.len(), 2);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! leases, the counterpart registry) that the nodes reach over a Unix socket
 //! or TCP. Each process opens a [`Node`] and runs [`Transaction`]s on hash
 //! tables: serializable (strict two-phase page locks), write-ahead undo,
-//! FORCE at commit, savepoints as nested scopes.
+//! FORCE at commit, nested failure scopes, and actions on external
+//! resources through stateless recovery agents.
 //!
 //! ```
 //! use understudy::{Cluster, Node, NodeOptions};
@@ -33,6 +34,50 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Nested scopes and recovery agents
+//!
+//! A transaction opens nested failure scopes ([`Transaction::scope`],
+//! [`Transaction::scope_on_thread`], savepoints) to any depth. A scope
+//! whose work fails — an error, a panic, the death of the thread running
+//! it — is backed out alone, and the transaction goes on. An external
+//! resource (here a directory of files, [`FileOutbox`]) takes part through
+//! a stateless [`RecoveryAgent`] every node registers for its resource id
+//! ([`Agents`], [`NodeOptions::agents`]): a transaction logs each action
+//! ([`Transaction::act`]) before it happens; commit makes it final, and a
+//! failed scope, a rollback, the node's restart or a peer's recovery of the
+//! node undoes it, from the log alone.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use understudy::{Agents, Cluster, Error, FileOutbox, Node, NodeOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let sock = format!("unix:{}", dir.path().join("coord.sock").display());
+//! Cluster::create(dir.path(), &[1], sock.parse().unwrap(), 4096)?;
+//! // Files appear in `outbox/` exactly when their transaction commits.
+//! let outbox = FileOutbox::open(1, &dir.path().join("outbox"))?;
+//! let opts = NodeOptions {
+//!     embed_coordinator: true,
+//!     agents: Agents::new().with(1, Arc::new(outbox.clone()))?,
+//!     ..NodeOptions::default()
+//! };
+//! let node = Node::open(dir.path(), 1, opts)?;
+//! node.create_table("orders", 16)?;
+//!
+//! let mut txn = node.begin()?;
+//! txn.put("orders", b"42", b"paid")?;
+//! outbox.put(&mut txn, "invoice-42", b"42: paid")?; // aside until commit
+//! let failed = txn.scope(|t| {
+//!     t.put("orders", b"43", b"paid")?;
+//!     outbox.put(t, "invoice-43", b"43: paid")?;
+//!     t.put("orders", b"44", &vec![0; 1 << 20]) // too large: the scope fails
+//! });
+//! assert!(matches!(failed, Err(Error::ValueTooLarge { .. })));
+//! txn.commit()?; // order 42 and its invoice; nothing of the failed scope
+//! assert_eq!(outbox.published()?, ["invoice-42"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Errors are typed ([`Error`]): corruption is reported with the file and
 //! page; `Retained` (a failed node's lock), `Deadlock`, `LockTimeout` and
 //! `Conflict` mean "retry the transaction"; `LeaseLost` and `Stopped` mean
@@ -42,16 +87,21 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admin;
+mod agent;
 mod aligned;
 mod btree;
 mod catalog;
 mod cluster;
+#[doc(hidden)]
+pub mod commit_rounds;
 mod datafile;
 mod error;
 mod fence;
 mod freelist;
 mod group_force;
 mod large_value;
+#[doc(hidden)]
+pub mod ledger;
 mod meta;
 mod node;
 mod page;
@@ -60,6 +110,7 @@ mod pool;
 mod recovery;
 mod restart;
 mod retry;
+mod scope;
 mod store;
 mod sync;
 mod table;
@@ -67,6 +118,8 @@ mod timeline;
 mod txn;
 mod undo;
 
+pub use agent::outbox::{FileOutbox, OutboxError};
+pub use agent::{AgentError, Agents, RecoveryAgent, Work};
 pub use cluster::{Cluster, PAGE_SIZES};
 pub use error::{Error, Result};
 pub use large_value::MAX_VALUE;
@@ -77,6 +130,8 @@ pub use page::MAX_KEY;
 pub use peer::PeerError;
 pub use pool::{PoolStats, MIN_POOL_PAGES};
 pub use retry::{retry, RetryPolicy, Retryable};
+pub use scope::{MAX_SCOPES, THREAD_SCOPE};
 pub use timeline::{Fencing, Step, Timeline};
 pub use txn::{Range, Savepoint, Transaction};
 pub use wal::io::{BackendChoice, BackendKind, IoStats};
+pub use wal::{AgentId, Lsn, ScopeToken, TxnId};

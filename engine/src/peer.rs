@@ -9,14 +9,23 @@
 //! 2. **registered** — this node is the failed node's counterpart; exactly
 //!    one racer wins, the others stop here.
 //! 3. **log opened** — the failed node's private log, opened for writing
-//!    with the grant (only a holder of a grant gets here; the log's own
-//!    directory lock keeps a second opener out). The open reads the log
-//!    through to find its end, and the in-flight search
+//!    with the grant's proof, which the log checks (`wal::access`: nobody
+//!    without the coordinator's word opens it), while its own directory
+//!    lock keeps a second opener out. The open reads the log through to
+//!    find its end, and the in-flight search
 //!    ([`crate::recovery::InFlightScan`]) rides on that pass.
 //! 4. **in-flight found** — the search's result, from the last checkpoint.
+//!    If the failed node's locks were unknown (it failed while no
+//!    coordinator knew them, and every lock request is refused meanwhile),
+//!    **locks rebuilt**: the X lock of every page its in-flight
+//!    transactions changed, and the IX lock of their tables, become its
+//!    retained locks, and the rest of the cluster carries on.
 //! 5. **written back** — intents decided by their pages, then every changed
 //!    page put back from its before-images, each page once, in rounds of a
-//!    deep queue ([`crate::recovery::back_out`]); **synced** — the data
+//!    deep queue ([`crate::recovery::back_out`]); the recovery agents' work
+//!    of every in-flight transaction made final (it committed) or undone
+//!    (read back and checked before anything is written: a resource with no
+//!    agent on this node stops here, naming it); **synced** — the data
 //!    files made durable.
 //! 6. **ended** — end records in the failed node's log, durable, so its own
 //!    restart finds nothing left. The last round of images, the sync and the
@@ -36,13 +45,13 @@
 
 use std::time::{Duration, Instant};
 
-use lockmgr::{ClientError, Outcome};
+use lockmgr::{ClientError, LockMode, Outcome, ResourceId};
 use wal::{Log, LogConfig};
 
 use crate::error::Error;
 use crate::fence;
 use crate::node::state::NodeState;
-use crate::recovery::{self, Agents};
+use crate::recovery;
 use crate::timeline::{monotonic_ns, Fencing, Timeline};
 
 /// Why a peer recovery did not happen or did not finish.
@@ -128,6 +137,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         in_flight: 0,
         committed: 0,
         pages: 0,
+        agent_work: 0,
         records: 0,
         detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
         io: Default::default(),
@@ -154,6 +164,11 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
             // is refused, not created empty, unless the operator accepted
             // that.
             create: inner.opts.accept_log_damage,
+            // The log admits its registered counterpart only.
+            access: Some(wal::LogAccess {
+                key: inner.log_key.clone(),
+                proof: grant.log_access(inner.node_id),
+            }),
             ..LogConfig::new(failed, inner.io.clone())
         };
         // Opening finds the log's end by reading it through; the in-flight
@@ -170,6 +185,16 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         tl.in_flight = found.txns.len();
         tl.records = found.records;
         tl.mark("in-flight found", detected);
+        // A node that failed while no coordinator knew its locks: what its
+        // log names becomes its retained locks, and the cluster, which
+        // refused every lock meanwhile, stops pausing for it.
+        if grant.blind {
+            inner
+                .client
+                .rebuild_retained(&grant, written_locks(&found))
+                .map_err(|e| ("rebuilding its locks", e.into()))?;
+            tl.mark("locks rebuilt", detected);
+        }
         // 5. Write the before-images back and sync. Self-fencing, as for a
         //    commit: no page is written once this node's lease may be gone
         //    (its registration goes with it, and another node takes over).
@@ -185,7 +210,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
                 &log,
                 &reader,
                 &mut found,
-                &Agents::new(),
+                &inner.opts.agents,
                 inner.opts.accept_log_damage,
             )
         });
@@ -193,6 +218,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         tl.io = io;
         tl.pages = wb.pages;
         tl.committed = wb.committed;
+        tl.agent_work = wb.agent_work;
         tl.mark_at("written back", start + wb.written);
         tl.mark_at("synced", start + wb.synced);
         tl.mark_at("ended", start + wb.ended);
@@ -227,6 +253,26 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
     }
     tracing::info!("{}", tl.summary());
     Ok(tl)
+}
+
+/// The write locks a failed node's in-flight work `found` in its log held:
+/// X on every page its in-flight transactions changed or their intents
+/// list, IX on those pages' tables (the lock names of [`crate::txn`]). A
+/// transaction held them until its commit or end record was durable, so
+/// they cover every page that can carry its uncommitted work.
+fn written_locks(found: &crate::recovery::InFlight) -> Vec<(ResourceId, LockMode)> {
+    let pages = found.pages.keys().copied().chain(
+        found
+            .intents
+            .iter()
+            .flat_map(|i| i.pages.iter().map(|p| (p.file_id, p.page_no))),
+    );
+    let mut locks = std::collections::BTreeMap::new();
+    for (file, page) in pages {
+        locks.insert(ResourceId::new(file, page), LockMode::X);
+        locks.insert(ResourceId::new(0, u64::from(file)), LockMode::IX);
+    }
+    locks.into_iter().collect()
 }
 
 /// Whether node `failed` is one to recover, as the coordinator sees it: an
@@ -291,6 +337,17 @@ pub(crate) fn auto_recover(node: &NodeState, failed: u32, detected: Instant) {
                 return;
             }
         }
+    }
+}
+
+/// A recovery of `failed` an operator asked this node for (`recover --by`),
+/// asked at `asked`: one try, as the operator's own `recover` makes; its
+/// timeline is kept with the others, and a failure is logged (the operator
+/// sees the node still failed in `status`).
+pub(crate) fn asked_recover(node: &NodeState, failed: u32, asked: Instant) {
+    match recover(node, failed, asked) {
+        Ok(tl) => node.remember(tl),
+        Err(e) => tracing::warn!(failed, error = %e, "the asked recovery did not finish"),
     }
 }
 

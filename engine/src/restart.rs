@@ -2,13 +2,14 @@
 //!
 //! Anyone may file a restart request for a node ([`crate::Node::request_restart`],
 //! or `understudy request-restart`); a node may file one for itself in
-//! advance. The coordinator announces it to every member as soon as the node
-//! has failed. One live member launches the restart with its
-//! [`crate::NodeOptions::restart_command`]: the live member with the lowest
-//! id, so a request starts one process, not one per peer (members are meant
-//! to be configured alike; one without a command launches nothing). Should two launch after all (membership moved
-//! between their looks), the second restart is refused harmlessly — the node
-//! is live again, or its log is locked — and exits with an error.
+//! advance. The coordinator keeps it in its durable record and sends it, as
+//! soon as the node has failed, to one live member that launches restarts
+//! (one with a [`crate::NodeOptions::restart_command`]; the lowest id among
+//! them), or to the first such member admitted later; with none live the
+//! request is refused. That member launches the restart with its command.
+//! Should two launch after all (a coordinator restart between the two
+//! sends), the second restart is refused harmlessly — the node is live
+//! again, or its log is locked — and exits with an error.
 //!
 //! The launched command is the operator's to choose; `understudy node`
 //! launches `understudy restart-light`, which backs the node's own
@@ -47,16 +48,6 @@ pub(crate) fn on_request(inner: &NodeState, failed: u32) {
     };
     if members.iter().any(|m| m.node == failed && m.live) {
         return; // it came back meanwhile
-    }
-    // Every member launching restarts is configured alike in a cluster run
-    // by one operator: the lowest live id other than the failed node acts.
-    let launcher = members
-        .iter()
-        .filter(|m| m.live && m.node != failed)
-        .map(|m| m.node)
-        .min();
-    if launcher != Some(inner.node_id) {
-        return;
     }
     let words = command_line(template, &inner.cluster.dir, failed);
     tracing::info!(failed, command = ?words, "launching a restart");

@@ -46,6 +46,9 @@ pub struct Timeline {
     pub committed: usize,
     /// Pages written back.
     pub pages: usize,
+    /// Pieces of agent work (actions on external resources) its agents made
+    /// final or undid.
+    pub agent_work: usize,
     /// Log records the in-flight search read.
     pub records: u64,
     /// When the failure was detected, on [`monotonic_ns`]'s clock.
@@ -92,12 +95,13 @@ impl Timeline {
             .collect();
         format!(
             "node {} recovered node {}: {} in-flight transactions ({} of them committed), {} pages written back, \
-             {} log records read; fenced by {:?}; {}; write-back I/O: {}",
+             {} pieces of agent work finished, {} log records read; fenced by {:?}; {}; write-back I/O: {}",
             self.counterpart,
             self.failed,
             self.in_flight,
             self.committed,
             self.pages,
+            self.agent_work,
             self.records,
             self.fencing,
             steps.join(" → "),
@@ -113,13 +117,14 @@ impl Timeline {
             .map(|s| format!("{{\"step\":\"{}\",\"at_us\":{}}}", s.name, s.at.as_micros()))
             .collect();
         format!(
-            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}],\"io\":{{\"ring_reads\":{},\"ring_writes\":{},\"ring_syncs\":{},\"call_reads\":{},\"call_writes\":{},\"call_syncs\":{}}}}}",
+            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"agent_work\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}],\"io\":{{\"ring_reads\":{},\"ring_writes\":{},\"ring_syncs\":{},\"call_reads\":{},\"call_writes\":{},\"call_syncs\":{}}}}}",
             self.failed,
             self.counterpart,
             self.fencing,
             self.in_flight,
             self.committed,
             self.pages,
+            self.agent_work,
             self.records,
             self.total().as_micros(),
             self.detected_mono_ns,

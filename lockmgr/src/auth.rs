@@ -76,6 +76,13 @@ impl Secret {
     pub fn verify(&self, nonce: &[u8; 32], node: NodeId, proof: &[u8; 32]) -> bool {
         self.mac(nonce, node).verify_slice(proof).is_ok()
     }
+
+    /// The key log-access proofs are signed and checked with
+    /// ([`wal::access`]): the coordinator gives each admitted member its
+    /// own log's proof and each counterpart the failed node's.
+    pub fn log_key(&self) -> wal::AccessKey {
+        wal::AccessKey::new(self.0.clone())
+    }
 }
 
 /// A fresh nonce from the OS's randomness.

@@ -1,4 +1,6 @@
-//! The typed refusals of the lock table and the counterpart registry.
+//! The typed refusals of the lock table and the counterpart registry, and
+//! why a coordinator does not lead ([`ElectionError`], see
+//! [`crate::election`]).
 //!
 //! Every refusal says why in terms the caller can act on: a coordinator turns
 //! them into wire error codes, so they carry ids, never formatted text.
@@ -163,4 +165,22 @@ pub enum RegistryError {
         /// The node.
         node: NodeId,
     },
+}
+
+/// Why a coordinator does not lead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ElectionError {
+    /// Another coordinator serves the cluster: it holds the lock of the
+    /// state directory, or leads on etcd (`place` says which); start this
+    /// one as a standby to take over when it dies.
+    #[error("another coordinator serves the cluster ({place})")]
+    Held {
+        /// The state directory, or the etcd prefix and its leader.
+        place: String,
+    },
+    /// Taking or holding leadership failed, or its settings are unusable
+    /// (what, in words).
+    #[error("coordinator election: {0}")]
+    Failed(String),
 }

@@ -183,6 +183,27 @@ impl LockTable {
         Ok(report)
     }
 
+    /// Adds `locks` to the retained locks of failed node `node`, whose
+    /// locks were unknown: what its log says it held (write modes only; a
+    /// read lock protects nothing of a failed node). Refused, naming the
+    /// first, if one conflicts with a lock held now; those added before it
+    /// stay, released with the rest.
+    pub fn retain_rebuilt(&self, node: NodeId, locks: &[(ResourceId, LockMode)]) -> Result<(), LockError> {
+        let writes = locks
+            .iter()
+            .filter(|(_, mode)| matches!(mode, LockMode::IX | LockMode::SIX | LockMode::X));
+        for &(resource, mode) in writes {
+            self.with_resource(resource, |state| {
+                let merged = state
+                    .restore_retained(node, mode)
+                    .map_err(|()| LockError::InconsistentRetained { node, resource, mode })?;
+                self.retained.update(node, |held| held.insert(resource, merged));
+                Ok::<(), LockError>(())
+            })?;
+        }
+        Ok(())
+    }
+
     /// The retained locks of `node`, sorted by resource (for operators).
     pub fn retained(&self, node: NodeId) -> Vec<(ResourceId, LockMode)> {
         self.retained

@@ -11,8 +11,9 @@
 //! over Unix sockets or TCP with the framed protocol of [`wire`] (a node in
 //! the coordinator's own process calls it directly, [`server::LocalLink`]), the
 //! client library nodes use ([`client`], with leases and self-fencing),
-//! authentication by the cluster secret ([`auth`]) and the coordinator's
-//! durable record ([`persist`]).
+//! authentication by the cluster secret ([`auth`]), the coordinator's
+//! durable record ([`persist`]) and the election of the one coordinator
+//! that serves a cluster, with a standby that takes over ([`election`]).
 //!
 //! The lock table itself is event-driven: no call ever blocks waiting for a lock
 //! or a node. A request is granted, queued (with a [`Ticket`]) or refused at
@@ -27,11 +28,14 @@
 //! [`LockTable::release_retained`].
 //!
 //! What this crate must never do: touch a node's private log. It hands out
-//! the [`Grant`] that entitles one counterpart to read a failed node's log,
-//! but opening, reading and writing logs belong to the `engine` and `wal`
-//! crates. `lockmgr` depends on `wal` for its I/O layer only ([`wal::io`]):
-//! the coordinator's durable record ([`persist`]) reads, writes and syncs
-//! its files through it. It never opens a log.
+//! the [`Grant`] that entitles one counterpart to recover a failed node,
+//! with the coordinator's proof that opens its log (signed with the cluster
+//! secret in the format of [`wal::access`], which the log checks when it is
+//! opened); an admitted node gets the proof for its own log. Opening,
+//! reading and writing logs belong to the `engine` and `wal` crates.
+//! `lockmgr` depends on `wal` for its I/O layer ([`wal::io`]: the
+//! coordinator's durable record, [`persist`], reads, writes and syncs its
+//! files through it) and for that proof's format. It never opens a log.
 //!
 //! It is a library and carries no program: the `understudy coordinator`
 //! command, in its own package, runs the coordinator as a process of its
@@ -60,7 +64,10 @@
 pub mod auth;
 pub mod client;
 pub mod deadlock;
+pub mod election;
 pub mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod failure;
 pub mod ids;
 pub mod membership;
@@ -70,12 +77,14 @@ pub mod queue;
 pub mod registry;
 pub mod server;
 mod shard;
+pub mod store;
 pub mod sync;
 pub mod table;
 pub mod transport;
 pub mod wire;
 
 pub use deadlock::{find_deadlock, Deadlock, WaitEdge};
+pub use election::{Election, ElectionError, Leadership};
 pub use error::{LockError, RegistryError};
 pub use failure::{FailureReport, ReclaimReport, RetainedLock};
 pub use ids::{HolderId, NodeId, Owner, ResourceId, Ticket};

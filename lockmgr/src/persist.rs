@@ -2,15 +2,16 @@
 //! restart so that no retained lock is ever dropped silently.
 //!
 //! Kept: every member's incarnation, liveness and recovery status, the next
-//! grant token, every retained lock, and the failed nodes whose locks are
-//! unknown ("blind", see the server docs). Not kept: the locks of live
+//! grant token, every retained lock, the failed nodes whose locks are
+//! unknown ("blind", see the server docs) and the restart requests not yet
+//! served. Not kept: the locks of live
 //! nodes. Those change on every grant, and writing each one durably would
 //! cost a sync per lock; instead live nodes re-assert their locks when they
 //! reconnect, and the coordinator grants nothing else until they have (or
 //! until they are declared failed, blind). The record is rewritten only on
 //! membership and recovery changes, which are rare.
 //!
-//! ## Format (version 2, little-endian)
+//! ## Format (version 3, little-endian)
 //!
 //! Header, 32 bytes: magic `UNDSTCRD` (8), version u32, member count u32,
 //! retained-lock count u32, blind count u32, CRC32C u32, sequence u32.
@@ -18,8 +19,10 @@
 //! body. Body: next token u64; members (node u32, incarnation u64, liveness
 //! u8 [1 live, 2 failed], recovery u8 [0 none, 1 inactive, 2 recovered]);
 //! retained locks (node u32, space u32, id u64, mode u8 [1 IS .. 5 X]);
-//! blind nodes (node u32). Bytes after the body are ignored (a slot keeps
-//! the tail of a longer, older record).
+//! blind nodes (node u32); restart requests (count u32, then node u32
+//! each). Bytes after the body are ignored (a slot keeps the tail of a
+//! longer, older record). Version 2 is the same without the restart
+//! requests, and is still read (as none).
 //!
 //! ## Two slots
 //! Records go alternately to `coordinator.state.0` and `.1`, each written
@@ -50,7 +53,9 @@ use crate::mode::LockMode;
 use crate::registry::{NodeStatus, RecoveryStatus, RegistrySnapshot};
 
 const MAGIC: [u8; 8] = *b"UNDSTCRD";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// Version 2: no restart requests.
+const V2: u32 = 2;
 const LEGACY_VERSION: u32 = 1;
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
@@ -78,6 +83,8 @@ pub struct CoordinatorState {
     pub retained: Vec<RetainedLock>,
     /// The failed nodes whose locks are unknown (see [`crate::server`]).
     pub blind: Vec<NodeId>,
+    /// The nodes with a restart request not yet served.
+    pub restarts: Vec<NodeId>,
 }
 
 /// Why the record cannot be used.
@@ -87,6 +94,10 @@ pub enum PersistError {
     /// Reading, writing or syncing a record file failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The record's remote store (etcd) failed or refused the write (this
+    /// coordinator no longer leads), in words.
+    #[error("coordinator state: {0}")]
+    Remote(String),
     /// A record file is damaged: its checksum, version or lengths are
     /// wrong.
     #[error("coordinator state {} is damaged: {reason}", path.display())]
@@ -114,7 +125,9 @@ fn newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-fn encode(state: &CoordinatorState, seq: u32) -> Vec<u8> {
+/// The record's bytes: `state` as the record of sequence `seq` (see
+/// "Format" above).
+pub fn encode(state: &CoordinatorState, seq: u32) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&state.registry.next_token.to_le_bytes());
     for (node, st) in &state.registry.nodes {
@@ -137,6 +150,10 @@ fn encode(state: &CoordinatorState, seq: u32) -> Vec<u8> {
         body.push(l.mode.code());
     }
     for n in &state.blind {
+        body.extend_from_slice(&n.to_le_bytes());
+    }
+    body.extend_from_slice(&(state.restarts.len() as u32).to_le_bytes());
+    for n in &state.restarts {
         body.extend_from_slice(&n.to_le_bytes());
     }
     let mut h = Header {
@@ -162,14 +179,28 @@ fn checksum(h: &Header, body: &[u8]) -> u32 {
     }
 }
 
-/// Decodes a record and its sequence.
-fn decode(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
+/// Decodes a record and its sequence; any bytes give an error or a
+/// record, never a panic or an allocation beyond the bytes given (the
+/// `persist_record` fuzz target holds it to that).
+pub fn decode(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
+    decode_checked(bytes, true)
+}
+
+/// [`decode`] without comparing the checksum: for the fuzz target, whose
+/// random bytes would otherwise never get past it to the body.
+#[doc(hidden)]
+pub fn decode_unchecked(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
+    decode_checked(bytes, false)
+}
+
+fn decode_checked(bytes: &[u8], verify: bool) -> Result<(CoordinatorState, u32), &'static str> {
     let (h, rest) = Header::read_from_prefix(bytes).map_err(|_| "shorter than its header")?;
     if h.magic != MAGIC {
         return Err("bad magic");
     }
-    match h.version.get() {
-        VERSION => {}
+    let version = h.version.get();
+    match version {
+        VERSION | V2 => {}
         LEGACY_VERSION if h.seq.get() == 0 => {}
         LEGACY_VERSION => return Err("reserved field set"),
         _ => return Err("unsupported version"),
@@ -179,11 +210,27 @@ fn decode(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
         h.retained.get() as usize,
         h.blind.get() as usize,
     );
-    let need = 8usize
+    let fixed = 8usize
         .checked_add(m.checked_mul(MEMBER_LEN).ok_or("size overflow")?)
         .and_then(|n| n.checked_add(r.checked_mul(RETAINED_LEN)?))
         .and_then(|n| n.checked_add(b.checked_mul(4)?))
         .ok_or("size overflow")?;
+    // Version 3 goes on with a counted list of restart requests.
+    let restarts = if version == VERSION {
+        let at = fixed.checked_add(4).ok_or("size overflow")?;
+        let count = rest.get(fixed..at).ok_or("counts disagree with the record's length")?;
+        u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize
+    } else {
+        0
+    };
+    let need = if version == VERSION {
+        restarts
+            .checked_mul(4)
+            .and_then(|n| n.checked_add(fixed + 4))
+            .ok_or("size overflow")?
+    } else {
+        fixed
+    };
     // A slot may keep an older record's tail after the body; version 1
     // files hold exactly one record.
     let exact = h.version.get() == LEGACY_VERSION;
@@ -191,7 +238,7 @@ fn decode(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
         return Err("counts disagree with the record's length");
     }
     let body = &rest[..need];
-    if checksum(&h, body) != h.crc.get() {
+    if verify && checksum(&h, body) != h.crc.get() {
         return Err("checksum mismatch");
     }
     let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().expect("4 bytes"));
@@ -232,11 +279,14 @@ fn decode(bytes: &[u8]) -> Result<(CoordinatorState, u32), &'static str> {
         at += RETAINED_LEN;
     }
     let blind = (0..b).map(|i| u32_at(at + 4 * i)).collect();
+    at += 4 * b;
+    let restarts = (0..restarts).map(|i| u32_at(at + 4 + 4 * i)).collect();
     Ok((
         CoordinatorState {
             registry: RegistrySnapshot { next_token, nodes },
             retained,
             blind,
+            restarts,
         },
         h.seq.get(),
     ))
@@ -393,6 +443,7 @@ mod tests {
                 mode: LockMode::X,
             }],
             blind: vec![5],
+            restarts: vec![2, 9],
         }
     }
 
@@ -448,20 +499,38 @@ mod tests {
         assert!(matches!(load(&io, dir.path()), Err(PersistError::Corrupt { .. })));
     }
 
+    /// `sample()` without restart requests, as a record of `version` (1
+    /// or 2) has it: the body without the restart list.
+    fn older(version: u32) -> (CoordinatorState, Vec<u8>) {
+        let state = CoordinatorState {
+            restarts: Vec::new(),
+            ..sample()
+        };
+        let mut bytes = encode(&state, 0);
+        bytes.truncate(bytes.len() - 4);
+        let (mut h, body) = Header::read_from_prefix(&bytes).unwrap();
+        let body = body.to_vec();
+        h.version = U32::new(version);
+        h.crc = U32::new(checksum(&h, &body));
+        bytes[..32].copy_from_slice(h.as_bytes());
+        (state, bytes)
+    }
+
+    #[test]
+    fn a_version_2_record_is_read_without_restart_requests() {
+        let (state, bytes) = older(V2);
+        assert_eq!(decode(&bytes), Ok((state, 0)));
+    }
+
     #[test]
     fn a_version_1_record_is_read_and_then_superseded() {
         let dir = tempfile::tempdir().unwrap();
         let io = Io::fallback();
         // Version 1: the sequence field is 0 and outside the CRC.
-        let mut bytes = encode(&sample(), 0);
-        let (mut h, body) = Header::read_from_prefix(&bytes).unwrap();
-        let body = body.to_vec();
-        h.version = U32::new(LEGACY_VERSION);
-        h.crc = U32::new(checksum(&h, &body));
-        bytes[..32].copy_from_slice(h.as_bytes());
+        let (v1, bytes) = older(LEGACY_VERSION);
         std::fs::write(legacy_path(dir.path()), &bytes).unwrap();
         let (mut store, state) = StateStore::open(&io, dir.path()).unwrap();
-        assert_eq!(state, Some(sample()));
+        assert_eq!(state, Some(v1));
         let mut next = sample();
         next.blind.clear();
         store.store(&next).unwrap();

@@ -48,8 +48,9 @@ pub enum RecoveryStatus {
 }
 
 /// The entitlement of one counterpart to recover one failed node's log. The
-/// counterpart shows it to end its registration; the engine checks it
-/// before opening the log for recovery.
+/// counterpart shows it to end its registration; the coordinator signs it
+/// into the proof (`wal::access`) that the failed node's log checks when
+/// the counterpart opens it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Grant {
     failed: NodeId,

@@ -21,7 +21,10 @@
 //! back treated as failed with unknown locks, re-assertion of locks by
 //! rejoining nodes); authentication; malformed, truncated and random frames
 //! on both transports; lease self-fencing while the coordinator is stopped;
-//! and nodes admitted at the same time.
+//! nodes admitted at the same time; and nodes that ride through a
+//! coordinator killed and started again (their locks re-asserted by their
+//! clients, a lock asked for meanwhile granted by the next coordinator) or
+//! lose their lease when it stays away.
 //!
 //! A node counts as ready once it has heard the announcement of its own
 //! admission, and a test admits a further node only after the events it
@@ -629,6 +632,9 @@ fn won_grant(failed: NodeId, line: &str) -> CounterpartGrant {
             failed,
             incarnation: incarnation.parse().expect("an incarnation"),
             token: token.parse().expect("a token"),
+            // Only the token names a registration when it is ended.
+            blind: false,
+            log_proof: [0; 32],
         },
         _ => panic!("expected WON <token> <incarnation>, got {line:?}"),
     }
@@ -695,6 +701,7 @@ impl Raw {
             purpose: Purpose::Join,
             incarnation: 0,
             pid: std::process::id(),
+            launches_restarts: false,
         };
         raw.write_all(&wire::encode(1, &hello)).expect("send hello");
         let nonce = match raw.next("handshake") {
@@ -761,6 +768,7 @@ fn malformed_inputs() -> Vec<(&'static str, Vec<u8>, bool)> {
             purpose: Purpose::Join,
             incarnation: 0,
             pid: 1,
+            launches_restarts: false,
         },
     );
     let mut too_large = wire::encode(1, &Msg::Status);
@@ -1291,6 +1299,7 @@ fn unauthenticated_and_wrong_secret_connections_are_refused() {
             purpose: Purpose::Join,
             incarnation: 0,
             pid: 1,
+            launches_restarts: false,
         };
         raw.write_all(&wire::encode(1, &hello)).expect("send");
         assert!(matches!(raw.next("hello"), Some((1, Msg::Challenge { .. }))));
@@ -1707,4 +1716,111 @@ fn pipelined_requests_are_answered_in_order_and_releases_without_a_reply_stay_si
         raw.write_all(&wire::encode(15, &Msg::Leave)).expect("leave");
         assert_eq!(raw.next("leave").map(|(id, _)| id), Some(15));
     }
+}
+
+// ---------------------------------------------------------------------------
+// 11. Riding through a coordinator restart.
+
+/// A lease long enough to span a coordinator child's restart (a debug test
+/// binary starting on a loaded machine); the grace period after it is the
+/// failure timeout.
+const RIDE: Timings = Timings {
+    heartbeat_ms: 20,
+    lease_ms: 4000,
+    failure_timeout_ms: 6000,
+};
+
+/// A member that rides through coordinator restarts.
+fn ride(ep: &Endpoint, node: NodeId) -> Member {
+    let mut cfg = ClientConfig::new(ep.clone(), node, secret());
+    cfg.ride_through = true;
+    Member::new(Client::connect(cfg).unwrap_or_else(|e| panic!("node {node} cannot join: {e}")))
+}
+
+/// Waits for the client's `Reconnected` event, within [`PATIENCE`].
+fn wait_reconnected(m: &Member) {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        match m.events.recv_timeout(Duration::from_millis(50)) {
+            Ok(ClientEvent::Reconnected { .. }) => return,
+            Ok(ClientEvent::LeaseLost) => panic!("node {} lost its lease instead of rejoining", m.node()),
+            _ => {}
+        }
+    }
+    panic!("node {} did not rejoin within {PATIENCE:?}", m.node());
+}
+
+/// Nodes whose coordinator is killed by SIGKILL and started again keep
+/// their membership (same incarnation), their lease and their locks: each
+/// client rejoins by itself and re-asserts what it holds, so a node that
+/// joins afterwards is refused the locks they held and granted the rest. A
+/// lock asked for while no coordinator runs waits for the next one instead
+/// of failing.
+#[test]
+fn nodes_ride_through_a_coordinator_restart_keeping_their_locks() {
+    let cluster = Cluster::new();
+    let coord = cluster.start(RIDE);
+    let (page, shared, later) = (ResourceId::new(20, 1), ResourceId::new(20, 2), ResourceId::new(20, 3));
+    let one = ride(&coord.unix, 1);
+    let two = ride(&coord.unix, 2);
+    assert_eq!(one.lock(1, page, LockMode::X, None), Ok(LockMode::X));
+    assert_eq!(two.lock(1, shared, LockMode::S, None), Ok(LockMode::S));
+    // Taken and given back before the restart: never re-asserted.
+    assert_eq!(one.lock(2, later, LockMode::X, None), Ok(LockMode::X));
+    one.release_all_nowait(2).expect("release");
+    let (inc1, inc2) = (one.incarnation(), two.incarnation());
+    coord.kill();
+
+    std::thread::scope(|s| {
+        // Asked while no coordinator runs: it waits for the next one.
+        let client: &Client = &one;
+        let waiting = s.spawn(move || client.lock(3, later, LockMode::X, Some(PATIENCE)));
+        let coord = cluster.start(RIDE);
+        wait_reconnected(&one);
+        wait_reconnected(&two);
+        assert_eq!(waiting.join().expect("the waiting thread"), Ok(LockMode::X));
+        assert!(one.lease_valid() && two.lease_valid(), "rejoined within the lease");
+
+        let three = join(&coord.unix, 3);
+        let held = |r| lock_after_grace(&three, 1, r, LockMode::X);
+        assert_eq!(held(page), Err(ClientError::Conflict { resource: page }));
+        assert_eq!(held(shared), Err(ClientError::Conflict { resource: shared }));
+        assert_eq!(held(later), Err(ClientError::Conflict { resource: later }));
+        assert_eq!(three.lock(1, shared, LockMode::S, None), Ok(LockMode::S));
+        for (node, inc) in [(1, inc1), (2, inc2)] {
+            let m = status_of(&three, node).expect("a member");
+            assert!(m.live && m.incarnation == inc, "node {node} after the restart: {m:?}");
+        }
+        // What a ridden-through node releases is free for the others.
+        one.release_all(1).expect("release");
+        assert_eq!(three.lock(2, page, LockMode::X, None), Ok(LockMode::X));
+    });
+}
+
+/// A node whose coordinator does not come back rides through only while
+/// its lease holds: then it loses the lease, as without riding through,
+/// and its requests fail.
+#[test]
+fn a_node_whose_coordinator_stays_away_loses_its_lease() {
+    let cluster = Cluster::new();
+    let coord = cluster.start(FAST);
+    let one = ride(&coord.unix, 1);
+    assert_eq!(one.lock(1, ResourceId::new(21, 1), LockMode::X, None), Ok(LockMode::X));
+    coord.kill();
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    while !seen.contains(&ClientEvent::LeaseLost) && Instant::now() < deadline {
+        if let Ok(ev) = one.events.recv_timeout(Duration::from_millis(50)) {
+            seen.push(ev);
+        }
+    }
+    assert!(
+        seen.starts_with(&[ClientEvent::CoordinatorLost]) && seen.contains(&ClientEvent::LeaseLost),
+        "events: {seen:?}"
+    );
+    assert!(!one.lease_valid());
+    assert_eq!(
+        one.lock(1, ResourceId::new(21, 2), LockMode::X, None),
+        Err(ClientError::Disconnected)
+    );
 }

@@ -223,25 +223,49 @@ fn a_wait_for_live_holders_ends_with_retained_when_the_holder_fails() {
     );
 }
 
+/// A member that launches restarts (restart requests go to such a node).
+fn join_launcher(ep: &Endpoint, node: u32) -> Client {
+    let mut cfg = ClientConfig::new(ep.clone(), node, secret());
+    cfg.launches_restarts = true;
+    Client::connect(cfg).unwrap()
+}
+
+fn restart_requested(e: &ClientEvent) -> bool {
+    matches!(
+        e,
+        ClientEvent::Coordinator {
+            kind: EventKind::RestartRequested,
+            ..
+        }
+    )
+}
+
 #[test]
 fn a_restart_request_is_announced_when_its_node_has_failed() {
     let dir = tempfile::tempdir().unwrap();
     let coord = start(dir.path());
     let ep = coord.endpoints()[0].clone();
-    let peer = join(&ep, 1);
-    let events = peer.events().unwrap();
+    let plain = join(&ep, 3);
+    let plain_events = plain.events().unwrap();
     let doomed = join(&ep, 2);
+    // Nobody could act on it: refused, saying so.
+    assert!(matches!(
+        doomed.request_restart(2),
+        Err(ClientError::Refused {
+            code: ErrorCode::NoRestarter,
+            node: 2,
+            ..
+        })
+    ));
+    let peer = join_launcher(&ep, 1);
+    let events = peer.events().unwrap();
+    // Its admission is announced once it counts as a member.
+    wait_event(&events, EventKind::NodeJoined, 1);
     // Filed while node 2 is live: kept until it fails.
     doomed.request_restart(2).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert!(
-        !events.try_iter().any(|e| matches!(
-            e,
-            ClientEvent::Coordinator {
-                kind: EventKind::RestartRequested,
-                ..
-            }
-        )),
+        !events.try_iter().any(|e| restart_requested(&e)),
         "announced before the node failed"
     );
     drop(doomed);
@@ -250,6 +274,10 @@ fn a_restart_request_is_announced_when_its_node_has_failed() {
     // Filed for a failed node: announced at once.
     peer.request_restart(2).unwrap();
     wait_event(&events, EventKind::RestartRequested, 2);
+    // Only to the node that launches restarts.
+    wait_event(&plain_events, EventKind::NodeFailed, 2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!plain_events.try_iter().any(|e| restart_requested(&e)));
     assert!(matches!(
         peer.request_restart(99),
         Err(ClientError::Refused {
@@ -257,6 +285,40 @@ fn a_restart_request_is_announced_when_its_node_has_failed() {
             ..
         })
     ));
+}
+
+/// Restart requests are in the durable record: one filed for a live node
+/// before the coordinator restarted is sent, once that node has failed, to
+/// the first node admitted afterwards that launches restarts; so is every
+/// failed node still to recover (a `NodeFailed` event), to any member.
+#[test]
+fn a_restart_request_survives_a_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    let launcher = join_launcher(&ep, 1);
+    let launcher_events = launcher.events().unwrap();
+    wait_event(&launcher_events, EventKind::NodeJoined, 1);
+    let doomed = join(&ep, 2);
+    doomed.request_restart(2).unwrap();
+    assert_eq!(
+        doomed.lock(1, ResourceId::new(3, 3), LockMode::X, None),
+        Ok(LockMode::X)
+    );
+    drop(doomed);
+    coord.shutdown();
+
+    let coord = start(dir.path());
+    let ep = coord.endpoints()[0].clone();
+    // Node 1 never rejoins either: both fail when the grace period ends.
+    let plain = join(&ep, 3);
+    let events = plain.events().unwrap();
+    wait_event(&events, EventKind::NodeFailed, 2);
+    plain.leave().unwrap();
+    let again = join_launcher(&ep, 4);
+    let events = again.events().unwrap();
+    wait_event(&events, EventKind::NodeFailed, 2);
+    wait_event(&events, EventKind::RestartRequested, 2);
 }
 
 fn join_local(coord: &Coordinator, node: u32, purpose: Purpose) -> Result<Client, ClientError> {

@@ -31,6 +31,17 @@ pub enum WalError {
     #[error("the log is closed")]
     Closed,
 
+    /// The opener has no right to write this log (see [`crate::access`]):
+    /// no proof, a proof the key does not check, a proof for another
+    /// node or role, or for an incarnation older than the log's last owner.
+    #[error("log directory {} refuses this writer: {reason}", dir.display())]
+    AccessDenied {
+        /// The log directory.
+        dir: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+
     /// Another writer holds the log directory.
     #[error("log directory {} is locked by another writer", dir.display())]
     Locked {

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod access;
 pub mod background;
 pub mod control;
 mod corruption;
@@ -55,6 +56,7 @@ pub mod segment;
 mod sync;
 pub mod writer;
 
+pub use access::{AccessKey, AccessProof, LogAccess, Role};
 pub use corruption::CorruptionKind;
 pub use error::{Result, WalError};
 pub use lsn::Lsn;

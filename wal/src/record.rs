@@ -12,7 +12,7 @@
 //! | 8      | 8    | not_lsn   | bitwise NOT of the record's own LSN (its position)    |
 //! | 16     | 8    | txn       | transaction id (0 for log-level records)              |
 //! | 24     |8    | prev_lsn  | previous record of the same transaction, or `u64::MAX`|
-//! | 32     | 4    | scope     | scope token: the nested scope the record belongs to   |
+//! | 32     | 4    | scope     | scope token: the failure scope the record belongs to  |
 //! | 36     | 2    | agent     | recovery agent that undoes it (0 = page before-images)|
 //! | 38     | 1    | kind      | see [`Kind`]                                          |
 //! | 39     | 1    | flags     | bit 0: [`FLAG_BATCH_START`]; other bits reserved, 0   |
@@ -35,8 +35,14 @@
 //!   (`file_id` u32, `offset_in_page` u32, `page_no` u64, `before_len` u32,
 //!   `after_len` u32, `u32::MAX` when there is no after-image), then the
 //!   before-image, then the after-image if any.
-//! - `Undo` with any other agent: opaque bytes that agent interprets (the
-//!   work identifier it needs to undo the work; agents keep no state).
+//! - `Undo` with any other agent: the work identifier of one action on an
+//!   external resource, at most [`MAX_AGENT_WORK`] bytes, opaque to the log:
+//!   the agent registered for the header's `agent` id (the resource) reads
+//!   from it alone how to make the action final or undo it, since agents
+//!   keep no state. The header's `scope` names the failure scope the action
+//!   belongs to; the engine defines the token (`understudy`'s `scope`
+//!   module: a scope's serial number within its transaction, 0 for the
+//!   transaction itself, bit 31 set for a scope run on a thread of its own).
 //! - `Compensation`: `undo_next` u64 (`u64::MAX` = none): the next record of
 //!   the transaction still to be undone; everything after it in the chain
 //!   has been undone already.
@@ -81,6 +87,11 @@ pub const HEADER_LEN: usize = 40;
 /// Largest payload of one record. Undo records carry at most a page range
 /// twice, so this leaves a wide margin while bounding what a reader allocates.
 pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Largest work identifier of a custom agent's record (`Undo` with an agent
+/// other than [`PAGE_AGENT`]): 64 KiB. It names work done elsewhere (a file,
+/// a message), not the work's bytes; the bound keeps a transaction's agent
+/// records, which are read back whenever a scope of it fails, small.
+pub const MAX_AGENT_WORK: usize = 64 << 10;
 
 /// The fixed record header; see the module docs for the layout.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
@@ -166,11 +177,12 @@ fn payload_len(body: &RecordBody) -> usize {
 /// Why a record cannot be appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncodeError {
-    /// The payload is over [`MAX_PAYLOAD`].
+    /// The payload is over [`MAX_PAYLOAD`] (an agent's work identifier over
+    /// [`MAX_AGENT_WORK`]).
     TooLarge {
         /// The payload's bytes.
         payload: usize,
-        /// The limit, [`MAX_PAYLOAD`].
+        /// The limit it exceeds.
         max: usize,
     },
     /// The body is not one the meta's agent undoes (see
@@ -197,11 +209,12 @@ pub fn align_up(n: u64) -> u64 {
 /// Checks that `body` can be encoded under `meta`.
 pub fn validate(meta: &RecordMeta, body: &RecordBody) -> Result<(), EncodeError> {
     let payload = payload_len(body);
-    if payload > MAX_PAYLOAD {
-        return Err(EncodeError::TooLarge {
-            payload,
-            max: MAX_PAYLOAD,
-        });
+    let max = match body {
+        RecordBody::AgentUndo(_) => MAX_AGENT_WORK,
+        _ => MAX_PAYLOAD,
+    };
+    if payload > max {
+        return Err(EncodeError::TooLarge { payload, max });
     }
     let custom = meta.agent != PAGE_AGENT;
     match body {
@@ -428,7 +441,12 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, Kind), CorruptionKind> {
         Kind::Abort => empty(RecordBody::Abort)?,
         Kind::End => empty(RecordBody::End)?,
         Kind::SegmentEnd => empty(RecordBody::End)?,
-        Kind::Undo if agent != PAGE_AGENT => RecordBody::AgentUndo(payload.to_vec()),
+        Kind::Undo if agent != PAGE_AGENT => {
+            if payload.len() > MAX_AGENT_WORK {
+                return Err(CorruptionKind::BadPayload("agent work identifier over its bound"));
+            }
+            RecordBody::AgentUndo(payload.to_vec())
+        }
         Kind::Undo => {
             let (u, rest) = PageUndoHeader::read_from_prefix(payload)
                 .map_err(|_| CorruptionKind::BadPayload("undo payload shorter than its header"))?;

@@ -260,18 +260,22 @@ fn leftovers_of_a_large_crashed_flush_are_found_however_far_they_lie() {
         flush_threshold_bytes: 1 << 20,
         ..LogConfig::new(1, io.clone())
     };
-    let agent = |txn, prev| RecordMeta {
-        agent: 3,
-        ..RecordMeta::txn(txn, prev)
-    };
-    let big = RecordBody::AgentUndo(vec![9; 200_000]);
+    // A before-image this large: an agent's work identifier is bounded far
+    // below it (`MAX_AGENT_WORK`).
+    let big = RecordBody::Undo(wal::PageUndo {
+        file_id: 1,
+        page_no: 0,
+        offset_in_page: 0,
+        before: vec![9; 200_000],
+        after: None,
+    });
     let log = Log::open(dir.path(), cfg()).unwrap();
     let bound_before = log.control().max_batch;
     let first = log
         .append_durable(RecordMeta::txn(1, None), &RecordBody::Commit)
         .unwrap();
     let begin = log.append(RecordMeta::txn(2, None), &RecordBody::Begin).unwrap();
-    let undo = log.append(agent(2, Some(begin)), &big).unwrap();
+    let undo = log.append(RecordMeta::txn(2, Some(begin)), &big).unwrap();
     let commit = log.append(RecordMeta::txn(2, Some(undo)), &RecordBody::Commit).unwrap();
     log.wait_durable(commit).unwrap();
     let bound = log.control().max_batch;
@@ -286,7 +290,7 @@ fn leftovers_of_a_large_crashed_flush_are_found_however_far_they_lie() {
     let log = Log::open(dir.path(), cfg()).unwrap();
     assert_eq!(log.next_lsn(), begin, "the tail is cut at the lost record");
     let new_begin = log.append(RecordMeta::txn(9, None), &RecordBody::Begin).unwrap();
-    let new_undo = log.append(agent(9, Some(new_begin)), &big).unwrap();
+    let new_undo = log.append(RecordMeta::txn(9, Some(new_begin)), &big).unwrap();
     log.wait_durable(new_undo).unwrap();
     assert_eq!(log.next_lsn(), commit, "the new stream ends where the old Commit began");
     log.close().unwrap();

@@ -90,6 +90,9 @@ impl CliError {
             CliError::Engine(understudy::Error::UnknownNode { .. }) => {
                 Some("use one of the ids in cluster.conf (`understudy status` lists them)")
             }
+            CliError::Coordinator(lockmgr::CoordinatorError::Election(lockmgr::ElectionError::Held { .. })) => {
+                Some("run this one with --standby to take over when the active coordinator dies")
+            }
             _ => None,
         }
     }

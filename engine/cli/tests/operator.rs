@@ -200,3 +200,58 @@ fn a_restart_request_has_a_live_peer_restart_the_failed_node_light() {
     drop(peer);
     bank_check(dir, 1);
 }
+
+/// `recover --by N` has live node N recover a failed peer: no spare member
+/// id is needed (before, `recover` joined as one, and without `--as` waited
+/// up to a minute on every live candidate). Asking a node that is not live,
+/// or for a node with nothing to recover, fails at once saying why; so does
+/// a restart request no live node could act on.
+#[test]
+fn recover_by_asks_a_live_node_and_refusals_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let _coord = cluster_with_bank(dir);
+    // Nobody launches restarts yet: a request is refused, not filed (node 3
+    // created the bank and left).
+    let refused = run(&["request-restart", "--cluster", dir, "--node", "3"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no live node launches restarts"));
+
+    let mut peer = ChildGuard::spawn(
+        Command::new(EXE)
+            .args(["node", "--cluster", dir, "--id", "2", "--no-auto-recovery"])
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
+    let ready = BufReader::new(peer.take_stdout().unwrap())
+        .lines()
+        .take(5)
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("READY"));
+    assert!(ready, "node 2 did not start");
+    kill_busy_node(dir, 1, &["--no-auto-recovery", "--think-ms", "2"]);
+    wait_failed(dir, 1);
+    assert_eq!(
+        status_of(dir, 1)["recovery"],
+        "inactive",
+        "nobody recovers node 1 by itself"
+    );
+
+    let not_live = run(&["recover", "--cluster", dir, "--node", "1", "--by", "3"]);
+    assert!(!not_live.status.success());
+    assert!(String::from_utf8_lossy(&not_live.stderr).contains("node 3 is not live"));
+    let out = run(&["recover", "--cluster", dir, "--node", "1", "--by", "2"]);
+    assert!(
+        out.status.success(),
+        "recover --by failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node 1 recovered by node 2"));
+    assert_eq!(status_of(dir, 1)["retained_locks"], 0);
+    let again = run(&["recover", "--cluster", dir, "--node", "1", "--by", "2"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to recover"));
+    drop(peer);
+    bank_check(dir, 1);
+}

@@ -1,13 +1,19 @@
 //! The node's event thread: what the coordinator tells a node and how the
 //! node answers.
 //!
-//! - The lease is lost, or the connection is gone: the node stops writing
-//!   (see [`crate::node::state`]).
+//! - The lease is lost: the node stops writing (see
+//!   [`crate::node::state`]). A dropped connection alone stops nothing: the
+//!   client rejoins the restarted (or standby) coordinator while the lease
+//!   holds and re-asserts the node's locks (`lockmgr::client`), and the
+//!   node's transactions carry on; only a client that cannot rejoin in time
+//!   loses the lease, and that stops the node.
 //! - A peer failed: with automatic recovery on, a recovery of it starts on
 //!   a thread of its own ([`crate::peer`]); every live node races, and the
 //!   coordinator's registry lets exactly one win.
-//! - A restart of a failed node is requested: [`crate::restart`] decides
-//!   whether this node launches it.
+//! - An operator asks this node to recover a failed one (`recover --by`):
+//!   it recovers it, automatic recovery or not.
+//! - A restart of a failed node is requested: the coordinator sends it to
+//!   one node that launches restarts, and [`crate::restart`] launches it.
 //!
 //! The thread holds only a weak reference to the node's state, so it never
 //! keeps a closed node alive; it ends when the client's event stream does.
@@ -29,8 +35,15 @@ pub(super) fn watch(node: &Arc<NodeState>) {
             while let Ok(ev) = rx.recv() {
                 let Some(node) = weak.upgrade() else { return };
                 match ev {
-                    ClientEvent::LeaseLost | ClientEvent::Disconnected => {
+                    ClientEvent::LeaseLost => {
                         node.stop("the coordinator lease was lost");
+                    }
+                    ClientEvent::Reconnected { gap } => {
+                        tracing::info!(
+                            node = node.node_id,
+                            gap_ms = gap.as_millis() as u64,
+                            "rode through a coordinator restart"
+                        );
                     }
                     ClientEvent::Coordinator {
                         kind: EventKind::NodeFailed,
@@ -42,12 +55,26 @@ pub(super) fn watch(node: &Arc<NodeState>) {
                             .name(format!("peer-recovery-{failed}"))
                             .spawn(move || crate::peer::auto_recover(&node, failed, detected));
                     }
+                    // An operator's `recover --by`: this node was asked,
+                    // automatic recovery or not.
+                    ClientEvent::Coordinator {
+                        kind: EventKind::RecoveryAsked,
+                        node: failed,
+                        ..
+                    } if failed != node.node_id && node.check_running().is_ok() => {
+                        let detected = Instant::now();
+                        let _ = std::thread::Builder::new()
+                            .name(format!("peer-recovery-{failed}"))
+                            .spawn(move || crate::peer::asked_recover(&node, failed, detected));
+                    }
                     ClientEvent::Coordinator {
                         kind: EventKind::RestartRequested,
                         node: failed,
                         ..
                     } => crate::restart::on_request(&node, failed),
-                    ClientEvent::Coordinator { .. } => {}
+                    // The end of the connection (`Disconnected`) comes with
+                    // the lease's when the node did not end it itself.
+                    _ => {}
                 }
             }
         });

@@ -8,11 +8,11 @@
 //! the open waits for the peer to finish (the peer's end records leave
 //! nothing to back out).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockmgr::wire::ErrorCode;
@@ -24,10 +24,11 @@ use crate::cluster::Cluster;
 use crate::datafile::DataFiles;
 use crate::error::{Error, Result};
 use crate::group_force::GroupForce;
+use crate::ledger::Ledger;
 use crate::node::options::{NodeOptions, StartReport};
 use crate::node::state::NodeState;
 use crate::pool::BufferPool;
-use crate::recovery::{self, Agents};
+use crate::recovery;
 use crate::retry;
 
 /// Committed transactions on their way to the confirmer: each with the LSN
@@ -77,7 +78,14 @@ pub(super) fn open(
     // missing now is refused, not created empty, unless the operator
     // accepted it.
     let must_exist = restarted && !opts.accept_log_damage;
-    let log = open_log(&cluster, node_id, &io, &opts, must_exist, &mut scan)?;
+    // The coordinator's word that this incarnation owns the log: without
+    // it the log refuses the writer (`wal::access`).
+    let log_key = secret.log_key();
+    let access = wal::LogAccess {
+        key: log_key.clone(),
+        proof: client.log_access(),
+    };
+    let log = open_log(&cluster, node_id, &io, &opts, must_exist, access, &mut scan)?;
     crate::fence::mark_host(&cluster.log_dir(node_id))?;
     let files = DataFiles::new(cluster.data_dir(), cluster.page_size, Some(node_id));
 
@@ -95,7 +103,7 @@ pub(super) fn open(
                 &log,
                 &reader,
                 &mut found,
-                &Agents::new(),
+                &opts.agents,
                 opts.accept_log_damage,
             )
         });
@@ -105,6 +113,7 @@ pub(super) fn open(
         report.committed = wb.committed;
         report.backed_out = found.txns.len() - wb.committed;
         report.pages_written = wb.pages;
+        report.agent_work = wb.agent_work;
         tracing::info!(
             node_id,
             txns = found.txns.len(),
@@ -137,13 +146,11 @@ pub(super) fn open(
         pool: BufferPool::new(opts.pool_pages, cluster_page_size, opts.trust_cached_pages)?,
         opts,
         catalog: Mutex::new(None),
-        active: Mutex::new(BTreeMap::new()),
+        ledger: Ledger::new(cp),
         stopped: Mutex::new(None),
-        last_checkpoint: Mutex::new(cp),
         recoveries: Mutex::new((0, VecDeque::new())),
         confirms,
-        confirming: Mutex::new(0),
-        confirmed: Condvar::new(),
+        log_key,
         _coordinator: coordinator,
     };
     Ok((state, confirm_queue, report))
@@ -182,6 +189,7 @@ fn join(
 ) -> Result<(Client, bool)> {
     let started = Instant::now();
     let deadline = started + opts.join_timeout;
+    let already_live_patience = Duration::from_millis(2 * u64::from(opts.failure_timeout_ms));
     let log_dir = cluster.log_dir(node_id);
     let held_here = || wal::LogReader::owner_status(&log_dir).ok();
     let mut purpose = Purpose::Join;
@@ -189,6 +197,14 @@ fn join(
         let endpoint = opts.coordinator.clone().unwrap_or_else(|| cluster.coordinator.clone());
         let mut cfg = ClientConfig::new(endpoint, node_id, secret.clone());
         cfg.purpose = purpose;
+        // A coordinator restart (or a standby taking over) is ridden
+        // through: the node rejoins while its lease holds.
+        cfg.ride_through = true;
+        if opts.coordinator.is_none() {
+            cfg.also = cluster.also.clone();
+        }
+        // Restart requests go only to a node that can launch them.
+        cfg.launches_restarts = opts.restart_command.as_ref().is_some_and(|c| !c.is_empty());
         // In-process unless told to reach the coordinator elsewhere (a
         // proxy in front of it, say).
         let joined = match embedded.filter(|_| opts.coordinator.is_none()) {
@@ -209,11 +225,17 @@ fn join(
         // Live as far as the coordinator knows. A process on this host that
         // still holds the node's log after a moment (one dying lets go
         // within milliseconds) is live; one whose process is gone is about
-        // to be declared failed, which the retry waits for.
+        // to be declared failed, which the retry waits for — as long as a
+        // coordinator takes to notice a silent node (its failure timeout,
+        // twice over), not the whole join timeout: a node live elsewhere is
+        // not waited out for a minute.
         ClientError::Refused {
             code: ErrorCode::AlreadyLive,
             ..
-        } => started.elapsed() < opts.coordinator_wait || held_here() != Some(wal::OwnerStatus::Alive),
+        } => {
+            started.elapsed() < opts.coordinator_wait
+                || (held_here() != Some(wal::OwnerStatus::Alive) && started.elapsed() < already_live_patience)
+        }
         // Nobody answers: a coordinator may be starting this instant.
         ClientError::Connect { .. } => started.elapsed() < opts.coordinator_wait,
         other => join_refused_for_now(other),
@@ -251,11 +273,13 @@ fn open_log(
     io: &Io,
     opts: &NodeOptions,
     must_exist: bool,
+    access: wal::LogAccess,
     scan: &mut recovery::InFlightScan,
 ) -> Result<Log> {
     let cfg = LogConfig {
         segment_size: opts.log_segment_size,
         create: !must_exist,
+        access: Some(access),
         ..LogConfig::new(node_id, io.clone())
     };
     let deadline = Instant::now() + opts.join_timeout;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use wal::io::{BackendChoice, Io};
 
+use crate::agent::Agents;
+
 /// How a node runs.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -37,7 +39,9 @@ pub struct NodeOptions {
     /// milliseconds.
     pub heartbeat_ms: u32,
     /// How long an embedded coordinator waits without a heartbeat before it
-    /// declares a node failed, in milliseconds.
+    /// declares a node failed, in milliseconds; opening also waits twice
+    /// this long, at most, for a coordinator to notice that this node's
+    /// previous incarnation died before it is admitted again.
     pub failure_timeout_ms: u32,
     /// How long opening may wait for a peer's recovery of this node, or for
     /// the coordinator to notice this node's previous incarnation died.
@@ -63,8 +67,9 @@ pub struct NodeOptions {
     pub coordinator: Option<lockmgr::Endpoint>,
     /// The command (program, then arguments; `{cluster}` and `{node}` are
     /// filled in) this node runs to restart a failed node light when a
-    /// restart request for it is announced (see [`crate::restart`]). `None`:
-    /// this node launches no restarts.
+    /// restart request for it is announced (see [`crate::restart`]); the
+    /// coordinator sends restart requests only to nodes that have one.
+    /// `None`: this node launches no restarts.
     pub restart_command: Option<Vec<String>>,
     /// For an operator, after inspection: let recovery (this node's own
     /// restart, and the peer recoveries it runs) go on past damage to a log
@@ -83,6 +88,12 @@ pub struct NodeOptions {
     /// A node with this on reads stale pages.
     #[doc(hidden)]
     pub trust_cached_pages: bool,
+    /// The recovery agents of the external resources this node's
+    /// transactions act on ([`crate::Transaction::act`]), by resource id:
+    /// the same on every node, since any node may recover any node's log.
+    /// A recovery that meets work of a resource without an agent here stops
+    /// with [`crate::Error::MissingAgent`]. None by default.
+    pub agents: Agents,
 }
 
 impl Default for NodeOptions {
@@ -117,6 +128,7 @@ impl Default for NodeOptions {
             // 64 MiB of 4 KiB pages.
             pool_pages: 16 * 1024,
             trust_cached_pages: false,
+            agents: Agents::new(),
         }
     }
 }
@@ -136,4 +148,7 @@ pub struct StartReport {
     pub pages_written: usize,
     /// The I/O its own recovery ran, by the path each operation took.
     pub io: wal::io::IoStats,
+    /// Pieces of agent work (actions on external resources) its own
+    /// recovery had the agents make final or undo.
+    pub agent_work: usize,
 }

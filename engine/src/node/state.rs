@@ -7,7 +7,8 @@
 //! acts on it (transactions, recovery, the background threads): they take
 //! it, never the other way round.
 //!
-//! A node that loses its lease (or its coordinator connection) stops: every
+//! A node that loses its lease stops (a dropped coordinator connection is
+//! ridden through while the lease holds: see `lockmgr::client`): every
 //! later call fails with [`Error::LeaseLost`] or [`Error::Stopped`], and no
 //! page is written. So does a node whose commit failed to write or sync: the
 //! device's state is unknown, and its own restart (or a peer) recovers it.
@@ -15,21 +16,22 @@
 //! write has completed, so a peer can recover it while the process lives on
 //! (see [`crate::fence`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lockmgr::{Client, ClientError, Coordinator, LockMode, LockWait, ResourceId};
 use wal::io::Io;
-use wal::{ActiveTxn, Log, Lsn, TxnId, WalError};
+use wal::{Log, Lsn, TxnId, WalError};
 
 use crate::catalog::Catalog;
 use crate::cluster::Cluster;
 use crate::datafile::DataFiles;
 use crate::error::{Error, Result};
 use crate::group_force::GroupForce;
+use crate::ledger::Ledger;
 use crate::node::options::NodeOptions;
 use crate::pool::BufferPool;
 use crate::sync::lock;
@@ -68,19 +70,20 @@ pub(crate) struct NodeState {
     /// The catalog as last read, with the stamp of the file it came from.
     pub(super) catalog: Mutex<Option<(CatalogStamp, Arc<Catalog>)>>,
     pub(super) next_txn: AtomicU64,
-    /// Transactions that logged something, with their first LSN.
-    pub(super) active: Mutex<BTreeMap<TxnId, Lsn>>,
+    /// The transactions that logged something and have not ended, those
+    /// on their way to the confirmer, and the last checkpoint.
+    pub(super) ledger: Ledger,
     pub(super) stopped: Mutex<Option<String>>,
-    pub(super) last_checkpoint: Mutex<Lsn>,
     /// How many peer recoveries this node ran, and the last
     /// [`MAX_KEPT_RECOVERIES`] of them.
     pub(super) recoveries: Mutex<(u64, VecDeque<Timeline>)>,
     /// Committed transactions whose `Commit` record is not yet known to be
-    /// durable, on their way to the confirmer (`crate::node::confirmer`).
+    /// durable, on their way to the confirmer (`crate::node::confirmer`);
+    /// the ledger counts them, and closing waits for none.
     pub(super) confirms: Sender<Confirm>,
-    /// How many of those there are; closing waits for none.
-    pub(super) confirming: Mutex<usize>,
-    pub(super) confirmed: Condvar,
+    /// The key the coordinator's log-access proofs check with (the cluster
+    /// secret's): a peer recovery opens the failed node's log with it.
+    pub(crate) log_key: wal::AccessKey,
     /// The coordinator this node runs in its own process, if it does.
     pub(super) _coordinator: Option<Coordinator>,
 }
@@ -243,13 +246,12 @@ impl NodeState {
     /// active transactions and logs its record, so no begin can fall between
     /// the two and be truncated away.
     pub(crate) fn log_begin(&self, txn: TxnId) -> Result<Lsn> {
-        let mut active = lock(&self.active);
-        let lsn = self.logged(
-            self.log
-                .append(wal::RecordMeta::txn(txn, None), &wal::RecordBody::Begin),
-        )?;
-        active.insert(txn, lsn);
-        Ok(lsn)
+        self.ledger.begin(txn, || {
+            self.logged(
+                self.log
+                    .append(wal::RecordMeta::txn(txn, None), &wal::RecordBody::Begin),
+            )
+        })
     }
 
     /// A transaction committed under the intent at `intent`: logs its
@@ -262,9 +264,9 @@ impl NodeState {
         ) else {
             return; // stopped: the locks stay retained, the intent decides
         };
-        *lock(&self.confirming) += 1;
+        self.ledger.committing();
         if self.confirms.send((txn, lsn, published)).is_err() {
-            *lock(&self.confirming) -= 1;
+            self.ledger.confirmed(1);
         }
     }
 
@@ -281,7 +283,7 @@ impl NodeState {
 
     /// The transaction no longer counts as active (its end is logged).
     pub(crate) fn txn_finished(&self, txn: TxnId) {
-        lock(&self.active).remove(&txn);
+        self.ledger.ended(txn);
     }
 
     /// Keeps the timeline of a peer recovery this node ran.
@@ -296,7 +298,7 @@ impl NodeState {
 
     /// Checkpoints when the log has grown enough since the last one.
     pub(crate) fn maybe_checkpoint(&self) {
-        let due = self.log.next_lsn().0.saturating_sub(lock(&self.last_checkpoint).0) > self.opts.checkpoint_bytes;
+        let due = self.log.next_lsn().0.saturating_sub(self.ledger.last_checkpoint().0) > self.opts.checkpoint_bytes;
         if due {
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(error = %e, "checkpoint failed");
@@ -323,18 +325,10 @@ impl NodeState {
     /// the log before the oldest record still needed.
     pub(crate) fn checkpoint(&self) -> Result<Lsn> {
         self.check_running()?;
-        let mut last = lock(&self.last_checkpoint);
-        let guard = lock(&self.active);
-        let active: Vec<ActiveTxn> = guard
-            .iter()
-            .map(|(&txn, &first_lsn)| ActiveTxn { txn, first_lsn })
-            .collect();
-        let cp = self.log.checkpoint(&active)?;
-        drop(guard);
-        let keep = active.iter().map(|a| a.first_lsn).chain([cp]).min().unwrap_or(cp);
-        self.log.truncate_before(keep)?;
-        *last = cp;
-        Ok(cp)
+        self.ledger.checkpoint(
+            |active| Ok(self.log.checkpoint(active)?),
+            |keep| Ok(self.log.truncate_before(keep)?),
+        )
     }
 
     /// The peer recoveries this node has run in all, and those kept of the
@@ -349,27 +343,18 @@ impl NodeState {
     /// released (its `Commit` record durable), or the node stopped (its
     /// locks then stay retained).
     pub(crate) fn wait_confirmed(&self, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        let mut pending = lock(&self.confirming);
-        while *pending > 0 && self.check_running().is_ok() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Stopped(
-                    "committed transactions' locks were not released in time".into(),
-                ));
-            }
-            pending = self
-                .confirmed
-                .wait_timeout(pending, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        if self.ledger.wait_confirmed(limit, || self.check_running().is_ok()) {
+            Ok(())
+        } else {
+            Err(Error::Stopped(
+                "committed transactions' locks were not released in time".into(),
+            ))
         }
-        Ok(())
     }
 
     /// Whether no transaction has logged anything it has not ended.
     pub(crate) fn idle(&self) -> bool {
-        lock(&self.active).is_empty()
+        self.ledger.idle()
     }
 
     /// Marks the node stopped because it left the cluster; nothing is
@@ -380,8 +365,6 @@ impl NodeState {
 
     /// The confirmer took `n` commits off the queue and is done with them.
     pub(super) fn confirmed(&self, n: usize) {
-        let mut pending = lock(&self.confirming);
-        *pending -= n;
-        self.confirmed.notify_all();
+        self.ledger.confirmed(n);
     }
 }

@@ -44,38 +44,33 @@
 //! pages, because the ranges written over the old page, the new one or any
 //! mix of the two give the same page.
 //!
-//! Undo records of recovery agents other than the page agent are handed to
-//! the agent registered for their id; an in-flight record of an agent nobody
-//! registered stops recovery with [`Error::MissingAgent`] naming it,
-//! rather than silently leaving work undone.
+//! The failed scope is the node: the agent records of every in-flight
+//! transaction are read back from the log before anything is written, and
+//! their agents are told to make the work final (the transaction committed
+//! under its intent) or to undo it ([`agents`]). Work of a resource that
+//! has no agent on this node stops recovery with [`Error::MissingAgent`]
+//! naming it, before any write, rather than silently leaving work undone.
 
+mod agents;
 mod scan;
 mod witness;
 
-pub use scan::{find_in_flight, scan_start_accepting, InFlight, InFlightScan, InFlightTxn, Intent};
+pub use scan::{find_in_flight, scan_start_accepting, AgentTxn, InFlight, InFlightScan, InFlightTxn, Intent};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wal::io::{Io, IoFile, Stage, WriteOp};
-use wal::{AgentId, Log, LogReader, Lsn, RecordBody, RecordMeta, TxnId, PAGE_AGENT};
+use wal::{Log, LogReader, RecordBody, RecordMeta};
 
+use crate::agent::Agents;
 use crate::aligned::AlignedPages;
 use crate::catalog::Catalog;
 use crate::datafile::{DataFile, DataFiles};
 use crate::error::{Error, Result};
 use crate::page::Page;
 use witness::LogWitness;
-
-/// Undoes the records of one custom recovery agent. Agents keep no state:
-/// each record carries what the agent needs.
-pub trait RecoveryAgent: Send + Sync {
-    fn undo(&self, txn: TxnId, lsn: Lsn, payload: &[u8]) -> Result<()>;
-}
-
-/// The agents a recovery may call, by id.
-pub type Agents = HashMap<AgentId, Arc<dyn RecoveryAgent>>;
 
 /// What [`back_out`] did, and when each part of it was done (from the
 /// call). The images of the last chunk, the data files' sync and the end
@@ -86,6 +81,8 @@ pub struct WriteBack {
     pub pages: usize,
     /// In-flight transactions found committed by their pages (their intents).
     pub committed: usize,
+    /// Pieces of agent work made final or undone.
+    pub agent_work: usize,
     /// Until every image was written (not yet durable).
     pub written: Duration,
     /// Until the data files were durable.
@@ -104,8 +101,9 @@ const WRITE_BACK_CHUNK: usize = 256;
 
 /// Backs out what `found` holds, in the log `log` (read through `reader`):
 /// decides the intents, puts every page the others changed back as it was
-/// before them, each page once, runs the custom agents' undo (newest record
-/// first), syncs the data files and then makes an end record durable for
+/// before them, each page once, has the agents make final or undo the work
+/// of every in-flight transaction that logged agent records, syncs the data
+/// files and then makes an end record durable for
 /// every in-flight transaction. The pages go 256 at a time
 /// (`WRITE_BACK_CHUNK`), each chunk read and written as one batch through
 /// the I/O layer's deep queue; the last chunk goes with the sync and the end
@@ -116,23 +114,18 @@ pub fn back_out(
     log: &Log,
     reader: &LogReader,
     found: &mut InFlight,
-    agents: &Agents,
+    agents_here: &Agents,
     accept_log_damage: bool,
 ) -> Result<WriteBack> {
     let started = Instant::now();
     let witness = LogWitness::of(log, reader.node_id());
-    for (agent, _, _, _) in &found.agent_records {
-        if *agent != PAGE_AGENT && !agents.contains_key(agent) {
-            return Err(Error::MissingAgent { agent: *agent });
-        }
-    }
     // Intents first: a committed one keeps its pages (synced below with the
     // rest), one that is not gives its images to the write-back.
     let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
     let mut catalog = Files::default();
     let mut kept = 0;
     for intent in std::mem::take(&mut found.intents) {
-        if committed(
+        let kept_it = committed(
             io,
             files,
             &mut catalog,
@@ -140,18 +133,22 @@ pub fn back_out(
             reader.log_id(),
             &intent,
             &mut opened,
-        )? {
+        )?;
+        if intent.agents {
+            found.agent_txns.push(AgentTxn {
+                txn: intent.txn,
+                last_lsn: intent.lsn,
+                committed: kept_it,
+            });
+        }
+        if kept_it {
             kept += 1;
             continue;
         }
         for (key, lsns) in intent.images {
             found.pages.entry(key).or_default().extend(lsns);
         }
-        found
-            .agent_records
-            .extend(intent.agents.into_iter().map(|(a, lsn, p)| (a, intent.txn, lsn, p)));
     }
-    found.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
     let mut pages = std::mem::take(&mut found.pages);
     for &(file_id, _) in pages.keys() {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
@@ -168,6 +165,8 @@ pub fn back_out(
     } else {
         Some(&witness)
     };
+    // Read back and checked before the first write.
+    let agent_work = agents::gather(reader, agents_here, &found.agent_txns)?;
     let keys: Vec<(u32, u64)> = pages.keys().copied().collect();
     let mut ranges = pages;
     for images in ranges.values_mut() {
@@ -203,11 +202,7 @@ pub fn back_out(
         std::mem::swap(&mut full, &mut next);
         chunk = part;
     }
-    for (agent, txn, lsn, payload) in &found.agent_records {
-        if let Some(a) = agents.get(agent) {
-            a.undo(*txn, *lsn, payload)?;
-        }
-    }
+    let agent_work = agents::finish(agents_here, reader.node_id(), &agent_work)?;
     let last: Vec<WriteOp<'_>> = chunk
         .iter()
         .enumerate()
@@ -233,6 +228,7 @@ pub fn back_out(
     Ok(WriteBack {
         pages: written + chunk.len(),
         committed: kept,
+        agent_work,
         written: if chunk.is_empty() { before_last } else { ended },
         synced: ended,
         ended,

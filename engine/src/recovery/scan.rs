@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use wal::{AgentId, LogReader, Lsn, PageRef, RecordBody, TxnId};
+use wal::{LogReader, Lsn, PageRef, RecordBody, TxnId};
 
 use crate::error::{Error, Result};
 
@@ -49,8 +49,24 @@ pub struct Intent {
     /// (file id, page) → its before-images, oldest first, put back if the
     /// transaction turns out not committed.
     pub(super) images: HashMap<(u32, u64), Vec<Image>>,
-    /// Its custom agents' undo records, run only if it is backed out.
-    pub(super) agents: Vec<(AgentId, Lsn, Vec<u8>)>,
+    /// Whether it logged agent records: their agents make the work final if
+    /// it committed, and undo it if not.
+    pub(super) agents: bool,
+}
+
+/// An in-flight transaction that logged agent records, and what becomes of
+/// its agents' work: made final (it committed under its intent) or undone.
+/// The records themselves are read back along its chain
+/// (`crate::agent::supervisor`), which passes over work a failed scope
+/// undid already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentTxn {
+    /// The transaction.
+    pub txn: TxnId,
+    /// Its last record in the log.
+    pub last_lsn: Lsn,
+    /// It committed: its agents' work is made final, not undone.
+    pub committed: bool,
 }
 
 /// What [`find_in_flight`] found.
@@ -65,8 +81,9 @@ pub struct InFlight {
     /// (file id, page) → its before-images (byte ranges, `crate::undo`),
     /// oldest first.
     pub(crate) pages: BTreeMap<(u32, u64), Vec<Image>>,
-    /// Custom agents' undo records of in-flight transactions, newest first.
-    pub agent_records: Vec<(AgentId, TxnId, Lsn, Vec<u8>)>,
+    /// In-flight transactions without an intent that logged agent records
+    /// (those with one join when [`back_out`] decides their intents).
+    pub agent_txns: Vec<AgentTxn>,
     /// How many records the search read.
     pub records: u64,
     /// (file id, page) → the in-flight transaction (without an intent)
@@ -87,7 +104,7 @@ struct TxnScan {
     first: Option<Lsn>,
     last: Lsn,
     pages: HashMap<(u32, u64), Vec<Image>>,
-    agents: Vec<(AgentId, Lsn, Vec<u8>)>,
+    agents: bool,
     intent: Option<(Lsn, Vec<PageRef>)>,
 }
 
@@ -194,7 +211,7 @@ impl InFlightScan {
                     .or_default()
                     .push((rec.lsn, u.offset_in_page as usize, u.before));
             }
-            RecordBody::AgentUndo(payload) => t.agents.push((rec.meta.agent, rec.lsn, payload)),
+            RecordBody::AgentUndo(_) => t.agents = true,
             // A run of intents is one intent: the pages of all, stamped
             // with the last (`crate::txn`). An intent cut short by the crash
             // names a stamp none of its pages can carry, since pages are
@@ -241,10 +258,14 @@ impl InFlightScan {
                 out.owners.insert(key, txn);
                 out.pages.entry(key).or_default().extend(lsns);
             }
-            out.agent_records
-                .extend(t.agents.into_iter().map(|(a, lsn, p)| (a, txn, lsn, p)));
+            if t.agents {
+                out.agent_txns.push(AgentTxn {
+                    txn,
+                    last_lsn: t.last,
+                    committed: false,
+                });
+            }
         }
-        out.agent_records.sort_by_key(|r| std::cmp::Reverse(r.2));
         for images in out.pages.values_mut() {
             images.sort_unstable_by_key(|i| i.0);
         }

@@ -100,8 +100,8 @@ impl LogWitness {
 
     /// The operator accepted the damage: decides, by their pages, which
     /// in-flight transactions committed under a lost intent (module docs),
-    /// and takes their pages and agent records out of `found`. Returns how
-    /// many did.
+    /// takes their pages out of `found` and marks their agents' work to be
+    /// made final. Returns how many did.
     pub(super) fn accept(&self, io: &Io, opened: &HashMap<u32, Arc<DataFile>>, found: &mut InFlight) -> Result<usize> {
         let keys: Vec<(u32, u64)> = found.pages.keys().copied().collect();
         let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
@@ -137,7 +137,9 @@ impl LogWitness {
         found
             .pages
             .retain(|key, _| found.owners.get(key).is_none_or(|t| !committed.contains(t)));
-        found.agent_records.retain(|(_, txn, _, _)| !committed.contains(txn));
+        for t in found.agent_txns.iter_mut().filter(|t| committed.contains(&t.txn)) {
+            t.committed = true;
+        }
         Ok(committed.len())
     }
 }

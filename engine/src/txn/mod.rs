@@ -1,6 +1,7 @@
 //! Transactions: strict two-phase locking on pages, write-ahead undo, FORCE
-//! at commit, savepoints as nested scopes; over hash tables (`hash`) and
-//! ordered tables (`ordered`, `crate::btree`) alike.
+//! at commit, nested failure scopes, actions on external resources through
+//! recovery agents; over hash tables (`hash`) and ordered tables
+//! (`ordered`, `crate::btree`) alike.
 //!
 //! ## Locks
 //! A transaction takes IS (reading) or IX (writing) on a table's resource
@@ -19,14 +20,15 @@
 //! ## Undo and the write path
 //! Each change to a page logs the before-image of every byte range it
 //! changed, and the transaction's first change to a page also logs the
-//! page's header as it was (`crate::undo`); the records carry the scope
-//! token (savepoint level). An update of a value of the same length changes
+//! page's header as it was (`crate::undo`); the records carry the failure
+//! scope token of the innermost open scope (`crate::scope`). An update of a value of the same length changes
 //! only the value's bytes, so a two-row update logs a few hundred bytes, not
 //! two pages. Pages are changed in memory only; nothing reaches a data file
 //! before commit, so no page can reach disk before its undo record is
 //! durable. [`Transaction::rollback_to`] puts back, in memory, each page as
 //! it was when the scope first changed it. Each call that changes rows is
-//! a scope of its own, too: one that fails (a lock refused halfway through
+//! a level of its own, too (one the log does not see: its records carry
+//! the enclosing scope's token): one that fails (a lock refused halfway through
 //! a split, say) leaves every page as it was before the call, so the
 //! transaction can go on or roll back.
 //!
@@ -34,6 +36,18 @@
 //! off its free list (`crate::freelist`) — held nothing that matters, so its
 //! undo is one record of its header as a page never written, whatever is
 //! later written into it: recovery turns such a page back into zeros.
+//!
+//! ## Nested scopes and agents
+//! A transaction opens nested failure scopes ([`Transaction::scope`],
+//! [`Transaction::scope_on_thread`], savepoints), to any depth. A scope
+//! that fails — its work returns an error, panics, or its thread dies —
+//! is backed out alone, its pages in memory and its agents' actions
+//! through the supervisor (`crate::agent::supervisor`, which reads the
+//! scope's agent records back from the log), and a `Compensation` record
+//! says so; the transaction goes on. [`Transaction::act`] logs an agent
+//! record durably before an action on an external resource; the agents'
+//! part of commit and rollback is in `crate::agent` (prepare, decide,
+//! finish). The module `scoped` holds the scopes' code.
 //!
 //! ## Commit: two flushes, then the locks
 //! 1. A `CommitIntent` record listing the changed pages is appended (several
@@ -47,29 +61,37 @@
 //!    shared by concurrent commits, one log flush and one data sync per
 //!    round, handed to the kernel as one staged submission where the log
 //!    allows (`crate::group_force`).
-//! 4. A `Commit` record is appended without waiting; once a later flush has
+//! 4. If the transaction acted through agents, each is told to make its
+//!    work final (`crate::agent`); a failure there stops the node, and
+//!    recovery finishes the work ([`Error::CommittedUnfinished`]).
+//! 5. A `Commit` record is appended without waiting; once a later flush has
 //!    made it durable (one the node makes after a short linger, or anyone's
 //!    commit, whichever comes first), the locks are released.
 //!
-//! Between 2 and 4 the outcome is written in the data files themselves: the
+//! Between 2 and 5 the outcome is written in the data files themselves: the
 //! transaction is committed exactly when every page its intent lists carries
-//! the intent's stamp on disk with a good checksum. Recovery decides so
+//! the intent's stamp on disk with a good checksum (one that changed no page
+//! — it acted through agents only — exactly when its intent is durable).
+//! Recovery decides so
 //! ([`crate::recovery`]): all stamped, it keeps the pages and syncs them (a
 //! write the crashed process left in the page cache becomes durable before
 //! the decision is logged); otherwise it writes the before-images back,
 //! which also repairs a page torn by the crash. Until the `Commit` record is
 //! durable the pages stay X-locked, so nobody else can have changed a stamp
-//! the decision reads — which is why the locks wait for step 4.
+//! the decision reads — which is why the locks wait for step 5.
 //!
 //! A commit that fails after its intent logs an `Abort` if the log still
 //! works: the caller was told it failed, so recovery backs it out whatever
-//! its pages say (after a failed fsync the page cache is no witness).
+//! its pages say (after a failed fsync the page cache is no witness). If
+//! the log failed, the outcome is what reached the disk
+//! ([`Error::CommitFailed`]).
 //!
 //! The classic order (undo durable, pages forced, commit record durable)
 //! costs three device flushes before a commit is acknowledged; this one
 //! costs two, and the third rides on later flushes, off the caller's path.
 //!
-//! Rollback has nothing on disk to undo; it logs a durable end record before
+//! Rollback has no page on disk to undo; it has its agents undo their
+//! actions (read back from the log), then logs a durable end record before
 //! its locks go, so no later recovery of this log can write its
 //! before-images over another node's later commit.
 
@@ -79,31 +101,39 @@ use std::sync::Arc;
 use lockmgr::ResourceId;
 use wal::{Lsn, PageRef, RecordBody, RecordMeta, TxnId};
 
+use crate::agent::supervisor;
 use crate::catalog::TableInfo;
 use crate::error::{Error, Result};
 use crate::group_force::Forced;
 use crate::node::state::{Granted, NodeState};
 use crate::page::{Kind, Page, Stamp};
+use crate::scope::{PageKey, ScopeImage, Scopes};
 
 mod hash;
 mod ordered;
 mod pages;
 mod rows;
+mod scoped;
 
 pub use ordered::Range;
 
-/// A point inside a transaction that [`Transaction::rollback_to`] returns to.
+/// A point inside a transaction that [`Transaction::rollback_to`] returns
+/// to: the start of a nested scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Savepoint {
     txn: TxnId,
+    /// The scope's depth and token (`crate::scope`).
     level: u32,
+    token: wal::ScopeToken,
+    /// The transaction's last record when the scope began.
     last_lsn: Option<Lsn>,
 }
 
 /// A page the transaction holds.
 struct TxnPage {
     page: Page,
-    /// The scope that first changed it; `None` while unchanged.
+    /// The depth of the scope (or call, `Transaction::statement`) that
+    /// first changed it; `None` while unchanged.
     dirty_scope: Option<u32>,
     /// Reached under a lock of its own (false for pages another page's
     /// lock covers, `crate::store`): its new stamp is published, and its
@@ -112,12 +142,6 @@ struct TxnPage {
     /// Taken fresh: its undo is "never written" (see the module docs).
     fresh: bool,
 }
-
-type PageKey = (u32, u64);
-
-/// A page as a scope first changed it; `None`: as a page never written
-/// (a fresh page's first change).
-type ScopeImage = Option<Page>;
 
 /// A transaction. Dropping one that was neither committed nor rolled back
 /// rolls it back.
@@ -134,10 +158,9 @@ pub struct Transaction {
     freed: HashSet<PageKey>,
     first_lsn: Option<Lsn>,
     last_lsn: Option<Lsn>,
-    /// Current scope level; 0 is the transaction itself.
-    scope: u32,
-    /// Per level, the image of each page before its first change there.
-    scope_images: Vec<HashMap<PageKey, ScopeImage>>,
+    /// The open failure scopes, innermost last; the transaction's own is
+    /// the first.
+    scopes: Scopes,
     done: bool,
     /// Pages changed (each listed in the commit intent).
     dirty_pages: usize,
@@ -154,8 +177,7 @@ impl Transaction {
             freed: HashSet::new(),
             first_lsn: None,
             last_lsn: None,
-            scope: 0,
-            scope_images: vec![HashMap::new()],
+            scopes: Scopes::new(),
             done: false,
             dirty_pages: 0,
         }
@@ -166,96 +188,51 @@ impl Transaction {
         self.id
     }
 
-    /// Marks a point to roll back to; savepoints nest.
-    pub fn savepoint(&mut self) -> Result<Savepoint> {
-        self.check_open()?;
-        self.scope += 1;
-        self.scope_images.push(HashMap::new());
-        Ok(Savepoint {
-            txn: self.id,
-            level: self.scope,
-            last_lsn: self.last_lsn,
-        })
-    }
-
-    /// Puts back, in memory, each page of `images` as it was.
-    fn restore(&mut self, images: HashMap<PageKey, ScopeImage>) {
+    /// Puts back, in memory, each page of `images` as it was, the images of
+    /// a failed level at `depth` and those inside it: a page first changed
+    /// there is unchanged again, and no longer listed for the commit.
+    fn restore(&mut self, images: HashMap<PageKey, ScopeImage>, depth: u32) {
         let ps = self.node.files.page_size();
         for ((file_id, no), image) in images {
             if let Some(p) = self.pages.get_mut(&(file_id, no)) {
                 p.page = image.unwrap_or_else(|| Page::new(ps, Kind::Unwritten, file_id, no));
+                if p.dirty_scope.is_some_and(|d| d >= depth) {
+                    p.dirty_scope = None;
+                    self.dirty_pages -= 1;
+                }
             }
         }
     }
 
-    /// Undoes everything since `sp` (which stays valid); later savepoints
-    /// are gone. Locks taken since are kept (strict two-phase locking).
-    pub fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
-        self.check_open()?;
-        if sp.txn != self.id || sp.level > self.scope || sp.level == 0 {
-            return Err(Error::InvalidSavepoint);
-        }
-        let mut restored: HashMap<PageKey, ScopeImage> = HashMap::new();
-        for images in self.scope_images.drain(sp.level as usize..) {
-            for (key, image) in images {
-                restored.entry(key).or_insert(image);
+    /// The level at `depth` (a scope or a call) ended well: it folds into
+    /// the one around it, and so do the pages it changed first — a later
+    /// failure of another level at this depth must not take them for its
+    /// own.
+    fn close_level(&mut self, depth: u32) {
+        for p in self.pages.values_mut() {
+            if p.dirty_scope.is_some_and(|d| d >= depth) {
+                p.dirty_scope = Some(depth - 1);
             }
         }
-        self.restore(restored);
-        self.scope = sp.level;
-        self.scope_images.push(HashMap::new());
-        if let Some(last) = self.last_lsn {
-            // Says the records after `undo_next` are undone in memory; crash
-            // recovery backs out the whole transaction regardless.
-            let meta = RecordMeta {
-                scope: sp.level,
-                ..RecordMeta::txn(self.id, Some(last))
-            };
-            let body = RecordBody::Compensation { undo_next: sp.last_lsn };
-            self.last_lsn = Some(self.node.logged(self.node.log.append(meta, &body))?);
-        }
-        Ok(())
+        self.scopes.close(depth);
     }
 
-    /// Runs `op` as a scope of its own: if it fails, every page it changed
+    /// Runs `op` as a level of its own: if it fails, every page it changed
     /// is put back in memory as it was before (pages it changed first are
     /// no longer listed for the commit), and the error is returned; the
     /// locks it took stay. What a failed call must leave: the transaction
-    /// as it was.
+    /// as it was. The level is no scope in the log (`crate::scope`).
     fn statement<R>(&mut self, op: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
-        self.scope += 1;
-        self.scope_images.push(HashMap::new());
-        let level = self.scope;
+        let level = self.scopes.open_statement(self.last_lsn);
         let out = op(self);
-        let images = self.scope_images.pop().expect("pushed above");
-        self.scope -= 1;
         match out {
             Ok(v) => {
-                // Every page the scope changed has an image in it.
-                for key in images.keys() {
-                    if let Some(p) = self.pages.get_mut(key).filter(|p| p.dirty_scope == Some(level)) {
-                        p.dirty_scope = Some(level - 1);
-                    }
-                }
-                let parent = self.scope_images.last_mut().expect("level 0 stays");
-                for (key, image) in images {
-                    parent.entry(key).or_insert(image);
-                }
+                self.close_level(level);
                 Ok(v)
             }
             Err(e) => {
-                let undirtied: Vec<PageKey> = images
-                    .keys()
-                    .filter(|k| self.pages.get(k).is_some_and(|p| p.dirty_scope == Some(level)))
-                    .copied()
-                    .collect();
-                self.restore(images);
-                for key in undirtied {
-                    if let Some(p) = self.pages.get_mut(&key) {
-                        p.dirty_scope = None;
-                        self.dirty_pages -= 1;
-                    }
-                }
+                let images = self.scopes.fail(level, false);
+                self.restore(images, level);
                 Err(e)
             }
         }
@@ -296,7 +273,14 @@ impl Transaction {
             // last one's stamp, and recovery reads the run as one intent.
             let per_record = wal::record::max_intent_pages(node.log.layout().max_record()).max(1);
             let mut prev = last;
-            for part in refs.chunks(per_record) {
+            // A transaction that acted through agents only logs one intent
+            // listing no page.
+            let parts: Vec<&[PageRef]> = if refs.is_empty() {
+                vec![&[]]
+            } else {
+                refs.chunks(per_record).collect()
+            };
+            for part in parts {
                 prev = node.log.append(
                     RecordMeta::txn(self.id, Some(prev)),
                     &RecordBody::CommitIntent(part.to_vec()),
@@ -330,11 +314,23 @@ impl Transaction {
         })();
         match result {
             Ok(()) => {
-                node.confirm_commit(
-                    self.id,
-                    intent.expect("a commit that succeeded logged its intent"),
-                    published,
-                );
+                let intent = intent.expect("a commit that succeeded logged its intent");
+                if self.scopes.agent_work_from(0) > 0 {
+                    // Committed: the agents make their work final before
+                    // the `Commit` record says the transaction is done.
+                    let node_id = node.node_id;
+                    if let Err(e) = supervisor::committed(&node.log, &node.opts.agents, node_id, self.id, intent) {
+                        node.stop(&format!(
+                            "finishing the agents' work of transaction {} failed: {e}",
+                            self.id
+                        ));
+                        return Err(Error::CommittedUnfinished {
+                            txn: self.id,
+                            cause: e.to_string(),
+                        });
+                    }
+                }
+                node.confirm_commit(self.id, intent, published);
                 Ok(())
             }
             Err(e) => {
@@ -373,6 +369,20 @@ impl Transaction {
         self.pages.clear();
         let node = self.node.clone();
         if let Some(last) = self.last_lsn {
+            if self.scopes.agent_work_from(0) > 0 {
+                // The transaction's scope failed: its agents undo its
+                // work before the end record says nothing is left.
+                let undone = supervisor::scope_failed(&node.log, &node.opts.agents, node.node_id, self.id, last, None);
+                if let Err(e) = undone {
+                    // The work stays in the log, and the locks retained:
+                    // recovery has the agents undo it again.
+                    node.stop(&format!(
+                        "rollback of transaction {} could not undo its agents' work: {e}",
+                        self.id
+                    ));
+                    return Err(e);
+                }
+            }
             let ended = node
                 .log
                 .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::End)

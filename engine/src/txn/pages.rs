@@ -145,8 +145,7 @@ impl Transaction {
         if !writable || !self.pages.contains_key(&key) {
             self.fetch(t, no, LockMode::X)?;
         }
-        let scope = self.scope as usize;
-        let need_image = !self.scope_images[scope].contains_key(&key);
+        let need_image = self.scopes.needs_image(key);
         let p = self.pages.get_mut(&key).expect("fetched above");
         let first = p.dirty_scope.is_none();
         let fresh = p.fresh;
@@ -175,23 +174,29 @@ impl Transaction {
             return Err(e);
         }
         if need_image {
-            self.scope_images[scope].insert(key, if fresh && first { None } else { before });
+            self.scopes.remember(key, if fresh && first { None } else { before });
         }
         if first {
-            self.pages.get_mut(&key).expect("fetched above").dirty_scope = Some(self.scope);
+            self.pages.get_mut(&key).expect("fetched above").dirty_scope = Some(self.scopes.depth());
             self.dirty_pages += 1;
         }
         Ok(out)
     }
 
-    fn log_undo(&mut self, file_id: u32, page_no: u64, offset_in_page: u32, before: Vec<u8>) -> Result<()> {
+    /// Logs the transaction's `Begin` record, unless it did already.
+    pub(super) fn begun(&mut self) -> Result<()> {
         if self.first_lsn.is_none() {
             let lsn = self.node.log_begin(self.id)?;
             self.first_lsn = Some(lsn);
             self.last_lsn = Some(lsn);
         }
+        Ok(())
+    }
+
+    fn log_undo(&mut self, file_id: u32, page_no: u64, offset_in_page: u32, before: Vec<u8>) -> Result<()> {
+        self.begun()?;
         let meta = RecordMeta {
-            scope: self.scope,
+            scope: self.scopes.token(),
             ..RecordMeta::txn(self.id, self.last_lsn)
         };
         let body = RecordBody::Undo(PageUndo {

@@ -95,3 +95,33 @@ pub fn child_test(name: &str, vars: &[(&str, &OsStr)]) -> ChildGuard {
     }
     ChildGuard::spawn(cmd.stdout(Stdio::piped())).unwrap()
 }
+
+/// The resource id the tests register the file outbox as.
+pub const OUTBOX: understudy::AgentId = 1;
+
+/// Options for node of a cluster in `dir` that registers the file outbox on
+/// `dir/outbox` (returned with them) as resource [`OUTBOX`].
+pub fn outbox_opts(dir: &Path, opts: NodeOptions) -> (NodeOptions, understudy::FileOutbox) {
+    let outbox = understudy::FileOutbox::open(OUTBOX, &dir.join("outbox")).unwrap();
+    let agents = understudy::Agents::new()
+        .with(OUTBOX, Arc::new(outbox.clone()))
+        .unwrap();
+    (NodeOptions { agents, ..opts }, outbox)
+}
+
+/// A one-node cluster in `dir` with the coordinator in the node's process,
+/// table `t` (4 buckets) and the file outbox registered.
+pub fn outbox_cluster(dir: &Path) -> (Node, understudy::FileOutbox) {
+    let ep = format!("unix:{}", dir.join("c.sock").display());
+    Cluster::create(dir, &[1], ep.parse().unwrap(), 4096).unwrap();
+    let base = NodeOptions {
+        embed_coordinator: true,
+        auto_recovery: false,
+        log_segment_size: 1 << 20,
+        ..NodeOptions::default()
+    };
+    let (opts, outbox) = outbox_opts(dir, base);
+    let node = Node::open(dir, 1, opts).unwrap();
+    node.create_table("t", 4).unwrap();
+    (node, outbox)
+}

@@ -13,6 +13,7 @@ use crate::wire::EventKind;
 
 /// What the coordinator (or the connection) tells the node unasked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// An event the coordinator pushed to every member.
     Coordinator {
@@ -25,8 +26,18 @@ pub enum ClientEvent {
     },
     /// The lease is about to lapse or has: stop writing.
     LeaseLost,
-    /// The connection to the coordinator is gone.
+    /// The connection to the coordinator is gone for good (with the lease:
+    /// `LeaseLost` comes too, unless the node ended it itself).
     Disconnected,
+    /// The connection dropped and the client is rejoining while its lease
+    /// holds ([`ClientConfig::ride_through`](super::ClientConfig::ride_through)).
+    CoordinatorLost,
+    /// The client rejoined a coordinator and re-asserted its locks, `gap`
+    /// after the connection dropped.
+    Reconnected {
+        /// From the drop being found to the locks re-asserted.
+        gap: std::time::Duration,
+    },
 }
 
 /// The sending end of [`Client::events`](super::Client::events).

@@ -14,7 +14,6 @@ use super::error::ClientError;
 use super::events::ClientEvent;
 use super::state::{Client, Inner};
 use crate::sync::lock_std;
-use crate::wire::Msg;
 
 impl Client {
     /// Whether the node may still write (see the module docs of
@@ -75,7 +74,9 @@ impl Inner {
                     hb.retain(|_, sent| now.saturating_duration_since(*sent) < lease);
                     hb.insert(id, now);
                 }
-                if self.transmit(&[(id, &Msg::Heartbeat)]).is_err() {
+                // Between connections nothing goes out, and the lease runs
+                // down; a failed write is the reader's to find.
+                if self.transmit_heartbeat(id).is_err() && self.closed.load(Ordering::Acquire) {
                     break;
                 }
             }

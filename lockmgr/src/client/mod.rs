@@ -11,7 +11,9 @@
 //! current expiry). [`Client::lease_valid`] is false from
 //! `lease_ms - fence_margin_ms` after the last acknowledged send; the node
 //! checks it before each write and stops writing (self-fencing) once it is
-//! false. The connection dropping ends the lease at once.
+//! false. The connection dropping ends the lease at once, unless the client
+//! rides through a coordinator restart ([`ClientConfig::ride_through`]): it
+//! then rejoins while the lease holds (see `rejoin`).
 //!
 //! The coordinator declares the node failed when it has received nothing
 //! for `failure_timeout_ms`, measured from the *receipt* `r ≥ s` of the last
@@ -32,7 +34,8 @@
 //! connection's writing side is `link`. Around them, one file per concern:
 //! `connect` (handshake, admission, the threads, the end), `reader` (what
 //! the coordinator sends), `lease` (heartbeats and self-fencing),
-//! `requests`, `events` and `error`.
+//! `rejoin` (riding through a coordinator restart) with `held` (the locks
+//! it re-asserts), `requests`, `events` and `error`.
 //!
 //! This module only declares its files and re-exports the public items; it
 //! must never hold code or state of its own, so that no file of the client
@@ -42,9 +45,11 @@ mod config;
 mod connect;
 mod error;
 mod events;
+mod held;
 mod lease;
 mod link;
 mod reader;
+mod rejoin;
 mod requests;
 mod state;
 

@@ -3,14 +3,15 @@
 //! each frame to `dispatch` — an event to the node's channel, a heartbeat's
 //! answer to the lease, any other reply to the request that waits for it.
 //!
-//! This file owns the end of the connection as the node sees it: the lease
-//! goes with it and every waiting request learns it. It must never write to
-//! the coordinator.
+//! This file owns the end of the connection as the node sees it: unless
+//! the client rides through it (`rejoin`), the lease goes with it and every
+//! waiting request learns it. It must never write to the coordinator.
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
 
 use super::events::ClientEvent;
+use super::link::Link;
 use super::state::Inner;
 use crate::server::LocalPeer;
 use crate::sync::lock_std;
@@ -36,18 +37,26 @@ impl LocalPeer for LocalClient {
 }
 
 impl Inner {
-    pub(super) fn read_loop(&self, reader: Stream) {
-        // Replies the coordinator wrote together are read with one call.
-        let mut reader = std::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
-        while let Ok(Some((id, msg))) = wire::read_frame(&mut reader) {
-            self.dispatch(id, msg);
+    pub(super) fn read_loop(&self, mut reader: Stream) {
+        loop {
+            // Replies the coordinator wrote together are read with one call.
+            let mut buffered = std::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
+            while let Ok(Some((id, msg))) = wire::read_frame(&mut buffered) {
+                self.dispatch(id, msg);
+            }
+            // Every answer read before the end has been dispatched (a grant
+            // is in the ledger) before the client rejoins.
+            match self.ride_through_drop() {
+                Some(next) => reader = next,
+                None => break,
+            }
         }
         self.connection_closed();
     }
 
     /// A frame from the coordinator: an event, a heartbeat's answer, or the
     /// reply someone waits for (none for a request that wanted none).
-    fn dispatch(&self, id: u64, msg: Msg) {
+    pub(super) fn dispatch(&self, id: u64, msg: Msg) {
         match (id, msg) {
             (
                 0,
@@ -66,16 +75,24 @@ impl Inner {
                     if msg == Msg::Ok {
                         self.extend_lease(sent_at);
                     }
-                } else if let Some(tx) = lock_std(&self.pending).remove(&id) {
-                    let _ = tx.send(msg);
+                } else if let Some(p) = lock_std(&self.pending).remove(&id) {
+                    // Into the ledger before anyone can learn of the grant.
+                    if let (Msg::Granted { mode, .. }, Some(Msg::Lock { txn, resource, .. })) = (&msg, &p.resend) {
+                        self.held.granted(*txn, *resource, *mode);
+                    }
+                    let _ = p.tx.send(msg);
                 }
             }
         }
     }
 
-    /// The connection is gone: the lease with it.
-    fn connection_closed(&self) {
+    /// The connection is gone for good: the lease with it.
+    pub(super) fn connection_closed(&self) {
         self.closed.store(true, Ordering::Release);
+        if let Link::Socket(_) = &self.link {
+            // Writers waiting for a connection give up.
+            self.link.shut();
+        }
         // Waiters see their channel close and report Disconnected.
         lock_std(&self.pending).clear();
         self.lose_lease();

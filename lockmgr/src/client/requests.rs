@@ -10,14 +10,19 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::{refusal, unexpected, ClientError};
-use super::state::{Client, Inner};
+use super::link::{Link, Socket};
+use super::state::{Client, Inner, Pending};
 use crate::ids::{NodeId, ResourceId};
 use crate::mode::LockMode;
 use crate::sync::lock_std;
 use crate::wire::{self, HeldLock, MemberInfo, Msg, Outcome};
+
+/// How often a lock request refused by a restarted coordinator that waits
+/// for re-assertions is asked again.
+const RECOVERING_POLL: Duration = Duration::from_millis(2);
 
 /// A registration as counterpart of a failed node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +34,26 @@ pub struct CounterpartGrant {
     /// Names this registration when it is ended
     /// ([`Client::unregister_counterpart`]).
     pub token: u64,
+    /// The failed node's locks are unknown: rebuild them from its log
+    /// ([`Client::rebuild_retained`]) once its in-flight work is found.
+    pub blind: bool,
+    /// The coordinator's word that the counterpart may open the failed
+    /// node's log ([`CounterpartGrant::log_access`]).
+    pub log_proof: [u8; 32],
+}
+
+impl CounterpartGrant {
+    /// The proof `counterpart` (the node this grant was given to) shows to
+    /// open the failed node's log ([`wal::access`]).
+    pub fn log_access(&self, counterpart: NodeId) -> wal::AccessProof {
+        wal::AccessProof {
+            role: wal::Role::Counterpart,
+            holder: counterpart,
+            incarnation: self.incarnation,
+            token: self.token,
+            mac: self.log_proof,
+        }
+    }
 }
 
 /// What a lock request does when it cannot be granted at once.
@@ -78,6 +103,9 @@ impl LockWait {
     }
 }
 
+/// One lock request's answer: its mode and value block as granted, or why not.
+type Granted = Result<(LockMode, Option<u128>), ClientError>;
+
 impl Client {
     /// Locks `resource` for `txn`. `wait` is a [`LockWait`]; `None` fails at
     /// once on a conflict and `Some(d)` waits up to `d` behind any holder.
@@ -101,9 +129,14 @@ impl Client {
         wait: impl Into<LockWait>,
     ) -> Result<(LockMode, Option<u128>), ClientError> {
         let wait = wait.into();
-        match self.inner.call(&wait.request(txn, resource, mode), wait.patience())? {
-            Msg::Granted { mode, value } => Ok((mode, value)),
-            other => Err(unexpected(other)),
+        let started = Instant::now();
+        loop {
+            match self.inner.call(&wait.request(txn, resource, mode), wait.patience()) {
+                Ok(Msg::Granted { mode, value }) => return Ok((mode, value)),
+                Ok(other) => return Err(unexpected(other)),
+                Err(ClientError::CoordinatorRecovering) if self.inner.still_recovering(started) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -132,34 +165,52 @@ impl Client {
         wait: impl Into<LockWait>,
     ) -> Result<Vec<(LockMode, Option<u128>)>, ClientError> {
         let wait = wait.into();
-        let msgs: Vec<Msg> = requests
-            .iter()
-            .map(|&(resource, mode)| wait.request(txn, resource, mode))
-            .collect();
-        let pending = self.inner.send_many(&msgs)?;
-        let mut out = Vec::with_capacity(requests.len());
-        let mut first_err = None;
-        for p in pending {
-            match self.inner.receive(p, wait.patience()) {
-                Ok(Msg::Granted { mode, value }) => out.push((mode, value)),
-                Ok(other) => {
-                    first_err.get_or_insert(unexpected(other));
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+        let started = Instant::now();
+        let mut answers: Vec<Option<Granted>> = vec![None; requests.len()];
+        // Each round sends what is still unanswered: a restarted coordinator
+        // refuses every lock until the nodes that were live have re-asserted
+        // theirs, which the requests wait out (`Inner::still_recovering`).
+        loop {
+            let due: Vec<usize> = (0..requests.len()).filter(|&i| answers[i].is_none()).collect();
+            if due.is_empty() {
+                break;
+            }
+            let msgs: Vec<Msg> = due
+                .iter()
+                .map(|&i| wait.request(txn, requests[i].0, requests[i].1))
+                .collect();
+            let pending = self.inner.send_many(&msgs)?;
+            let mut recovering = false;
+            for (&i, p) in due.iter().zip(pending) {
+                answers[i] = match self.inner.receive(p, wait.patience()) {
+                    Ok(Msg::Granted { mode, value }) => Some(Ok((mode, value))),
+                    Ok(other) => Some(Err(unexpected(other))),
+                    Err(ClientError::CoordinatorRecovering) if self.inner.still_recovering(started) => {
+                        recovering = true;
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                };
+            }
+            if !recovering {
+                break;
             }
         }
-        match first_err {
-            None => Ok(out),
-            Some(e) => Err(e),
-        }
+        // The first refusal in request order; every request has an answer.
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(ClientError::CoordinatorRecovering)))
+            .collect()
     }
 
     /// Releases the lock `txn` holds on `resource` (or withdraws its wait
     /// for it).
     pub fn release(&self, txn: u64, resource: ResourceId) -> Result<(), ClientError> {
-        self.expect_ok(&Msg::Release { txn, resource })
+        let m = Msg::Release { txn, resource };
+        match self.inner.call(&m, Duration::ZERO)? {
+            Msg::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Sends the release of the lock `txn` holds on `resource` and asks for
@@ -208,10 +259,14 @@ impl Client {
                 failed,
                 incarnation,
                 token,
+                blind,
+                log_proof,
             } => Ok(CounterpartGrant {
                 failed,
                 incarnation,
                 token,
+                blind,
+                log_proof,
             }),
             other => Err(unexpected(other)),
         }
@@ -226,19 +281,48 @@ impl Client {
         })
     }
 
-    /// Files a restart request for `node`: live members hear of it (a
+    /// Files a restart request for `node`, kept in the coordinator's durable
+    /// record: a live member that launches restarts hears of it (a
     /// `RestartRequested` event) now if it has failed, else when it fails.
+    /// Refused (`NoRestarter`) while no such member is live.
     pub fn request_restart(&self, node: NodeId) -> Result<(), ClientError> {
         self.expect_ok(&Msg::RequestRestart { node })
+    }
+
+    /// As the counterpart of a failed node whose locks were unknown
+    /// ([`CounterpartGrant::blind`]), hands the coordinator the write locks
+    /// its log says the node held: they become its retained locks, and the
+    /// cluster stops pausing for it.
+    pub fn rebuild_retained(
+        &self,
+        grant: &CounterpartGrant,
+        locks: Vec<(ResourceId, LockMode)>,
+    ) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::RebuildRetained {
+            failed: grant.failed,
+            token: grant.token,
+            locks,
+        })
+    }
+
+    /// Asks live member `by` to recover failed node `failed` (an operator's
+    /// `recover --by`); answered once `by` has been told.
+    pub fn ask_recovery(&self, failed: NodeId, by: NodeId) -> Result<(), ClientError> {
+        self.expect_ok(&Msg::AskRecovery { failed, by })
     }
 
     /// A restarting node has backed out its own work: release the locks it
     /// took back.
     pub fn restart_finished(&self) -> Result<(), ClientError> {
-        self.expect_ok(&Msg::RestartFinished)
+        self.expect_ok(&Msg::RestartFinished)?;
+        // Its reclaimed locks are gone: from now on it holds only what the
+        // ledger knows, and may ride through a coordinator restart.
+        self.inner.arm_ride_through();
+        Ok(())
     }
 
-    /// Re-asserts locks after a coordinator restart (purpose `Rejoin`).
+    /// Re-asserts locks after a coordinator restart (purpose `Rejoin`); a
+    /// client that rides through does this itself.
     pub fn reassert(&self, locks: Vec<HeldLock>) -> Result<(), ClientError> {
         self.expect_ok(&Msg::Reassert { locks })
     }
@@ -284,19 +368,92 @@ impl Inner {
         self.receive(rx, wait)
     }
 
-    /// Hands requests to the coordinator ([`Link::transmit`](super::link::Link::transmit)), unless the
-    /// connection is closed.
-    pub(super) fn transmit(&self, frames: &[(u64, &Msg)]) -> Result<(), ClientError> {
+    /// Whether a lock request refused because the coordinator restarted
+    /// and waits for re-assertions, first sent at `started`, is asked again:
+    /// by a client that rides through restarts (others hear the refusal),
+    /// for as long as the reply timeout. A coordinator's wait ends with its
+    /// grace period (its failure timeout) at the latest, so that bound is
+    /// reached only by a coordinator that no longer works.
+    pub(super) fn still_recovering(&self, started: Instant) -> bool {
+        if self.rejoin.is_none() || started.elapsed() >= self.reply_timeout || self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep(RECOVERING_POLL);
+        true
+    }
+
+    /// When a writer stops waiting for a connection to come back: when the
+    /// lease would lapse (see `rejoin`).
+    fn connection_patience(&self) -> Option<Instant> {
+        let until = Duration::from_micros(self.lease_until_us.load(Ordering::Acquire));
+        Some(self.epoch + until)
+    }
+
+    /// Sends heartbeats ([`Link`]): over a socket only while connected (a
+    /// heartbeat is worthless on a connection still to come).
+    pub(super) fn transmit_heartbeat(&self, id: u64) -> Result<(), ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
-        self.link.transmit(frames)
+        match &self.link {
+            Link::Local(link) => {
+                link.request(id, Msg::Heartbeat);
+                Ok(())
+            }
+            Link::Socket(socket) => match socket.current(None) {
+                Some(mut wire) => wire.write(&[(id, &Msg::Heartbeat)]),
+                None => Ok(()),
+            },
+        }
     }
 
-    /// Sends requests that want no reply (request id [`wire::NO_REPLY`]).
+    /// Sends requests that want no reply (request id [`wire::NO_REPLY`]):
+    /// releases, which leave the ledger first (see `held`).
     fn send_unanswered(&self, msgs: &[Msg]) -> Result<(), ClientError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Disconnected);
+        }
         let frames: Vec<(u64, &Msg)> = msgs.iter().map(|m| (wire::NO_REPLY, m)).collect();
-        self.transmit(&frames)
+        match &self.link {
+            Link::Local(link) => {
+                for (id, m) in frames {
+                    if !link.request(id, m.clone()) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Link::Socket(socket) => {
+                // Under the connection's lock, so a re-assertion reads the
+                // ledger wholly before or wholly after these releases.
+                let mut wire = socket.lock();
+                for m in msgs {
+                    self.forget(m);
+                }
+                if wire.shut {
+                    return Err(ClientError::Disconnected);
+                }
+                if wire.stream.is_none() {
+                    // Between connections: the next coordinator learns only
+                    // of the locks re-asserted to it, and these are not.
+                    return Ok(());
+                }
+                match wire.write(&frames) {
+                    // The connection just dropped: the same holds.
+                    Err(_) if self.ride_through.load(Ordering::Acquire) => Ok(()),
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Takes a release's locks out of the ledger.
+    fn forget(&self, m: &Msg) {
+        match *m {
+            Msg::Release { txn, resource } => self.held.released(txn, resource),
+            Msg::ReleaseAll { txn } => self.held.released_all(txn),
+            _ => {}
+        }
     }
 
     /// Sends a request; its reply arrives on the returned channel.
@@ -305,13 +462,15 @@ impl Inner {
         Ok(sent.pop().expect("one request, one channel"))
     }
 
-    /// Sends requests together ([`Inner::transmit`]); each reply arrives on
-    /// its own channel.
+    /// Sends requests together, in one write; each reply arrives on its own
+    /// channel. Over a socket between connections it waits for the next one
+    /// (see `rejoin`), as long as the lease lasts.
     fn send_many(&self, msgs: &[Msg]) -> Result<Vec<(u64, Receiver<Msg>)>, ClientError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Disconnected);
         }
         let first = self.next_id.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        let rides = self.rejoin.is_some();
         let mut frames = Vec::with_capacity(msgs.len());
         let mut out = Vec::with_capacity(msgs.len());
         {
@@ -319,11 +478,33 @@ impl Inner {
             for (id, m) in (first..).zip(msgs) {
                 frames.push((id, m));
                 let (tx, rx) = mpsc::channel();
-                pending.insert(id, tx);
+                let resend = (rides && resent_after_a_drop(m)).then(|| m.clone());
+                let done_on_drop = matches!(m, Msg::Release { .. } | Msg::ReleaseAll { .. });
+                pending.insert(
+                    id,
+                    Pending {
+                        tx,
+                        resend,
+                        done_on_drop,
+                        generation: None,
+                    },
+                );
                 out.push((id, rx));
             }
         }
-        let sent = self.transmit(&frames);
+        let sent = match &self.link {
+            Link::Local(link) => {
+                for (id, m) in &frames {
+                    // `false`: the connection closed (after this request's
+                    // answer, for a `Leave`); `connection_closed` has run.
+                    if !link.request(*id, (*m).clone()) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Link::Socket(socket) => self.write_socket(socket, msgs, &frames),
+        };
         // A connection that closed meanwhile may have cleared the pending
         // requests before these were added: drop them, so their waiters see
         // the end (after any answer already delivered) at once.
@@ -336,8 +517,58 @@ impl Inner {
         sent.map(|()| out)
     }
 
+    /// Writes requests registered as pending on the current connection,
+    /// waiting for one if there is none; a release leaves the ledger under
+    /// the same lock, and one with nothing to tell the next coordinator is
+    /// answered here (see `send_unanswered`).
+    fn write_socket(&self, socket: &Socket, msgs: &[Msg], frames: &[(u64, &Msg)]) -> Result<(), ClientError> {
+        let releases = msgs
+            .iter()
+            .all(|m| matches!(m, Msg::Release { .. } | Msg::ReleaseAll { .. }));
+        let mut wire = if releases {
+            let wire = socket.lock();
+            for m in msgs {
+                self.forget(m);
+            }
+            if wire.stream.is_none() && !wire.shut {
+                let mut pending = lock_std(&self.pending);
+                for (id, _) in frames {
+                    if let Some(p) = pending.remove(id) {
+                        let _ = p.tx.send(Msg::Ok);
+                    }
+                }
+                return Ok(());
+            }
+            wire
+        } else {
+            let wait = if self.ride_through.load(Ordering::Acquire) {
+                self.connection_patience()
+            } else {
+                None
+            };
+            socket.current(wait).ok_or(ClientError::Disconnected)?
+        };
+        if wire.shut {
+            return Err(ClientError::Disconnected);
+        }
+        {
+            let mut pending = lock_std(&self.pending);
+            for (id, _) in frames {
+                if let Some(p) = pending.get_mut(id) {
+                    p.generation = Some(wire.generation);
+                }
+            }
+        }
+        match wire.write(frames) {
+            // The reader finds the drop and settles these requests: sent
+            // again on the next connection, answered, or failed.
+            Err(_) if self.ride_through.load(Ordering::Acquire) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Waits for the reply of a request sent with [`Inner::send`].
-    fn receive(&self, (id, rx): (u64, Receiver<Msg>), wait: Duration) -> Result<Msg, ClientError> {
+    pub(super) fn receive(&self, (id, rx): (u64, Receiver<Msg>), wait: Duration) -> Result<Msg, ClientError> {
         match rx.recv_timeout(wait + self.reply_timeout) {
             Ok(reply) => refusal(reply),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(ClientError::Disconnected),
@@ -347,4 +578,18 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether a request unanswered when its connection dropped is sent again
+/// on the next: a lock request (the next coordinator knows only what was
+/// re-asserted, so the lock is still to be had) and the questions and
+/// requests that are the same however often they are made. A counterpart's
+/// registration, its end, a restart's end and leaving are not: their
+/// outcome at the old coordinator is unknown, and the caller learns it
+/// failed ([`ClientError::Disconnected`]).
+fn resent_after_a_drop(m: &Msg) -> bool {
+    matches!(
+        m,
+        Msg::Lock { .. } | Msg::Status | Msg::ListRetained { .. } | Msg::RequestRestart { .. }
+    )
 }

@@ -28,16 +28,17 @@ pub(super) const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 impl Shared {
     /// Hello, challenge, proof, admission. `None` closes the connection.
     pub(super) fn handshake(&self, conn: &Arc<Conn>, reader: &mut Stream) -> Option<Admitted> {
-        let (hello_id, node, purpose, incarnation) = match wire::read_frame(reader) {
+        let (hello_id, node, purpose, incarnation, launches_restarts) = match wire::read_frame(reader) {
             Ok(Some((
                 id,
                 Msg::Hello {
                     node,
                     purpose,
                     incarnation,
+                    launches_restarts,
                     ..
                 },
-            ))) => (id, node, purpose, incarnation),
+            ))) => (id, node, purpose, incarnation, launches_restarts),
             Ok(Some((id, _))) => {
                 conn.send(
                     id,
@@ -63,7 +64,7 @@ impl Shared {
                     );
                     return None;
                 }
-                self.admit(conn, id, node, purpose, incarnation)
+                self.admit(conn, id, node, purpose, incarnation, launches_restarts)
             }
             Ok(Some((id, _))) => {
                 conn.send(
@@ -90,13 +91,14 @@ impl Shared {
         node: NodeId,
         purpose: Purpose,
         incarnation: u64,
+        launches_restarts: bool,
     ) -> Option<Admitted> {
         let refuse = |msg: Msg| {
             conn.send(id, &msg);
             None
         };
         if purpose == Purpose::Operator {
-            conn.send(id, &self.welcome(0));
+            conn.send(id, &self.welcome(node, 0, false));
             return Some(Admitted::Operator { node });
         }
         let mut member_guard = None;
@@ -120,6 +122,21 @@ impl Shared {
                 incarnation
             }
             Purpose::Join | Purpose::Restart => {
+                if lock_std(&self.awaiting).0.contains(&node) {
+                    return refuse(error_msg(
+                        ErrorCode::AlreadyLive,
+                        node,
+                        NO_RESOURCE,
+                        "node is live; after a coordinator restart use rejoin",
+                    ));
+                }
+                member_guard = Some(lock_std(&self.member_changes));
+                // Read again under the guard: a failure of the node being
+                // declared this instant (`member_gone`) is then done or not
+                // begun. Read before it, a node seen live could be failed in
+                // between and then admitted to join, its in-flight work
+                // never recovered.
+                let status = self.registry.status(node);
                 let unrecovered = status.is_some_and(|s| {
                     s.liveness == Liveness::Failed && !matches!(s.recovery, Some(RecoveryStatus::Recovered))
                 });
@@ -131,17 +148,12 @@ impl Shared {
                         "node failed and is not recovered yet; restart it to recover itself",
                     ));
                 }
-                if lock_std(&self.awaiting).0.contains(&node) {
-                    return refuse(error_msg(
-                        ErrorCode::AlreadyLive,
-                        node,
-                        NO_RESOURCE,
-                        "node is live; after a coordinator restart use rejoin",
-                    ));
-                }
-                member_guard = Some(lock_std(&self.member_changes));
                 match self.registry.join(node) {
-                    Ok(inc) => inc,
+                    Ok(inc) => {
+                        // Back: a restart it asked for is served.
+                        lock_std(&self.restart_wanted).remove(&node);
+                        inc
+                    }
                     Err(e) => return refuse(registry_error(&e)),
                 }
             }
@@ -163,6 +175,7 @@ impl Shared {
         let session = Arc::new(Session {
             conn: conn.clone(),
             incarnation,
+            launches_restarts,
             last_heard: Mutex::new(Heard {
                 since: Instant::now(),
                 busy: 0,
@@ -170,20 +183,32 @@ impl Shared {
         });
         // Welcome first, then the session becomes visible to broadcasts: no
         // event may reach a node before its welcome.
-        conn.send(id, &self.welcome(incarnation));
+        conn.send(id, &self.welcome(node, incarnation, true));
         lock_std(&self.sessions).insert(node, session.clone());
         self.broadcast(EventKind::NodeJoined, node, incarnation);
+        self.announce_to(node, &session);
         tracing::info!(node, incarnation, ?purpose, "node admitted");
         Some(Admitted::Member { node, session, purpose })
     }
 
-    /// The `Welcome` of an admission as `incarnation` (0 for an operator),
-    /// with this coordinator's timings.
-    fn welcome(&self, incarnation: u64) -> Msg {
+    /// The `Welcome` of `node`'s admission as `incarnation` (0 for an
+    /// operator), with this coordinator's timings and, for a `member`, its
+    /// proof that this incarnation may open its own log.
+    fn welcome(&self, node: NodeId, incarnation: u64, member: bool) -> Msg {
+        let log_proof = if member {
+            self.cfg
+                .secret
+                .log_key()
+                .sign(node, wal::Role::Owner, node, incarnation, 0)
+                .mac
+        } else {
+            [0; 32]
+        };
         Msg::Welcome {
             incarnation,
             lease_ms: self.cfg.lease_ms,
             heartbeat_ms: self.cfg.heartbeat_ms,
+            log_proof,
         }
     }
 

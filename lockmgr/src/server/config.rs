@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use wal::io::Io;
 
 use crate::auth::Secret;
+use crate::election::{Election, ElectionError};
 use crate::error::LockError;
 use crate::persist::PersistError;
 use crate::transport::Endpoint;
@@ -33,6 +34,12 @@ pub struct CoordinatorConfig {
     /// How often nodes send heartbeats, in milliseconds; above 0, 100 by
     /// default.
     pub heartbeat_ms: u32,
+    /// How this coordinator is elected to serve the cluster
+    /// ([`Election::FileLock`] by default).
+    pub election: Election,
+    /// Stand by: wait to be elected instead of refusing to start while
+    /// another coordinator serves the cluster. Off by default.
+    pub standby: bool,
     /// Silence after which the coordinator declares a node failed, in
     /// milliseconds; must exceed `lease_ms` by the clock-drift margin (see
     /// [`crate::client`]), 1500 by default. Also the grace period after a
@@ -56,6 +63,8 @@ impl CoordinatorConfig {
             lease_ms: 1000,
             heartbeat_ms: 100,
             failure_timeout_ms: 1500,
+            election: Election::default(),
+            standby: false,
         }
     }
 }
@@ -82,4 +91,8 @@ pub enum CoordinatorError {
     /// (what is wrong, in words).
     #[error("bad configuration: {0}")]
     Config(String),
+    /// Another coordinator serves the cluster, or taking leadership failed
+    /// ([`crate::election`]).
+    #[error(transparent)]
+    Election(#[from] ElectionError),
 }

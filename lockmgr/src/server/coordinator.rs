@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::config::{CoordinatorConfig, CoordinatorError};
 use super::state::Shared;
+use crate::election::Leadership;
 use crate::membership::Liveness;
-use crate::persist::{PersistError, StateStore};
+use crate::persist::PersistError;
 use crate::registry::Registry;
 use crate::sync::lock_std;
 use crate::table::LockTable;
@@ -27,10 +28,15 @@ pub struct Coordinator {
     pub(super) shared: Arc<Shared>,
     addrs: Vec<Endpoint>,
     threads: Vec<JoinHandle<()>>,
+    /// Held while the coordinator runs; let go once its threads are
+    /// stopped, so a standby never reads a record this one still writes.
+    leadership: Option<Leadership>,
 }
 
 impl Coordinator {
-    /// Loads the durable record, binds every endpoint and starts serving.
+    /// Takes leadership of the cluster (waiting for it, as a standby; see
+    /// [`crate::election`]), loads the durable record, binds every endpoint
+    /// and starts serving.
     pub fn start(cfg: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
         if cfg.listen.is_empty() {
             return Err(CoordinatorError::Config("no endpoint to listen on".into()));
@@ -40,9 +46,15 @@ impl Coordinator {
                 "need 0 < heartbeat_ms < lease_ms < failure_timeout_ms".into(),
             ));
         }
-        std::fs::create_dir_all(&cfg.state_dir)
+        // The record is the coordinator's alone: a directory made for it is
+        // 0700.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&cfg.state_dir)
             .map_err(|e| PersistError::Io(wal::io::IoError::new(wal::io::OpKind::Open, &cfg.state_dir, None, e)))?;
-        let (store, restored) = StateStore::open(&cfg.io, &cfg.state_dir)?;
+        // Nothing of the record is read before this coordinator leads.
+        let endpoints: Vec<String> = cfg.listen.iter().map(ToString::to_string).collect();
+        let leadership = cfg.election.lead(&cfg.state_dir, &endpoints.join(","), cfg.standby)?;
+        let (store, restored) = leadership.open_store(&cfg.io, &cfg.state_dir)?;
         let (table, registry, blind, awaiting) = match &restored {
             None => (LockTable::new(), Registry::default(), BTreeSet::new(), BTreeSet::new()),
             Some(state) => {
@@ -78,7 +90,7 @@ impl Coordinator {
             waits: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             blind: Mutex::new(blind),
-            restart_wanted: Mutex::new(BTreeSet::new()),
+            restart_wanted: Mutex::new(restored.iter().flat_map(|s| s.restarts.iter().copied()).collect()),
             awaiting: Mutex::new((awaiting, grace)),
             persist_lock: Mutex::new(store),
             member_changes: Mutex::new(()),
@@ -103,7 +115,12 @@ impl Coordinator {
                 .spawn(move || ticker.tick_loop())
                 .expect("spawn the ticker thread"),
         );
-        Ok(Coordinator { shared, addrs, threads })
+        Ok(Coordinator {
+            shared,
+            addrs,
+            threads,
+            leadership: Some(leadership),
+        })
     }
 
     /// The endpoints actually bound (a TCP port 0 resolved).
@@ -143,6 +160,7 @@ impl Coordinator {
                 let _ = std::fs::remove_file(p);
             }
         }
+        self.leadership = None;
     }
 }
 

@@ -1,6 +1,8 @@
 //! Counterpart requests: `RegisterCounterpart` hands a live node the grant
-//! for a failed node's recovery; `UnregisterCounterpart` ends it, and a
-//! recovery that succeeded releases the failed node's retained locks.
+//! for a failed node's recovery (with the proof that opens its log, see
+//! `wal::access`); `UnregisterCounterpart` ends it, and a recovery that
+//! succeeded releases the failed node's retained locks; `AskRecovery` has
+//! an operator ask a live node to recover a failed one.
 //!
 //! This file owns the grants handed out. It must never release retained
 //! locks but on the registry's word ([`RetainedLocks::Release`]), and never
@@ -10,7 +12,8 @@ use super::refusal::{error_msg, registry_error, NO_RESOURCE};
 use super::session::Request;
 use super::state::Shared;
 use crate::ids::NodeId;
-use crate::registry::{AuthState, RecoveryOutcome, RetainedLocks};
+use crate::membership::Liveness;
+use crate::registry::{AuthState, RecoveryOutcome, RecoveryStatus, RetainedLocks};
 use crate::sync::lock_std;
 use crate::wire::{ErrorCode, EventKind, Msg, Outcome};
 
@@ -25,6 +28,14 @@ impl Shared {
         match self.registry.register_counterpart(req.node, auth, failed) {
             Ok(grant) => {
                 lock_std(&self.grants).insert(failed, grant);
+                let blind = lock_std(&self.blind).contains(&failed);
+                let proof = self.cfg.secret.log_key().sign(
+                    failed,
+                    wal::Role::Counterpart,
+                    req.node,
+                    grant.incarnation(),
+                    grant.token(),
+                );
                 // Not written to the durable record: a restarted
                 // coordinator restores an active registration as
                 // inactive anyway (its counterpart's connection is
@@ -34,6 +45,8 @@ impl Shared {
                     failed,
                     incarnation: grant.incarnation(),
                     token: grant.token(),
+                    blind,
+                    log_proof: proof.mac,
                 });
             }
             Err(e) => req.reply(registry_error(&e)),
@@ -77,6 +90,7 @@ impl Shared {
                         .forget(self.table.retained(failed).into_iter().map(|(r, _)| r));
                     let woken = self.table.release_retained(failed);
                     lock_std(&self.blind).remove(&failed);
+                    lock_std(&self.restart_wanted).remove(&failed);
                     self.notify(woken);
                     req.reply(Msg::Ok);
                     self.broadcast(EventKind::RecoveryFinished, failed, grant.incarnation());
@@ -89,6 +103,52 @@ impl Shared {
                 }
             }
             Err(e) => req.reply(registry_error(&e)),
+        }
+    }
+}
+
+impl Shared {
+    /// `AskRecovery`: `by`, a live member, is asked to recover `failed` (an
+    /// event to it alone); refused at once, saying why, when `by` is not
+    /// live or `failed` has nothing to recover or a counterpart already.
+    pub(super) fn on_ask_recovery(&self, req: &Request, failed: NodeId, by: NodeId) {
+        let refuse = |code, node, why: String| req.reply(error_msg(code, node, NO_RESOURCE, why));
+        let Some(session) = lock_std(&self.sessions).get(&by).cloned() else {
+            return refuse(ErrorCode::CallerNotLive, by, format!("node {by} is not live"));
+        };
+        match self.registry.status(failed) {
+            None => refuse(ErrorCode::UnknownNode, failed, format!("node {failed} never joined")),
+            Some(s) if s.liveness == Liveness::Live => {
+                refuse(ErrorCode::NodeNotFailed, failed, format!("node {failed} is live"))
+            }
+            Some(s) => match s.recovery {
+                Some(RecoveryStatus::Recovered) | None => refuse(
+                    ErrorCode::AlreadyRecovered,
+                    failed,
+                    format!("node {failed} has nothing to recover"),
+                ),
+                Some(RecoveryStatus::Active { counterpart }) => refuse(
+                    ErrorCode::AlreadyActive,
+                    counterpart,
+                    format!("node {counterpart} is recovering node {failed} already"),
+                ),
+                Some(RecoveryStatus::Inactive) if by == failed => refuse(
+                    ErrorCode::CallerIsFailedNode,
+                    failed,
+                    "a node does not recover itself as a peer".into(),
+                ),
+                Some(RecoveryStatus::Inactive) => {
+                    session.conn.send(
+                        0,
+                        &Msg::Event {
+                            kind: EventKind::RecoveryAsked,
+                            node: failed,
+                            incarnation: s.incarnation,
+                        },
+                    );
+                    req.reply(Msg::Ok);
+                }
+            },
         }
     }
 }

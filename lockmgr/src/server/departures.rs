@@ -101,12 +101,16 @@ impl Shared {
         if blind {
             lock_std(&self.blind).insert(node);
         }
-        let wanted = lock_std(&self.restart_wanted).remove(&node);
+        let wanted = lock_std(&self.restart_wanted).contains(&node);
         if failed {
             self.broadcast(EventKind::NodeFailed, node, incarnation);
+            // Kept until served; with no member to launch it now, the
+            // first one admitted gets it (see `announce`).
             if wanted {
-                self.broadcast(EventKind::RestartRequested, node, incarnation);
+                self.send_restart(node, incarnation);
             }
+        } else {
+            lock_std(&self.restart_wanted).remove(&node);
         }
         for &orphan in &orphaned {
             let inc = self.registry.status(orphan).map_or(0, |s| s.incarnation);

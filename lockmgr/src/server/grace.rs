@@ -2,8 +2,8 @@
 //! that were live rejoin and re-assert their locks (`Reassert`), its end,
 //! which fails the nodes that stayed away with their locks unknown
 //! ("blind"), and the gate that refuses every lock request meanwhile and
-//! while a blind node is unrecovered (see the module docs of
-//! [`server`](super)).
+//! while a blind node's locks are neither rebuilt from its log nor
+//! recovered (see the module docs of [`server`](super) and `rebuild`).
 //!
 //! This file owns the awaited set and the gate. It must never let a lock
 //! be granted over one that is not re-asserted yet or that a blind node may

@@ -55,10 +55,18 @@ impl Coordinator {
     /// Admits `node` for `purpose` over an in-process link. `Ok` carries
     /// the link and the `Welcome`; `Err` the refusal (an `Error` message),
     /// exactly what a socket connection would have been answered.
-    pub fn connect_local(&self, node: NodeId, purpose: Purpose, incarnation: u64) -> Result<(LocalLink, Msg), Msg> {
+    /// `launches_restarts`: the node launches restarts of failed nodes, as
+    /// `Hello` says over a socket.
+    pub fn connect_local(
+        &self,
+        node: NodeId,
+        purpose: Purpose,
+        incarnation: u64,
+        launches_restarts: bool,
+    ) -> Result<(LocalLink, Msg), Msg> {
         let shared = self.shared.clone();
         let conn = Arc::new(Conn::local(shared.next_conn.fetch_add(1, Ordering::Relaxed)));
-        let admitted = shared.admit(&conn, ADMISSION_ID, node, purpose, incarnation);
+        let admitted = shared.admit(&conn, ADMISSION_ID, node, purpose, incarnation, launches_restarts);
         let answer = match &mut *lock_std(&conn.out) {
             Out::Local { early, .. } => early
                 .iter()

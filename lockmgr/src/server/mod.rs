@@ -28,16 +28,23 @@
 //! ## Restart of the coordinator
 //! The durable record ([`crate::persist`]) restores membership, recovery
 //! status and every retained lock. Nodes that were live reconnect with
-//! `Rejoin` and re-assert their locks; until all have (or `failure_timeout_ms`
-//! has passed) no other lock is granted, so nothing can be granted over a
-//! lock that is not re-asserted yet. A re-asserted lock that conflicts with
+//! `Rejoin` and re-assert their locks (a client configured to ride through
+//! does so by itself, see `crate::client`); until all have (or
+//! `failure_timeout_ms` has passed) no other lock is granted, so nothing
+//! can be granted over a lock that is not re-asserted yet. A re-asserted lock that conflicts with
 //! a retained lock of the record shows that record older than the lock's
 //! release (a recovery's end is answered before it is recorded): that
 //! retained lock is dropped, and the node's others stay until a recovery
 //! that finds nothing left to do. A node that does not come back is
-//! declared failed with its locks unknown ("blind"): until a counterpart has
-//! recovered it, every lock request is refused with `Retained` naming it —
-//! the cluster pauses rather than risk exposing its uncommitted pages.
+//! declared failed with its locks unknown ("blind"): until its counterpart
+//! has rebuilt them from its log (`rebuild`) or recovered it, every lock
+//! request is refused with `Retained` naming it — the cluster pauses rather
+//! than risk exposing its uncommitted pages. Every member admitted hears of
+//! the failed nodes still to recover (`announce`), so one of them does.
+//!
+//! A restart of the coordinator may be a standby taking over: one
+//! coordinator serves a cluster at a time ([`crate::election`]), and the
+//! one that takes over reads the record the other left.
 //!
 //! ## Layout
 //! The state every thread shares is `Shared`, in `state` (with the lock
@@ -46,16 +53,19 @@
 //! `config` use no other file of the server. Around them, one file per
 //! concern adds its methods to `Shared`: `coordinator` (start, listeners,
 //! stop), `connection` (a connection's thread), `admission` (handshake and
-//! membership rules), `request` (the table that hands each request to its
-//! handler), `locks`, `waits`, `counterparts`, `restarts`, `departures`,
-//! `grace`, `status`, `events`, `record` (the durable record), `ticker`,
-//! `refusal` (errors as wire messages) and `local` ([`LocalLink`]).
+//! membership rules) with `announce` (what an admitted member is told, and
+//! where restart requests go), `request` (the table that hands each request
+//! to its handler), `locks`, `waits`, `counterparts`, `restarts`,
+//! `departures`, `grace`, `rebuild`, `status`, `events`, `record` (the
+//! durable record), `ticker`, `refusal` (errors as wire messages) and
+//! `local` ([`LocalLink`]).
 //!
 //! This module only declares its files and re-exports the public items;
 //! it must never hold code or state of its own, so that no file of the
 //! server uses it.
 
 mod admission;
+mod announce;
 mod config;
 mod conn;
 mod connection;
@@ -66,6 +76,7 @@ mod events;
 mod grace;
 mod local;
 mod locks;
+mod rebuild;
 mod record;
 mod refusal;
 mod request;

@@ -1,5 +1,6 @@
 //! The coordinator's durable record as the server writes it: membership,
-//! recovery status, retained locks and blind nodes, stored whole after each
+//! recovery status, retained locks, blind nodes and restart requests not
+//! yet served, stored whole after each
 //! change that must survive a coordinator restart ([`crate::persist`]).
 //!
 //! This file owns when the record is written and what a failed write does.
@@ -28,6 +29,7 @@ impl Shared {
             registry: self.registry.snapshot(),
             retained: self.table.export_retained(),
             blind: lock_std(&self.blind).iter().copied().collect(),
+            restarts: lock_std(&self.restart_wanted).iter().copied().collect(),
         };
         if let Err(e) = store.store(&state) {
             eprintln!("fatal: the coordinator cannot write its durable record: {e}");

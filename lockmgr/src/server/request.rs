@@ -3,7 +3,8 @@
 //!
 //! This file only dispatches. Each family of requests has its handler in
 //! the file of its concept — `connection` (heartbeats), `locks`,
-//! `counterparts`, `restarts`, `grace` (re-assertion), `status`,
+//! `counterparts` (and asked recoveries), `restarts`, `grace`
+//! (re-assertion), `rebuild` (a blind node's locks), `status`,
 //! `departures` (leaving), `admission` (a repeated handshake) — and this
 //! file must never grow the handling of one itself; it refuses only a frame
 //! that is no request.
@@ -40,6 +41,8 @@ impl Shared {
             Msg::Status => self.on_status(&req),
             Msg::ListRetained { node } => self.on_list_retained(&req, node),
             Msg::Reassert { locks } => self.on_reassert(&req, locks),
+            Msg::RebuildRetained { failed, token, locks } => self.on_rebuild_retained(&req, failed, token, &locks),
+            Msg::AskRecovery { failed, by } => self.on_ask_recovery(&req, failed, by),
             Msg::Leave => return self.on_leave(&req),
             Msg::Publish { values } => self.on_publish(&req, values),
             Msg::Hello { .. } | Msg::AuthProof { .. } => self.on_handshake_again(&req),

@@ -1,17 +1,23 @@
 //! Restarts of nodes: `RequestRestart` files a request that a node be
-//! restarted light (announced now if it has failed, else when it fails),
-//! and `RestartFinished` ends a restarting node's recovery of itself,
-//! releasing the locks it took back on admission ([`RESTART_TXN`]).
+//! restarted light (sent now if it has failed, else when it fails), and
+//! `RestartFinished` ends a restarting node's recovery of itself, releasing
+//! the locks it took back on admission ([`RESTART_TXN`]).
 //!
-//! This file files the restart requests of live nodes (`departures`
-//! announces them when the node fails). It must never release a node's
-//! reclaimed locks before that node says its own recovery is done.
+//! A request is kept in the durable record until it is served (the node is
+//! admitted again, or recovered), and goes to a member that launches
+//! restarts (see `announce`); with none live, it is refused
+//! (`NoRestarter`), so nobody files a request that nobody can act on.
+//!
+//! This file files the restart requests (`departures` sends them when the
+//! node fails). It must never release a node's reclaimed locks before that
+//! node says its own recovery is done.
 
 use super::refusal::{error_msg, NO_RESOURCE};
 use super::session::Request;
 use super::state::Shared;
 use crate::ids::{NodeId, Owner};
 use crate::membership::Liveness;
+use crate::registry::RecoveryStatus;
 use crate::sync::lock_std;
 use crate::wire::{ErrorCode, EventKind, Msg, Purpose};
 
@@ -22,20 +28,32 @@ pub const RESTART_TXN: u64 = u64::MAX;
 impl Shared {
     /// `RequestRestart` of `target`.
     pub(super) fn on_request_restart(&self, req: &Request, target: NodeId) {
-        // A failed node's restart is announced now; a live node's is
-        // kept and announced when it fails, so a node can file its
-        // own in advance ("if I die, restart me light").
+        // A failed node's restart is sent now; a live node's is kept and
+        // sent when it fails, so a node can file its own in advance ("if
+        // I die, restart me light").
         let _member_guard = lock_std(&self.member_changes);
-        match self.registry.status(target) {
-            None => req.reply(error_msg(ErrorCode::UnknownNode, target, NO_RESOURCE, "no such node")),
-            Some(s) if s.liveness == Liveness::Failed => {
-                req.reply(Msg::Ok);
-                self.broadcast(EventKind::RestartRequested, target, s.incarnation);
-            }
-            Some(_) => {
-                lock_std(&self.restart_wanted).insert(target);
-                req.reply(Msg::Ok);
-            }
+        let Some(s) = self.registry.status(target) else {
+            req.reply(error_msg(ErrorCode::UnknownNode, target, NO_RESOURCE, "no such node"));
+            return;
+        };
+        if self.launcher(target).is_none() {
+            req.reply(error_msg(
+                ErrorCode::NoRestarter,
+                target,
+                NO_RESOURCE,
+                "no live node launches restarts; start one that does (`understudy node`) and ask again",
+            ));
+            return;
+        }
+        let recovered = s.recovery == Some(RecoveryStatus::Recovered);
+        if !(s.liveness == Liveness::Failed && recovered) {
+            lock_std(&self.restart_wanted).insert(target);
+            // Durable before it is acknowledged.
+            self.persist();
+        }
+        req.reply(Msg::Ok);
+        if s.liveness == Liveness::Failed {
+            self.send_restart(target, s.incarnation);
         }
     }
 

@@ -17,6 +17,8 @@ use crate::wire::{Msg, Purpose, NO_REPLY};
 pub(super) struct Session {
     pub(super) conn: Arc<Conn>,
     pub(super) incarnation: u64,
+    /// The node launches restarts of failed nodes (it said so in `Hello`).
+    pub(super) launches_restarts: bool,
     /// Since when the coordinator has been waiting to hear from the node
     /// (the end of the last request it handled, or the admission), and how
     /// many of the node's requests are being handled now; the node is not

@@ -16,8 +16,8 @@ use super::config::CoordinatorConfig;
 use super::conn::Conn;
 use super::session::Session;
 use crate::ids::{NodeId, Ticket};
-use crate::persist::StateStore;
 use crate::registry::{Grant, Registry};
+use crate::store::RecordStore;
 use crate::table::LockTable;
 
 /// A lock request queued in the table, to be answered when it is granted,
@@ -41,13 +41,15 @@ pub(super) struct Shared {
     /// Failed nodes whose locks are unknown (see the module docs of
     /// [`server`](super)).
     pub(super) blind: Mutex<BTreeSet<NodeId>>,
-    /// Live nodes with a restart request filed: announced when they fail.
-    /// Kept in memory only; a coordinator restart forgets them.
+    /// Nodes with a restart request not yet served: sent to the node that
+    /// launches restarts when they fail (or when such a node is admitted
+    /// while they are failed), until they are admitted again or recovered.
+    /// Kept in the durable record.
     pub(super) restart_wanted: Mutex<BTreeSet<NodeId>>,
     /// After a restart: live nodes not yet back, and until when to wait.
     pub(super) awaiting: Mutex<(BTreeSet<NodeId>, Option<Instant>)>,
     /// The durable record's store; its lock serialises writes.
-    pub(super) persist_lock: Mutex<StateStore>,
+    pub(super) persist_lock: Mutex<RecordStore>,
     /// Serialises membership changes of nodes — one going (lock table,
     /// registry, announcement, then record; see `member_gone`) and one
     /// admitted (registry, then lock table and reclaimed locks, then

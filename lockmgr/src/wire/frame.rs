@@ -2,7 +2,7 @@
 //! checksummed messages between a node and the coordinator over one stream
 //! (Unix socket or TCP).
 //!
-//! ## Frame (version 3, integers little-endian)
+//! ## Frame (version 4, integers little-endian)
 //!
 //! | offset | size | field |
 //! |-------:|-----:|-------|
@@ -38,10 +38,14 @@ use super::message::Msg;
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"UQ";
 /// The protocol version every frame carries; a frame of another version is
-/// refused. 2: `Lock` carries `live_only`. 3: `Granted` carries the lock
-/// value block (a flag byte, then 16 bytes when the flag is 1), and
-/// `Publish` (0x20) sets value blocks.
-pub const VERSION: u8 = 3;
+/// refused. 2: `Lock` carries `live_only`. 3: `Hello` says whether the
+/// node launches restarts, `Welcome` and `CounterpartGrant` carry the
+/// coordinator's log-access proof (and the grant whether the failed node's
+/// locks are unknown); `RebuildRetained`, `AskRecovery`, the
+/// `RecoveryAsked` event and the `NoRestarter` code are new. 4: `Granted`
+/// carries the lock value block (a flag byte, then 16 bytes when the flag
+/// is 1), and `Publish` (0x20) sets value blocks.
+pub const VERSION: u8 = 4;
 /// The length of a frame's header, in bytes.
 pub const HEADER_LEN: usize = 20;
 /// The request id of a `Release` or `ReleaseAll` that wants no reply (and

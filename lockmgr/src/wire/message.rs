@@ -53,6 +53,9 @@ pub enum EventKind {
     RestartRequested = 3,
     /// A node joined.
     NodeJoined = 4,
+    /// An operator asks the node this event is sent to (only it) to
+    /// recover failed node `node` ([`Msg::AskRecovery`]).
+    RecoveryAsked = 5,
 }
 
 /// Typed error codes of [`Msg::Error`].
@@ -114,6 +117,9 @@ pub enum ErrorCode {
     NotRecovered = 29,
     /// Any other refusal by the membership rules (the message says which).
     Refused = 30,
+    /// A restart request no live node can act on: none launches restarts
+    /// (`node` names the node to restart).
+    NoRestarter = 31,
     /// An internal failure of the coordinator; reserved, none is sent.
     Internal = 99,
 }
@@ -161,6 +167,9 @@ pub enum Msg {
         /// The node's process id (for information: the coordinator does not
         /// use it).
         pid: u32,
+        /// Whether the node launches restarts of failed nodes (restart
+        /// requests go to such a node); one byte, 0 or 1.
+        launches_restarts: bool,
     },
     /// 0x02: answer to the challenge: HMAC-SHA256(secret, nonce ‖ node id).
     AuthProof {
@@ -235,6 +244,28 @@ pub enum Msg {
     RestartFinished,
     /// 0x0E: graceful departure: releases every lock; the node is not failed.
     Leave,
+    /// 0x0F: the counterpart of a failed node whose locks were unknown
+    /// ("blind") tells what its log says the node held: the write locks of
+    /// every page its in-flight transactions changed. They become the
+    /// node's retained locks, and the cluster need not pause for it any
+    /// more; answered with `Ok`.
+    RebuildRetained {
+        /// The failed node.
+        failed: NodeId,
+        /// The token of the counterpart's grant.
+        token: u64,
+        /// Each lock's resource and mode.
+        locks: Vec<(ResourceId, LockMode)>,
+    },
+    /// 0x10: an operator asks live node `by` to recover failed node
+    /// `failed` (a `RecoveryAsked` event to `by` alone); answered with `Ok`
+    /// once it is sent.
+    AskRecovery {
+        /// The failed node to recover.
+        failed: NodeId,
+        /// The live node to recover it.
+        by: NodeId,
+    },
     /// 0x20: lock value blocks the sender sets, each for a resource it
     /// holds in X mode (sent just before the release that lets them go);
     /// never answered. See `server::values`.
@@ -258,6 +289,10 @@ pub enum Msg {
         lease_ms: u32,
         /// How often to send heartbeats, in milliseconds.
         heartbeat_ms: u32,
+        /// The coordinator's word that this incarnation of the node may
+        /// open its own log for writing (`wal::access`); zeros for an
+        /// operator.
+        log_proof: [u8; 32],
     },
     /// 0x83: the request was done.
     Ok,
@@ -288,6 +323,13 @@ pub enum Msg {
         incarnation: u64,
         /// Names the registration when it is ended.
         token: u64,
+        /// The failed node's locks are unknown (it failed while no
+        /// coordinator knew them): the counterpart rebuilds them from its
+        /// log ([`Msg::RebuildRetained`]). One byte, 0 or 1.
+        blind: bool,
+        /// The coordinator's word that this counterpart may open the failed
+        /// node's log for recovery (`wal::access`).
+        log_proof: [u8; 32],
     },
     /// 0x87: the answer to `Status`.
     StatusReply {

@@ -40,6 +40,7 @@ impl ErrorCode {
             28 => AlreadyLive,
             29 => NotRecovered,
             30 => Refused,
+            31 => NoRestarter,
             99 => Internal,
             _ => return None,
         })
@@ -123,6 +124,23 @@ impl<'a> In<'a> {
         }
         Ok(n)
     }
+    /// A one-byte flag: 0 or 1.
+    fn flag(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError::Malformed("a flag is not 0 or 1")),
+        }
+    }
+    /// A counted list of (resource, mode).
+    fn locks(&mut self) -> Result<Vec<(ResourceId, LockMode)>, WireError> {
+        let n = self.count(13)?;
+        let mut locks = Vec::with_capacity(n);
+        for _ in 0..n {
+            locks.push((self.resource()?, self.mode()?));
+        }
+        Ok(locks)
+    }
     fn string(&mut self) -> Result<String, WireError> {
         let n = self.u32()? as usize;
         if n > MAX_STRING {
@@ -158,6 +176,8 @@ impl Msg {
             Msg::Reassert { .. } => 0x0C,
             Msg::RestartFinished => 0x0D,
             Msg::Leave => 0x0E,
+            Msg::RebuildRetained { .. } => 0x0F,
+            Msg::AskRecovery { .. } => 0x10,
             Msg::Publish { .. } => 0x20,
             Msg::Challenge { .. } => 0x81,
             Msg::Welcome { .. } => 0x82,
@@ -180,8 +200,13 @@ impl Msg {
                 purpose,
                 incarnation,
                 pid,
+                launches_restarts,
             } => {
-                o.u32(*node).u8(*purpose as u8).u64(*incarnation).u32(*pid);
+                o.u32(*node)
+                    .u8(*purpose as u8)
+                    .u64(*incarnation)
+                    .u32(*pid)
+                    .u8(u8::from(*launches_restarts));
             }
             Msg::AuthProof { mac } => {
                 o.bytes(mac);
@@ -221,6 +246,15 @@ impl Msg {
                     o.u64(l.txn).resource(l.resource).u8(l.mode.code());
                 }
             }
+            Msg::RebuildRetained { failed, token, locks } => {
+                o.u32(*failed).u64(*token).u32(locks.len() as u32);
+                for (r, m) in locks {
+                    o.resource(*r).u8(m.code());
+                }
+            }
+            Msg::AskRecovery { failed, by } => {
+                o.u32(*failed).u32(*by);
+            }
             Msg::Challenge { nonce } => {
                 o.bytes(nonce);
             }
@@ -228,8 +262,9 @@ impl Msg {
                 incarnation,
                 lease_ms,
                 heartbeat_ms,
+                log_proof,
             } => {
-                o.u64(*incarnation).u32(*lease_ms).u32(*heartbeat_ms);
+                o.u64(*incarnation).u32(*lease_ms).u32(*heartbeat_ms).bytes(log_proof);
             }
             Msg::Granted { mode, value } => {
                 o.u8(mode.code());
@@ -259,8 +294,14 @@ impl Msg {
                 failed,
                 incarnation,
                 token,
+                blind,
+                log_proof,
             } => {
-                o.u32(*failed).u64(*incarnation).u64(*token);
+                o.u32(*failed)
+                    .u64(*incarnation)
+                    .u64(*token)
+                    .u8(u8::from(*blind))
+                    .bytes(log_proof);
             }
             Msg::StatusReply { members } => {
                 o.u32(members.len() as u32);
@@ -305,6 +346,7 @@ impl Msg {
                 },
                 incarnation: i.u64()?,
                 pid: i.u32()?,
+                launches_restarts: i.flag()?,
             },
             0x02 => Msg::AuthProof { mac: i.array32()? },
             0x03 => Msg::Heartbeat,
@@ -351,6 +393,19 @@ impl Msg {
             }
             0x0D => Msg::RestartFinished,
             0x0E => Msg::Leave,
+            0x0F => {
+                let failed = i.u32()?;
+                let token = i.u64()?;
+                Msg::RebuildRetained {
+                    failed,
+                    token,
+                    locks: i.locks()?,
+                }
+            }
+            0x10 => Msg::AskRecovery {
+                failed: i.u32()?,
+                by: i.u32()?,
+            },
             0x20 => {
                 let n = i.count(28)?;
                 let mut values = Vec::with_capacity(n);
@@ -364,6 +419,7 @@ impl Msg {
                 incarnation: i.u64()?,
                 lease_ms: i.u32()?,
                 heartbeat_ms: i.u32()?,
+                log_proof: i.array32()?,
             },
             0x83 => Msg::Ok,
             0x84 => Msg::Granted {
@@ -384,6 +440,8 @@ impl Msg {
                 failed: i.u32()?,
                 incarnation: i.u64()?,
                 token: i.u64()?,
+                blind: i.flag()?,
+                log_proof: i.array32()?,
             },
             0x87 => {
                 let n = i.count(22)?;
@@ -404,20 +462,14 @@ impl Msg {
                 }
                 Msg::StatusReply { members }
             }
-            0x88 => {
-                let n = i.count(13)?;
-                let mut locks = Vec::with_capacity(n);
-                for _ in 0..n {
-                    locks.push((i.resource()?, i.mode()?));
-                }
-                Msg::RetainedList { locks }
-            }
+            0x88 => Msg::RetainedList { locks: i.locks()? },
             0x89 => Msg::Event {
                 kind: match i.u8()? {
                     1 => EventKind::NodeFailed,
                     2 => EventKind::RecoveryFinished,
                     3 => EventKind::RestartRequested,
                     4 => EventKind::NodeJoined,
+                    5 => EventKind::RecoveryAsked,
                     _ => return Err(WireError::Malformed("unknown event")),
                 },
                 node: i.u32()?,

@@ -18,12 +18,15 @@ fn resource() -> impl Strategy<Value = ResourceId> {
 
 fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
-        (any::<u32>(), 1u8..5, any::<u64>(), any::<u32>()).prop_map(|(node, p, incarnation, pid)| Msg::Hello {
-            node,
-            purpose: [Purpose::Join, Purpose::Rejoin, Purpose::Restart, Purpose::Operator][p as usize - 1],
-            incarnation,
-            pid
-        }),
+        (any::<u32>(), 1u8..5, any::<u64>(), any::<u32>(), any::<bool>()).prop_map(
+            |(node, p, incarnation, pid, launches_restarts)| Msg::Hello {
+                node,
+                purpose: [Purpose::Join, Purpose::Rejoin, Purpose::Restart, Purpose::Operator][p as usize - 1],
+                incarnation,
+                pid,
+                launches_restarts,
+            }
+        ),
         any::<[u8; 32]>().prop_map(|mac| Msg::AuthProof { mac }),
         Just(Msg::Heartbeat),
         (any::<u64>(), resource(), mode(), any::<u32>(), any::<bool>()).prop_map(
@@ -55,11 +58,14 @@ fn msg() -> impl Strategy<Value = Msg> {
         Just(Msg::RestartFinished),
         Just(Msg::Leave),
         any::<[u8; 32]>().prop_map(|nonce| Msg::Challenge { nonce }),
-        (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(incarnation, lease_ms, heartbeat_ms)| Msg::Welcome {
-            incarnation,
-            lease_ms,
-            heartbeat_ms
-        }),
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<[u8; 32]>()).prop_map(
+            |(incarnation, lease_ms, heartbeat_ms, log_proof)| Msg::Welcome {
+                incarnation,
+                lease_ms,
+                heartbeat_ms,
+                log_proof,
+            }
+        ),
         Just(Msg::Ok),
         (mode(), prop::option::of(any::<u128>())).prop_map(|(mode, value)| Msg::Granted { mode, value }),
         prop::collection::vec((resource(), any::<u128>()), 0..8).prop_map(|values| Msg::Publish { values }),
@@ -69,13 +75,27 @@ fn msg() -> impl Strategy<Value = Msg> {
             resource,
             message
         }),
-        (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(failed, incarnation, token)| {
-            Msg::CounterpartGrant {
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(failed, incarnation, token, blind, log_proof)| Msg::CounterpartGrant {
                 failed,
                 incarnation,
                 token,
-            }
-        }),
+                blind,
+                log_proof,
+            }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            prop::collection::vec((resource(), mode()), 0..20)
+        )
+            .prop_map(|(failed, token, locks)| Msg::RebuildRetained { failed, token, locks }),
+        (any::<u32>(), any::<u32>()).prop_map(|(failed, by)| Msg::AskRecovery { failed, by }),
         prop::collection::vec(
             (
                 any::<u32>(),

@@ -10,9 +10,11 @@ use crate::lsn::Lsn;
 
 /// A transaction id, unique within its node's log.
 pub type TxnId = u64;
-/// Which recovery agent undoes a record.
+/// Which recovery agent undoes a record: the id of the resource it owns
+/// ([`PAGE_AGENT`] for the data pages).
 pub type AgentId = u16;
-/// Which nested scope (savepoint level) a record belongs to.
+/// Which failure scope a record belongs to (the engine numbers the nested
+/// scopes of a transaction; 0 is the transaction itself).
 pub type ScopeToken = u32;
 
 /// The built-in agent: undoes a record by writing its page before-image back.
@@ -70,8 +72,8 @@ pub struct RecordMeta {
     pub txn: TxnId,
     /// The previous record of the same transaction (the backward chain).
     pub prev_lsn: Option<Lsn>,
-    /// The nested scope (savepoint level) the record belongs to; 0 is the
-    /// outermost.
+    /// The failure scope the record belongs to; 0 is the transaction
+    /// itself.
     pub scope: ScopeToken,
     /// The recovery agent that undoes the record ([`PAGE_AGENT`] for page
     /// before-images).
@@ -123,7 +125,9 @@ pub enum RecordBody {
     Begin,
     /// A page before-image, undone by [`PAGE_AGENT`].
     Undo(PageUndo),
-    /// Undo information for a custom recovery agent (agent ≠ 0).
+    /// A custom recovery agent's work identifier (agent ≠ 0, at most
+    /// [`crate::record::MAX_AGENT_WORK`] bytes): what the agent needs to make
+    /// one action on its resource final, or undo it.
     AgentUndo(Vec<u8>),
     /// The transaction committed ([`Kind::Commit`]).
     Commit,

@@ -184,3 +184,35 @@ fn agents_must_match_their_payloads() {
         Err(EncodeError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn agent_work_is_bounded_when_written_and_when_read() {
+    let custom = RecordMeta {
+        agent: 9,
+        ..RecordMeta::txn(1, None)
+    };
+    validate(&custom, &RecordBody::AgentUndo(vec![0; MAX_AGENT_WORK])).unwrap();
+    assert_eq!(
+        validate(&custom, &RecordBody::AgentUndo(vec![0; MAX_AGENT_WORK + 1])),
+        Err(EncodeError::TooLarge {
+            payload: MAX_AGENT_WORK + 1,
+            max: MAX_AGENT_WORK
+        })
+    );
+    // A record over the bound with a good checksum (written by no writer of
+    // this version) is refused as a bad payload, not handed to an agent.
+    let mut out = Vec::new();
+    encode_into(
+        &mut out,
+        Lsn(0),
+        &custom,
+        &RecordBody::AgentUndo(vec![1; MAX_AGENT_WORK + 8]),
+    );
+    let Probe::Valid { len } = probe(&out, Lsn(0), out.len() as u64) else {
+        panic!("the record's checksum holds")
+    };
+    assert!(matches!(
+        decode(&out[..len as usize]),
+        Err(CorruptionKind::BadPayload(_))
+    ));
+}

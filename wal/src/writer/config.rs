@@ -30,6 +30,10 @@ pub struct LogConfig {
     /// [`crate::WalError::NoLog`], not a fresh empty log with nothing to
     /// back out.
     pub create: bool,
+    /// The opener's right to write the log ([`crate::access`]): checked at
+    /// open under the directory lock. `None` opens only a log that is no
+    /// cluster's (whose directory holds no `ACCESS` file).
+    pub access: Option<crate::access::LogAccess>,
 }
 
 impl LogConfig {
@@ -45,6 +49,7 @@ impl LogConfig {
             spare_segments: 2,
             io,
             create: true,
+            access: None,
         }
     }
 }

@@ -62,9 +62,15 @@ pub(super) fn open(dir: &Path, cfg: LogConfig, visit: &mut dyn FnMut(Record)) ->
     if !cfg.create && !dir.exists() {
         return Err(WalError::NoLog { dir: dir.to_path_buf() });
     }
-    std::fs::create_dir_all(dir).map_err(|e| IoError::new(OpKind::Open, dir, None, e))?;
+    // A log is its node's alone: a directory made for it is 0700.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
+        .map_err(|e| IoError::new(OpKind::Open, dir, None, e))?;
     let lock = lock_dir(dir)?;
     let io = cfg.io.clone();
+    // The right to write, before anything is created or read (the node id
+    // is checked against the control file's below).
+    crate::access::admit(&io, dir, cfg.node_id, cfg.access.as_ref())?;
     let ctl = match control::read(&io, dir)? {
         Some(c) => c,
         None if cfg.create => create_log(&io, dir, &cfg)?,

@@ -5,8 +5,10 @@
 //! ## One transfer
 //! Begin; read both balances; pick an amount from 1 to min(50, the payer's
 //! balance) (nothing to move from an empty account: roll back and skip);
-//! write the payer's balance; pause (`think`) with the locks held; write the
-//! payee's balance and the journal entry; commit; only then print the ACK.
+//! write the payer's balance (and, with `receipts`, the transfer's receipt
+//! through the file outbox: written aside now, published at commit); pause
+//! (`think`) with the locks held; write the payee's balance and the journal
+//! entry; commit; only then print the ACK.
 //!
 //! Conflicting transfers deadlock (both read a page, both want to write it);
 //! the coordinator picks a victim, and the victim retries after a short
@@ -45,6 +47,10 @@ pub struct TransferConfig {
     /// Transfers each thread keeps in flight at once, interleaved: while
     /// one pauses, the thread starts or finishes the others.
     pub per_thread: u16,
+    /// Each transfer writes a receipt through this outbox, right after its
+    /// first write: a file named after the transfer, holding its journal
+    /// entry, published exactly when the transfer commits.
+    pub receipts: Option<understudy::FileOutbox>,
 }
 
 /// What the transfer threads did.
@@ -174,7 +180,7 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
                     slot.state = SlotState::Due(at);
                     continue;
                 }
-                SlotState::Due(_) => match start_transfer(node, &slot.id, &slot.from, &slot.to, &mut rng) {
+                SlotState::Due(_) => match start_transfer(node, slot, cfg.receipts.as_ref(), &mut rng) {
                     Ok(Some(p)) => {
                         slot.state = SlotState::Pausing(Box::new(p), now + cfg.think.unwrap_or_default());
                         continue;
@@ -240,16 +246,16 @@ struct Pending {
     credited: u64,
 }
 
-/// Starts a transfer: reads both balances and debits the payer. `None`
-/// when the payer's account is empty (rolled back). Any failure rolls the
-/// transaction back.
+/// Starts a transfer: reads both balances, debits the payer and writes the
+/// receipt when asked. `None` when the payer's account is empty (rolled
+/// back). Any failure rolls the transaction back.
 fn start_transfer(
     node: &Node,
-    id: &str,
-    from: &str,
-    to: &str,
+    slot: &Slot,
+    receipts: Option<&understudy::FileOutbox>,
     rng: &mut impl Rng,
 ) -> Result<Option<Pending>, CliError> {
+    let (id, from, to) = (slot.id.as_str(), slot.from.as_str(), slot.to.as_str());
     let mut txn = node.begin()?;
     let staged = (|| -> Result<Option<(u64, u64)>, CliError> {
         let from_balance = balance(&mut txn, from)?;
@@ -266,6 +272,9 @@ fn start_transfer(
             from.as_bytes(),
             (from_balance - amount).to_string().as_bytes(),
         )?;
+        if let Some(outbox) = receipts {
+            outbox.put(&mut txn, id, journal_entry(from, to, amount).as_bytes())?;
+        }
         Ok(Some((amount, credited)))
     })();
     match staged {

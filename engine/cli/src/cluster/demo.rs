@@ -4,10 +4,15 @@
 //! processes running bank transfers, kills node 1 with SIGKILL in the middle
 //! of its work, and lets the survivors recover it: one registers as its
 //! counterpart, backs out its in-flight transfers from its private log,
-//! frees its retained locks and steps down. The demo prints the recovery
-//! timeline and the survivors' commit rate before, during and after the
-//! recovery, then checks that the total balance is unchanged and every
-//! acknowledged transfer survived; it exits non-zero if anything is wrong.
+//! frees its retained locks and steps down. Node 1's transfers also write a
+//! receipt each through the file outbox (`<cluster>/outbox`, registered on
+//! every node): a file that appears exactly when its transfer commits, so
+//! the recovery removes the receipts of the transfers it backs out. The
+//! demo prints the recovery timeline and the survivors' commit rate before,
+//! during and after the recovery, then checks that the total balance is
+//! unchanged, every acknowledged transfer survived, and every published
+//! receipt belongs to a committed transfer (each of node 1's acknowledged
+//! ones there, none left aside); it exits non-zero if anything is wrong.
 //! Every process it starts is killed and reaped, and the directory removed,
 //! on every path.
 
@@ -19,6 +24,7 @@ use understudy::Node;
 
 use crate::bank::{self, Ack};
 use crate::cluster::demo_args::ClusterDemoArgs;
+use crate::cluster::outbox::check_receipts;
 use crate::cluster::processes::{check_bank, quiet, spawn, start_cluster, Line, CHECKER, INIT_BALANCE, VICTIM};
 use crate::error::CliError;
 
@@ -57,6 +63,8 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
     say!("coordinator up ({listening})");
     say!("bank created: {} accounts", args.accounts);
     let expected = bank::expected_total(args.accounts, INIT_BALANCE)?;
+    let outbox = dir.join("outbox");
+    let outbox_words = ["--outbox".to_string(), outbox.display().to_string()];
 
     let (tx, rx) = mpsc::channel::<Line>();
     let node_args = |id: u32, seconds: Option<u64>| {
@@ -76,6 +84,9 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
         if let Some(s) = seconds {
             a.extend(["--duration-secs".into(), s.to_string()]);
         }
+        // Every node registers the outbox agent: any of them may recover
+        // node 1, whose transfers write receipts through it.
+        a.extend(outbox_words.iter().cloned());
         a
     };
     // Survivors run through the whole demo and leave cleanly at the end.
@@ -83,7 +94,7 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
     // Node 1 pauses inside each transfer, so the kill finds transfers in
     // flight on its log for the survivors to back out.
     let mut victim_args = node_args(VICTIM, None);
-    victim_args.extend(["--think-ms".into(), "5".into()]);
+    victim_args.extend(["--think-ms".into(), "5".into(), "--receipts".into()]);
     let mut victim = spawn(exe, &victim_args, "node 1", VICTIM, Some(tx.clone()))?;
     let mut survivors = Vec::new();
     for id in [2, 3] {
@@ -168,6 +179,14 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
             n("call_syncs")
         );
     }
+    let agent_work = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|v| v["agent_work"].as_u64())
+        .unwrap_or(0);
+    say!(
+        "  receipts of node {VICTIM}'s in-flight transfers finished by the recovery: {agent_work} (removed, or \
+         published where the transfer had committed)"
+    );
     say!(
         "  kill → locks released seen by the demo: {:.2} ms",
         recovered.duration_since(killed).as_secs_f64() * 1e3
@@ -208,5 +227,18 @@ fn demo(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) -> Re
 
     // The check, from a member that took no part.
     let node = Node::open(dir, CHECKER, quiet())?;
+    let receipts = match check_receipts(&node, &outbox, &promised, &format!("{VICTIM}-")) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = node.close();
+            return Err(e);
+        }
+    };
+    say!(
+        "outbox: {} receipts published, each for a committed transfer; all {} of node {VICTIM}'s acknowledged \
+         transfers have theirs; none left aside",
+        receipts.published,
+        receipts.acknowledged
+    );
     check_bank(node, args.accounts, expected, &promised)
 }

@@ -6,7 +6,8 @@
 //! event, each flushed at once:
 //! `READY node=N incarnation=I restarted=B backed_out=K` after joining,
 //! `INIT accounts=A total=T` after `--bank-init`, one `ACK ...` per committed
-//! transfer (see [`crate::bank`]), and `DONE ...` when `--duration-secs`
+//! transfer (see [`crate::bank`]; with `--receipts`, the transfer's receipt is
+//! published in the outbox by then), and `DONE ...` when `--duration-secs`
 //! elapses or SIGTERM or SIGINT asks the node to stop. A process killed at
 //! any moment has promised exactly its ACK lines.
 //!
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use understudy::{Error, Node, NodeOptions};
 
 use crate::bank::{self, TransferConfig};
+use crate::cluster::outbox::OutboxArg;
 use crate::error::CliError;
 
 /// How often the node writes its report for `status` (see `stats`).
@@ -105,6 +107,13 @@ pub struct NodeArgs {
     /// reads stale pages and breaks the bank.
     #[arg(long, hide = true)]
     pub trust_cached_pages: bool,
+    #[command(flatten)]
+    pub outbox: OutboxArg,
+    /// Each transfer writes a receipt through the outbox (needs
+    /// `--outbox`): a file named after the transfer holding its journal
+    /// entry, published exactly when the transfer commits.
+    #[arg(long, requires = "outbox")]
+    pub receipts: bool,
 }
 
 /// How long a lock request of a thread running several transfers waits.
@@ -114,12 +123,17 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
     let opts = NodeOptions {
         embed_coordinator: args.embed_coordinator,
         auto_recovery: !args.no_auto_recovery,
-        // Any peer's restart request is served with this binary.
-        restart_command: crate::cluster::recover::restart_light_command(),
+        // Any peer's restart request is served with this binary, with the
+        // agents this node registers.
+        restart_command: crate::cluster::recover::restart_light_command().map(|mut words| {
+            words.extend(args.outbox.words());
+            words
+        }),
         pool_pages: args.pool_pages,
         trust_cached_pages: args.trust_cached_pages,
         ..NodeOptions::default()
     };
+    let (opts, outbox) = args.outbox.register(opts)?;
     let opts = if args.txns_per_thread > 1 {
         NodeOptions {
             lock_wait: INTERLEAVED_LOCK_WAIT,
@@ -134,7 +148,8 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
     }
     let deadline = args.duration_secs.map(|s| Instant::now() + Duration::from_secs(s));
     let stop = stop_on_signals()?;
-    let result = serve(&node, args, deadline, &stop);
+    let receipts = if args.receipts { outbox } else { None };
+    let result = serve(&node, args, deadline, &stop, receipts);
     // A node that stopped (lease lost, failed commit) must not pretend to
     // leave cleanly: dropping it drops the connection, the coordinator
     // declares it failed and its locks stay retained until it is recovered.
@@ -224,7 +239,13 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, CliError> {
     Ok(stop)
 }
 
-fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>, stop: &Arc<AtomicBool>) -> Result<(), CliError> {
+fn serve(
+    node: &Node,
+    args: &NodeArgs,
+    deadline: Option<Instant>,
+    stop: &Arc<AtomicBool>,
+    receipts: Option<understudy::FileOutbox>,
+) -> Result<(), CliError> {
     let report = node.start_report();
     say!(
         "READY node={} incarnation={} restarted={} backed_out={}",
@@ -250,6 +271,7 @@ fn serve(node: &Node, args: &NodeArgs, deadline: Option<Instant>, stop: &Arc<Ato
                 stop: Some(stop.clone()),
                 think: (args.think_ms > 0).then(|| Duration::from_millis(args.think_ms)),
                 per_thread: args.txns_per_thread,
+                receipts,
             };
             let t = bank::run_transfers(node, &cfg)?;
             say!(

@@ -32,11 +32,23 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Connects to `cluster`'s coordinator as an operator.
+/// Connects to `cluster`'s coordinator as an operator: at its first
+/// endpoint, or the next that answers (a standby on another host that took
+/// over).
 pub fn operator_client(cluster: &Cluster) -> Result<Client, CliError> {
-    let mut cfg = ClientConfig::new(cluster.coordinator.clone(), OPERATOR_NODE_ID, cluster.secret()?);
-    cfg.purpose = Purpose::Operator;
-    Ok(Client::connect(cfg)?)
+    let secret = cluster.secret()?;
+    let mut first_err = None;
+    for ep in std::iter::once(&cluster.coordinator).chain(&cluster.also) {
+        let mut cfg = ClientConfig::new(ep.clone(), OPERATOR_NODE_ID, secret.clone());
+        cfg.purpose = Purpose::Operator;
+        match Client::connect(cfg) {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.expect("at least one endpoint was tried").into())
 }
 
 /// How a member's recovery stands, as the status commands spell it.
