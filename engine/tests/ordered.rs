@@ -287,3 +287,32 @@ fn bad_input_is_refused_with_typed_errors_and_nothing_is_lost() {
     assert!(node.stopped().is_none());
     node.close().unwrap();
 }
+
+/// Scopes over an ordered table: a scope that ends well and splits leaves
+/// (fresh pages), then a sibling scope that changes the same pages and
+/// fails. The failure puts back the pages as the first scope left them,
+/// and those stay listed for the commit: the commit keeps the first
+/// scope's rows and none of the second's, and the tree is whole.
+#[test]
+fn a_failed_scope_keeps_what_a_finished_sibling_scope_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), Duration::from_secs(2));
+    node.create_ordered_table("t").unwrap();
+    let mut t = node.begin().unwrap();
+    t.scope(|t| (0..400).try_for_each(|i| t.put("t", &k("s", i), &[1; 60])))
+        .unwrap();
+    let failed = t.scope(|t| {
+        (0..400).try_for_each(|i| t.put("t", &k("s", i), &[2; 60]))?;
+        t.put("t", b"only-in-the-failed-scope", b"x")?;
+        Err::<(), _>(Error::InvalidSavepoint)
+    });
+    assert!(failed.is_err());
+    t.commit().unwrap();
+    let mut t = node.begin().unwrap();
+    let rows = collect(t.iter("t").unwrap());
+    assert_eq!(rows.len(), 400);
+    assert!(rows.iter().all(|(_, v)| v == &[1; 60]), "the first scope's values");
+    t.rollback().unwrap();
+    assert_eq!(admin::check_ordered_table(&node, "t", true).unwrap().keys, 400);
+    node.close().unwrap();
+}
