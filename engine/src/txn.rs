@@ -460,6 +460,8 @@ impl Transaction {
             Ok(node.client.check_lease()?)
         };
         let mut intent = None;
+        // Its place in the commit order, with redo on (`crate::redo`).
+        let mut seq = 0;
         // Each written page's new stamp, its lock value block once the
         // locks go (see `crate::pool`).
         let mut published = Vec::with_capacity(dirty.len());
@@ -483,8 +485,10 @@ impl Transaction {
                 published.push((ResourceId::new(file_id, page_no), stamp.as_u128()));
                 pages.push((node.files.get(file_id, false)?, page));
             }
-            node.group_force
-                .commit(&node.io, &node.log, lsn, pages, &node.pool, &may_write)
+            seq = node
+                .group_force
+                .commit(&node.io, &node.log, lsn, pages, &node.pool, &may_write)?;
+            Ok(())
         })();
         match result {
             Ok(()) => {
@@ -505,7 +509,15 @@ impl Transaction {
                     }
                 }
                 node.confirm_commit(self.id, intent, published);
-                Ok(())
+                // Synchronous replication: committed here, and the locks on
+                // their way; the caller hears of it once replicated.
+                match (&node.opts.commit_gate, seq) {
+                    (Some(gate), seq) if seq > 0 => gate
+                        .0
+                        .replicated(seq)
+                        .map_err(|cause| Error::NotReplicated { seq, cause }),
+                    _ => Ok(()),
+                }
             }
             Err(e) => {
                 // Stopped already: that is the reason to report.
