@@ -288,6 +288,30 @@ impl RedoReader {
         self.offset
     }
 
+    /// Moves to the record numbered `seq`, reading headers only; `false`
+    /// if the file ends (or its tail is torn) before it. The records
+    /// skipped are numbered one after the other, so `seq` is where a record
+    /// numbered below it says.
+    pub fn skip_to(&mut self, seq: u64) -> Result<bool, wal::io::IoError> {
+        let mut header = [0u8; HEADER_LEN];
+        loop {
+            if self.offset + HEADER_LEN as u64 > self.len {
+                self.len = self.file.len()?;
+                if self.offset + HEADER_LEN as u64 > self.len {
+                    return Ok(false);
+                }
+            }
+            self.io.read_exact_at(&self.file, &mut header, self.offset)?;
+            let Ok(len) = record_len(&header) else {
+                return Ok(false);
+            };
+            if u64_at(&header, 16) >= seq {
+                return Ok(true);
+            }
+            self.offset += len as u64;
+        }
+    }
+
     /// The next record and its bytes, or `None` where the file ends (or
     /// its tail is torn: `Err` only for I/O). The file's length is asked
     /// again when the last known length is reached, so a reader follows a
