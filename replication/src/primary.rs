@@ -152,15 +152,26 @@ impl Primary {
 
     /// The primary's report.
     pub fn status(&self) -> PrimaryStatus {
-        let committed = lock(&self.shared.watermark).as_ref().map_or(0, |w| w.committed());
-        let mut standbys: Vec<StandbyView> = lock(&self.shared.standbys).values().cloned().collect();
-        standbys.sort_by_key(|s| s.standby);
-        PrimaryStatus {
-            committed,
-            sync_standbys: self.shared.cfg.sync_standbys,
-            standbys,
-            refused: lock(&self.shared.refused).clone(),
-        }
+        report(&self.shared)
+    }
+
+    /// The primary's report, for a thread of its own that outlives this
+    /// handle's borrow.
+    pub fn status_source(&self) -> impl Fn() -> PrimaryStatus + Send + 'static {
+        let shared = self.shared.clone();
+        move || report(&shared)
+    }
+}
+
+fn report(shared: &Shared) -> PrimaryStatus {
+    let committed = lock(&shared.watermark).as_ref().map_or(0, |w| w.committed());
+    let mut standbys: Vec<StandbyView> = lock(&shared.standbys).values().cloned().collect();
+    standbys.sort_by_key(|s| s.standby);
+    PrimaryStatus {
+        committed,
+        sync_standbys: shared.cfg.sync_standbys,
+        standbys,
+        refused: lock(&shared.refused).clone(),
     }
 }
 
