@@ -131,7 +131,7 @@ pub fn id_hex(id: &[u8; 16]) -> String {
 /// Writes `id` as the database identity of `cluster_dir`, durably.
 pub fn write_database_id(cluster_dir: &Path, id: &[u8; 16]) -> Result<()> {
     let path = database_id_path(cluster_dir);
-    crate::store::write_durably(&path, format!("{}\n", id_hex(id)).as_bytes())
+    crate::durable::write_durably(&path, format!("{}\n", id_hex(id)).as_bytes())
 }
 
 /// The database identity of `cluster_dir`, created (random) if it has none.

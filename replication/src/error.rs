@@ -42,7 +42,7 @@ pub enum FrameError {
     #[error("not a replication frame (magic {0:02x?})")]
     Magic([u8; 4]),
     /// A protocol version this build does not speak.
-    #[error("replication protocol version {found}, this build speaks {}", crate::frame::VERSION)]
+    #[error("replication protocol version {found} is not the one this build speaks")]
     Version {
         /// The version found.
         found: u8,

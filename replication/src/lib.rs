@@ -39,6 +39,7 @@
 //! nothing in the engine depends on it.
 
 pub mod auth;
+mod durable;
 pub mod error;
 pub mod frame;
 pub mod message;

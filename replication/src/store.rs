@@ -29,23 +29,8 @@ use std::path::{Path, PathBuf};
 use understudy::redo::{RedoReader, RedoRecord};
 use wal::io::{Io, IoFile, WriteOp};
 
+use crate::durable::write_durably;
 use crate::error::{ReplicationError, Result};
-
-/// Writes `bytes` to `path` durably: a temporary file written and synced,
-/// renamed over `path`, the directory synced.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = Io::fallback();
-    let dir = path.parent().expect("a file is in a directory");
-    std::fs::create_dir_all(dir).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Open, dir, None, e))?;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let f = IoFile::open(&tmp, true, true)?;
-    io.write_durable(&f, bytes, 0)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| wal::io::IoError::new(wal::io::OpKind::Write, path, None, e))?;
-    io.sync_dir(dir)?;
-    Ok(())
-}
 
 fn read_number(path: &Path) -> Result<u64> {
     let text = std::fs::read_to_string(path).map_err(|e| ReplicationError::Corrupt {

@@ -181,7 +181,7 @@ fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         })
     };
     say!("STANDBY {} primary={}", args.cluster.display(), args.primary);
-    crate::cluster::node::flush()?;
+    std::io::Write::flush(&mut std::io::stdout()).map_err(|e| CliError::os("writing to stdout", e))?;
     let result = replication::run_standby(&cfg, &handle);
     stop.store(true, Ordering::Release);
     let _ = watcher.join();

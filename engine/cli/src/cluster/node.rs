@@ -314,8 +314,7 @@ fn idle(node: &Node, deadline: Option<Instant>, stop: &AtomicBool) -> Result<(),
     }
 }
 
-/// Flushes stdout, so a line is seen at once.
-pub fn flush() -> Result<(), CliError> {
+fn flush() -> Result<(), CliError> {
     std::io::stdout()
         .flush()
         .map_err(|e| CliError::os("writing to stdout", e))
