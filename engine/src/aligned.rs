@@ -43,6 +43,11 @@ impl AlignedPages {
         Ok(())
     }
 
+    /// Slots held.
+    pub(crate) fn capacity(&self) -> usize {
+        self.count
+    }
+
     /// Slot `i`.
     pub(crate) fn page(&self, i: usize) -> &[u8] {
         &self.map[i * self.page_size..(i + 1) * self.page_size]

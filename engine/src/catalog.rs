@@ -5,12 +5,14 @@
 //! lock (resource `(0, 0)` in X mode) at the coordinator, so nodes never
 //! race on it.
 //!
-//! ## Format (version 2, little-endian)
+//! ## Format (version 3, little-endian)
 //! magic `UNDSTCAT` (8), version u32, next file id u32, table count u32,
 //! CRC32C u32 of the 20 bytes before it and of everything after it; then
-//! per table: file id u32, bucket count u32, identity u64, name length u16,
-//! name (UTF-8, at most [`MAX_NAME`] bytes). Version 1 (still read) has no
-//! identity; its tables read as identity 0, which nothing is checked
+//! per table: file id u32, kind u16 (1 hash, 2 ordered), reserved u16
+//! (zero), bucket count u32 (0 for an ordered table), identity u64, name
+//! length u16, name (UTF-8, at most [`MAX_NAME`] bytes). Version 2 (still
+//! read) has no kind and holds hash tables only; version 1 has no identity
+//! either, and its tables read as identity 0, which nothing is checked
 //! against.
 //!
 //! The identity is a random non-zero number given to a table file when it
@@ -35,15 +37,28 @@ pub const MAX_NAME: usize = 200;
 /// whole with no table created or dropped meanwhile.
 pub const CATALOG_RESOURCE: lockmgr::ResourceId = lockmgr::ResourceId::new(0, 0);
 const MAGIC: [u8; 8] = *b"UNDSTCAT";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The version before table kinds, still read.
+const VERSION_2: u32 = 2;
 /// The first version, without identities, still read.
 const VERSION_1: u32 = 1;
+
+/// How a table's rows are organised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    /// Hashed into buckets (`crate::table`).
+    Hash,
+    /// A B+tree in key order (`crate::btree`).
+    Ordered,
+}
 
 /// One table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableInfo {
     pub name: String,
     pub file_id: u32,
+    pub kind: TableKind,
+    /// A hash table's bucket count; 0 for an ordered table.
     pub buckets: u32,
     /// The table file's identity, also in its header page; 0 for a table
     /// listed by a version 1 catalog (not checked).
@@ -51,10 +66,14 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
-    /// Bytes a table file must have at least: its header page and buckets,
-    /// written when it was created.
+    /// Bytes a table file must have at least: its header page and buckets
+    /// (an ordered table's root), written when it was created.
     pub fn min_len(&self, page_size: usize) -> u64 {
-        (1 + u64::from(self.buckets)) * page_size as u64
+        let pages = match self.kind {
+            TableKind::Hash => 1 + u64::from(self.buckets),
+            TableKind::Ordered => 2,
+        };
+        pages * page_size as u64
     }
 }
 
@@ -96,6 +115,12 @@ impl Catalog {
         let mut body = Vec::new();
         for t in &self.tables {
             body.extend_from_slice(&t.file_id.to_le_bytes());
+            let kind: u16 = match t.kind {
+                TableKind::Hash => 1,
+                TableKind::Ordered => 2,
+            };
+            body.extend_from_slice(&kind.to_le_bytes());
+            body.extend_from_slice(&0u16.to_le_bytes());
             body.extend_from_slice(&t.buckets.to_le_bytes());
             body.extend_from_slice(&t.uid.to_le_bytes());
             body.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
@@ -117,11 +142,15 @@ impl Catalog {
         }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
         let version = u32_at(8);
-        if version != VERSION && version != VERSION_1 {
+        if ![VERSION, VERSION_2, VERSION_1].contains(&version) {
             return Err("unsupported version");
         }
-        // Bytes of an entry before its name.
-        let fixed = if version == VERSION_1 { 10 } else { 18 };
+        // Bytes of an entry before its name, and where its bucket count is.
+        let (fixed, buckets_at) = match version {
+            VERSION_1 => (10, 4),
+            VERSION_2 => (18, 4),
+            _ => (22, 8),
+        };
         let body = &b[24..];
         if crc32c::crc32c_append(crc32c::crc32c(&b[..20]), body) != u32_at(20) {
             return Err("checksum mismatch");
@@ -133,10 +162,22 @@ impl Catalog {
                 return Err("truncated entry");
             }
             let file_id = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
-            let buckets = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4 bytes"));
+            let buckets = u32::from_le_bytes(body[at + buckets_at..at + buckets_at + 4].try_into().expect("4 bytes"));
             let uid = match version {
                 VERSION_1 => 0,
-                _ => u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8 bytes")),
+                _ => u64::from_le_bytes(
+                    body[at + buckets_at + 4..at + buckets_at + 12]
+                        .try_into()
+                        .expect("8 bytes"),
+                ),
+            };
+            let kind = match version {
+                VERSION => match (u16::from_le_bytes([body[at + 4], body[at + 5]]), &body[at + 6..at + 8]) {
+                    (1, [0, 0]) if buckets > 0 => TableKind::Hash,
+                    (2, [0, 0]) if buckets == 0 => TableKind::Ordered,
+                    _ => return Err("unknown table kind"),
+                },
+                _ => TableKind::Hash,
             };
             let len = u16::from_le_bytes([body[at + fixed - 2], body[at + fixed - 1]]) as usize;
             at += fixed;
@@ -145,6 +186,7 @@ impl Catalog {
             tables.push(TableInfo {
                 name: name.to_string(),
                 file_id,
+                kind,
                 buckets,
                 uid,
             });
@@ -236,13 +278,15 @@ mod tests {
                 TableInfo {
                     name: "accounts".into(),
                     file_id: 3,
+                    kind: TableKind::Hash,
                     buckets: 64,
                     uid: 0x1234_5678_9abc_def0,
                 },
                 TableInfo {
                     name: "ünïcode".into(),
                     file_id: 8,
-                    buckets: 1,
+                    kind: TableKind::Ordered,
+                    buckets: 0,
                     uid: 7,
                 },
             ],
@@ -280,6 +324,7 @@ mod tests {
             [TableInfo {
                 name: "bank".into(),
                 file_id: 3,
+                kind: TableKind::Hash,
                 buckets: 64,
                 uid: 0
             }]

@@ -216,8 +216,9 @@ pub enum Error {
         max: usize,
     },
 
-    /// A value longer than the limit (which depends on the key's length and
-    /// the page size).
+    /// A value longer than the limit: for a hash table it depends on the
+    /// key's length and the page size, for an ordered table it is
+    /// [`crate::MAX_VALUE`].
     #[error("value of {len} bytes exceeds the limit of {max}")]
     ValueTooLarge {
         /// The value's length in bytes.
@@ -226,14 +227,15 @@ pub enum Error {
         max: usize,
     },
 
-    /// The transaction changed as many pages as one commit can force; it
-    /// is still open, and can be rolled back. (Rolling back to a savepoint
-    /// frees no room: the pages it changed stay listed.)
-    #[error("a transaction may change at most {max} pages")]
-    TransactionTooLarge {
-        /// The most pages one transaction may change.
-        max: usize,
-    },
+    /// A range, prefix, first/last or count asked of a hash table, which
+    /// keeps no order (create the table with `create_ordered_table`).
+    #[error("table {0:?} is a hash table: ranges, prefixes, first/last and counts need an ordered table")]
+    NotOrdered(String),
+
+    /// A range whose start lies after its end, or that excludes the one key
+    /// both bounds name.
+    #[error("invalid range: {0}")]
+    InvalidRange(String),
 
     /// The transaction was committed or rolled back already.
     #[error("the transaction has ended")]

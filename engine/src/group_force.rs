@@ -62,9 +62,8 @@ use wal::{Followed, Log, Lsn};
 
 use crate::aligned::AlignedPages;
 use crate::commit_rounds::Rounds;
-use crate::datafile::DataFile;
+pub use crate::datafile::Forced;
 use crate::error::Result;
-use crate::page::Page;
 use crate::pool::BufferPool;
 use crate::redo::RedoWriter;
 
@@ -72,7 +71,7 @@ use crate::redo::RedoWriter;
 /// where the round puts its commit sequence number (with redo on).
 struct Entry {
     intent: Lsn,
-    pages: Vec<(Arc<DataFile>, Page)>,
+    pages: Vec<Forced>,
     seq: Arc<AtomicU64>,
 }
 
@@ -117,7 +116,7 @@ impl GroupForce {
         io: &Io,
         log: &Log,
         intent: Lsn,
-        pages: Vec<(Arc<DataFile>, Page)>,
+        pages: Vec<Forced>,
         pool: &BufferPool,
         may_write: &dyn Fn() -> Result<()>,
     ) -> Result<u64> {
@@ -127,7 +126,13 @@ impl GroupForce {
             may_write().and_then(|()| {
                 let mut staging = crate::sync::lock(&self.staging);
                 let redo = self.redo.as_ref();
-                wal::io::on_this_thread(|| run_round(io, log, entries, &mut staging, pool, redo))
+                let done = wal::io::on_this_thread(|| run_round(io, log, entries, &mut staging, pool, redo));
+                // A round of a transaction that wrote a large value leaves
+                // no buffer of its size behind.
+                if staging.as_ref().is_some_and(|s| s.capacity() > MAX_KEPT_STAGING) {
+                    *staging = None;
+                }
+                done
             })
         };
         let seq = Arc::new(AtomicU64::new(0));
@@ -150,6 +155,9 @@ impl GroupForce {
     }
 }
 
+/// Pages of staging memory kept between rounds (16 MiB of 4 KiB pages).
+const MAX_KEPT_STAGING: usize = 4096;
+
 /// The log durable up to the round's last intent, then every page of the
 /// round written (from `staging`, page-aligned) and its files synced; then
 /// the written pages are the node's cached copies (`pool`). With `redo`,
@@ -165,10 +173,10 @@ fn run_round(
     let Some(last) = entries.iter().map(|e| e.intent).max() else {
         return Ok(());
     };
-    let mut pages: Vec<&(Arc<DataFile>, Page)> = entries.iter().flat_map(|e| &e.pages).collect();
+    let mut pages: Vec<&Forced> = entries.iter().flat_map(|e| &e.pages).collect();
     // In file and page order: neighbours in one file are written in order.
-    pages.sort_unstable_by_key(|(f, p)| (f.file_id, p.page_no()));
-    let page_size = pages.first().map_or(4096, |(_, p)| p.bytes().len());
+    pages.sort_unstable_by_key(|f| (f.file.file_id, f.page.page_no()));
+    let page_size = pages.first().map_or(4096, |f| f.page.bytes().len());
     let staging = match staging {
         Some(s) => {
             s.reserve(pages.len())?;
@@ -176,8 +184,8 @@ fn run_round(
         }
         none => none.insert(AlignedPages::new(pages.len().next_power_of_two(), page_size)?),
     };
-    for (slot, (_, p)) in staging.pages_mut(pages.len()).zip(&pages) {
-        slot.copy_from_slice(p.bytes());
+    for (slot, f) in staging.pages_mut(pages.len()).zip(&pages) {
+        slot.copy_from_slice(f.page.bytes());
     }
     let pending = redo.map(|r| r.round(entries.iter().map(|e| (e.intent, e.pages.as_slice()))));
     let redo_stage = redo.zip(pending.as_ref());
@@ -189,8 +197,8 @@ fn run_round(
         }
     }
     if written.is_ok() {
-        for (f, p) in &pages {
-            pool.install(f.file_id, p.page_no(), p.bytes());
+        for f in pages.iter().filter(|f| f.cache) {
+            pool.install(f.file.file_id, f.page.page_no(), f.page.bytes());
         }
     }
     written
@@ -202,14 +210,14 @@ fn write_staged(
     io: &Io,
     log: &Log,
     last: Lsn,
-    pages: &[&(Arc<DataFile>, Page)],
+    pages: &[&Forced],
     staging: &AlignedPages,
     redo: Option<(&RedoWriter, &crate::redo::PendingRound)>,
 ) -> Result<()> {
     let writes: Vec<WriteOp<'_>> = pages
         .iter()
         .enumerate()
-        .map(|(i, (f, p))| f.write_op(p.page_no(), staging.page(i)))
+        .map(|(i, f)| f.file.write_op(f.page.page_no(), staging.page(i)))
         .collect();
     let syncs = wal::io::distinct_files(&writes);
     let redo_write = redo.map(|(r, p)| [r.write_op(p)]);
@@ -241,9 +249,10 @@ mod tests {
     use wal::{LogConfig, RecordBody, RecordMeta};
 
     use super::*;
-    use crate::datafile::DataFiles;
+    use crate::datafile::{DataFile, DataFiles};
     use crate::error::Error;
     use crate::page::Kind;
+    use crate::page::Page;
 
     const PS: usize = 4096;
 
@@ -299,7 +308,11 @@ mod tests {
                 &self.io,
                 &self.log,
                 intent,
-                vec![(self.file.clone(), page)],
+                vec![Forced {
+                    file: self.file.clone(),
+                    page,
+                    cache: true,
+                }],
                 &self.pool,
                 may_write,
             )

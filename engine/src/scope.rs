@@ -39,6 +39,10 @@ pub const MAX_SCOPES: u32 = THREAD_SCOPE - 1;
 /// A page of a table: (file id, page number).
 pub(crate) type PageKey = (u32, u64);
 
+/// A page as a scope first changed it; `None`: as a page never written
+/// (a page the transaction took fresh, `crate::freelist`).
+pub(crate) type ScopeImage = Option<Page>;
+
 /// One open scope.
 pub(crate) struct Level {
     /// Its token ([`THREAD_SCOPE`] included).
@@ -48,7 +52,7 @@ pub(crate) struct Level {
     pub(crate) start: Option<Lsn>,
     /// The image of each page before the scope first changed it (nested
     /// scopes that ended well fold theirs in).
-    images: HashMap<PageKey, Page>,
+    images: HashMap<PageKey, ScopeImage>,
     /// Agent records logged in this scope (nested scopes that ended well
     /// add theirs): a failure reads the log back only when there are some.
     agent_work: u32,
@@ -112,15 +116,36 @@ impl Scopes {
         Ok((self.depth(), token))
     }
 
+    /// Whether a change to page `key` now must give the innermost scope
+    /// its image ([`Self::remember`]): not when it has one, nor at the
+    /// transaction's own level, which keeps none (nothing rolls back to it
+    /// in memory: a rollback drops every page).
+    pub(crate) fn needs_image(&self, key: PageKey) -> bool {
+        self.levels.len() > 1 && !self.innermost().images.contains_key(&key)
+    }
+
     /// Keeps `before`, the image of page `key` before a change, if the
-    /// innermost scope had not changed it yet. The transaction's own level
-    /// keeps none: nothing rolls back to it in memory (a rollback drops
-    /// every page).
-    pub(crate) fn remember(&mut self, key: PageKey, before: &Page) {
+    /// innermost scope needs it ([`Self::needs_image`]).
+    pub(crate) fn remember(&mut self, key: PageKey, before: ScopeImage) {
         if self.levels.len() > 1 {
             let level = self.levels.last_mut().expect("checked above");
-            level.images.entry(key).or_insert_with(|| before.clone());
+            level.images.entry(key).or_insert(before);
         }
+    }
+
+    /// Opens a level for one call that changes rows (`crate::txn`), so a
+    /// failed call can be put back alone: no scope of its own in the log —
+    /// its records carry the enclosing scope's token, and no serial number
+    /// is spent.
+    pub(crate) fn open_statement(&mut self, start: Option<Lsn>) -> u32 {
+        let token = self.token();
+        self.levels.push(Level {
+            token,
+            start,
+            images: HashMap::new(),
+            agent_work: 0,
+        });
+        self.depth()
     }
 
     /// Counts an agent record logged in the innermost scope.
@@ -162,9 +187,9 @@ impl Scopes {
     /// scope's first change to it. When `reopen`, the scope opens again,
     /// empty, with the same token and start (a savepoint stays valid after
     /// a rollback to it).
-    pub(crate) fn fail(&mut self, depth: u32, reopen: bool) -> HashMap<PageKey, Page> {
+    pub(crate) fn fail(&mut self, depth: u32, reopen: bool) -> HashMap<PageKey, ScopeImage> {
         debug_assert!(depth > 0, "the transaction's own scope fails by rolling back");
-        let mut restored: HashMap<PageKey, Page> = HashMap::new();
+        let mut restored: HashMap<PageKey, ScopeImage> = HashMap::new();
         let dropped: Vec<Level> = self.levels.drain(depth as usize..).collect();
         let (token, start) = (dropped[0].token, dropped[0].start);
         // Outermost first: its image is the oldest of each page.
@@ -212,16 +237,16 @@ mod tests {
     fn a_failed_scope_gives_back_the_oldest_image_of_each_page_nested_ones_included() {
         let mut s = Scopes::new();
         s.open(None, false).unwrap();
-        s.remember((1, 0), &page(0, 1));
+        s.remember((1, 0), Some(page(0, 1)));
         s.open(None, false).unwrap();
-        s.remember((1, 0), &page(0, 2));
-        s.remember((1, 1), &page(1, 3));
+        s.remember((1, 0), Some(page(0, 2)));
+        s.remember((1, 1), Some(page(1, 3)));
         s.note_agent_work();
         assert_eq!(s.agent_work_from(1), 1);
         let back = s.fail(1, false);
         assert_eq!(s.depth(), 0);
-        assert_eq!(back[&(1, 0)].find(b"k").unwrap().1, [1]);
-        assert_eq!(back[&(1, 1)].find(b"k").unwrap().1, [3]);
+        assert_eq!(back[&(1, 0)].as_ref().unwrap().find(b"k").unwrap().1, [1]);
+        assert_eq!(back[&(1, 1)].as_ref().unwrap().find(b"k").unwrap().1, [3]);
         assert_eq!(s.agent_work_from(0), 0, "the failed scopes' work went with them");
     }
 
@@ -229,20 +254,20 @@ mod tests {
     fn a_scope_that_ends_well_folds_into_the_one_around_it() {
         let mut s = Scopes::new();
         s.open(None, false).unwrap();
-        s.remember((1, 0), &page(0, 1));
+        s.remember((1, 0), Some(page(0, 1)));
         s.open(None, false).unwrap();
-        s.remember((1, 0), &page(0, 2));
-        s.remember((1, 1), &page(1, 3));
+        s.remember((1, 0), Some(page(0, 2)));
+        s.remember((1, 1), Some(page(1, 3)));
         s.note_agent_work();
         s.close(2);
         assert_eq!(s.agent_work_from(1), 1);
         let back = s.fail(1, true);
         assert_eq!(
-            back[&(1, 0)].find(b"k").unwrap().1,
+            back[&(1, 0)].as_ref().unwrap().find(b"k").unwrap().1,
             [1],
             "the outer scope's image is older"
         );
-        assert_eq!(back[&(1, 1)].find(b"k").unwrap().1, [3]);
+        assert_eq!(back[&(1, 1)].as_ref().unwrap().find(b"k").unwrap().1, [3]);
         assert_eq!((s.depth(), s.token()), (1, 1), "reopened with its token");
     }
 

@@ -1,8 +1,12 @@
-//! Hash-organised tables: the layout of a table file.
+//! Table files: the layout of a hash table's file, the creation of every
+//! table's file, and the check that a file is the one its catalog entry
+//! means.
 //!
-//! Page 0 is the table header; pages `1..=buckets` are the buckets; pages
-//! past them are overflow pages, chained from a bucket when it fills. A key
-//! lives in bucket `1 + crc32c(key) % buckets` or that bucket's chain.
+//! In a hash table's file, page 0 is the table header; pages `1..=buckets`
+//! are the buckets; pages past them are overflow pages, chained from a
+//! bucket when it fills. A key lives in bucket `1 + crc32c(key) % buckets`
+//! or that bucket's chain. An ordered table's file has its own header
+//! (version 4, `crate::meta`) and a B+tree (`crate::btree`).
 //!
 //! ## Header page body (after the common page header, little-endian)
 //! Version 3: magic `UNDSTTBL` (8), version u32, bucket count u32, page
@@ -33,7 +37,7 @@ use std::sync::Arc;
 use wal::io::Io;
 
 use crate::aligned::AlignedPages;
-use crate::catalog::TableInfo;
+use crate::catalog::{TableInfo, TableKind};
 use crate::datafile::{write_pages, DataFile, DataFiles};
 use crate::error::{Error, Result};
 pub use crate::page::MAX_KEY;
@@ -128,7 +132,9 @@ impl Header {
     /// hold no version 3 table header.
     pub fn identity_of(raw: &[u8]) -> Option<u64> {
         let body = raw.get(HEADER_LEN..)?;
-        if body.len() < 34 || body[..8] != MAGIC || body[8..12] != VERSION.to_le_bytes() {
+        let version = body.get(8..12)?;
+        let known = version == VERSION.to_le_bytes() || version == crate::meta::VERSION.to_le_bytes();
+        if body.len() < 34 || body[..8] != MAGIC || !known {
             return None;
         }
         Some(u64::from_le_bytes(raw[UID_AT].try_into().expect("8 bytes")))
@@ -187,10 +193,31 @@ pub fn open_checked(io: &Io, files: &DataFiles, info: &TableInfo) -> Result<Arc<
     Ok(file)
 }
 
-/// Writes a new table file: header and empty buckets, synced.
+/// Writes a new table file, synced: a hash table's header and empty
+/// buckets, or an ordered table's header and empty root.
 pub fn create_file(io: &Io, files: &DataFiles, t: &TableInfo) -> Result<()> {
     let ps = files.page_size();
     let f = files.get(t.file_id, true)?;
+    if t.kind == TableKind::Ordered {
+        let mut buf = AlignedPages::new(2, ps)?;
+        let mut header = Page::new(ps, Kind::TableHeader, t.file_id, 0);
+        crate::meta::Meta {
+            page_count: 2,
+            uid: t.uid,
+            free_trunk: 0,
+            name: t.name.clone(),
+        }
+        .write(&mut header);
+        header.seal();
+        let mut root = Page::new(ps, Kind::Leaf, t.file_id, crate::meta::ROOT);
+        crate::btree::init_root(&mut root);
+        root.seal();
+        buf.page_mut(0).copy_from_slice(header.bytes());
+        buf.page_mut(1).copy_from_slice(root.bytes());
+        write_pages(io, &[(f.as_ref(), 0, buf.page(0)), (f.as_ref(), 1, buf.page(1))])?;
+        io.sync(f.io_file())?;
+        return Ok(());
+    }
     let mut header = Page::new(ps, Kind::TableHeader, t.file_id, 0);
     Header {
         buckets: t.buckets,

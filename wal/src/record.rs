@@ -52,7 +52,10 @@
 //!   (`file_id` u32, reserved u32, `page_no` u64): the pages a committing
 //!   transaction is about to force. Each of them is written stamped with the
 //!   record's LSN, so recovery can tell whether all of them reached the disk
-//!   (then the transaction is committed) or not (then it is backed out).
+//!   (then the transaction is committed) or not (then it is backed out). A
+//!   transaction whose pages do not fit one record ([`max_intent_pages`])
+//!   logs several in a row: they are one intent, and its pages carry the
+//!   last one's LSN.
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use lockmgr::{LockMode, ResourceId};
 use wal::{Lsn, TxnId};
 
-use crate::catalog::{Catalog, TableInfo, CATALOG_RESOURCE, MAX_NAME};
+use crate::catalog::{Catalog, TableInfo, TableKind, CATALOG_RESOURCE, MAX_NAME};
 use crate::cluster::Cluster;
 use crate::datafile::table_path;
 use crate::error::{Error, Result};
@@ -168,19 +168,31 @@ impl Node {
         })
     }
 
-    /// Creates a table with `buckets` bucket pages (size it near the
-    /// expected number of rows divided by rows per page).
+    /// Creates a hash table with `buckets` bucket pages (size it near the
+    /// expected number of rows divided by rows per page): point reads and
+    /// writes only, values up to about a page.
     pub fn create_table(&self, name: &str, buckets: u32) -> Result<()> {
-        if name.is_empty() || name.len() > MAX_NAME {
-            return Err(Error::InvalidTableName {
-                name: name.into(),
-                max: MAX_NAME,
-            });
-        }
         if buckets == 0 || buckets > MAX_BUCKETS {
             return Err(Error::InvalidBucketCount {
                 buckets,
                 max: MAX_BUCKETS,
+            });
+        }
+        self.create(name, TableKind::Hash, buckets)
+    }
+
+    /// Creates an ordered table (a B+tree): point reads and writes, range
+    /// and prefix scans both ways, first/last and counts; values up to
+    /// [`crate::MAX_VALUE`]. It grows and shrinks with its rows.
+    pub fn create_ordered_table(&self, name: &str) -> Result<()> {
+        self.create(name, TableKind::Ordered, 0)
+    }
+
+    fn create(&self, name: &str, kind: TableKind, buckets: u32) -> Result<()> {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(Error::InvalidTableName {
+                name: name.into(),
+                max: MAX_NAME,
             });
         }
         self.change_catalog(|inner, _, mut cat| {
@@ -190,6 +202,7 @@ impl Node {
             let info = TableInfo {
                 name: name.into(),
                 file_id: cat.next_file_id,
+                kind,
                 buckets,
                 uid: crate::catalog::new_uid(),
             };

@@ -187,12 +187,35 @@ impl NodeState {
             .map_err(|e| self.client_error(e))
     }
 
+    /// Locks `resource` for `txn` only if it can be had at once: `None`
+    /// when another transaction holds it in a conflicting mode or a failed
+    /// node retains it.
+    pub(crate) fn try_lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<Option<Granted>> {
+        self.check_running()?;
+        match self.client.lock_valued(txn, resource, mode, LockWait::NoWait) {
+            Ok(granted) => Ok(Some(granted)),
+            Err(ClientError::Conflict { .. } | ClientError::Retained { .. }) => Ok(None),
+            Err(e) => Err(self.client_error(e)),
+        }
+    }
+
     /// A request that failed because the node stopped meanwhile (its
     /// connection is dropped on stopping) reports why it stopped.
     fn client_error(&self, e: ClientError) -> Error {
         match self.check_running() {
             Err(stopped) => stopped,
             Ok(()) => e.into(),
+        }
+    }
+
+    /// Releases one lock of `txn` without waiting for an answer: a shared
+    /// lock on a B+tree branch its operation no longer needs
+    /// (`crate::btree`).
+    pub(crate) fn release_one(&self, txn: TxnId, resource: ResourceId) {
+        if let Err(e) = self.client.release_nowait(txn, resource) {
+            // The connection is gone: the node stops, and the coordinator
+            // drops the lock with the node's failure.
+            tracing::warn!(txn, ?resource, error = %e, "releasing a lock failed");
         }
     }
 

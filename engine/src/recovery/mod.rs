@@ -304,9 +304,10 @@ fn put_back(
                 detail: format!("a before-image in the log does not fit the page: {detail}"),
             })?;
         }
-        // A page nobody had written (the transactions allocated it) goes
-        // back to never written; any other must check as it is, and its
-        // bytes go back exactly.
+        // A page nobody had written (the transactions took it fresh, past
+        // the allocated pages or off a free list) goes back to never
+        // written; any other must check as it is, and its bytes go back
+        // exactly.
         if Page::is_unwritten_image(image, file_id, page_no) {
             image.fill(0);
         } else {

@@ -4,8 +4,9 @@
 //!
 //! It keeps what lies from the last checkpoint (and from the first record
 //! of any transaction active at that checkpoint). A transaction whose last
-//! record is a `CommitIntent` is kept apart ([`Intent`]): its pages decide
-//! whether it committed. This file reads records only; it never reads a
+//! records are `CommitIntent`s (one, or several in a row when its pages did
+//! not fit one) is kept apart ([`Intent`]): its pages decide whether it
+//! committed. This file reads records only; it never reads a
 //! page or writes anything.
 //!
 //! The search keeps each transaction's before-images themselves as it
@@ -211,7 +212,17 @@ impl InFlightScan {
                     .push((rec.lsn, u.offset_in_page as usize, u.before));
             }
             RecordBody::AgentUndo(_) => t.agents = true,
-            RecordBody::CommitIntent(pages) => t.intent = Some((rec.lsn, pages)),
+            // A run of intents is one intent: the pages of all, stamped
+            // with the last (`crate::txn`). An intent cut short by the crash
+            // names a stamp none of its pages can carry, since pages are
+            // written only once the last is durable.
+            RecordBody::CommitIntent(pages) => match &mut t.intent {
+                Some((lsn, listed)) => {
+                    *lsn = rec.lsn;
+                    listed.extend(pages);
+                }
+                None => t.intent = Some((rec.lsn, pages)),
+            },
             // The commit failed and said so: back it out like any other.
             RecordBody::Abort => t.intent = None,
             _ => {}

@@ -16,9 +16,10 @@ use wal::io::{Io, IoFile, WriteOp};
 use wal::Lsn;
 
 use super::{redo_path, RedoReader, RedoRecord};
-use crate::datafile::{DataFile, DataFiles};
+use crate::datafile::DataFiles;
+use crate::datafile::Forced;
 use crate::error::{Error, Result};
-use crate::page::{Page, Stamp};
+use crate::page::Stamp;
 use crate::sync::lock;
 
 /// How far the site's commit order is committed and in the redo file:
@@ -198,7 +199,7 @@ impl RedoWriter {
 
     /// Numbers and encodes a round: one record per commit, in `commits`'
     /// order. Rounds run one at a time, so the tail cannot move meanwhile.
-    pub(crate) fn round<'a>(&self, commits: impl Iterator<Item = (Lsn, &'a [(Arc<DataFile>, Page)])>) -> PendingRound {
+    pub(crate) fn round<'a>(&self, commits: impl Iterator<Item = (Lsn, &'a [Forced])>) -> PendingRound {
         let tail = lock(&self.tail);
         let mut bytes = Vec::new();
         let mut seq = tail.seq;
@@ -210,7 +211,7 @@ impl RedoWriter {
                     log: self.log,
                     lsn: intent.0,
                 },
-                |(_, p)| p.stamp(),
+                |f| f.page.stamp(),
             );
             RedoRecord {
                 seq,
@@ -221,7 +222,7 @@ impl RedoWriter {
                 page_size: self.page_size,
                 pages: pages
                     .iter()
-                    .map(|(f, p)| (f.file_id, p.page_no(), p.bytes().to_vec()))
+                    .map(|f| (f.file.file_id, f.page.page_no(), f.page.bytes().to_vec()))
                     .collect(),
             }
             .encode_into(&mut bytes);

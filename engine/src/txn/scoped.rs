@@ -44,7 +44,7 @@ impl Transaction {
     /// locking).
     pub fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
         self.check_open()?;
-        if !self.holds(&sp) {
+        if !self.holds_scope(&sp) {
             return Err(Error::InvalidSavepoint);
         }
         self.fail_scope(sp, true)
@@ -89,7 +89,7 @@ impl Transaction {
             Ok(out) => self.end_scope(sp, out),
             Err(e) => {
                 // Nothing ran in it.
-                self.scopes.close(sp.level);
+                self.close_level(sp.level);
                 Err(Error::ScopeThread(e))
             }
         }
@@ -162,7 +162,7 @@ impl Transaction {
     }
 
     /// Whether the scope `sp` begins is still open in this transaction.
-    fn holds(&self, sp: &Savepoint) -> bool {
+    fn holds_scope(&self, sp: &Savepoint) -> bool {
         sp.txn == self.id
             && sp.level > 0
             && self
@@ -177,8 +177,8 @@ impl Transaction {
             Ok(Ok(v)) => {
                 // A rollback inside `work` to a savepoint before the scope
                 // closed it already.
-                if self.holds(&sp) {
-                    self.scopes.close(sp.level);
+                if self.holds_scope(&sp) {
+                    self.close_level(sp.level);
                 }
                 return Ok(v);
             }
@@ -191,7 +191,7 @@ impl Transaction {
                     .unwrap_or_else(|| "a panic without a message".into()),
             },
         };
-        if self.holds(&sp) {
+        if self.holds_scope(&sp) {
             self.fail_scope(sp, false)?;
         }
         Err(failure)
@@ -204,11 +204,8 @@ impl Transaction {
         if agent_work {
             self.undo_agent_work(sp.last_lsn)?;
         }
-        for (key, image) in self.scopes.fail(sp.level, reopen) {
-            if let Some(p) = self.pages.get_mut(&key) {
-                p.page = image;
-            }
-        }
+        let images = self.scopes.fail(sp.level, reopen);
+        self.restore(images, sp.level);
         self.compensate(sp.last_lsn, sp.token, false)
     }
 

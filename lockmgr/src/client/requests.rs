@@ -213,6 +213,13 @@ impl Client {
         }
     }
 
+    /// Sends the release of the lock `txn` holds on `resource` and asks for
+    /// no reply (request id 0, see [`crate::wire`]): requests sent after it
+    /// on this connection see it released.
+    pub fn release_nowait(&self, txn: u64, resource: ResourceId) -> Result<(), ClientError> {
+        self.inner.send_unanswered(&[Msg::Release { txn, resource }])
+    }
+
     /// Releases every lock of `txn` in one request.
     pub fn release_all(&self, txn: u64) -> Result<(), ClientError> {
         self.expect_ok(&Msg::ReleaseAll { txn })

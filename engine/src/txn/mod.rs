@@ -1,6 +1,7 @@
 //! Transactions: strict two-phase locking on pages, write-ahead undo, FORCE
 //! at commit, nested failure scopes, actions on external resources through
-//! recovery agents.
+//! recovery agents; over hash tables (`hash`) and ordered tables
+//! (`ordered`, `crate::btree`) alike.
 //!
 //! ## Locks
 //! A transaction takes IS (reading) or IX (writing) on a table's resource
@@ -25,7 +26,16 @@
 //! two pages. Pages are changed in memory only; nothing reaches a data file
 //! before commit, so no page can reach disk before its undo record is
 //! durable. [`Transaction::rollback_to`] puts back, in memory, each page as
-//! it was when the scope first changed it.
+//! it was when the scope first changed it. Each call that changes rows is
+//! a level of its own, too (one the log does not see: its records carry
+//! the enclosing scope's token): one that fails (a lock refused halfway through
+//! a split, say) leaves every page as it was before the call, so the
+//! transaction can go on or roll back.
+//!
+//! A page the transaction takes fresh — past the table's allocated pages or
+//! off its free list (`crate::freelist`) — held nothing that matters, so its
+//! undo is one record of its header as a page never written, whatever is
+//! later written into it: recovery turns such a page back into zeros.
 //!
 //! ## Nested scopes and agents
 //! A transaction opens nested failure scopes ([`Transaction::scope`],
@@ -37,11 +47,13 @@
 //! says so; the transaction goes on. [`Transaction::act`] logs an agent
 //! record durably before an action on an external resource; the agents'
 //! part of commit and rollback is in `crate::agent` (prepare, decide,
-//! finish). This file's module `scoped` holds the scopes' code.
+//! finish). The module `scoped` holds the scopes' code.
 //!
 //! ## Commit: two flushes, then the locks
-//! 1. A `CommitIntent` record listing the changed pages is appended, and each
-//!    page is stamped with that record's (node, LSN) and sealed.
+//! 1. A `CommitIntent` record listing the changed pages is appended (several
+//!    in a row when the pages do not fit one record: there is no cap on the
+//!    pages a transaction changes), and each page is stamped with the (node,
+//!    LSN) of the last and sealed.
 //! 2. The intent is made durable, and with it every undo record before it
 //!    (the WAL rule: no page is written before its before-image is durable).
 //! 3. The pages are written as one batch and synced (FORCE). The transaction
@@ -59,7 +71,8 @@
 //! Between 2 and 5 the outcome is written in the data files themselves: the
 //! transaction is committed exactly when every page its intent lists carries
 //! the intent's stamp on disk with a good checksum (one that changed no page
-//! — it acted through agents only — exactly when its intent is durable). Recovery decides so
+//! — it acted through agents only — exactly when its intent is durable).
+//! Recovery decides so
 //! ([`crate::recovery`]): all stamped, it keeps the pages and syncs them (a
 //! write the crashed process left in the page cache becomes durable before
 //! the decision is logged); otherwise it writes the before-images back,
@@ -82,21 +95,27 @@
 //! its locks go, so no later recovery of this log can write its
 //! before-images over another node's later commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use lockmgr::{LockMode, ResourceId};
-use wal::{Lsn, PageRef, PageUndo, RecordBody, RecordMeta, TxnId};
+use lockmgr::ResourceId;
+use wal::{Lsn, PageRef, RecordBody, RecordMeta, TxnId};
 
 use crate::agent::supervisor;
 use crate::catalog::TableInfo;
+use crate::datafile::Forced;
 use crate::error::{Error, Result};
 use crate::node::state::{Granted, NodeState};
-use crate::page::{Kind, Page, Stamp, HEADER_LEN, ITEM_OVERHEAD};
-use crate::scope::{PageKey, Scopes};
-use crate::table::{self, Header};
+use crate::page::{Kind, Page, Stamp};
+use crate::scope::{PageKey, ScopeImage, Scopes};
 
+mod hash;
+mod ordered;
+mod pages;
+mod rows;
 mod scoped;
+
+pub use ordered::Range;
 
 /// A point inside a transaction that [`Transaction::rollback_to`] returns
 /// to: the start of a nested scope.
@@ -110,9 +129,18 @@ pub struct Savepoint {
     last_lsn: Option<Lsn>,
 }
 
+/// A page the transaction holds.
 struct TxnPage {
     page: Page,
-    dirty: bool,
+    /// The depth of the scope (or call, `Transaction::statement`) that
+    /// first changed it; `None` while unchanged.
+    dirty_scope: Option<u32>,
+    /// Reached under a lock of its own (false for pages another page's
+    /// lock covers, `crate::store`): its new stamp is published, and its
+    /// copy cached, when the transaction commits.
+    locked: bool,
+    /// Taken fresh: its undo is "never written" (see the module docs).
+    fresh: bool,
 }
 
 /// A transaction. Dropping one that was neither committed nor rolled back
@@ -126,13 +154,15 @@ pub struct Transaction {
     /// whether the node's cached copy is current (`crate::pool`).
     locks: HashMap<ResourceId, Granted>,
     tables: HashMap<String, TableInfo>,
+    /// Pages this transaction put on a free list: not fresh for it.
+    freed: HashSet<PageKey>,
     first_lsn: Option<Lsn>,
     last_lsn: Option<Lsn>,
     /// The open failure scopes, innermost last; the transaction's own is
     /// the first.
     scopes: Scopes,
     done: bool,
-    /// Pages marked dirty (each listed in the commit intent).
+    /// Pages changed (each listed in the commit intent).
     dirty_pages: usize,
 }
 
@@ -144,6 +174,7 @@ impl Transaction {
             pages: HashMap::new(),
             locks: HashMap::new(),
             tables: HashMap::new(),
+            freed: HashSet::new(),
             first_lsn: None,
             last_lsn: None,
             scopes: Scopes::new(),
@@ -157,276 +188,54 @@ impl Transaction {
         self.id
     }
 
-    fn lock(&mut self, resource: ResourceId, mode: LockMode) -> Result<()> {
-        if self.locks.get(&resource).is_some_and(|held| held.0.covers(mode)) {
-            return Ok(());
-        }
-        let granted = self.node.lock(self.id, resource, mode)?;
-        self.granted(resource, granted);
-        Ok(())
-    }
-
-    /// Records a grant: the strongest mode held, and the value the latest
-    /// grant carried.
-    fn granted(&mut self, resource: ResourceId, (held, value): Granted) {
-        let merged = self.locks.get(&resource).map_or(held, |h| h.0.supremum(held));
-        self.locks.insert(resource, (merged, value));
-    }
-
-    /// The table `name`, locked IS or IX, and with it the page `first` of
-    /// it (when given) locked in `first_mode`: both requests go out together.
-    fn table(&mut self, name: &str, write: bool, first: Option<(&[u8], LockMode)>) -> Result<TableInfo> {
-        let mode = if write { LockMode::IX } else { LockMode::IS };
-        if let Some(t) = self.tables.get(name).cloned() {
-            self.lock(ResourceId::new(0, u64::from(t.file_id)), mode)?;
-            return Ok(t);
-        }
-        // Looked up unlocked in the catalog as last read (or as it is now,
-        // if that one lacks the table), then confirmed against the catalog
-        // file once the table lock is held (a drop needs X on it, so the
-        // entry cannot change after that). A stale entry fails the
-        // confirmation, which rereads the catalog for the next try.
-        for _ in 0..8 {
-            let hint = self.node.catalog_hint()?.find(name).cloned();
-            let t = match hint {
-                Some(t) => t,
-                None => self
-                    .node
-                    .catalog()?
-                    .find(name)
-                    .cloned()
-                    .ok_or_else(|| Error::NoSuchTable(name.into()))?,
-            };
-            let table_res = ResourceId::new(0, u64::from(t.file_id));
-            let mut requests = vec![(table_res, mode)];
-            if let Some((key, page_mode)) = first {
-                requests.push((
-                    ResourceId::new(t.file_id, table::bucket_page(key, t.buckets)),
-                    page_mode,
-                ));
-            }
-            let granted = self.node.lock_many(self.id, &requests);
-            // Record what was granted even when one request was refused:
-            // those locks are held until the transaction ends all the same.
-            if let Ok(grants) = &granted {
-                for (&(res, _), &grant) in requests.iter().zip(grants) {
-                    self.granted(res, grant);
+    /// Puts back, in memory, each page of `images` as it was, the images of
+    /// a failed level at `depth` and those inside it: a page first changed
+    /// there is unchanged again, and no longer listed for the commit.
+    fn restore(&mut self, images: HashMap<PageKey, ScopeImage>, depth: u32) {
+        let ps = self.node.files.page_size();
+        for ((file_id, no), image) in images {
+            if let Some(p) = self.pages.get_mut(&(file_id, no)) {
+                p.page = image.unwrap_or_else(|| Page::new(ps, Kind::Unwritten, file_id, no));
+                if p.dirty_scope.is_some_and(|d| d >= depth) {
+                    p.dirty_scope = None;
+                    self.dirty_pages -= 1;
                 }
             }
-            granted?;
-            if self.node.catalog()?.find(name) == Some(&t) {
-                self.tables.insert(name.into(), t.clone());
-                return Ok(t);
+        }
+    }
+
+    /// The level at `depth` (a scope or a call) ended well: it folds into
+    /// the one around it, and so do the pages it changed first — a later
+    /// failure of another level at this depth must not take them for its
+    /// own.
+    fn close_level(&mut self, depth: u32) {
+        for p in self.pages.values_mut() {
+            if p.dirty_scope.is_some_and(|d| d >= depth) {
+                p.dirty_scope = Some(depth - 1);
             }
         }
-        Err(Error::NoSuchTable(name.into()))
+        self.scopes.close(depth);
     }
 
-    /// Makes page `no` of `t` available under at least `mode`. The page is
-    /// one that committed data refers to (the header, a bucket, a page of a
-    /// chain), so it must have been written: one that reads as never
-    /// written — a hole, or past the end of a truncated file — is
-    /// [`Error::MissingPage`], never an empty page.
-    fn fetch(&mut self, t: &TableInfo, no: u64, mode: LockMode) -> Result<()> {
-        self.fetch_page(t, no, mode, false)
-    }
-
-    /// [`Self::fetch`] for the page an allocation is about to take: the
-    /// first past the table's allocated pages, which may be unwritten.
-    fn fetch_new(&mut self, t: &TableInfo, no: u64) -> Result<()> {
-        self.fetch_page(t, no, LockMode::X, true)
-    }
-
-    fn fetch_page(&mut self, t: &TableInfo, no: u64, mode: LockMode, allocating: bool) -> Result<()> {
-        self.lock(ResourceId::new(t.file_id, no), mode)?;
-        if let std::collections::hash_map::Entry::Vacant(v) = self.pages.entry((t.file_id, no)) {
-            let file = table::open_checked(&self.node.io, &self.node.files, t)?;
-            let value = self.locks.get(&ResourceId::new(t.file_id, no)).and_then(|g| g.1);
-            let page = self.node.pool.get(&self.node.io, &file, no, value)?;
-            if page.kind() == Kind::Unwritten && !allocating {
-                return Err(Error::MissingPage {
-                    file: file.path().to_path_buf(),
-                    page: no,
-                });
+    /// Runs `op` as a level of its own: if it fails, every page it changed
+    /// is put back in memory as it was before (pages it changed first are
+    /// no longer listed for the commit), and the error is returned; the
+    /// locks it took stay. What a failed call must leave: the transaction
+    /// as it was. The level is no scope in the log (`crate::scope`).
+    fn statement<R>(&mut self, op: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        let level = self.scopes.open_statement(self.last_lsn);
+        let out = op(self);
+        match out {
+            Ok(v) => {
+                self.close_level(level);
+                Ok(v)
             }
-            v.insert(TxnPage { page, dirty: false });
-        }
-        Ok(())
-    }
-
-    fn page(&self, t: &TableInfo, no: u64) -> &Page {
-        &self.pages[&(t.file_id, no)].page
-    }
-
-    /// Changes page `no` of `t` (X-locked) with `change`, then logs the
-    /// before-image of every byte range the change made (`crate::undo`),
-    /// the page's header too on the transaction's first change to it; the
-    /// records carry the current scope. The page changes in the
-    /// transaction's memory only, so the records are in the log before
-    /// anything of the change can reach a data file. The page as it was
-    /// when the scope first changed it is kept for [`Self::rollback_to`].
-    fn change<R>(&mut self, t: &TableInfo, no: u64, change: impl FnOnce(&mut Page) -> R) -> Result<R> {
-        self.node.check_running()?;
-        self.fetch(t, no, LockMode::X)?;
-        let key = (t.file_id, no);
-        let first = !self.pages[&key].dirty;
-        if first {
-            // The commit intent lists every changed page in one record.
-            let max = wal::record::max_intent_pages(self.node.log.layout().max_record());
-            if self.dirty_pages >= max {
-                return Err(Error::TransactionTooLarge { max });
+            Err(e) => {
+                let images = self.scopes.fail(level, false);
+                self.restore(images, level);
+                Err(e)
             }
         }
-        let before = self.pages[&key].page.clone();
-        let p = self.pages.get_mut(&key).expect("fetched above");
-        let out = change(&mut p.page);
-        let ranges = crate::undo::changed_ranges(before.bytes(), p.page.bytes(), first.then_some(0..HEADER_LEN));
-        for r in ranges {
-            let logged = self.log_undo(t.file_id, no, r.start as u32, before.bytes()[r].to_vec());
-            if let Err(e) = logged {
-                // Not logged, so not kept: the page goes back to what it was.
-                self.pages.get_mut(&key).expect("fetched above").page = before;
-                return Err(e);
-            }
-        }
-        self.scopes.remember(key, &before);
-        let p = self.pages.get_mut(&key).expect("fetched above");
-        if !p.dirty {
-            self.dirty_pages += 1;
-        }
-        p.dirty = true;
-        Ok(out)
-    }
-
-    /// Logs the transaction's `Begin` record, unless it did already.
-    fn begun(&mut self) -> Result<()> {
-        if self.first_lsn.is_none() {
-            let lsn = self.node.log_begin(self.id)?;
-            self.first_lsn = Some(lsn);
-            self.last_lsn = Some(lsn);
-        }
-        Ok(())
-    }
-
-    fn log_undo(&mut self, file_id: u32, page_no: u64, offset_in_page: u32, before: Vec<u8>) -> Result<()> {
-        self.begun()?;
-        let meta = RecordMeta {
-            scope: self.scopes.token(),
-            ..RecordMeta::txn(self.id, self.last_lsn)
-        };
-        let body = RecordBody::Undo(PageUndo {
-            file_id,
-            page_no,
-            offset_in_page,
-            before,
-            after: None,
-        });
-        self.last_lsn = Some(self.node.logged(self.node.log.append(meta, &body))?);
-        Ok(())
-    }
-
-    /// The value of `key` in `table`.
-    pub fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.check_open()?;
-        let t = self.table(table, false, Some((key, LockMode::S)))?;
-        let mut no = table::bucket_page(key, t.buckets);
-        for _ in 0..u32::MAX {
-            self.fetch(&t, no, LockMode::S)?;
-            let p = self.page(&t, no);
-            if let Some((_, v)) = p.find(key) {
-                return Ok(Some(v.to_vec()));
-            }
-            match p.next() {
-                0 => return Ok(None),
-                next => no = next,
-            }
-        }
-        Err(self.chain_loop(&t, no))
-    }
-
-    fn chain_loop(&self, t: &TableInfo, no: u64) -> Error {
-        Error::CorruptPage {
-            file: crate::datafile::table_path(self.node.files.dir(), t.file_id),
-            page: no,
-            detail: "overflow chain does not end".into(),
-        }
-    }
-
-    /// The pages of `key`'s chain, X-locked.
-    fn chain_for_write(&mut self, t: &TableInfo, key: &[u8]) -> Result<Vec<u64>> {
-        let mut chain = Vec::new();
-        let mut no = table::bucket_page(key, t.buckets);
-        loop {
-            self.fetch(t, no, LockMode::X)?;
-            chain.push(no);
-            match self.page(t, no).next() {
-                0 => return Ok(chain),
-                next if chain.contains(&next) || chain.len() > 1 << 20 => return Err(self.chain_loop(t, next)),
-                next => no = next,
-            }
-        }
-    }
-
-    /// Sets `key` to `value` in `table`.
-    pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.check_open()?;
-        table::check_sizes(key, value, self.node.files.page_size())?;
-        let t = self.table(table, true, Some((key, LockMode::X)))?;
-        let chain = self.chain_for_write(&t, key)?;
-        for &no in &chain {
-            if let Some((_, old)) = self.page(&t, no).find(key) {
-                if old == value {
-                    return Ok(());
-                }
-                // A value of the same length is overwritten in place.
-                if old.len() == value.len() {
-                    let replaced = self.change(&t, no, |p| p.replace(key, value))?;
-                    debug_assert!(replaced, "the key was found with a value of this length");
-                    return Ok(());
-                }
-                self.change(&t, no, |p| p.remove(key))?;
-                break;
-            }
-        }
-        let need = ITEM_OVERHEAD + key.len() + value.len();
-        if let Some(&no) = chain.iter().find(|&&no| self.page(&t, no).free() >= need) {
-            let inserted = self.change(&t, no, |p| p.insert(key, value))?;
-            debug_assert!(inserted, "the page had room");
-            return Ok(());
-        }
-        // Every page of the chain is full: allocate an overflow page.
-        self.fetch(&t, 0, LockMode::X)?;
-        let mut header = Header::read(self.page(&t, 0)).map_err(|d| Error::CorruptPage {
-            file: crate::datafile::table_path(self.node.files.dir(), t.file_id),
-            page: 0,
-            detail: d.into(),
-        })?;
-        let new_no = header.page_count;
-        header.page_count += 1;
-        self.fetch_new(&t, new_no)?;
-        self.change(&t, 0, |p| header.write(p))?;
-        let (ps, file_id) = (self.node.files.page_size(), t.file_id);
-        let inserted = self.change(&t, new_no, |fresh| {
-            *fresh = Page::new(ps, Kind::Overflow, file_id, new_no);
-            fresh.insert(key, value)
-        })?;
-        debug_assert!(inserted, "an empty page holds any item within the limits");
-        let last = *chain.last().expect("a chain has its bucket");
-        self.change(&t, last, |p| p.set_next(new_no))?;
-        Ok(())
-    }
-
-    /// Removes `key` from `table`; returns whether it was there.
-    pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool> {
-        self.check_open()?;
-        let t = self.table(table, true, Some((key, LockMode::X)))?;
-        for no in self.chain_for_write(&t, key)? {
-            if self.page(&t, no).find(key).is_some() {
-                self.change(&t, no, |p| p.remove(key))?;
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// Commits: intent (and undo) durable, pages written and synced; then
@@ -441,12 +250,7 @@ impl Transaction {
             return Ok(());
         };
         // The pages leave the transaction: the commit round writes them.
-        let mut dirty: Vec<(PageKey, Page)> = self
-            .pages
-            .drain()
-            .filter(|(_, p)| p.dirty)
-            .map(|(k, p)| (k, p.page))
-            .collect();
+        let mut dirty: Vec<(PageKey, TxnPage)> = self.pages.drain().filter(|(_, p)| p.dirty_scope.is_some()).collect();
         dirty.sort_unstable_by_key(|(k, _)| *k);
         let refs: Vec<PageRef> = dirty
             .iter()
@@ -467,10 +271,25 @@ impl Transaction {
         let mut published = Vec::with_capacity(dirty.len());
         let result = (|| -> Result<()> {
             may_write()?;
-            let lsn = node
-                .log
-                .append(RecordMeta::txn(self.id, Some(last)), &RecordBody::CommitIntent(refs))?;
-            intent = Some(lsn);
+            // As many intent records as the pages need; the pages carry the
+            // last one's stamp, and recovery reads the run as one intent.
+            let per_record = wal::record::max_intent_pages(node.log.layout().max_record()).max(1);
+            let mut prev = last;
+            // A transaction that acted through agents only logs one intent
+            // listing no page.
+            let parts: Vec<&[PageRef]> = if refs.is_empty() {
+                vec![&[]]
+            } else {
+                refs.chunks(per_record).collect()
+            };
+            for part in parts {
+                prev = node.log.append(
+                    RecordMeta::txn(self.id, Some(prev)),
+                    &RecordBody::CommitIntent(part.to_vec()),
+                )?;
+                intent = Some(prev);
+            }
+            let lsn = intent.expect("a transaction that logged changed a page");
             // The files are held (with their fencing locks, `crate::fence`)
             // from before the intent is durable until the writes are done.
             let stamp = Stamp {
@@ -479,11 +298,18 @@ impl Transaction {
                 lsn: lsn.0,
             };
             let mut pages = Vec::with_capacity(dirty.len());
-            for ((file_id, page_no), mut page) in dirty {
+            for ((file_id, page_no), p) in dirty {
+                let mut page = p.page;
                 page.set_stamp(stamp);
                 page.seal();
-                published.push((ResourceId::new(file_id, page_no), stamp.as_u128()));
-                pages.push((node.files.get(file_id, false)?, page));
+                if p.locked {
+                    published.push((ResourceId::new(file_id, page_no), stamp.as_u128()));
+                }
+                pages.push(Forced {
+                    file: node.files.get(file_id, false)?,
+                    page,
+                    cache: p.locked,
+                });
             }
             seq = node
                 .group_force

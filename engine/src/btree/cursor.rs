@@ -1,0 +1,183 @@
+//! Walking the leaves in key order, forward along the leaf chain or
+//! backward by descending below each leaf's low fence (see
+//! `crate::btree`). Every leaf a cursor steps onto is locked S for the rest
+//! of the transaction: what makes a scanned range safe from phantoms (the
+//! branches a descent passed are released, `crate::btree::release_path`).
+//!
+//! A cursor leaves each leaf's copy behind when it moves on (its lock
+//! stays), so a scan of a large table holds locks, not pages.
+//!
+//! Damage that would make a walk endless is caught: the keys of successive
+//! leaves must keep rising (falling, backward), and no more than
+//! [`MAX_EMPTY_RUN`] empty leaves may follow each other.
+
+use std::ops::Bound;
+
+use crate::error::Result;
+use crate::store::{Access, PageStore};
+
+use super::{descend, with_node, Owned, Target};
+
+/// Most empty leaves in a row a walk crosses before it calls the chain
+/// damaged (merges leave few: an empty leaf merges with a sibling unless a
+/// lock is busy at that moment).
+pub const MAX_EMPTY_RUN: usize = 1 << 16;
+
+/// One item read from a leaf: its key and its value as stored.
+pub type Entry = (Vec<u8>, Owned);
+
+/// A forward walk.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    leaf: u64,
+    idx: usize,
+    /// The last key of the last non-empty leaf left.
+    left_behind: Option<Vec<u8>>,
+}
+
+/// A backward walk.
+#[derive(Clone, Debug)]
+pub struct Backward {
+    leaf: u64,
+    /// Items below this index of the leaf are still to come.
+    idx: usize,
+    /// The leaf's low fence, where the next leaf to the left ends.
+    low: Option<Vec<u8>>,
+}
+
+fn first_at_or_after(bound: Bound<&[u8]>, search: Result<usize, usize>) -> usize {
+    match (bound, search) {
+        (Bound::Excluded(_), Ok(i)) => i + 1,
+        (_, Ok(i) | Err(i)) => i,
+    }
+}
+
+impl Forward {
+    /// Positioned at the first key within `start`.
+    pub fn seek<S: PageStore>(s: &mut S, start: Bound<&[u8]>) -> Result<Forward> {
+        let target = match start {
+            Bound::Unbounded => Target::First,
+            Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
+        };
+        let d = descend(s, target, Access::Read)?;
+        let idx = with_node(s, d.leaf, Access::Read, |n| match start {
+            Bound::Unbounded => 0,
+            Bound::Included(k) | Bound::Excluded(k) => first_at_or_after(start, n.search(k)),
+        })?;
+        Ok(Forward {
+            leaf: d.leaf,
+            idx,
+            left_behind: None,
+        })
+    }
+
+    /// The next item, or `None` past the last leaf. With `values` false a
+    /// large value's reference is not followed either way: `Owned` is what
+    /// the leaf holds.
+    pub fn next<S: PageStore>(&mut self, s: &mut S) -> Result<Option<Entry>> {
+        for _ in 0..MAX_EMPTY_RUN {
+            let (idx, leaf) = (self.idx, self.leaf);
+            let step = with_node(s, leaf, Access::Read, |n| {
+                if idx < n.count() {
+                    Ok((n.key(idx).to_vec(), Owned::of(n.value(idx))))
+                } else {
+                    let last = n.count().checked_sub(1).map(|i| n.key(i).to_vec());
+                    Err((n.next(), last))
+                }
+            })?;
+            match step {
+                Ok((key, value)) => {
+                    if idx == 0 && self.left_behind.as_deref().is_some_and(|b| b >= key.as_slice()) {
+                        return Err(s.corrupt(leaf, "the leaf chain goes back to smaller keys".into()));
+                    }
+                    self.idx += 1;
+                    return Ok(Some((key, value)));
+                }
+                Err((next, last)) => {
+                    if last.is_some() {
+                        self.left_behind = last;
+                    }
+                    if next == 0 {
+                        return Ok(None);
+                    }
+                    s.forget_copy(leaf);
+                    self.leaf = next;
+                    self.idx = 0;
+                }
+            }
+        }
+        Err(s.corrupt(self.leaf, "too many empty leaves in a row".into()))
+    }
+
+    /// Counts the items from here to the end, reading no value.
+    pub fn count_rest<S: PageStore>(&mut self, s: &mut S) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let (idx, leaf) = (self.idx, self.leaf);
+            let (count, next) = with_node(s, leaf, Access::Read, |n| (n.count(), n.next()))?;
+            total += count.saturating_sub(idx) as u64;
+            if next == 0 {
+                return Ok(total);
+            }
+            if next == leaf || total > u64::from(u32::MAX) * 1024 {
+                return Err(s.corrupt(leaf, "the leaf chain loops".into()));
+            }
+            s.forget_copy(leaf);
+            self.leaf = next;
+            self.idx = 0;
+        }
+    }
+}
+
+impl Backward {
+    /// Positioned after the last key within `end`.
+    pub fn seek<S: PageStore>(s: &mut S, end: Bound<&[u8]>) -> Result<Backward> {
+        let target = match end {
+            Bound::Unbounded => Target::Last,
+            Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
+        };
+        let d = descend(s, target, Access::Read)?;
+        let idx = with_node(s, d.leaf, Access::Read, |n| match end {
+            Bound::Unbounded => n.count(),
+            Bound::Included(k) => match n.search(k) {
+                Ok(i) => i + 1,
+                Err(i) => i,
+            },
+            Bound::Excluded(k) => n.search(k).unwrap_or_else(|i| i),
+        })?;
+        Ok(Backward {
+            leaf: d.leaf,
+            idx,
+            low: d.low,
+        })
+    }
+
+    /// The previous item, or `None` before the first leaf.
+    pub fn prev<S: PageStore>(&mut self, s: &mut S) -> Result<Option<Entry>> {
+        for _ in 0..MAX_EMPTY_RUN {
+            if self.idx > 0 {
+                self.idx -= 1;
+                let idx = self.idx;
+                let entry = with_node(s, self.leaf, Access::Read, |n| {
+                    (n.key(idx).to_vec(), Owned::of(n.value(idx)))
+                })?;
+                return Ok(Some(entry));
+            }
+            let Some(low) = self.low.take() else {
+                return Ok(None);
+            };
+            let d = descend(s, Target::Below(&low), Access::Read)?;
+            if d.low.as_deref().is_some_and(|l| l >= low.as_slice()) {
+                return Err(s.corrupt(d.leaf, "fences do not fall leaf by leaf".into()));
+            }
+            s.forget_copy(self.leaf);
+            self.idx = with_node(s, d.leaf, Access::Read, |n| {
+                // Keys at or past the fence would be another leaf's.
+                n.search(&low).unwrap_or_else(|i| i)
+            })?;
+            self.leaf = d.leaf;
+            self.low = d.low;
+        }
+        Err(s.corrupt(self.leaf, "too many empty leaves in a row".into()))
+    }
+}
