@@ -311,6 +311,17 @@ pub fn write_pages(io: &Io, pages: &[(&DataFile, u64, &[u8])]) -> Result<()> {
     Ok(())
 }
 
+/// A page a commit forces: sealed, stamped with its intent.
+pub struct Forced {
+    /// Its table file.
+    pub file: Arc<DataFile>,
+    /// Its bytes.
+    pub page: Page,
+    /// Whether the written page becomes the node's cached copy: false for
+    /// pages read past the pool (a large value's, `crate::store`).
+    pub cache: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

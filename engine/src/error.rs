@@ -398,6 +398,24 @@ pub enum Error {
     #[error("commit failed and the node stopped: {0}")]
     CommitFailed(String),
 
+    /// Redo for shipping was asked of a node of a cluster of several
+    /// nodes: their commits are not yet put in one order.
+    #[error("redo for shipping needs a cluster of one node; this one has {nodes}")]
+    RedoNeedsOneNode {
+        /// The cluster's node count.
+        nodes: usize,
+    },
+
+    /// The transaction committed here, but the commit gate (synchronous
+    /// replication) did not confirm it: it may be missing on standbys.
+    #[error("transaction {seq} of the commit order committed here but is not known replicated: {cause}")]
+    NotReplicated {
+        /// Its commit sequence number.
+        seq: u64,
+        /// What the gate said.
+        cause: String,
+    },
+
     /// The node stopped after an unrecoverable I/O failure.
     #[error("the node stopped after an earlier failure: {0}")]
     Stopped(String),

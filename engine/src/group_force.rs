@@ -48,7 +48,13 @@
 //! leader asks, right before the round writes, whether the node may still
 //! write (running, lease held): a commit can wait a round or two after its
 //! own check, and no page is written once the node must stop.
+//!
+//! With redo on (`crate::redo`), the round also numbers its commits and
+//! writes one redo record each, as a stage between the log and the pages:
+//! the redo is durable before any page, and reported committed once the
+//! pages are.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use wal::io::{Io, Stage, WriteOp};
@@ -56,26 +62,17 @@ use wal::{Followed, Log, Lsn};
 
 use crate::aligned::AlignedPages;
 use crate::commit_rounds::Rounds;
-use crate::datafile::DataFile;
+pub use crate::datafile::Forced;
 use crate::error::Result;
-use crate::page::Page;
 use crate::pool::BufferPool;
+use crate::redo::RedoWriter;
 
-/// One commit waiting for its round: its intent and its sealed pages.
+/// One commit waiting for its round: its intent and its sealed pages, and
+/// where the round puts its commit sequence number (with redo on).
 struct Entry {
     intent: Lsn,
     pages: Vec<Forced>,
-}
-
-/// A page a commit forces: sealed, stamped with its intent.
-pub struct Forced {
-    /// Its table file.
-    pub file: Arc<DataFile>,
-    /// Its bytes.
-    pub page: Page,
-    /// Whether the written page becomes the node's cached copy: false for
-    /// pages read past the pool (a large value's, `crate::store`).
-    pub cache: bool,
+    seq: Arc<AtomicU64>,
 }
 
 /// See the module docs. The rounds themselves — who leads, who waits, who
@@ -89,15 +86,31 @@ pub struct GroupForce {
     /// (`crate::datafile`). One round runs at a time, so one buffer, grown
     /// to the largest round, serves them all.
     staging: std::sync::Mutex<Option<AlignedPages>>,
+    /// The node's redo, when it writes one (`crate::redo`).
+    redo: Option<RedoWriter>,
 }
 
 impl GroupForce {
+    /// Rounds that also write `redo`, when given.
+    pub(crate) fn new(redo: Option<RedoWriter>) -> GroupForce {
+        GroupForce {
+            redo,
+            ..GroupForce::default()
+        }
+    }
+
+    /// The node's redo writer, if it writes redo.
+    pub(crate) fn redo(&self) -> Option<&RedoWriter> {
+        self.redo.as_ref()
+    }
+
     /// Makes the log durable up to `intent`, then `pages` (sealed, stamped
     /// with that intent) durable; returns once both are. `may_write` is
     /// asked by the round's leader right before the round writes anything
     /// (the node still running, its lease still held): a commit may wait a
     /// round or two, and none of its pages may be written once the node
-    /// must stop writing.
+    /// must stop writing. Returns the commit's sequence number in the redo
+    /// (0 without redo).
     pub fn commit(
         &self,
         io: &Io,
@@ -106,13 +119,14 @@ impl GroupForce {
         pages: Vec<Forced>,
         pool: &BufferPool,
         may_write: &dyn Fn() -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         // The leader waits for the round anyway: it runs its I/O itself
         // where the I/O layer lets it, sparing a hand-off each way.
         let run = |entries: &[Entry]| {
             may_write().and_then(|()| {
                 let mut staging = crate::sync::lock(&self.staging);
-                let done = wal::io::on_this_thread(|| run_round(io, log, entries, &mut staging, pool));
+                let redo = self.redo.as_ref();
+                let done = wal::io::on_this_thread(|| run_round(io, log, entries, &mut staging, pool, redo));
                 // A round of a transaction that wrote a large value leaves
                 // no buffer of its size behind.
                 if staging.as_ref().is_some_and(|s| s.capacity() > MAX_KEPT_STAGING) {
@@ -121,7 +135,16 @@ impl GroupForce {
                 done
             })
         };
-        self.rounds.submit(Entry { intent, pages }, &run)
+        let seq = Arc::new(AtomicU64::new(0));
+        self.rounds.submit(
+            Entry {
+                intent,
+                pages,
+                seq: seq.clone(),
+            },
+            &run,
+        )?;
+        Ok(seq.load(Ordering::Acquire))
     }
 
     /// The node stopped: no round runs any more, and the commits waiting
@@ -137,13 +160,15 @@ const MAX_KEPT_STAGING: usize = 4096;
 
 /// The log durable up to the round's last intent, then every page of the
 /// round written (from `staging`, page-aligned) and its files synced; then
-/// the written pages are the node's cached copies (`pool`).
+/// the written pages are the node's cached copies (`pool`). With `redo`,
+/// the round's redo is written and synced between the log and the pages.
 fn run_round(
     io: &Io,
     log: &Log,
     entries: &[Entry],
     staging: &mut Option<AlignedPages>,
     pool: &BufferPool,
+    redo: Option<&RedoWriter>,
 ) -> Result<()> {
     let Some(last) = entries.iter().map(|e| e.intent).max() else {
         return Ok(());
@@ -162,7 +187,15 @@ fn run_round(
     for (slot, f) in staging.pages_mut(pages.len()).zip(&pages) {
         slot.copy_from_slice(f.page.bytes());
     }
-    let written = write_staged(io, log, last, &pages, staging);
+    let pending = redo.map(|r| r.round(entries.iter().map(|e| (e.intent, e.pages.as_slice()))));
+    let redo_stage = redo.zip(pending.as_ref());
+    let written = write_staged(io, log, last, &pages, staging, redo_stage);
+    if let (Ok(()), Some((r, p))) = (&written, redo_stage) {
+        r.ended(p);
+        for (i, e) in entries.iter().enumerate() {
+            e.seq.store(p.first_seq + i as u64, Ordering::Release);
+        }
+    }
     if written.is_ok() {
         for f in pages.iter().filter(|f| f.cache) {
             pool.install(f.file.file_id, f.page.page_no(), f.page.bytes());
@@ -172,18 +205,31 @@ fn run_round(
 }
 
 /// Writes and syncs the round's `pages`, staged in `staging`, once the log
-/// is durable up to `last`.
-fn write_staged(io: &Io, log: &Log, last: Lsn, pages: &[&Forced], staging: &AlignedPages) -> Result<()> {
+/// is durable up to `last` and, with `redo`, the round's redo after it.
+fn write_staged(
+    io: &Io,
+    log: &Log,
+    last: Lsn,
+    pages: &[&Forced],
+    staging: &AlignedPages,
+    redo: Option<(&RedoWriter, &crate::redo::PendingRound)>,
+) -> Result<()> {
     let writes: Vec<WriteOp<'_>> = pages
         .iter()
         .enumerate()
         .map(|(i, f)| f.file.write_op(f.page.page_no(), staging.page(i)))
         .collect();
     let syncs = wal::io::distinct_files(&writes);
-    let stages = [Stage {
+    let redo_write = redo.map(|(r, p)| [r.write_op(p)]);
+    let redo_sync = redo.map(|(r, _)| [r.file()]);
+    let mut stages = Vec::with_capacity(2);
+    if let (Some(w), Some(s)) = (&redo_write, &redo_sync) {
+        stages.push(Stage { writes: w, sync: s });
+    }
+    stages.push(Stage {
         writes: &writes,
         sync: &syncs,
-    }];
+    });
     match log.wait_durable_then(last, &stages)? {
         Followed::Done => Ok(()),
         Followed::Failed(e) => Err(e.into()),
@@ -203,9 +249,10 @@ mod tests {
     use wal::{LogConfig, RecordBody, RecordMeta};
 
     use super::*;
-    use crate::datafile::DataFiles;
+    use crate::datafile::{DataFile, DataFiles};
     use crate::error::Error;
     use crate::page::Kind;
+    use crate::page::Page;
 
     const PS: usize = 4096;
 
@@ -240,11 +287,11 @@ mod tests {
 
     impl Fixture {
         /// Commit `n`: an intent in the log and page `n` stamped with it.
-        fn commit(&self, n: u64) -> Result<()> {
+        fn commit(&self, n: u64) -> Result<u64> {
             self.commit_if(n, &|| Ok(()))
         }
 
-        fn commit_if(&self, n: u64, may_write: &dyn Fn() -> Result<()>) -> Result<()> {
+        fn commit_if(&self, n: u64, may_write: &dyn Fn() -> Result<()>) -> Result<u64> {
             let intent = self
                 .log
                 .append(RecordMeta::txn(n + 1, None), &RecordBody::Commit)
@@ -311,7 +358,7 @@ mod tests {
         (lead, rest)
     }
 
-    type Committer<'scope> = std::thread::ScopedJoinHandle<'scope, Result<()>>;
+    type Committer<'scope> = std::thread::ScopedJoinHandle<'scope, Result<u64>>;
 
     #[test]
     fn commits_that_arrive_during_a_round_share_the_next_one() {

@@ -56,6 +56,10 @@ pub enum CliError {
     #[error(transparent)]
     Client(#[from] lockmgr::ClientError),
 
+    /// Replication refused or failed.
+    #[error(transparent)]
+    Replication(#[from] replication::ReplicationError),
+
     /// Arguments that parse but make no sense together, or an input file
     /// that is not what it should be.
     #[error("{0}")]

@@ -32,6 +32,7 @@ pub mod bank;
 pub mod cluster;
 pub mod error;
 pub mod log;
+pub mod replication;
 pub mod threads;
 
 pub use backend::BackendArg;

@@ -20,6 +20,7 @@ use understudy_cli::cluster::status::StatusArgs;
 use understudy_cli::cluster::{bank_check, coordinator, demo, init, node, recover, status};
 use understudy_cli::log::{child, demo as log_demo, inspect};
 use understudy_cli::log::{child::ChildArgs, demo::DemoArgs, inspect::InspectArgs};
+use understudy_cli::replication::{self, ReplicationCommand};
 
 /// Understudy: a transactional storage engine whose peers undo a failed node's
 /// in-flight work from its private write-ahead log.
@@ -75,6 +76,11 @@ enum Command {
     /// Join as a node and check the bank: balances sum to the starting
     /// total, and every acknowledged transfer is in the journal.
     BankCheck(BankCheckArgs),
+    /// Loosely-coupled mode: seed a standby's copy, run a standby, print a
+    /// site's replication report. (A node becomes a primary with
+    /// `node --replication-listen`.)
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::status(&args),
         Command::Node(args) => node::run(&args),
         Command::BankCheck(args) => bank_check::run(&args),
+        Command::Replication(cmd) => replication::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

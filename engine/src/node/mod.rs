@@ -254,6 +254,12 @@ impl Node {
             .collect())
     }
 
+    /// How far this node's redo is committed (`crate::redo`): `None` unless
+    /// it writes redo ([`NodeOptions::redo`]).
+    pub fn redo_watermark(&self) -> Option<std::sync::Arc<crate::redo::Watermark>> {
+        self.inner.group_force.redo().map(|r| r.watermark().clone())
+    }
+
     /// Takes a checkpoint now and truncates the log behind it.
     pub fn checkpoint(&self) -> Result<Lsn> {
         self.inner.checkpoint()

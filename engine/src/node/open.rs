@@ -29,6 +29,7 @@ use crate::node::options::{NodeOptions, StartReport};
 use crate::node::state::NodeState;
 use crate::pool::BufferPool;
 use crate::recovery;
+use crate::redo::RedoWriter;
 use crate::retry;
 
 /// Committed transactions on their way to the confirmer: each with the LSN
@@ -49,6 +50,11 @@ pub(super) fn open(
         return Err(Error::UnknownNode {
             node: node_id,
             nodes: cluster.nodes.clone(),
+        });
+    }
+    if opts.redo && cluster.nodes.len() != 1 {
+        return Err(Error::RedoNeedsOneNode {
+            nodes: cluster.nodes.len(),
         });
     }
     let io = match &opts.io {
@@ -130,6 +136,14 @@ pub(super) fn open(
             found.txns.len()
         )));
     }
+    // After the own restart: the last commit round's redo is checked
+    // against the pages as recovery left them (`crate::redo`).
+    let redo = if opts.redo {
+        let log_id = log.control().log_id;
+        Some(RedoWriter::open(&io, &cluster.dir, node_id, log_id, &files)?)
+    } else {
+        None
+    };
     let cp = log.control().checkpoint_lsn.unwrap_or(Lsn(0));
     let cluster_page_size = cluster.page_size;
     let (confirms, confirm_queue) = std::sync::mpsc::channel();
@@ -142,7 +156,7 @@ pub(super) fn open(
         log,
         client,
         files,
-        group_force: GroupForce::default(),
+        group_force: GroupForce::new(redo),
         pool: BufferPool::new(opts.pool_pages, cluster_page_size, opts.trust_cached_pages)?,
         opts,
         catalog: Mutex::new(None),

@@ -4,11 +4,13 @@
 //! Options are read when the node opens and never change afterwards; this
 //! module holds plain data and no behaviour.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wal::io::{BackendChoice, Io};
 
 use crate::agent::Agents;
+use crate::redo::CommitGate;
 
 /// How a node runs.
 #[derive(Clone, Debug)]
@@ -94,6 +96,27 @@ pub struct NodeOptions {
     /// A recovery that meets work of a resource without an agent here stops
     /// with [`crate::Error::MissingAgent`]. None by default.
     pub agents: Agents,
+    /// Write redo for shipping to standby sites (`crate::redo`): the
+    /// after-images of every committed transaction, in commit order, in
+    /// `<cluster>/redo/<node>/redo.log`. Only in a cluster of one node
+    /// ([`crate::Error::RedoNeedsOneNode`] otherwise). Off by default:
+    /// nothing is written and nothing changes.
+    pub redo: bool,
+    /// With [`NodeOptions::redo`]: what each commit waits for once it is
+    /// committed here, before it returns (synchronous replication: the
+    /// `replication` crate's primary waits for enough standbys). `None`:
+    /// commits return as soon as they are committed here.
+    pub commit_gate: Option<Gate>,
+}
+
+/// A [`CommitGate`], shared, in [`NodeOptions`].
+#[derive(Clone)]
+pub struct Gate(pub Arc<dyn CommitGate>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate(..)")
+    }
 }
 
 impl Default for NodeOptions {
@@ -129,6 +152,8 @@ impl Default for NodeOptions {
             pool_pages: 16 * 1024,
             trust_cached_pages: false,
             agents: Agents::new(),
+            redo: false,
+            commit_gate: None,
         }
     }
 }

@@ -103,8 +103,8 @@ use wal::{Lsn, PageRef, RecordBody, RecordMeta, TxnId};
 
 use crate::agent::supervisor;
 use crate::catalog::TableInfo;
+use crate::datafile::Forced;
 use crate::error::{Error, Result};
-use crate::group_force::Forced;
 use crate::node::state::{Granted, NodeState};
 use crate::page::{Kind, Page, Stamp};
 use crate::scope::{PageKey, ScopeImage, Scopes};
@@ -264,6 +264,8 @@ impl Transaction {
             Ok(node.client.check_lease()?)
         };
         let mut intent = None;
+        // Its place in the commit order, with redo on (`crate::redo`).
+        let mut seq = 0;
         // Each written page's new stamp, its lock value block once the
         // locks go (see `crate::pool`).
         let mut published = Vec::with_capacity(dirty.len());
@@ -309,8 +311,10 @@ impl Transaction {
                     cache: p.locked,
                 });
             }
-            node.group_force
-                .commit(&node.io, &node.log, lsn, pages, &node.pool, &may_write)
+            seq = node
+                .group_force
+                .commit(&node.io, &node.log, lsn, pages, &node.pool, &may_write)?;
+            Ok(())
         })();
         match result {
             Ok(()) => {
@@ -331,7 +335,15 @@ impl Transaction {
                     }
                 }
                 node.confirm_commit(self.id, intent, published);
-                Ok(())
+                // Synchronous replication: committed here, and the locks on
+                // their way; the caller hears of it once replicated.
+                match (&node.opts.commit_gate, seq) {
+                    (Some(gate), seq) if seq > 0 => gate
+                        .0
+                        .replicated(seq)
+                        .map_err(|cause| Error::NotReplicated { seq, cause }),
+                    _ => Ok(()),
+                }
             }
             Err(e) => {
                 // Stopped already: that is the reason to report.

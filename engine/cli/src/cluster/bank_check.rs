@@ -34,6 +34,10 @@ pub struct BankCheckArgs {
     /// must be in the journal with that value.
     #[arg(long)]
     pub acks: Option<PathBuf>,
+    /// Run the coordinator inside this process (no other serves the
+    /// cluster: a standby's copy, once its standby stopped).
+    #[arg(long)]
+    pub embed_coordinator: bool,
 }
 
 /// Runs `understudy bank-check`.
@@ -43,7 +47,11 @@ pub fn run(args: &BankCheckArgs) -> Result<(), CliError> {
         Some(path) => bank::read_acks(path)?,
         None => Vec::new(),
     };
-    let node = Node::open(&args.cluster, args.id, NodeOptions::default())?;
+    let opts = NodeOptions {
+        embed_coordinator: args.embed_coordinator,
+        ..NodeOptions::default()
+    };
+    let node = Node::open(&args.cluster, args.id, opts)?;
     let result = check(&node, args.accounts, expected, &acks);
     if node.stopped().is_some() {
         return result;

@@ -114,6 +114,8 @@ pub struct NodeArgs {
     /// entry, published exactly when the transfer commits.
     #[arg(long, requires = "outbox")]
     pub receipts: bool,
+    #[command(flatten)]
+    pub replication: crate::replication::PrimaryArgs,
 }
 
 /// How long a lock request of a thread running several transfers waits.
@@ -142,7 +144,11 @@ pub fn run(args: &NodeArgs) -> Result<(), CliError> {
     } else {
         opts
     };
+    let (opts, mut primary) = args.replication.prepare(&args.cluster, opts)?;
     let node = Node::open(&args.cluster, args.id, opts)?;
+    if let Some(p) = primary.as_mut() {
+        p.serve(&node)?;
+    }
     if args.restart_light_on_failure {
         node.request_restart(args.id)?;
     }
