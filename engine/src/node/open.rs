@@ -164,6 +164,7 @@ pub(super) fn open(
         stopped: Mutex::new(None),
         recoveries: Mutex::new((0, VecDeque::new())),
         confirms,
+        last_commit: AtomicU64::new(0),
         log_key,
         _coordinator: coordinator,
     };
