@@ -168,18 +168,7 @@ mod tests {
     use crate::store::tests::MemStore;
 
     fn store() -> MemStore {
-        let mut s = MemStore::new(4096);
-        s.change(0, |p| {
-            Meta {
-                page_count: 2,
-                uid: 1,
-                free_trunk: 0,
-                name: "t".into(),
-            }
-            .write(p)
-        })
-        .unwrap();
-        s
+        MemStore::with_header(4096)
     }
 
     #[test]

@@ -182,19 +182,11 @@ pub fn free<S: PageStore>(s: &mut S, r: &ValueRef) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::Meta;
     use crate::store::tests::MemStore;
 
     #[test]
     fn values_of_every_length_round_trip_and_free_their_pages() {
-        let mut s = MemStore::new(4096);
-        let meta = Meta {
-            page_count: 2,
-            uid: 1,
-            free_trunk: 0,
-            name: "t".into(),
-        };
-        s.change(0, |p| meta.write(p)).unwrap();
+        let mut s = MemStore::with_header(4096);
         let cap = data_capacity(4096);
         for len in [1, cap - 1, cap, cap + 1, cap * 506, cap * 506 + 1, 3 << 20] {
             let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -213,14 +205,7 @@ mod tests {
 
     #[test]
     fn a_reference_to_the_wrong_pages_is_corruption() {
-        let mut s = MemStore::new(4096);
-        let meta = Meta {
-            page_count: 2,
-            uid: 1,
-            free_trunk: 0,
-            name: "t".into(),
-        };
-        s.change(0, |p| meta.write(p)).unwrap();
+        let mut s = MemStore::with_header(4096);
         let r = write(&mut s, &[7u8; 10_000]).unwrap();
         let longer = ValueRef {
             len: U64::new(20_000),

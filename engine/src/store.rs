@@ -118,6 +118,23 @@ pub mod tests {
             }
         }
 
+        /// A store whose header page says: table "t", two pages, no free
+        /// list — what an ordered table's file holds before its root.
+        pub fn with_header(page_size: usize) -> MemStore {
+            let mut s = MemStore::new(page_size);
+            s.change(0, |p| {
+                crate::meta::Meta {
+                    page_count: 2,
+                    uid: 1,
+                    free_trunk: 0,
+                    name: "t".into(),
+                }
+                .write(p)
+            })
+            .expect("a page in memory takes any change");
+            s
+        }
+
         fn slot(&mut self, no: u64) -> &mut Page {
             let ps = self.page_size;
             while self.pages.len() as u64 <= no {

@@ -31,6 +31,67 @@ impl<K, V> Vacant for std::collections::BTreeMap<K, V> {
     }
 }
 
+/// One key's place in a map, as each map's entry API gives it, so that the
+/// rule of what an update leaves behind is written once ([`update_slot`]).
+trait Slot<V> {
+    /// The value there, if any.
+    fn value(&mut self) -> Option<&mut V>;
+    /// Removes the value there.
+    fn clear(self);
+    /// Puts `value` where there was none.
+    fn fill(self, value: V);
+}
+
+/// Runs `f` on the value in `slot`, or on `fresh()` if there is none (none
+/// at all if that gives `None`); a value `f` leaves vacant is not kept.
+fn update_slot<V: Vacant, R>(
+    mut slot: impl Slot<V>,
+    fresh: impl FnOnce() -> Option<V>,
+    f: impl FnOnce(&mut V) -> R,
+) -> Option<R> {
+    if let Some(value) = slot.value() {
+        let out = f(value);
+        if value.is_vacant() {
+            slot.clear();
+        }
+        return Some(out);
+    }
+    let mut value = fresh()?;
+    let out = f(&mut value);
+    if !value.is_vacant() {
+        slot.fill(value);
+    }
+    Some(out)
+}
+
+/// [`Slot`] for an `Entry` enum with `Occupied` and `Vacant` variants in
+/// scope (dashmap's and `BTreeMap`'s have the same shape), keys bounded by
+/// the given traits.
+macro_rules! entry_slot {
+    ($($bound:tt)+) => {
+        impl<K: $($bound)+, V> Slot<V> for Entry<'_, K, V> {
+            fn value(&mut self) -> Option<&mut V> {
+                match self {
+                    Entry::Occupied(o) => Some(o.get_mut()),
+                    Entry::Vacant(_) => None,
+                }
+            }
+
+            fn clear(self) {
+                if let Entry::Occupied(o) = self {
+                    o.remove();
+                }
+            }
+
+            fn fill(self, value: V) {
+                if let Entry::Vacant(v) = self {
+                    v.insert(value);
+                }
+            }
+        }
+    };
+}
+
 #[cfg(not(loom))]
 pub(crate) use dash::ShardedMap;
 
@@ -39,9 +100,11 @@ pub(crate) use modelled::ShardedMap;
 
 #[cfg(not(loom))]
 mod dash {
-    use super::{Hash, Vacant};
+    use super::{update_slot, Hash, Slot, Vacant};
     use dashmap::mapref::entry::Entry;
     use dashmap::DashMap;
+
+    entry_slot!(Hash + Eq);
 
     pub(crate) struct ShardedMap<K, V> {
         inner: DashMap<K, V>,
@@ -58,23 +121,8 @@ mod dash {
         where
             V: Default + Vacant,
         {
-            match self.inner.entry(key) {
-                Entry::Occupied(mut occupied) => {
-                    let out = f(occupied.get_mut());
-                    if occupied.get().is_vacant() {
-                        occupied.remove();
-                    }
-                    out
-                }
-                Entry::Vacant(vacant) => {
-                    let mut value = V::default();
-                    let out = f(&mut value);
-                    if !value.is_vacant() {
-                        vacant.insert(value);
-                    }
-                    out
-                }
-            }
+            update_slot(self.inner.entry(key), || Some(V::default()), f)
+                .expect("a slot with a fresh value always runs f")
         }
 
         /// Runs `f` on the value of `key` if there is one; the value is
@@ -83,16 +131,7 @@ mod dash {
         where
             V: Vacant,
         {
-            match self.inner.entry(key.clone()) {
-                Entry::Occupied(mut occupied) => {
-                    let out = f(occupied.get_mut());
-                    if occupied.get().is_vacant() {
-                        occupied.remove();
-                    }
-                    Some(out)
-                }
-                Entry::Vacant(_) => None,
-            }
+            update_slot(self.inner.entry(key.clone()), || None, f)
         }
 
         pub(crate) fn read<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
@@ -124,11 +163,13 @@ mod dash {
 
 #[cfg(loom)]
 mod modelled {
-    use super::{Hash, Vacant};
+    use super::{update_slot, Hash, Slot, Vacant};
     use crate::sync::{lock, Mutex, MutexGuard};
     use std::collections::btree_map::Entry;
     use std::collections::BTreeMap;
     use std::hash::{DefaultHasher, Hasher};
+
+    entry_slot!(Ord);
 
     /// Few shards keep loom's state space small while still letting two
     /// keys live under different locks.
@@ -166,23 +207,7 @@ mod modelled {
             V: Default + Vacant,
         {
             let mut shard = self.shard(&key);
-            match shard.entry(key) {
-                Entry::Occupied(mut occupied) => {
-                    let out = f(occupied.get_mut());
-                    if occupied.get().is_vacant() {
-                        occupied.remove();
-                    }
-                    out
-                }
-                Entry::Vacant(vacant) => {
-                    let mut value = V::default();
-                    let out = f(&mut value);
-                    if !value.is_vacant() {
-                        vacant.insert(value);
-                    }
-                    out
-                }
-            }
+            update_slot(shard.entry(key), || Some(V::default()), f).expect("a slot with a fresh value always runs f")
         }
 
         pub(crate) fn update_existing<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R>
@@ -190,16 +215,7 @@ mod modelled {
             V: Vacant,
         {
             let mut shard = self.shard(key);
-            match shard.entry(key.clone()) {
-                Entry::Occupied(mut occupied) => {
-                    let out = f(occupied.get_mut());
-                    if occupied.get().is_vacant() {
-                        occupied.remove();
-                    }
-                    Some(out)
-                }
-                Entry::Vacant(_) => None,
-            }
+            update_slot(shard.entry(key.clone()), || None, f)
         }
 
         pub(crate) fn read<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {

@@ -38,6 +38,9 @@
 //! Depends on `understudy` (and `wal`'s I/O layer, `lockmgr`'s endpoints);
 //! nothing in the engine depends on it.
 
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod auth;
 mod durable;
 pub mod error;

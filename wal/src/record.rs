@@ -176,6 +176,7 @@ fn payload_len(body: &RecordBody) -> usize {
 
 /// Why a record cannot be appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The payload is over [`MAX_PAYLOAD`] (an agent's work identifier over
     /// [`MAX_AGENT_WORK`]).

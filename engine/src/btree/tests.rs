@@ -10,21 +10,10 @@ use proptest::prelude::*;
 use super::check::check;
 use super::cursor::{Backward, Forward};
 use super::*;
-use crate::meta::Meta;
 use crate::store::tests::MemStore;
 
 fn tree(page_size: usize) -> MemStore {
-    let mut s = MemStore::new(page_size);
-    s.change(0, |p| {
-        Meta {
-            page_count: 2,
-            uid: 1,
-            free_trunk: 0,
-            name: "t".into(),
-        }
-        .write(p)
-    })
-    .unwrap();
+    let mut s = MemStore::with_header(page_size);
     s.change(ROOT, init_root).unwrap();
     s
 }

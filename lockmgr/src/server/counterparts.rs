@@ -13,11 +13,26 @@ use super::session::Request;
 use super::state::Shared;
 use crate::ids::NodeId;
 use crate::membership::Liveness;
-use crate::registry::{AuthState, RecoveryOutcome, RecoveryStatus, RetainedLocks};
+use crate::registry::{AuthState, Grant, RecoveryOutcome, RecoveryStatus, RetainedLocks};
 use crate::sync::lock_std;
 use crate::wire::{ErrorCode, EventKind, Msg, Outcome};
 
 impl Shared {
+    /// The grant handed out for `failed`'s recovery if there is one and
+    /// `accept` takes it; else the request is answered `NotCounterpart`.
+    pub(super) fn registration(&self, req: &Request, failed: NodeId, accept: impl Fn(&Grant) -> bool) -> Option<Grant> {
+        let grant = lock_std(&self.grants).get(&failed).copied().filter(accept);
+        if grant.is_none() {
+            req.reply(error_msg(
+                ErrorCode::NotCounterpart,
+                failed,
+                NO_RESOURCE,
+                "no such registration",
+            ));
+        }
+        grant
+    }
+
     /// `RegisterCounterpart`: the grant, or the registry's refusal.
     pub(super) fn on_register_counterpart(&self, req: &Request, failed: NodeId) {
         let auth = if req.member.is_some() {
@@ -55,14 +70,7 @@ impl Shared {
 
     /// `UnregisterCounterpart` with the grant's `token`.
     pub(super) fn on_unregister_counterpart(&self, req: &Request, failed: NodeId, token: u64, outcome: Outcome) {
-        let grant = lock_std(&self.grants).get(&failed).copied();
-        let Some(grant) = grant.filter(|g| g.token() == token) else {
-            req.reply(error_msg(
-                ErrorCode::NotCounterpart,
-                failed,
-                NO_RESOURCE,
-                "no such registration",
-            ));
+        let Some(grant) = self.registration(req, failed, |g| g.token() == token) else {
             return;
         };
         let outcome = match outcome {

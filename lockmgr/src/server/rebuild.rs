@@ -14,13 +14,13 @@
 //! blind set before its locks are in the table and the record, and never
 //! for anyone but the node's registered counterpart.
 
-use super::refusal::{error_msg, lock_error, NO_RESOURCE};
+use super::refusal::lock_error;
 use super::session::Request;
 use super::state::Shared;
 use crate::ids::{NodeId, ResourceId};
 use crate::mode::LockMode;
 use crate::sync::lock_std;
-use crate::wire::{ErrorCode, Msg};
+use crate::wire::Msg;
 
 impl Shared {
     /// `RebuildRetained` from `failed`'s counterpart (grant `token`).
@@ -31,14 +31,10 @@ impl Shared {
         token: u64,
         locks: &[(ResourceId, LockMode)],
     ) {
-        let grant = lock_std(&self.grants).get(&failed).copied();
-        if !grant.is_some_and(|g| g.token() == token && g.counterpart() == req.node) {
-            req.reply(error_msg(
-                ErrorCode::NotCounterpart,
-                failed,
-                NO_RESOURCE,
-                "no such registration",
-            ));
+        if self
+            .registration(req, failed, |g| g.token() == token && g.counterpart() == req.node)
+            .is_none()
+        {
             return;
         }
         let member_guard = lock_std(&self.member_changes);
