@@ -99,27 +99,18 @@ impl Election {
             Election::FileLock => {
                 let path = lock_path(state_dir);
                 let io = |e| ElectionError::Failed(format!("{}: {e}", path.display()));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .map_err(io)?;
-                if standby {
+                let file = if standby {
+                    let file = wal::lock_file::open(&path).map_err(io)?;
                     // Woken by the kernel the moment the holder is gone.
                     file.lock().map_err(io)?;
+                    file
                 } else {
-                    match file.try_lock() {
-                        Ok(()) => {}
-                        Err(std::fs::TryLockError::WouldBlock) => {
-                            return Err(ElectionError::Held {
-                                place: state_dir.display().to_string(),
-                            })
-                        }
-                        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-                    }
-                }
+                    wal::lock_file::try_lock(&path)
+                        .map_err(io)?
+                        .ok_or_else(|| ElectionError::Held {
+                            place: state_dir.display().to_string(),
+                        })?
+                };
                 Ok(Leadership(Held::File(file)))
             }
         }

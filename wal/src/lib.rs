@@ -49,6 +49,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod group_commit;
 pub mod io;
+pub mod lock_file;
 mod lsn;
 pub mod reader;
 pub mod record;

@@ -25,18 +25,9 @@ use super::shared::Shared;
 /// Takes the directory lock, or says who holds it.
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| IoError::new(OpKind::Open, &path, None, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked { dir: dir.to_path_buf() }),
-        Err(std::fs::TryLockError::Error(e)) => Err(IoError::new(OpKind::Open, &path, None, e).into()),
-    }
+    crate::lock_file::try_lock(&path)
+        .map_err(|e| IoError::new(OpKind::Open, &path, None, e))?
+        .ok_or_else(|| WalError::Locked { dir: dir.to_path_buf() })
 }
 
 /// The batch bound a new log starts with: flushes of a few transactions fit
