@@ -80,6 +80,13 @@ impl Client {
         // Only a member over a socket rides through: a coordinator in this
         // process dies with it, and an operator's connection is short.
         let rides = cfg.ride_through && reader.is_some() && cfg.purpose != Purpose::Operator;
+        // A node in the coordinator's own process may hold no lease: it
+        // pauses and dies with the coordinator (see `LocalLink::leased`).
+        // Its lease then never ends, and it sends no heartbeats.
+        let leased = match &link {
+            Link::Local(l) => l.leased(),
+            Link::Socket(..) => true,
+        };
         let inner = Arc::new(Inner {
             node: cfg.node,
             link,
@@ -87,7 +94,7 @@ impl Client {
             held: Held::default(),
             next_id: AtomicU64::new(3),
             events: Events(Mutex::new(Some(ev_tx))),
-            lease_until_us: AtomicU64::new(0),
+            lease_until_us: AtomicU64::new(if leased { 0 } else { u64::MAX }),
             epoch,
             lease_lost: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -115,7 +122,7 @@ impl Client {
                     .expect("spawn the client reader"),
             );
         }
-        if cfg.purpose != Purpose::Operator {
+        if cfg.purpose != Purpose::Operator && leased {
             let inner = inner.clone();
             let heartbeat_ms = welcome.heartbeat_ms;
             threads.push(

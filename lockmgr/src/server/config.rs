@@ -17,7 +17,8 @@ use crate::transport::Endpoint;
 /// How a coordinator runs.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
-    /// Where to listen; at least one endpoint. A TCP port 0 picks a free
+    /// Where to listen. Empty for a coordinator only nodes in its own
+    /// process reach ([`Coordinator::connect_local`](super::Coordinator::connect_local)). A TCP port 0 picks a free
     /// port ([`Coordinator::endpoints`](super::Coordinator::endpoints) says
     /// which).
     pub listen: Vec<Endpoint>,
@@ -45,6 +46,13 @@ pub struct CoordinatorConfig {
     /// [`crate::client`]), 1500 by default. Also the grace period after a
     /// restart.
     pub failure_timeout_ms: u32,
+    /// Nodes known not to be running as this coordinator starts — the node
+    /// whose process embeds it, when nothing holds that node's log. After
+    /// a restart the coordinator does not wait for them to re-assert their
+    /// locks: they are failed at once (their locks unknown, as for any node
+    /// that stays away), so their own restart need not wait out the grace
+    /// period. Empty by default.
+    pub departed: Vec<crate::ids::NodeId>,
 }
 
 impl CoordinatorConfig {
@@ -65,6 +73,7 @@ impl CoordinatorConfig {
             failure_timeout_ms: 1500,
             election: Election::default(),
             standby: false,
+            departed: Vec::new(),
         }
     }
 }

@@ -19,6 +19,8 @@ pub(super) struct Conn {
     pub(super) id: u64,
     pub(super) out: Mutex<Out>,
     pub(super) closed: AtomicBool,
+    /// A node in this process ([`Out::Local`]), fixed at creation.
+    pub(super) local: bool,
 }
 
 /// Where a connection's answers and events go.
@@ -49,6 +51,7 @@ impl Conn {
                 holding: false,
             }),
             closed: AtomicBool::new(false),
+            local: false,
         }
     }
 
@@ -60,6 +63,7 @@ impl Conn {
                 early: Vec::new(),
             }),
             closed: AtomicBool::new(false),
+            local: true,
         }
     }
 

@@ -38,9 +38,6 @@ impl Coordinator {
     /// [`crate::election`]), loads the durable record, binds every endpoint
     /// and starts serving.
     pub fn start(cfg: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
-        if cfg.listen.is_empty() {
-            return Err(CoordinatorError::Config("no endpoint to listen on".into()));
-        }
         if cfg.heartbeat_ms == 0 || cfg.lease_ms <= cfg.heartbeat_ms || cfg.failure_timeout_ms <= cfg.lease_ms {
             return Err(CoordinatorError::Config(
                 "need 0 < heartbeat_ms < lease_ms < failure_timeout_ms".into(),
@@ -101,6 +98,7 @@ impl Coordinator {
             next_conn: AtomicU64::new(1),
         });
         shared.persist();
+        shared.fail_departed();
         let mut threads = Vec::new();
         let mut addrs = Vec::new();
         for ep in shared.cfg.listen.clone() {

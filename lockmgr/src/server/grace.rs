@@ -108,6 +108,29 @@ impl Shared {
         }
     }
 
+    /// Fails at once the awaited nodes known not to be running
+    /// ([`CoordinatorConfig::departed`](super::CoordinatorConfig::departed)),
+    /// as [`Shared::end_grace`] fails the late ones; the grace period ends
+    /// if no other node is awaited.
+    pub(super) fn fail_departed(&self) {
+        // Held until they are failed, for the reason `end_grace` gives.
+        let mut awaiting = lock_std(&self.awaiting);
+        for &node in &self.cfg.departed {
+            if !awaiting.0.remove(&node) {
+                continue;
+            }
+            let inc = self.registry.status(node).map_or(0, |s| s.incarnation);
+            tracing::info!(
+                node,
+                "known to have stopped before the coordinator restarted; failed at once"
+            );
+            self.member_gone(node, inc, Gone::Failed { blind: true });
+        }
+        if awaiting.0.is_empty() {
+            awaiting.1 = None;
+        }
+    }
+
     /// Ends the grace period once its deadline has passed: the live nodes
     /// that did not re-assert their locks fail, blind.
     pub(super) fn end_grace(&self, now: Instant) {

@@ -101,6 +101,12 @@ impl Coordinator {
 }
 
 impl LocalLink {
+    /// Whether the node holds a lease and sends heartbeats as over a socket
+    /// (see `Shared::local_members_leased`).
+    pub fn leased(&self) -> bool {
+        self.shared.local_members_leased()
+    }
+
     /// Where answers and events go from now on; those made since the
     /// admission (events) are handed over first, in order.
     pub fn attach(&self, peer: Arc<dyn LocalPeer>) {
