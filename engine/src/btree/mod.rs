@@ -201,10 +201,19 @@ fn descend_locked<S: PageStore>(s: &mut S, target: Target<'_>, leaf_access: Acce
 
 /// The value of `key`.
 pub fn get<S: PageStore>(s: &mut S, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    let d = descend(s, Target::Key(key), Access::Read)?;
-    let found = with_node(s, d.leaf, Access::Read, |n| {
-        n.search(key).ok().map(|i| Owned::of(n.value(i)))
-    })?;
+    get_as(s, key, Access::Read)
+}
+
+/// [`get`] with `key`'s leaf locked for `access`: `Write` takes it X at
+/// once, as a change of the key will (a read for update).
+pub fn get_as<S: PageStore>(s: &mut S, key: &[u8], access: Access) -> Result<Option<Vec<u8>>> {
+    let d = descend(s, Target::Key(key), access)?;
+    if access == Access::Write {
+        // Nothing changes the tree's shape here: the branches' S locks go
+        // as a reader's do.
+        release_path(s, &d);
+    }
+    let found = with_node(s, d.leaf, access, |n| n.search(key).ok().map(|i| Owned::of(n.value(i))))?;
     found.map(|v| v.resolve(s)).transpose()
 }
 

@@ -10,11 +10,12 @@ use crate::page::{Kind, Page, ITEM_OVERHEAD};
 use crate::table::{self, Header};
 
 impl Transaction {
-    /// The value of `key` in hash table `t`.
-    pub(super) fn hash_get(&mut self, t: &TableInfo, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// The value of `key`, its chain's pages locked `mode` (X: read for
+    /// update, the locks a write of the key takes).
+    pub(super) fn hash_get(&mut self, t: &TableInfo, key: &[u8], mode: LockMode) -> Result<Option<Vec<u8>>> {
         let mut no = table::bucket_page(key, t.buckets);
         for _ in 0..u32::MAX {
-            self.fetch(t, no, LockMode::S)?;
+            self.fetch(t, no, mode)?;
             let p = self.page(t, no);
             if let Some((_, v)) = p.find(key) {
                 return Ok(Some(v.to_vec()));

@@ -21,8 +21,27 @@ impl Transaction {
         self.check_open()?;
         let t = self.table(table, false, Some(key), LockMode::S)?;
         match t.kind {
-            TableKind::Hash => self.hash_get(&t, key),
+            TableKind::Hash => self.hash_get(&t, key, LockMode::S),
             TableKind::Ordered => btree::get(&mut self.store(&t), key),
+        }
+    }
+
+    /// The value of `key` in `table`, read for update: the page that holds
+    /// the key is locked exclusively at once, as a change of it will be.
+    ///
+    /// Two transactions that read a key with [`Transaction::get`] and then
+    /// write it each hold a shared lock the other's write must wait for: one
+    /// of them is a deadlock victim and runs again. Read for update, the
+    /// second waits at its read instead, and both commit. (In an ordered
+    /// table whose root is its only leaf, the root is locked shared first
+    /// and converted, so two such readers can still meet in a deadlock
+    /// until the table grows a level.)
+    pub fn get_for_update(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        let t = self.table(table, true, Some(key), LockMode::X)?;
+        match t.kind {
+            TableKind::Hash => self.hash_get(&t, key, LockMode::X),
+            TableKind::Ordered => btree::get_as(&mut self.store(&t), key, crate::store::Access::Write),
         }
     }
 
