@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `cluster.conf` is `key = value` lines (`#` starts a comment):
-//! `nodes = 1,2,3`, `coordinator = unix:/path/to.sock` (or `tcp:HOST:PORT`;
+//! `nodes = 1,2,3`, `coordinator = unix:/path/to.sock` (a relative path is
+//! relative to the cluster directory; or `tcp:HOST:PORT`;
 //! several, comma-separated, where standby coordinators on other hosts
 //! listen elsewhere: nodes go to the first, and follow a takeover to the
 //! others),
@@ -133,9 +134,13 @@ impl Cluster {
                     nodes = Some(ids.map_err(|e| bad(dir, format!("nodes: {e}")))?);
                 }
                 "coordinator" => {
-                    let mut eps = v
-                        .split(',')
-                        .map(|ep| ep.trim().parse::<Endpoint>().map_err(|e| bad(dir, e)));
+                    // A relative socket path is the directory's: it moves
+                    // with it.
+                    let mut eps = v.split(',').map(|ep| match ep.trim().parse::<Endpoint>() {
+                        Ok(Endpoint::Unix(p)) if p.is_relative() => Ok(Endpoint::Unix(dir.join(p))),
+                        Ok(ep) => Ok(ep),
+                        Err(e) => Err(bad(dir, e)),
+                    });
                     coordinator = eps.next().transpose()?;
                     also = eps.collect::<Result<Vec<_>>>()?;
                 }

@@ -275,6 +275,13 @@ pub enum Error {
         supported: &'static [usize],
     },
 
+    /// Another process has the database directory open ([`crate::open`]).
+    #[error("{} is open in another process (it holds {}); close it there first", dir.display(), dir.join(crate::database::LOCK_FILE).display())]
+    DatabaseInUse {
+        /// The database directory.
+        dir: PathBuf,
+    },
+
     /// A directory that holds a cluster already.
     #[error("{} already holds a cluster", dir.display())]
     ClusterExists {

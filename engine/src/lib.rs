@@ -2,6 +2,38 @@
 //! shared data files, where a surviving peer backs out a failed node's
 //! in-flight work from its private undo log in milliseconds.
 //!
+//! ## One process: open a directory
+//!
+//! [`open`] opens (or creates) a database directory in this process, with
+//! nothing to configure: no socket, no lease, no heartbeats. Reopening
+//! after a crash is immediate, the directory can be moved or copied while
+//! closed, and a second process is refused ([`Error::DatabaseInUse`]).
+//!
+//! ```
+//! let dir = tempfile::tempdir()?;
+//! let db = understudy::open(dir.path())?;
+//! db.create_ordered_table("users")?;
+//! // A transaction, retried by `run` if a lock conflict asks for it.
+//! db.run(|txn| {
+//!     txn.put("users", b"ada", b"lovelace")?;
+//!     txn.put("users", b"alan", b"turing")
+//! })?;
+//! let mut txn = db.begin()?;
+//! let names: Vec<_> = txn
+//!     .range("users", b"a".as_slice()..b"b".as_slice())?
+//!     .map(|row| row.map(|(k, _)| k))
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(names, [b"ada".to_vec(), b"alan".to_vec()]);
+//! txn.rollback()?;
+//! db.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The same directory is a cluster of one node, and opens as one
+//! ([`Node::open`]).
+//!
+//! ## Several processes: a cluster
+//!
 //! A cluster is a directory ([`Cluster`]): table files, one private
 //! write-ahead undo log per node, and a coordinator (locks, membership,
 //! leases, the counterpart registry) that the nodes reach over a Unix socket
@@ -94,6 +126,7 @@ mod catalog;
 mod cluster;
 #[doc(hidden)]
 pub mod commit_rounds;
+mod database;
 mod datafile;
 mod error;
 mod fence;
@@ -122,6 +155,7 @@ mod undo;
 pub use agent::outbox::{FileOutbox, OutboxError};
 pub use agent::{AgentError, Agents, RecoveryAgent, Work};
 pub use cluster::{Cluster, PAGE_SIZES};
+pub use database::{open, open_with, DATABASE_NODE, LOCK_FILE};
 pub use error::{Error, Result};
 pub use large_value::MAX_VALUE;
 pub use node::options::{Gate, NodeOptions, StartReport};

@@ -5,14 +5,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
 
-use harness::ChildGuard;
 use std::time::Duration;
 
 mod common;
 
-use common::{read, wait_for};
+use common::{read, signal, wait_for};
 use understudy::admin::lock_client;
 use understudy::{Node, NodeOptions};
 
@@ -38,16 +36,6 @@ fn frozen_child() {
     std::io::stdout().flush().unwrap();
     std::thread::sleep(Duration::from_secs(60));
     drop(t);
-}
-
-fn signal(child: &ChildGuard, sig: &str) {
-    let pid = child.id().expect("the child is not reaped");
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill {sig} failed");
 }
 
 #[test]

@@ -54,7 +54,18 @@ impl Node {
     /// Joins the cluster in `cluster_dir` as `node_id`, recovering the node's
     /// own in-flight work first if it had failed.
     pub fn open(cluster_dir: &Path, node_id: u32, opts: NodeOptions) -> Result<Node> {
-        let (state, confirm_queue, report) = open::open(cluster_dir, node_id, opts)?;
+        Node::open_holding(cluster_dir, node_id, opts, None)
+    }
+
+    /// [`Node::open`], the node holding `lock` (a file locked for it) until
+    /// its last handle and thread are gone.
+    pub(crate) fn open_holding(
+        cluster_dir: &Path,
+        node_id: u32,
+        opts: NodeOptions,
+        lock: Option<std::fs::File>,
+    ) -> Result<Node> {
+        let (state, confirm_queue, report) = open::open(cluster_dir, node_id, opts, lock)?;
         let inner = Arc::new(state);
         // Every table file is held against the catalog before the node
         // serves anything: one missing, cut short or replaced is refused
@@ -268,8 +279,19 @@ impl Node {
     /// Leaves the cluster cleanly: no transaction may be running. The node
     /// stops; its log closes (flushing anything pending) when the last
     /// handle and background thread let go of it.
-    pub fn close(self) -> Result<()> {
+    ///
+    /// Clones of a handle are one node with one lifetime: closing through
+    /// any of them closes it for all (their later calls fail with
+    /// [`Error::Stopped`]), and the node's files, threads and — for an
+    /// embedded database — the directory's lock go when the last clone is
+    /// dropped. A close that fails (transactions still running, say) leaves
+    /// the node open and every handle usable; closing a closed node does
+    /// nothing.
+    pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
+        if inner.closed() {
+            return Ok(());
+        }
         // Committed transactions still holding their locks get them
         // released first; a node that stops meanwhile leaves them retained.
         inner.wait_confirmed(CLOSE_CONFIRM_WAIT)?;
@@ -277,10 +299,15 @@ impl Node {
             return Err(Error::TransactionsRunning);
         }
         inner.check_running()?;
+        // A checkpoint with nothing active: the next open reads the log from
+        // here, and no record before it that never became durable (the end
+        // of a rolled-back transaction, say) can look like work in flight.
+        inner.checkpoint()?;
         // Marked first, so the end of the connection is not taken for a lost
         // lease.
         inner.mark_closed();
-        inner.client.leave()?;
-        Ok(())
+        let left = inner.client.leave();
+        inner.let_go();
+        Ok(left?)
     }
 }

@@ -44,6 +44,7 @@ pub(super) fn open(
     cluster_dir: &Path,
     node_id: u32,
     opts: NodeOptions,
+    held_lock: Option<std::fs::File>,
 ) -> Result<(NodeState, ConfirmQueue, StartReport)> {
     let cluster = Cluster::open(cluster_dir)?;
     if !cluster.nodes.contains(&node_id) {
@@ -63,15 +64,22 @@ pub(super) fn open(
     };
     let secret = cluster.secret()?;
     let coordinator = if opts.embed_coordinator {
-        let mut cfg = CoordinatorConfig::new(
-            vec![cluster.coordinator.clone()],
-            secret.clone(),
-            cluster.coordinator_dir(),
-            io.clone(),
-        );
+        let listen = if opts.listen {
+            vec![cluster.coordinator.clone()]
+        } else {
+            Vec::new()
+        };
+        let mut cfg = CoordinatorConfig::new(listen, secret.clone(), cluster.coordinator_dir(), io.clone());
         cfg.lease_ms = opts.lease_ms;
         cfg.heartbeat_ms = opts.heartbeat_ms;
         cfg.failure_timeout_ms = opts.failure_timeout_ms;
+        // This node's previous incarnation, if nothing holds its log now,
+        // is gone (a dying process lets go of its log; a living one keeps
+        // it): the restarted coordinator need not wait for it to re-assert
+        // its locks, and its own restart goes ahead at once.
+        if wal::LogReader::owner_status(&cluster.log_dir(node_id))? == wal::OwnerStatus::Gone {
+            cfg.departed = vec![node_id];
+        }
         Some(Coordinator::start(cfg).map_err(|e| Error::Coordinator(ClientError::Protocol(e.to_string())))?)
     } else {
         None
@@ -166,7 +174,8 @@ pub(super) fn open(
         confirms,
         last_commit: AtomicU64::new(0),
         log_key,
-        _coordinator: coordinator,
+        coordinator: Mutex::new(coordinator),
+        held_lock: Mutex::new(held_lock),
     };
     Ok((state, confirm_queue, report))
 }

@@ -19,7 +19,8 @@ pub struct NodeOptions {
     /// [`crate::Error::LockTimeout`]; a retained page refuses at once. A committed
     /// transaction's pages stay locked until its commit record is durable:
     /// at once on a busy node, up to about a millisecond plus one log flush
-    /// on an idle one (see [`crate::txn`]).
+    /// on an idle one, one flush for a request of the same node (see
+    /// [`crate::txn`]).
     pub lock_wait: Duration,
     /// Log bytes between automatic checkpoints.
     pub checkpoint_bytes: u64,
@@ -35,6 +36,11 @@ pub struct NodeOptions {
     /// reaches a coordinator running elsewhere (its own process, or another
     /// node that embeds it) at the cluster's address.
     pub embed_coordinator: bool,
+    /// With [`NodeOptions::embed_coordinator`]: listen on the cluster's
+    /// coordinator address for other nodes and operator tools. Off, only
+    /// this node reaches the coordinator (an embedded database,
+    /// [`crate::open`]). On by default.
+    pub listen: bool,
     /// The lease an embedded coordinator grants, in milliseconds.
     pub lease_ms: u32,
     /// How often nodes of an embedded coordinator send heartbeats, in
@@ -134,6 +140,7 @@ impl Default for NodeOptions {
             // log short; truncation recycles them.
             log_segment_size: 4 << 20,
             embed_coordinator: false,
+            listen: true,
             lease_ms: 1000,
             heartbeat_ms: 100,
             failure_timeout_ms: 1500,

@@ -45,6 +45,9 @@ pub(crate) type Granted = (LockMode, Option<u128>);
 /// `Commit` record's LSN, and the value blocks to publish as its locks go.
 pub(crate) type Confirm = (TxnId, Lsn, Vec<(ResourceId, u128)>);
 
+/// Why a closed node's calls fail.
+const CLOSED: &str = "the node was closed";
+
 /// How many recovery timelines a node keeps for inspection.
 pub const MAX_KEPT_RECOVERIES: usize = 64;
 
@@ -90,7 +93,12 @@ pub(crate) struct NodeState {
     /// secret's): a peer recovery opens the failed node's log with it.
     pub(crate) log_key: wal::AccessKey,
     /// The coordinator this node runs in its own process, if it does.
-    pub(super) _coordinator: Option<Coordinator>,
+    /// Shut down when the node closes (see [`NodeState::let_go`]).
+    pub(super) coordinator: Mutex<Option<Coordinator>>,
+    /// A file locked for the node (an embedded database's, `crate::database`),
+    /// held until the node closes or everything above is dropped: declared
+    /// last, dropped last.
+    pub(super) held_lock: Mutex<Option<std::fs::File>>,
 }
 
 impl NodeState {
@@ -406,7 +414,25 @@ impl NodeState {
     /// Marks the node stopped because it left the cluster; nothing is
     /// written afterwards.
     pub(crate) fn mark_closed(&self) {
-        *lock(&self.stopped) = Some("the node was closed".into());
+        *lock(&self.stopped) = Some(CLOSED.into());
+    }
+
+    /// After a clean close: lets go of everything another process (or a
+    /// new open in this one) needs — the log, the data files, the embedded
+    /// coordinator with its election lock, the held lock — without waiting
+    /// for the last handle to be dropped.
+    pub(crate) fn let_go(&self) {
+        self.log.relinquish();
+        self.files.close();
+        if let Some(c) = lock(&self.coordinator).take() {
+            c.shutdown();
+        }
+        lock(&self.held_lock).take();
+    }
+
+    /// Whether [`NodeState::mark_closed`] ended the node.
+    pub(crate) fn closed(&self) -> bool {
+        lock(&self.stopped).as_deref() == Some(CLOSED)
     }
 
     /// The confirmer took `n` commits off the queue and is done with them.

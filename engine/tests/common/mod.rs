@@ -125,3 +125,14 @@ pub fn outbox_cluster(dir: &Path) -> (Node, understudy::FileOutbox) {
     node.create_table("t", 4).unwrap();
     (node, outbox)
 }
+
+/// Sends `sig` (`-STOP`, `-CONT`, …) to `child` with `kill`.
+pub fn signal(child: &ChildGuard, sig: &str) {
+    let pid = child.id().expect("the child is not reaped");
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
