@@ -182,6 +182,12 @@ impl Node {
     /// Creates a hash table with `buckets` bucket pages (size it near the
     /// expected number of rows divided by rows per page): point reads and
     /// writes only, values up to about a page.
+    ///
+    /// A hash table never grows: past its buckets, rows go to overflow
+    /// chains that every read of their bucket walks. For tables whose size
+    /// is not known in advance, for ranges or for large values, use an
+    /// ordered table ([`Node::create_ordered_table`]), which grows and
+    /// shrinks with its rows.
     pub fn create_table(&self, name: &str, buckets: u32) -> Result<()> {
         if buckets == 0 || buckets > MAX_BUCKETS {
             return Err(Error::InvalidBucketCount {
