@@ -52,8 +52,10 @@ pub(super) fn confirmer(node: Weak<NodeState>, queue: Receiver<Confirm>) {
             for &txn in &txns {
                 inner.txn_finished(txn);
             }
-            let values = batch.iter_mut().flat_map(|(_, _, v)| std::mem::take(v)).collect();
+            let values: Vec<_> = batch.iter_mut().flat_map(|(_, _, v)| std::mem::take(v)).collect();
+            let pages: Vec<_> = values.iter().map(|&(resource, _)| resource).collect();
             inner.publish_and_release(values, &txns);
+            inner.confirmed_pages(pages.into_iter(), upto);
             inner.maybe_checkpoint();
         }
         inner.confirmed(batch.len());

@@ -172,7 +172,7 @@ pub(super) fn open(
         stopped: Mutex::new(None),
         recoveries: Mutex::new((0, VecDeque::new())),
         confirms,
-        last_commit: AtomicU64::new(0),
+        unconfirmed: dashmap::DashMap::new(),
         log_key,
         coordinator: Mutex::new(coordinator),
         held_lock: Mutex::new(held_lock),

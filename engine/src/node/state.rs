@@ -22,6 +22,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use lockmgr::{Client, ClientError, Coordinator, LockMode, LockWait, ResourceId};
 use wal::io::Io;
 use wal::{Log, Lsn, TxnId, WalError};
@@ -84,11 +85,12 @@ pub(crate) struct NodeState {
     /// durable, on their way to the confirmer (`crate::node::confirmer`);
     /// the ledger counts them, and closing waits for none.
     pub(super) confirms: Sender<Confirm>,
-    /// The LSN of the last `Commit` record handed to the confirmer (0
-    /// before the first): a lock request that meets a lock one of them
-    /// still holds makes the log durable up to it, instead of waiting for
-    /// the confirmer's patience to run out ([`NodeState::lock`]).
-    pub(super) last_commit: AtomicU64,
+    /// The pages committed transactions of this node wrote and still hold
+    /// X-locked, each with the LSN of the `Commit` record whose durability
+    /// lets the lock go: a request of this node for one of them makes the
+    /// log durable up to that record at once, instead of waiting for the
+    /// confirmer's patience to run out ([`NodeState::lock`]).
+    pub(super) unconfirmed: DashMap<ResourceId, Lsn>,
     /// The key the coordinator's log-access proofs check with (the cluster
     /// secret's): a peer recovery opens the failed node's log with it.
     pub(crate) log_key: wal::AccessKey,
@@ -186,15 +188,9 @@ impl NodeState {
     /// resource's lock value block (see `crate::pool`).
     pub(crate) fn lock_many(&self, txn: TxnId, requests: &[(ResourceId, LockMode)]) -> Result<Vec<Granted>> {
         self.check_running()?;
-        if self.may_meet_unconfirmed() {
-            match self.client.lock_many_valued(txn, requests, LockWait::NoWait) {
-                Ok(granted) => return Ok(granted),
-                Err(ClientError::Conflict { .. }) => self.hasten_confirmations()?,
-                Err(e) => return Err(self.client_error(e)),
-            }
+        for &(resource, _) in requests {
+            self.hasten_confirmation(resource)?;
         }
-        // What the first try got is held already: asking again is a no-op
-        // that answers with the same grant.
         self.client
             .lock_many_valued(txn, requests, self.lock_wait())
             .map_err(|e| self.client_error(e))
@@ -202,42 +198,36 @@ impl NodeState {
 
     /// Locks `resource` for `txn`, the grant with the resource's lock value
     /// block.
-    ///
-    /// A committed transaction keeps its locks until its `Commit` record is
-    /// durable, which the confirmer lets ride on the next flush for up to
-    /// its patience (`crate::node::confirmer`). A request of this node that
-    /// meets such a lock — the same row updated again and again, a page
-    /// every transaction writes — would wait all that patience, so it is
-    /// first tried without waiting and, refused, makes the log durable up
-    /// to the last commit itself before it waits. Requests that are granted
-    /// at once cost what they did; only a conflict costs the second try.
     pub(crate) fn lock(&self, txn: TxnId, resource: ResourceId, mode: LockMode) -> Result<Granted> {
         self.check_running()?;
-        if self.may_meet_unconfirmed() {
-            match self.client.lock_valued(txn, resource, mode, LockWait::NoWait) {
-                Ok(granted) => return Ok(granted),
-                Err(ClientError::Conflict { .. }) => self.hasten_confirmations()?,
-                Err(e) => return Err(self.client_error(e)),
-            }
-        }
+        self.hasten_confirmation(resource)?;
         self.client
             .lock_valued(txn, resource, mode, self.lock_wait())
             .map_err(|e| self.client_error(e))
     }
 
-    /// Whether a committed transaction of this node may still hold its
-    /// locks because its `Commit` record is not durable yet: once the node
-    /// committed at all (asking the log would take its lock on every
-    /// request; a needless first try costs only on a conflict).
-    fn may_meet_unconfirmed(&self) -> bool {
-        self.last_commit.load(Ordering::Relaxed) != 0
+    /// A committed transaction keeps its locks until its `Commit` record is
+    /// durable, which the confirmer lets ride on the next flush for up to
+    /// its patience (`crate::node::confirmer`). A request of this node for
+    /// a page such a transaction wrote — the same row updated again and
+    /// again, a page every transaction writes — would wait all that
+    /// patience; it makes the log durable up to that record instead, and
+    /// the confirmer lets the lock go at once. Pages of other nodes'
+    /// transactions, and pages nobody committed lately, cost one lookup.
+    fn hasten_confirmation(&self, resource: ResourceId) -> Result<()> {
+        let Some(lsn) = self.unconfirmed.get(&resource).map(|e| *e.value()) else {
+            return Ok(());
+        };
+        self.logged(self.log.wait_durable(lsn))
     }
 
-    /// Makes the log durable up to the last `Commit` record handed to the
-    /// confirmer, which then lets those transactions' locks go.
-    fn hasten_confirmations(&self) -> Result<()> {
-        let last = Lsn(self.last_commit.load(Ordering::Relaxed));
-        self.logged(self.log.wait_durable(last))
+    /// The confirmer let the locks of the commits up to the `Commit` record
+    /// at `upto` go: their pages no longer wait for it.
+    pub(super) fn confirmed_pages(&self, pages: impl Iterator<Item = ResourceId>, upto: Lsn) {
+        for resource in pages {
+            // A later commit of the same page keeps its entry.
+            self.unconfirmed.remove_if(&resource, |_, lsn| *lsn <= upto);
+        }
     }
 
     /// Locks `resource` for `txn` only if it can be had at once: `None`
@@ -318,7 +308,9 @@ impl NodeState {
             return; // stopped: the locks stay retained, the intent decides
         };
         self.ledger.committing();
-        self.last_commit.fetch_max(lsn.0, Ordering::Relaxed);
+        for &(resource, _) in &published {
+            self.unconfirmed.insert(resource, lsn);
+        }
         if self.confirms.send((txn, lsn, published)).is_err() {
             self.ledger.confirmed(1);
         }
