@@ -16,6 +16,11 @@
 //! cut removes was durable and acknowledged too: the pages' stamps, or
 //! the control file's checkpoint, must give it away).
 //!
+//! A second test cuts the same kind of killed log at arbitrary bytes of
+//! its tail (inside records, across the segment's end) and flips an
+//! arbitrary byte near the cut, a bounded number of proptest cases, each
+//! checked the same way against the acknowledgement journal.
+//!
 //! Kinds that cannot appear here, and why: `Abort` is written only after
 //! a commit's own I/O failed (the node then stops), never by a kill;
 //! `Compensation` only by a rollback to a savepoint or a failed nested
@@ -194,31 +199,53 @@ fn cut(log_dir: &Path, layout: Layout, at: Lsn) {
     }
 }
 
-fn flip(log_dir: &Path, layout: Layout, lsn: Lsn) {
+/// XORs the byte `offset` bytes past stream position `lsn` (in its
+/// segment) with `mask`.
+fn flip(log_dir: &Path, layout: Layout, lsn: Lsn, offset: u64, mask: u8) {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(segment_path(log_dir, layout.segment_of(lsn)))
         .unwrap();
-    let at = layout.file_offset(lsn) + FLIP_AT;
+    let at = layout.file_offset(lsn) + offset;
     let mut b = [0u8];
     f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    f.write_all_at(&[b[0] ^ mask], at).unwrap();
 }
 
-#[test]
-fn a_flipped_byte_in_the_last_record_of_every_kind_is_refused_or_loses_no_acknowledged_transfer() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("c");
-    let d = dir.to_str().unwrap();
-    let outbox = dir.join("outbox");
-    let o = outbox.to_str().unwrap();
-    assert!(run(&["cluster-init", "--dir", d, "--nodes", "1,2"]).status.success());
-    let log_dir = dir.join("logs/1");
+/// Node 1 of a bank cluster, killed with SIGKILL as its log entered its
+/// second segment, and the whole cluster as the kill left it (coordinator
+/// stopped), saved aside: each case damages a fresh copy of it.
+struct Killed {
+    /// Holds everything below; removed when dropped.
+    tmp: tempfile::TempDir,
+    /// Node 1's acknowledged transfers: its `ACK` lines.
+    acks: String,
+    /// Node 1's retained locks once it was declared failed.
+    retained: u64,
+}
 
-    // The killed node, its acknowledgements kept.
-    let retained = {
-        let _coordinator = coordinator(d);
+impl Killed {
+    /// The cluster directory the cases run in.
+    fn dir(&self) -> std::path::PathBuf {
+        self.tmp.path().join("c")
+    }
+
+    fn log_dir(&self) -> std::path::PathBuf {
+        self.dir().join("logs/1")
+    }
+
+    /// Runs the bank on node 1 until its log crosses into segment 1, kills
+    /// it, and saves the cluster.
+    fn new() -> Killed {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let d = dir.to_str().unwrap();
+        let o = dir.join("outbox");
+        let o = o.to_str().unwrap();
+        assert!(run(&["cluster-init", "--dir", d, "--nodes", "1,2"]).status.success());
+        let log_dir = dir.join("logs/1");
+        let coordinator_process = coordinator(d);
         let mut node = ChildGuard::spawn(
             Command::new(EXE)
                 .args(["node", "--cluster", d, "--id", "1", "--bank-init", "--workload", "bank"])
@@ -244,22 +271,82 @@ fn a_flipped_byte_in_the_last_record_of_every_kind_is_refused_or_loses_no_acknow
         node.kill().unwrap();
         assert!(crossed, "node 1's log never reached a second segment");
         let lines = all.join().unwrap();
-        let acks: Vec<&String> = lines.iter().filter(|l| l.starts_with("ACK ")).collect();
-        assert!(!acks.is_empty(), "node 1 acknowledged nothing");
-        std::fs::write(tmp.path().join("acks"), lines.join("\n") + "\n").unwrap();
-        eprintln!("node 1 killed after {} acknowledged transfers", acks.len());
+        let acked = lines.iter().filter(|l| l.starts_with("ACK ")).count();
+        assert!(acked > 0, "node 1 acknowledged nothing");
+        let acks = tmp.path().join("acks");
+        std::fs::write(&acks, lines.join("\n") + "\n").unwrap();
+        eprintln!("node 1 killed after {acked} acknowledged transfers");
         assert!(harness::wait_for(PATIENCE, Duration::from_millis(20), || {
             member(d, 1)["state"] == "failed"
         }));
-        member(d, 1)["retained_locks"].as_u64().unwrap()
-        // The coordinator is killed here; its durable record keeps node 1
-        // failed with its locks retained, for every copy below.
-    };
-    let saved = tmp.path().join("saved");
-    copy_tree(&dir, &saved);
-    let acks = tmp.path().join("acks");
-    let acks = acks.to_str().unwrap();
+        let retained = member(d, 1)["retained_locks"].as_u64().unwrap();
+        // Stopped: its durable record keeps node 1 failed with its locks
+        // retained, for every copy.
+        drop(coordinator_process);
+        copy_tree(&dir, &tmp.path().join("saved"));
+        Killed {
+            acks: acks.to_str().unwrap().to_string(),
+            tmp,
+            retained,
+        }
+    }
 
+    /// A fresh copy of the killed cluster, damaged by `damage` (given node
+    /// 1's log directory), restarted through `restart-light`. `Ok` with
+    /// what happened when the outcome is allowed: a refusal naming the
+    /// damage with node 1 still failed and its locks retained, or a start
+    /// after which the bank checks whole against the acknowledgements.
+    /// `Err` saying what went wrong otherwise.
+    fn restart_damaged(&self, damage: impl FnOnce(&Path)) -> Result<String, String> {
+        let dir = self.dir();
+        let d = dir.to_str().unwrap();
+        let o = dir.join("outbox");
+        let o = o.to_str().unwrap();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        copy_tree(&self.tmp.path().join("saved"), &dir);
+        damage(&self.log_dir());
+        let _coordinator = coordinator(d);
+        if member(d, 1)["state"] != "failed" {
+            return Err("node 1 is not failed in the restored cluster".into());
+        }
+        let restarted = run(&["restart-light", "--cluster", d, "--node", "1", "--outbox", o]);
+        if restarted.status.success() {
+            let check = run(&["bank-check", "--cluster", d, "--id", "2", "--acks", &self.acks]);
+            if !check.status.success() {
+                return Err(format!(
+                    "restarted, and the bank check failed\nrestart: {}\ncheck: {}",
+                    text(&restarted),
+                    text(&check)
+                ));
+            }
+            return Ok("restarted, bank whole".into());
+        }
+        let err = String::from_utf8_lossy(&restarted.stderr).into_owned();
+        if !(err.contains("lost durable records") || err.contains("log corrupt")) {
+            return Err(format!("refused without naming the damage\n{}", text(&restarted)));
+        }
+        let m = member(d, 1);
+        if m["state"] != "failed" || m["recovery"] == "recovered" || m["retained_locks"] != self.retained {
+            return Err(format!(
+                "refused, but node 1 is no longer failed with its locks retained: {m}"
+            ));
+        }
+        let said = err.lines().find(|l| l.starts_with("error")).unwrap_or_default();
+        Ok(format!("refused: {said}"))
+    }
+}
+
+/// One program test at a time: each runs a bank node flat out, and the
+/// kill must land within a few transfers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_flipped_byte_in_the_last_record_of_every_kind_is_refused_or_loses_no_acknowledged_transfer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let killed = Killed::new();
+    let log_dir = killed.log_dir();
     let (layout, last) = last_of_each_kind(&log_dir);
     eprintln!("last of each kind: {last:?}");
     for kind in [
@@ -281,38 +368,15 @@ fn a_flipped_byte_in_the_last_record_of_every_kind_is_refused_or_loses_no_acknow
                 "{kind} at LSN {lsn}{}",
                 if cut_after { ", log cut after it" } else { "" }
             );
-            std::fs::remove_dir_all(&dir).unwrap();
-            copy_tree(&saved, &dir);
-            if cut_after {
-                cut(&log_dir, layout, next);
-            }
-            flip(&log_dir, layout, lsn);
-
-            let _coordinator = coordinator(d);
-            assert_eq!(member(d, 1)["state"], "failed", "{case}");
-            let restarted = run(&["restart-light", "--cluster", d, "--node", "1", "--outbox", o]);
-            if restarted.status.success() {
-                let check = run(&["bank-check", "--cluster", d, "--id", "2", "--acks", acks]);
-                assert!(
-                    check.status.success(),
-                    "{case}: restarted, and the bank check failed\nrestart: {}\ncheck: {}",
-                    text(&restarted),
-                    text(&check)
-                );
-                outcomes.push(format!("{case}: restarted, bank whole"));
-            } else {
-                let err = String::from_utf8_lossy(&restarted.stderr).into_owned();
-                assert!(
-                    err.contains("lost durable records") || err.contains("log corrupt"),
-                    "{case}: refused without naming the damage\n{}",
-                    text(&restarted)
-                );
-                let m = member(d, 1);
-                assert_eq!(m["state"], "failed", "{case}");
-                assert_ne!(m["recovery"], "recovered", "{case}");
-                assert_eq!(m["retained_locks"], retained, "{case}: the retained locks changed");
-                let said = err.lines().find(|l| l.starts_with("error")).unwrap_or_default();
-                outcomes.push(format!("{case}: refused: {said}"));
+            let outcome = killed.restart_damaged(|log_dir| {
+                if cut_after {
+                    cut(log_dir, layout, next);
+                }
+                flip(log_dir, layout, lsn, FLIP_AT, 0x5a);
+            });
+            match outcome {
+                Ok(said) => outcomes.push(format!("{case}: {said}")),
+                Err(wrong) => panic!("{case}: {wrong}"),
             }
         }
     }
@@ -322,11 +386,72 @@ fn a_flipped_byte_in_the_last_record_of_every_kind_is_refused_or_loses_no_acknow
 
     // The control: undamaged, the same copy restarts and checks whole, so
     // the checks above could have passed a start.
-    std::fs::remove_dir_all(&dir).unwrap();
-    copy_tree(&saved, &dir);
-    let _coordinator = coordinator(d);
-    let restarted = run(&["restart-light", "--cluster", d, "--node", "1", "--outbox", o]);
-    assert!(restarted.status.success(), "undamaged: {}", text(&restarted));
-    let check = run(&["bank-check", "--cluster", d, "--id", "2", "--acks", acks]);
-    assert!(check.status.success(), "undamaged: {}", text(&check));
+    let undamaged = killed.restart_damaged(|_| {});
+    assert_eq!(undamaged.as_deref(), Ok("restarted, bank whole"));
+}
+
+/// How far back from the log's end the property test cuts: the last
+/// flushes, where a crash leaves its torn write — here across the end of
+/// segment 0 and its SegmentEnd into segment 1.
+const TAIL: u64 = 64 << 10;
+
+/// The same killed node, its log cut at an arbitrary byte of its tail and,
+/// mostly, one byte flipped by an arbitrary mask near the cut (before it or
+/// in the zeroes past it): every restart is refused naming the damage, or
+/// loses no acknowledged transfer. Proptest cases, bounded (each is a
+/// coordinator, a restart and a bank check); a failure shrinks boundedly.
+#[test]
+fn a_log_tail_cut_at_any_byte_and_flipped_anywhere_is_refused_or_loses_no_acknowledged_transfer() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let killed = Killed::new();
+    let log_dir = killed.log_dir();
+    let (start, end, layout) = {
+        let reader = LogReader::open(&log_dir, Io::fallback()).unwrap();
+        (reader.start_lsn(), reader.find_end().unwrap().next, reader.layout())
+    };
+    let from = |back: u64| start.0.max(end.0.saturating_sub(back));
+    let mut runner = TestRunner::new(Config {
+        cases: 16,
+        max_shrink_iters: 16,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    // Half the cuts within the last 512 bytes: after the last commit's
+    // intent too, where nothing acknowledged is lost and a start is right.
+    let cases = (
+        prop_oneof![from(TAIL)..=end.0, from(512)..=end.0],
+        prop::option::weighted(0.8, (0u64..4 << 10, 0u64..512, 1u8..=255)),
+    );
+    // The runner takes a `Fn`: the outcomes go through a cell.
+    let outcomes = std::cell::RefCell::new(Vec::new());
+    let result = runner.run(&cases, |(at, flip_at)| {
+        let at = Lsn(at);
+        // A flip up to 4 KiB before the cut or 512 bytes past it, in the
+        // stream the log holds.
+        let flipped =
+            flip_at.map(|(back, ahead, mask)| (Lsn((at.0.saturating_sub(back) + ahead).clamp(start.0, end.0)), mask));
+        let outcome = killed.restart_damaged(|log_dir| {
+            cut(log_dir, layout, at);
+            if let Some((pos, mask)) = flipped {
+                flip(log_dir, layout, pos, 0, mask);
+            }
+        });
+        let case = format!("cut at {at}, flipped {flipped:?}");
+        match outcome {
+            Ok(said) => {
+                outcomes.borrow_mut().push(format!("{case}: {said}"));
+                Ok(())
+            }
+            Err(wrong) => Err(TestCaseError::fail(format!("{case}: {wrong}"))),
+        }
+    });
+    for o in outcomes.borrow().iter() {
+        eprintln!("{o}");
+    }
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }
