@@ -291,3 +291,45 @@ proptest! {
         }
     }
 }
+
+/// A commit that failed after its intent (its page written, the page's
+/// sync refused) is aborted, and a checkpoint follows the durable `Abort`.
+/// That `Abort` damaged afterwards — in place, and with the log cut right
+/// after it as a torn tail would be — the restart must never keep the
+/// commit reported failed over the acknowledged value: it stops with a
+/// damage error, or reads the acknowledged value.
+#[test]
+fn a_damaged_abort_of_a_failed_commit_never_replaces_the_acknowledged_value() {
+    for cut_after in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_cluster, _coord) = common::cluster_with_coordinator(dir.path(), &[1, 2]);
+        let n2 = Node::open(dir.path(), 2, opts()).unwrap();
+        n2.create_table("t", 4).unwrap();
+        drop(n2);
+        let _device = common::node_1_fails_mid_commit(dir.path(), opts(), b"reported failed");
+        let log_dir = dir.path().join("logs").join("1");
+        let (recs, _) = records(&log_dir);
+        let i = recs
+            .iter()
+            .rposition(|&(_, k)| k == Kind::Abort)
+            .expect("the failed commit's Abort");
+        assert!(
+            recs[i + 1..].iter().any(|&(_, k)| k == Kind::Checkpoint),
+            "a checkpoint follows the Abort: {recs:?}"
+        );
+        if cut_after {
+            cut(&log_dir, recs[i + 1].0);
+        }
+        flip(&log_dir, recs[i].0, 20);
+        let restarted = Node::open(dir.path(), 1, opts()).and_then(|n| {
+            let mut t = n.begin()?;
+            let v = t.get("t", b"k")?;
+            t.rollback()?;
+            Ok(v)
+        });
+        match restarted {
+            Err(e) => assert!(is_damage_error(&e), "cut after: {cut_after}: {e}"),
+            Ok(v) => assert_eq!(v.as_deref(), Some(&b"committed"[..]), "cut after: {cut_after}"),
+        }
+    }
+}

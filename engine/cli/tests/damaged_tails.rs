@@ -25,10 +25,9 @@
 //! a commit's own I/O failed (the node then stops), never by a kill;
 //! `Compensation` only by a rollback to a savepoint or a failed nested
 //! scope, which the bank's transfers do not use. `log_damage.rs` covers
-//! `Compensation` in-process; a damaged `Abort` at the very tail is a gap
-//! no witness closes yet (`recovery/witness.rs`: the commit reported
-//! failed may be kept, over the acknowledged value before it). Should
-//! either appear here anyway, it is damaged like the rest.
+//! both in-process (a damaged `Abort` is refused: a checkpoint the control
+//! file names follows it, see `recovery/witness.rs`). Should either appear
+//! here anyway, it is damaged like the rest.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;

@@ -25,9 +25,13 @@
 //! written after this one ended and its end record was lost too, that
 //! commit's bytes on this page would go.)
 //!
-//! What no witness can show: a damaged `Abort` record at the very tail (its
-//! commit's pages carry stamps below the end, so the intent decides, and a
-//! commit reported failed may be kept), and a damaged `End` of a rollback
+//! A durable `Abort` (a commit that failed after its intent) is never the
+//! tail: a checkpoint follows it, and the control file names that
+//! checkpoint, so an `Abort` damaged later leaves the log ending before
+//! the named checkpoint, which recovery refuses (`scan_start`) — without
+//! it, the commit's pages carry stamps below the end, the intent would
+//! decide, and a commit reported failed could be kept over an acknowledged
+//! one. What no witness can show: a damaged `End` of a rollback
 //! at the very tail (the rolled-back transaction is backed out again; its
 //! before-images, written over pages another node changed since, fail the
 //! page check and stop the recovery as corruption of that page).

@@ -355,10 +355,20 @@ impl Transaction {
                 // be trusted. Then stop, and leave the rest to recovery,
                 // which the retained locks protect.
                 if let Some(lsn) = intent {
-                    let _ = node
+                    let aborted = node
                         .log
                         .append(RecordMeta::txn(self.id, Some(lsn)), &RecordBody::Abort)
                         .and_then(|abort| node.log.wait_durable(abort));
+                    if aborted.is_ok() {
+                        // A checkpoint after it, named by the control file:
+                        // were the Abort damaged later, the log would end
+                        // before the checkpoint the control file names, and
+                        // recovery would stop (`LogDamaged`) rather than take
+                        // the Abort for a torn tail and keep, by its pages'
+                        // stamps, a commit reported failed. The transaction
+                        // is still active, so nothing of it is truncated.
+                        let _ = node.checkpoint();
+                    }
                 }
                 node.stop(&format!("commit of transaction {} failed: {e}", self.id));
                 Err(match e {
