@@ -19,7 +19,7 @@
 //! - everyone finishes: commits queued when the node stopped fail and let
 //!   go of their files, so the peer is not fenced out for ever.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p
+//! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p
 //! understudy --release --test loom_commit_recovery`.
 #![cfg(loom)]
 
