@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{read, wait_for};
+use common::{member, read, wait_for};
 
 use understudy::admin::lock_client;
 use understudy::{Node, NodeOptions};
@@ -57,15 +57,6 @@ fn counterpart_child() {
     }
     println!("STUCK {}", device.stalled());
     std::thread::sleep(PATIENCE);
-}
-
-fn member(node: &Node, id: u32) -> lockmgr::wire::MemberInfo {
-    lock_client(node)
-        .status()
-        .unwrap()
-        .into_iter()
-        .find(|m| m.node == id)
-        .unwrap()
 }
 
 #[test]

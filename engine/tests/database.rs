@@ -100,22 +100,6 @@ fn child(name: &str, dir: &Path, rows: u32) -> (ChildGuard, std::sync::mpsc::Rec
     (c, lines)
 }
 
-/// The lines the child says until one equal to `until` (or the child's
-/// end, or a minute).
-fn lines_until(lines: &std::sync::mpsc::Receiver<String>, until: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            // libtest's "test … " may lead the child's first line.
-            Ok(l) if l.ends_with(until) => return seen,
-            Ok(l) => seen.push(l),
-            Err(_) => break,
-        }
-    }
-    panic!("the child never said {until:?}; it said {seen:?}");
-}
-
 fn acks(lines: &[String]) -> Vec<u32> {
     lines
         .iter()
@@ -161,7 +145,7 @@ fn a_killed_process_keeps_every_acknowledged_row_and_reopens_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let rows = 20;
     let (mut c, lines) = child("crash_child", dir.path(), rows);
-    let said = lines_until(&lines, "READY");
+    let said = common::said_until(&lines, "READY", Duration::from_secs(60));
     assert_eq!(acks(&said), (0..rows).collect::<Vec<_>>());
     c.kill().unwrap();
 
@@ -187,13 +171,13 @@ fn a_process_frozen_longer_than_any_lease_goes_on_when_thawed() {
     let dir = tempfile::tempdir().unwrap();
     let rows = 60;
     let (mut c, lines) = child("paced_child", dir.path(), rows);
-    let mut said = lines_until(&lines, "ACK 5");
+    let mut said = common::said_until(&lines, "ACK 5", Duration::from_secs(60));
     // Three seconds frozen: twice the default failure timeout and three
     // leases.
     signal(&c, "-STOP");
     std::thread::sleep(Duration::from_secs(3));
     signal(&c, "-CONT");
-    said.extend(lines_until(&lines, "DONE"));
+    said.extend(common::said_until(&lines, "DONE", Duration::from_secs(60)));
     let status = c
         .wait_timeout(Duration::from_secs(60))
         .unwrap()

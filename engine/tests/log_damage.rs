@@ -17,14 +17,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use understudy::{Error, Node, NodeOptions};
 use wal::io::Io;
-use wal::segment::segment_path;
 use wal::{Kind, LogReader, Lsn};
 
 fn opts() -> NodeOptions {
@@ -95,34 +93,14 @@ fn records(log_dir: &Path) -> (Vec<(Lsn, Kind)>, Lsn) {
 /// Leaves the log in `log_dir` as a crash right before `at` would have:
 /// every byte of the stream from `at` on is zero.
 fn cut(log_dir: &Path, at: Lsn) {
-    let reader = LogReader::open(log_dir, Io::fallback()).unwrap();
-    let layout = reader.layout();
-    let first = layout.segment_of(at);
-    for n in first.. {
-        let path = segment_path(log_dir, n);
-        let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else {
-            break;
-        };
-        let from = if n == first { layout.file_offset(at) } else { 4096 };
-        let len = f.metadata().unwrap().len();
-        if len > from {
-            f.write_all_at(&vec![0u8; (len - from) as usize], from).unwrap();
-        }
-    }
+    let layout = LogReader::open(log_dir, Io::fallback()).unwrap().layout();
+    wal::damage::zero_from(log_dir, layout, at).unwrap();
 }
 
 /// Flips one byte of the record at `lsn`, `offset` bytes into it.
 fn flip(log_dir: &Path, lsn: Lsn, offset: u64) {
     let layout = LogReader::open(log_dir, Io::fallback()).unwrap().layout();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(segment_path(log_dir, layout.segment_of(lsn)))
-        .unwrap();
-    let at = layout.file_offset(lsn) + offset;
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    assert!(wal::damage::flip(log_dir, layout, Lsn(lsn.0 + offset), 0x5a).unwrap());
 }
 
 /// The table as node 1 sees it, or the error its restart ended in.

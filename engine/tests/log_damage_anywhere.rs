@@ -21,14 +21,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use understudy::{Error, Node, NodeOptions};
 use wal::io::Io;
-use wal::segment::{segment_path, Layout, MIN_SEGMENT_SIZE, SEGMENT_HEADER_SIZE};
+use wal::segment::MIN_SEGMENT_SIZE;
 use wal::{LogReader, Lsn};
 
 /// Keys the transactions write: few, so later commits overwrite earlier
@@ -103,54 +102,6 @@ fn run_and_fail(dir: &Path, txns: &[Txn]) -> (lockmgr::Coordinator, BTreeMap<u8,
     (coordinator, acked)
 }
 
-/// The segment file and offset in it of stream position `lsn`, if that
-/// segment exists.
-fn locate(log_dir: &Path, layout: Layout, lsn: Lsn) -> Option<(std::fs::File, u64)> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(segment_path(log_dir, layout.segment_of(lsn)))
-        .ok()?;
-    Some((f, layout.file_offset(lsn)))
-}
-
-/// Zeroes every byte of the stream from `at` (any byte, aligned or not)
-/// on: what a crash right before that byte reached the disk leaves.
-fn cut(log_dir: &Path, layout: Layout, at: Lsn) {
-    let first = layout.segment_of(at);
-    // Bounded: the segments that exist after the first, which end at the
-    // first one missing.
-    for n in first.. {
-        let Ok(f) = std::fs::OpenOptions::new().write(true).open(segment_path(log_dir, n)) else {
-            break;
-        };
-        let from = if n == first {
-            layout.file_offset(at)
-        } else {
-            SEGMENT_HEADER_SIZE
-        };
-        let len = f.metadata().unwrap().len();
-        if len > from {
-            f.write_all_at(&vec![0u8; (len - from) as usize], from).unwrap();
-        }
-    }
-}
-
-/// XORs the byte at stream position `at` with `mask` (non-zero); false
-/// when no segment holds that position.
-fn flip(log_dir: &Path, layout: Layout, at: Lsn, mask: u8) -> bool {
-    let Some((f, off)) = locate(log_dir, layout, at) else {
-        return false;
-    };
-    if off >= f.metadata().unwrap().len() {
-        return false;
-    }
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, off).unwrap();
-    f.write_all_at(&[b[0] ^ mask], off).unwrap();
-    true
-}
-
 /// The table as node 1 sees it after its restart, or the error the
 /// restart (or the reads) ended in.
 fn restart_and_read(dir: &Path) -> Result<BTreeMap<u8, Vec<u8>>, Error> {
@@ -199,12 +150,12 @@ proptest! {
         // Any byte from the log's start to its end inclusive (the end: no
         // cut at all).
         let at = Lsn(start.0 + cut_at.index((end.0 - start.0 + 1) as usize) as u64);
-        cut(&log_dir, layout, at);
+        wal::damage::zero_from(&log_dir, layout, at).unwrap();
         // Any byte of the stream, up to a little past its end: zeroes past
         // the end made non-zero look like a torn write there.
         let flipped = flip_at.and_then(|(which, mask)| {
             let pos = Lsn(start.0 + which.index((end.0 - start.0 + 512) as usize) as u64);
-            flip(&log_dir, layout, pos, mask).then_some(pos)
+            wal::damage::flip(&log_dir, layout, pos, mask).unwrap().then_some(pos)
         });
         let outcome = restart_and_read(dir.path());
         match outcome {

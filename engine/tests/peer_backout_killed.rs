@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{child_test, cluster_with_coordinator, wait_for};
+use common::{child_test, cluster_with_coordinator, member, wait_for};
 use harness::ChildGuard;
 use probe::{hang, probed_opts, Call, Probe, Stop};
 use understudy::admin::lock_client;
@@ -145,26 +145,8 @@ enum Via {
 fn child_at(dir: &Path, name: &str, stop: &str, label: &str) -> ChildGuard {
     let mut child = child_test(name, &[(CHILD_VAR, dir.as_os_str()), (STOP_VAR, stop.as_ref())]);
     let (lines, _) = harness::read_lines(child.take_stdout().unwrap());
-    let until = format!("AT {label}");
-    // The test harness prints the test's name without a newline before the
-    // child's first line, so lines are matched by their end.
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{name} did not say {until:?}"));
-        if line.ends_with(&until) {
-            return child;
-        }
-    }
-}
-
-fn member(node: &Node, id: u32) -> lockmgr::wire::MemberInfo {
-    lock_client(node)
-        .status()
-        .unwrap()
-        .into_iter()
-        .find(|m| m.node == id)
-        .unwrap()
+    common::said_until(&lines, &format!("AT {label}"), Duration::from_secs(60));
+    child
 }
 
 /// Every account's balance, read by `node`.

@@ -189,17 +189,8 @@ impl Fixture {
             ],
         );
         let (lines, _) = harness::read_lines(child.take_stdout().unwrap());
-        let until = format!("AT {step}");
-        // The test harness prints the test's name without a newline before
-        // the child's first line, so lines are matched by their end.
-        loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("the child did not say {until:?}"));
-            if line.ends_with(&until) {
-                return child;
-            }
-        }
+        common::said_until(&lines, &format!("AT {step}"), Duration::from_secs(60));
+        child
     }
 }
 

@@ -45,6 +45,7 @@ pub mod access;
 pub mod background;
 pub mod control;
 mod corruption;
+pub mod damage;
 pub mod error;
 #[doc(hidden)]
 pub mod group_commit;

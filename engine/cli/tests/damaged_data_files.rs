@@ -13,47 +13,13 @@
 //! without an error, and a node still started normally.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use harness::ChildGuard;
-use std::io::{BufRead, BufReader};
+mod support;
 
-const EXE: &str = env!("CARGO_BIN_EXE_understudy");
+use support::{coordinator, run, text};
+
 const PAGE: u64 = 4096;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run understudy")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Starts the coordinator of `dir` and waits until it listens.
-fn coordinator(dir: &str) -> ChildGuard {
-    let mut c = ChildGuard::spawn(
-        Command::new(EXE)
-            .args(["coordinator", "--cluster", dir])
-            .stdout(Stdio::piped()),
-    )
-    .expect("start the coordinator");
-    let listening = BufReader::new(c.take_stdout().expect("piped"))
-        .lines()
-        .take(4)
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("listening on"));
-    assert!(listening, "the coordinator did not start");
-    c
-}
 
 /// The damage each case does to `file` (the transfers journal or the
 /// accounts table), given the other table's file `other` and a file of the

@@ -11,7 +11,7 @@
 //! an acknowledged commit.
 
 use std::os::unix::fs::FileExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::ChildGuard;
@@ -19,36 +19,9 @@ use understudy::{Node, NodeOptions};
 use wal::io::Io;
 use wal::{Kind, LogReader};
 
-const EXE: &str = env!("CARGO_BIN_EXE_understudy");
+mod support;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run understudy")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn coordinator(d: &str) -> ChildGuard {
-    let mut c = ChildGuard::spawn(
-        Command::new(EXE)
-            .args(["coordinator", "--cluster", d])
-            .stdout(Stdio::piped()),
-    )
-    .unwrap();
-    let (rx, _) = harness::read_lines(c.take_stdout().unwrap());
-    assert!(rx.iter().take(4).any(|l| l.starts_with("listening on")));
-    c
-}
+use support::{coordinator, run, text, EXE};
 
 /// Node 1's state at the coordinator, from `status --json`.
 fn member(d: &str, node: u32) -> serde_json::Value {

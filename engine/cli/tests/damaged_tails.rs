@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::ChildGuard;
@@ -40,47 +40,15 @@ use wal::io::Io;
 use wal::segment::{segment_path, Layout, SEGMENT_HEADER_SIZE};
 use wal::{Kind, LogReader, Lsn, RecordBody};
 
-const EXE: &str = env!("CARGO_BIN_EXE_understudy");
+mod support;
+
+use support::{coordinator, run, text, EXE};
+
 /// Limits only a hung process or a stuck workload reaches.
 const PATIENCE: Duration = Duration::from_secs(120);
 /// Where in a record the byte is flipped: inside its 40-byte header (the
 /// transaction id), which every kind has.
 const FLIP_AT: u64 = 20;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run understudy")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Starts the coordinator of `d` and waits until it listens.
-fn coordinator(d: &str) -> ChildGuard {
-    let mut c = ChildGuard::spawn(
-        Command::new(EXE)
-            .args(["coordinator", "--cluster", d])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    let (rx, _) = harness::read_lines(c.take_stdout().unwrap());
-    assert!(
-        rx.iter().take(4).any(|l| l.starts_with("listening on")),
-        "the coordinator did not start"
-    );
-    c
-}
 
 /// Node `node`'s state at the coordinator, from `status --json`.
 fn member(d: &str, node: u32) -> serde_json::Value {
@@ -177,41 +145,6 @@ fn last_of_each_kind(log_dir: &Path) -> (Layout, BTreeMap<&'static str, (Lsn, Ls
         }
     }
     (layout, last)
-}
-
-/// Zeroes the stream from `at` on, in every segment: a crash right before
-/// `at` leaves it so.
-fn cut(log_dir: &Path, layout: Layout, at: Lsn) {
-    let first = layout.segment_of(at);
-    // Bounded by the segments that exist.
-    for n in first.. {
-        let Ok(f) = std::fs::OpenOptions::new().write(true).open(segment_path(log_dir, n)) else {
-            break;
-        };
-        let from = if n == first {
-            layout.file_offset(at)
-        } else {
-            SEGMENT_HEADER_SIZE
-        };
-        let len = f.metadata().unwrap().len();
-        if len > from {
-            f.write_all_at(&vec![0u8; (len - from) as usize], from).unwrap();
-        }
-    }
-}
-
-/// XORs the byte `offset` bytes past stream position `lsn` (in its
-/// segment) with `mask`.
-fn flip(log_dir: &Path, layout: Layout, lsn: Lsn, offset: u64, mask: u8) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(segment_path(log_dir, layout.segment_of(lsn)))
-        .unwrap();
-    let at = layout.file_offset(lsn) + offset;
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ mask], at).unwrap();
 }
 
 /// Node 1 of a bank cluster, killed with SIGKILL as its log entered its
@@ -371,9 +304,9 @@ fn a_flipped_byte_in_the_last_record_of_every_kind_is_refused_or_loses_no_acknow
             );
             let outcome = killed.restart_damaged(|log_dir| {
                 if cut_after {
-                    cut(log_dir, layout, next);
+                    wal::damage::zero_from(log_dir, layout, next).unwrap();
                 }
-                flip(log_dir, layout, lsn, FLIP_AT, 0x5a);
+                assert!(wal::damage::flip(log_dir, layout, Lsn(lsn.0 + FLIP_AT), 0x5a).unwrap());
             });
             match outcome {
                 Ok(said) => outcomes.push(format!("{case}: {said}")),
@@ -435,9 +368,9 @@ fn a_log_tail_cut_at_any_byte_and_flipped_anywhere_is_refused_or_loses_no_acknow
         let flipped =
             flip_at.map(|(back, ahead, mask)| (Lsn((at.0.saturating_sub(back) + ahead).clamp(start.0, end.0)), mask));
         let outcome = killed.restart_damaged(|log_dir| {
-            cut(log_dir, layout, at);
+            wal::damage::zero_from(log_dir, layout, at).unwrap();
             if let Some((pos, mask)) = flipped {
-                flip(log_dir, layout, pos, 0, mask);
+                assert!(wal::damage::flip(log_dir, layout, pos, mask).unwrap());
             }
         });
         let case = format!("cut at {at}, flipped {flipped:?}");

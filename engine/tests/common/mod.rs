@@ -136,3 +136,30 @@ pub fn signal(child: &ChildGuard, sig: &str) {
         .success();
     assert!(ok, "kill {sig} failed");
 }
+
+/// Node `id` as the coordinator `node` is connected to reports it.
+pub fn member(node: &Node, id: u32) -> lockmgr::wire::MemberInfo {
+    understudy::admin::lock_client(node)
+        .status()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.node == id)
+        .unwrap()
+}
+
+/// The lines a child says (read by `harness::read_lines`) before one
+/// ending with `until`, waiting at most `limit` in all. A line is matched
+/// by its end: libtest may print the test's name, without a newline, ahead
+/// of the child's first line.
+pub fn said_until(lines: &std::sync::mpsc::Receiver<String>, until: &str, limit: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(l) if l.ends_with(until) => return seen,
+            Ok(l) => seen.push(l),
+            Err(_) => break,
+        }
+    }
+    panic!("the child never said {until:?}; it said {seen:?}");
+}

@@ -35,6 +35,35 @@ pub fn run(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run understudy {args:?}: {e}"))
 }
 
+/// What a finished run said, for a failed assertion's message.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Starts the coordinator of the cluster in `dir` as its own process and
+/// waits until it listens.
+pub fn coordinator(dir: &str) -> ChildGuard {
+    let mut c = ChildGuard::spawn(
+        Command::new(EXE)
+            .args(["coordinator", "--cluster", dir])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .expect("start the coordinator");
+    let (rx, _) = harness::read_lines(c.take_stdout().expect("piped"));
+    assert!(
+        rx.iter().take(4).any(|l| l.starts_with("listening on")),
+        "the coordinator did not start"
+    );
+    c
+}
+
 /// Runs `understudy <args>`; it must succeed.
 pub fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
