@@ -119,12 +119,11 @@ impl Shared {
             if !awaiting.0.remove(&node) {
                 continue;
             }
-            let inc = self.registry.status(node).map_or(0, |s| s.incarnation);
             tracing::info!(
                 node,
                 "known to have stopped before the coordinator restarted; failed at once"
             );
-            self.member_gone(node, inc, Gone::Failed { blind: true });
+            self.fail_blind(node);
         }
         if awaiting.0.is_empty() {
             awaiting.1 = None;
@@ -147,17 +146,23 @@ impl Shared {
         }
         let late = std::mem::take(&mut awaiting.0);
         for node in late {
-            // A node that rejoined but never re-asserted is treated like one
-            // that stayed away: its locks are unknown.
-            if let Some(s) = lock_std(&self.sessions).remove(&node) {
-                s.conn.close();
-            }
-            let inc = self.registry.status(node).map_or(0, |s| s.incarnation);
             tracing::warn!(
                 node,
                 "did not come back after the coordinator restarted; its locks are unknown"
             );
-            self.member_gone(node, inc, Gone::Failed { blind: true });
+            self.fail_blind(node);
         }
+    }
+
+    /// Fails an awaited node with its locks unknown; called with the
+    /// awaited set held (see [`Shared::end_grace`]). A node that rejoined
+    /// but never re-asserted is treated like one that stayed away: its
+    /// connection is closed.
+    fn fail_blind(&self, node: crate::ids::NodeId) {
+        if let Some(s) = lock_std(&self.sessions).remove(&node) {
+            s.conn.close();
+        }
+        let inc = self.registry.status(node).map_or(0, |s| s.incarnation);
+        self.member_gone(node, inc, Gone::Failed { blind: true });
     }
 }
