@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::is_damage_error;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -123,14 +125,6 @@ fn restart_and_read(dir: &Path, accept: bool) -> Result<BTreeMap<u8, Vec<u8>>, E
     t.rollback()?;
     node.close()?;
     Ok(out)
-}
-
-/// Whether `e` is one of the errors damage to a log may end a restart in.
-fn is_damage_error(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::LogDamaged { .. } | Error::Log(_) | Error::CorruptPage { .. } | Error::MissingPage { .. }
-    )
 }
 
 /// The motivating case: an acknowledged commit's intent is the log's last

@@ -20,6 +20,8 @@
 
 mod common;
 
+use common::is_damage_error;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -116,15 +118,6 @@ fn restart_and_read(dir: &Path) -> Result<BTreeMap<u8, Vec<u8>>, Error> {
     t.rollback()?;
     node.close()?;
     Ok(out)
-}
-
-/// Whether `e` is one of the typed errors damage to a log may end a
-/// restart in.
-fn is_damage_error(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::LogDamaged { .. } | Error::Log(_) | Error::CorruptPage { .. } | Error::MissingPage { .. }
-    )
 }
 
 proptest! {

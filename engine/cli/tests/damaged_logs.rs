@@ -21,21 +21,7 @@ use wal::{Kind, LogReader};
 
 mod support;
 
-use support::{coordinator, run, text, EXE};
-
-/// Node 1's state at the coordinator, from `status --json`.
-fn member(d: &str, node: u32) -> serde_json::Value {
-    let out = run(&["status", "--cluster", d, "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node"] == node)
-        .cloned()
-        .unwrap()
-}
+use support::{coordinator, member, run, text, EXE};
 
 /// A node killed with SIGKILL mid-transfers; its log's segments, then its
 /// whole log directory, taken away: `restart-light` refuses each time and

@@ -42,27 +42,13 @@ use wal::{Kind, LogReader, Lsn, RecordBody};
 
 mod support;
 
-use support::{coordinator, run, text, EXE};
+use support::{coordinator, member, run, text, EXE};
 
 /// Limits only a hung process or a stuck workload reaches.
 const PATIENCE: Duration = Duration::from_secs(120);
 /// Where in a record the byte is flipped: inside its 40-byte header (the
 /// transaction id), which every kind has.
 const FLIP_AT: u64 = 20;
-
-/// Node `node`'s state at the coordinator, from `status --json`.
-fn member(d: &str, node: u32) -> serde_json::Value {
-    let out = run(&["status", "--cluster", d, "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node"] == node)
-        .cloned()
-        .unwrap()
-}
 
 /// Copies the directory tree `from` to `to`: its directories and regular
 /// files (the coordinator's socket is left behind; the next coordinator

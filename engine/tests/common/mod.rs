@@ -163,3 +163,13 @@ pub fn said_until(lines: &std::sync::mpsc::Receiver<String>, until: &str, limit:
     }
     panic!("the child never said {until:?}; it said {seen:?}");
 }
+
+/// Whether `e` is one of the typed errors damage to a log may end a
+/// restart in.
+pub fn is_damage_error(e: &understudy::Error) -> bool {
+    use understudy::Error;
+    matches!(
+        e,
+        Error::LogDamaged { .. } | Error::Log(_) | Error::CorruptPage { .. } | Error::MissingPage { .. }
+    )
+}

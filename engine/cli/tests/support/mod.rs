@@ -64,6 +64,21 @@ pub fn coordinator(dir: &str) -> ChildGuard {
     c
 }
 
+/// Node `node`'s state at the coordinator of the cluster in `dir`, from
+/// `status --json`.
+pub fn member(dir: &str, node: u32) -> serde_json::Value {
+    let out = run(&["status", "--cluster", dir, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == node)
+        .cloned()
+        .unwrap_or_else(|| panic!("node {node} not in {v}"))
+}
+
 /// Runs `understudy <args>`; it must succeed.
 pub fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
