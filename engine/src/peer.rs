@@ -137,6 +137,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         in_flight: 0,
         committed: 0,
         pages: 0,
+        pages_written: 0,
         agent_work: 0,
         records: 0,
         detected_mono_ns: monotonic_ns().saturating_sub(detected.elapsed().as_nanos() as u64),
@@ -217,6 +218,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         let wb = wb.map_err(|e| ("writing before-images back", e))?;
         tl.io = io;
         tl.pages = wb.pages;
+        tl.pages_written = wb.pages_written;
         tl.committed = wb.committed;
         tl.agent_work = wb.agent_work;
         tl.mark_at("written back", start + wb.written);

@@ -44,8 +44,14 @@ pub struct Timeline {
     /// Of those, how many had forced all their pages before the failure and
     /// so were committed, not backed out (see [`crate::txn`]).
     pub committed: usize,
-    /// Pages written back.
+    /// Pages the in-flight transactions changed, each put back as it was
+    /// before them.
     pub pages: usize,
+    /// Of those, the pages written to the data files. A transaction changes
+    /// pages in memory only until its commit intent is durable, so the
+    /// pages of one that never got there already hold their before-images
+    /// on disk and are only read (see [`crate::recovery`]).
+    pub pages_written: usize,
     /// Pieces of agent work (actions on external resources) its agents made
     /// final or undid.
     pub agent_work: usize,
@@ -94,13 +100,14 @@ impl Timeline {
             .map(|s| format!("{} {:.3}ms", s.name, s.at.as_secs_f64() * 1e3))
             .collect();
         format!(
-            "node {} recovered node {}: {} in-flight transactions ({} of them committed), {} pages written back, \
+            "node {} recovered node {}: {} in-flight transactions ({} of them committed), {} pages put back ({} written), \
              {} pieces of agent work finished, {} log records read; fenced by {:?}; {}; write-back I/O: {}",
             self.counterpart,
             self.failed,
             self.in_flight,
             self.committed,
             self.pages,
+            self.pages_written,
             self.agent_work,
             self.records,
             self.fencing,
@@ -117,13 +124,14 @@ impl Timeline {
             .map(|s| format!("{{\"step\":\"{}\",\"at_us\":{}}}", s.name, s.at.as_micros()))
             .collect();
         format!(
-            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"agent_work\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}],\"io\":{{\"ring_reads\":{},\"ring_writes\":{},\"ring_syncs\":{},\"call_reads\":{},\"call_writes\":{},\"call_syncs\":{}}}}}",
+            "{{\"failed\":{},\"counterpart\":{},\"fencing\":\"{:?}\",\"in_flight\":{},\"committed\":{},\"pages\":{},\"pages_written\":{},\"agent_work\":{},\"records\":{},\"total_us\":{},\"detected_mono_ns\":{},\"steps\":[{}],\"io\":{{\"ring_reads\":{},\"ring_writes\":{},\"ring_syncs\":{},\"call_reads\":{},\"call_writes\":{},\"call_syncs\":{}}}}}",
             self.failed,
             self.counterpart,
             self.fencing,
             self.in_flight,
             self.committed,
             self.pages,
+            self.pages_written,
             self.agent_work,
             self.records,
             self.total().as_micros(),

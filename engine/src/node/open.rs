@@ -126,7 +126,7 @@ pub(super) fn open(
         client.restart_finished()?;
         report.committed = wb.committed;
         report.backed_out = found.txns.len() - wb.committed;
-        report.pages_written = wb.pages;
+        report.pages_written = wb.pages_written;
         report.agent_work = wb.agent_work;
         tracing::info!(
             node_id,

@@ -24,12 +24,17 @@
 //!    synced; otherwise its before-images go back like any other's. Its
 //!    pages are its own (it held their X locks until its `Commit` record was
 //!    durable), so no other in-flight transaction's image is at stake.
-//! 2. [`back_out`] decides the intents, then puts the pages back a chunk
-//!    at a time: each chunk's pages are read as one batch, the ranges
-//!    written over them in memory, the result checked (a good checksum, or
-//!    a page nobody had written), and the chunk written as one batch through
-//!    a deep queue — together with the reads of the next chunk, so the
-//!    device works on both at once; then the data files are synced. A torn
+//! 2. [`back_out`] decides the intents (their pages read as one batch),
+//!    then puts the pages back a chunk at a time: each chunk's pages are
+//!    read as one batch, the ranges written over them in memory, the result
+//!    checked (a good checksum, or a page nobody had written), and the
+//!    pages that changed written as one batch through a deep queue —
+//!    together with the reads of the next chunk, so the device works on
+//!    both at once; then the data files written, and those of committed
+//!    intents, are synced. Only a transaction that reached its commit
+//!    intent can have written a page (`crate::txn` changes pages in memory
+//!    until then), so the pages of all the others read back as their
+//!    before-images already and cost a read, not a write. A torn
 //!    page comes back whole: bytes outside the ranges are the same in the
 //!    old and the new page.
 //! 3. It then appends an end record for every in-flight transaction and makes
@@ -57,7 +62,7 @@ mod witness;
 
 pub use scan::{find_in_flight, scan_start_accepting, AgentTxn, InFlight, InFlightScan, InFlightTxn, Intent};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +74,7 @@ use crate::aligned::AlignedPages;
 use crate::catalog::Catalog;
 use crate::datafile::{DataFile, DataFiles};
 use crate::error::{Error, Result};
-use crate::page::Page;
+use crate::page::{Page, Stamp};
 use witness::LogWitness;
 
 /// What [`back_out`] did, and when each part of it was done (from the
@@ -78,7 +83,12 @@ use witness::LogWitness;
 /// and so does `written` when every image fits that chunk.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteBack {
+    /// Pages the in-flight transactions changed, each put back as it was
+    /// before them.
     pub pages: usize,
+    /// Of those, the pages written: the others already held their
+    /// before-images (see `put_back`).
+    pub pages_written: usize,
     /// In-flight transactions found committed by their pages (their intents).
     pub committed: usize,
     /// Pieces of agent work made final or undone.
@@ -124,16 +134,21 @@ pub fn back_out(
     let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
     let mut catalog = Files::default();
     let mut kept = 0;
-    for intent in std::mem::take(&mut found.intents) {
-        let kept_it = committed(
-            io,
-            files,
-            &mut catalog,
-            reader.node_id(),
-            reader.log_id(),
-            &intent,
-            &mut opened,
-        )?;
+    let intents = std::mem::take(&mut found.intents);
+    let decided = committed(
+        io,
+        files,
+        &mut catalog,
+        reader.node_id(),
+        reader.log_id(),
+        &intents,
+        &mut opened,
+    )?;
+    // The files the sync must cover: those of a committed intent's pages
+    // (the crash may have left their writes unsynced) and those written
+    // back below.
+    let mut to_sync: HashSet<u32> = HashSet::new();
+    for (intent, kept_it) in intents.into_iter().zip(decided) {
         if intent.agents {
             found.agent_txns.push(AgentTxn {
                 txn: intent.txn,
@@ -143,6 +158,7 @@ pub fn back_out(
         }
         if kept_it {
             kept += 1;
+            to_sync.extend(intent.pages.iter().map(|p| p.file_id));
             continue;
         }
         for (key, lsns) in intent.images {
@@ -183,32 +199,35 @@ pub fn back_out(
     let mut next = AlignedPages::new(chunk_len, page_size)?;
     let parts: Vec<&[(u32, u64)]> = keys.chunks(WRITE_BACK_CHUNK).collect();
     let mut written = 0usize;
-    let mut chunk: &[(u32, u64)] = &[];
+    let pages_put_back = keys.len();
+    let mut chunk: Vec<(u32, u64, usize)> = Vec::new();
     if let Some(first) = parts.first() {
         read_chunk(io, &opened, first, &mut full, &[])?;
-        put_back(&opened, first, &mut ranges, witness, &mut full)?;
-        chunk = first;
+        chunk = put_back(&opened, first, &mut ranges, witness, &mut full)?;
     }
     for part in parts.iter().skip(1) {
         let writes: Vec<WriteOp<'_>> = chunk
             .iter()
-            .enumerate()
-            .map(|(i, &(f, no))| opened[&f].write_op(no, full.page(i)))
+            .map(|&(f, no, i)| opened[&f].write_op(no, full.page(i)))
             .collect();
         read_chunk(io, &opened, part, &mut next, &writes)?;
         drop(writes);
         written += chunk.len();
-        put_back(&opened, part, &mut ranges, witness, &mut next)?;
+        to_sync.extend(chunk.iter().map(|c| c.0));
+        chunk = put_back(&opened, part, &mut ranges, witness, &mut next)?;
         std::mem::swap(&mut full, &mut next);
-        chunk = part;
     }
     let agent_work = agents::finish(agents_here, reader.node_id(), &agent_work)?;
+    to_sync.extend(chunk.iter().map(|c| c.0));
     let last: Vec<WriteOp<'_>> = chunk
         .iter()
-        .enumerate()
-        .map(|(i, &(f, no))| opened[&f].write_op(no, full.page(i)))
+        .map(|&(f, no, i)| opened[&f].write_op(no, full.page(i)))
         .collect();
-    let handles: Vec<&IoFile> = opened.values().map(|f| f.io_file()).collect();
+    let handles: Vec<&IoFile> = opened
+        .iter()
+        .filter(|(id, _)| to_sync.contains(id))
+        .map(|(_, f)| f.io_file())
+        .collect();
     let stage = [Stage {
         writes: &last,
         sync: &handles,
@@ -220,16 +239,19 @@ pub fn back_out(
         .collect();
     let before_last = started.elapsed();
     if ends.is_empty() {
-        io.write_stages(&stage).map_err(wal::io::IoError::from)?;
+        if !last.is_empty() || !handles.is_empty() {
+            io.write_stages(&stage).map_err(wal::io::IoError::from)?;
+        }
     } else {
         log.append_durable_after(&stage, &ends)?;
     }
     let ended = started.elapsed();
     Ok(WriteBack {
-        pages: written + chunk.len(),
+        pages: pages_put_back,
+        pages_written: written + chunk.len(),
         committed: kept,
         agent_work,
-        written: if chunk.is_empty() { before_last } else { ended },
+        written: if last.is_empty() { before_last } else { ended },
         synced: ended,
         ended,
     })
@@ -285,18 +307,28 @@ fn read_chunk(
 /// damaged, and is reported as corruption of that page rather than
 /// written. Each image is first held against `witness`, before anything is
 /// written over it.
+///
+/// Returns the pages that changed — (file id, page, slot in `buf`) — the
+/// only ones to write. A transaction changes pages in memory only until
+/// its intent is durable (`crate::txn`), so the pages of one that never
+/// reached its intent already hold their before-images on disk: reading
+/// them (for the witness) is all they cost.
 fn put_back(
     opened: &HashMap<u32, Arc<DataFile>>,
     keys: &[(u32, u64)],
     ranges: &mut Ranges,
     witness: Option<&LogWitness>,
     buf: &mut AlignedPages,
-) -> Result<()> {
-    for (&(file_id, page_no), image) in keys.iter().zip(buf.pages_mut(keys.len())) {
+) -> Result<Vec<(u32, u64, usize)>> {
+    let mut changed = Vec::new();
+    let mut was = Vec::new();
+    for (slot, (&(file_id, page_no), image)) in keys.iter().zip(buf.pages_mut(keys.len())).enumerate() {
         let file = &opened[&file_id];
         if let Some(w) = witness {
             w.check(file, page_no, image)?;
         }
+        was.clear();
+        was.extend_from_slice(image);
         for (_, offset, bytes) in ranges.remove(&(file_id, page_no)).unwrap_or_default().iter().rev() {
             crate::undo::apply(image, *offset, bytes).map_err(|detail| Error::CorruptPage {
                 file: file.path().to_path_buf(),
@@ -320,37 +352,71 @@ fn put_back(
                 other => other,
             })?;
         }
+        if *image != was[..] {
+            changed.push((file_id, page_no, slot));
+        }
     }
-    Ok(())
+    Ok(changed)
 }
 
-/// Whether every page `intent` lists carries its stamp on disk, checksum
-/// intact. The pages are read from the device (data files are direct,
-/// `crate::datafile`; where a file system refuses direct I/O its page cache
-/// is all there is). A page that fails its checksum was torn by the crash
-/// in the middle of the commit's writes, which never finished: not
-/// committed (its before-image repairs it). Each file read is added to
-/// `opened`, so that the write-back's sync covers a committed page whose
-/// write the crash left unsynced.
+/// For each of `intents`, whether every page it lists carries its stamp on
+/// disk, checksum intact. The pages of many of them are read as one batch,
+/// from the device (data files are direct, `crate::datafile`; where a file
+/// system refuses direct I/O its page cache is all there is). A page that
+/// fails its checksum was torn by the crash in the middle of the commit's
+/// writes, which never finished: not committed (its before-image repairs
+/// it). Each file read is added to `opened`, so that the write-back's sync
+/// covers a committed page whose write the crash left unsynced.
 fn committed(
     io: &Io,
     files: &DataFiles,
     catalog: &mut Files,
     owner: u32,
     log_id: u32,
-    intent: &Intent,
+    intents: &[Intent],
     opened: &mut HashMap<u32, Arc<DataFile>>,
-) -> Result<bool> {
-    for p in &intent.pages {
-        let file = match opened.entry(p.file_id) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(catalog.open(io, files, p.file_id)?),
-        };
-        match file.read_page(io, p.page_no) {
-            Ok(page) if page.stamp().of_log(owner, log_id) && page.stamp().lsn == intent.lsn.0 => {}
-            Ok(_) | Err(Error::CorruptPage { .. }) => return Ok(false),
-            Err(e) => return Err(e),
+) -> Result<Vec<bool>> {
+    for p in intents.iter().flat_map(|i| &i.pages) {
+        if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(p.file_id) {
+            v.insert(catalog.open(io, files, p.file_id)?);
         }
     }
-    Ok(true)
+    let mut decided = Vec::with_capacity(intents.len());
+    let mut images = AlignedPages::new(1, files.page_size())?;
+    // A group of intents at a time, read as one batch of at most about a
+    // write-back chunk of pages (or one intent's, if larger).
+    let mut rest = intents;
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut pages = 0;
+        while n < rest.len() && (n == 0 || pages + rest[n].pages.len() <= WRITE_BACK_CHUNK) {
+            pages += rest[n].pages.len();
+            n += 1;
+        }
+        let (group, later) = rest.split_at(n);
+        rest = later;
+        let targets: Vec<(&DataFile, u64)> = group
+            .iter()
+            .flat_map(|i| &i.pages)
+            .map(|p| (opened[&p.file_id].as_ref(), p.page_no))
+            .collect();
+        crate::datafile::read_raw_pages(io, &targets, &mut images)?;
+        let mut at = 0;
+        for intent in group {
+            let mut all = true;
+            for p in &intent.pages {
+                let image = images.page(at);
+                at += 1;
+                let file = &opened[&p.file_id];
+                let stamp = Stamp::of(image);
+                all &= match Page::check_image(image, file.path(), p.file_id, p.page_no) {
+                    Ok(()) => stamp.of_log(owner, log_id) && stamp.lsn == intent.lsn.0,
+                    Err(Error::CorruptPage { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+            }
+            decided.push(all);
+        }
+    }
+    Ok(decided)
 }

@@ -31,9 +31,11 @@ use crate::cluster::demo_args::ClusterDemoArgs;
 use crate::cluster::processes::{check_bank, quiet, spawn, start_cluster, Line, Proc, CHECKER, INIT_BALANCE, VICTIM};
 use crate::error::CliError;
 
-/// Targets from the product's requirements.
+/// Targets from the product's requirements: detection, and kill → locks
+/// released at the median and the 99th percentile.
 const DETECTION_P99_MS: f64 = 5.0;
-const RELEASED_P99_MS: f64 = 50.0;
+const RELEASED_P50_MS: f64 = 5.0;
+const RELEASED_P99_MS: f64 = 12.0;
 const THROUGHPUT_RATIO: f64 = 0.9;
 
 /// One kill's figures.
@@ -66,7 +68,10 @@ struct Recovered {
     fenced: Duration,
     released: Duration,
     in_flight: u64,
+    /// Pages put back, and of those the pages written (the others held
+    /// their before-images already).
     pages: u64,
+    pages_written: u64,
     steps: Vec<(String, Duration)>,
     /// The write-back's I/O, by path: (io_uring writes, pwrite calls).
     writes: (u64, u64),
@@ -101,6 +106,7 @@ fn parse_recovered(json: &str, killed_ns: u64) -> Result<Recovered, CliError> {
         released: step("released")?,
         in_flight: v["in_flight"].as_u64().ok_or_else(|| bad("in_flight"))?,
         pages: v["pages"].as_u64().ok_or_else(|| bad("pages"))?,
+        pages_written: v["pages_written"].as_u64().ok_or_else(|| bad("pages_written"))?,
         steps,
         writes: (
             v["io"]["ring_writes"].as_u64().ok_or_else(|| bad("io"))?,
@@ -208,14 +214,15 @@ pub fn run(args: &ClusterDemoArgs, exe: &Path, dir: &Path, d: &str, ep: &str) ->
         recovered_at.push((killed, r.released));
         say!(
             "  kill {:>2}: reaped {:>6.2} ms, detected {:>6.2} ms, fenced {:>6.2} ms, locks released {:>6.2} ms; \
-             {} in flight, {} pages",
+             {} in flight, {} pages put back, {} written",
             round + 1,
             ms(reaped),
             ms(r.detection),
             ms(r.fenced),
             ms(r.released),
             r.in_flight,
-            r.pages
+            r.pages,
+            r.pages_written
         );
         rounds.push(Round {
             r,
@@ -277,6 +284,7 @@ fn report(rounds: &[Round], json: bool) -> Result<(), CliError> {
     let released = sorted(&|r| r.r.released);
     let in_flight = rounds.iter().map(|r| r.r.in_flight).sum::<u64>() as f64 / rounds.len().max(1) as f64;
     let pages = rounds.iter().map(|r| r.r.pages).sum::<u64>() as f64 / rounds.len().max(1) as f64;
+    let pages_written = rounds.iter().map(|r| r.r.pages_written).sum::<u64>() as f64 / rounds.len().max(1) as f64;
     let before_rate = rounds.iter().map(|r| r.before).sum::<usize>() as f64 / rounds.len().max(1) as f64;
     let during_secs: f64 = rounds.iter().map(|r| r.r.released.as_secs_f64()).sum();
     let during_rate = rounds.iter().map(|r| r.during).sum::<usize>() as f64 / during_secs.max(1e-9);
@@ -291,6 +299,7 @@ fn report(rounds: &[Round], json: bool) -> Result<(), CliError> {
                 "kills": rounds.len(),
                 "mean_in_flight": in_flight,
                 "mean_pages": pages,
+                "mean_pages_written": pages_written,
                 "reaped_ms": {"p50": percentile(&reaped, 50.0), "p99": percentile(&reaped, 99.0), "max": reaped.last()},
                 "detection_ms": {"p50": percentile(&detection, 50.0), "p99": percentile(&detection, 99.0), "max": detection.last()},
                 "fenced_ms": {"p50": percentile(&fenced, 50.0), "p99": percentile(&fenced, 99.0), "max": fenced.last()},
@@ -302,7 +311,9 @@ fn report(rounds: &[Round], json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     say!(
-        "{} kills, {in_flight:.1} transactions in flight and {pages:.1} pages written back per kill on average",
+        "{} kills, {in_flight:.1} transactions in flight and {pages:.1} pages put back per kill on average, \
+         {pages_written:.1} of them written (the pages of a transaction short of its commit intent hold their \
+         before-images on disk already)",
         rounds.len()
     );
     say!("{:<28} {:>9} {:>9} {:>9}", "kill →", "p50 ms", "p99 ms", "max ms");
@@ -338,8 +349,10 @@ fn report(rounds: &[Round], json: bool) -> Result<(), CliError> {
          {call_writes} as pwrite (the end records' log writes)"
     );
     say!(
-        "targets: detection p99 ≤ {DETECTION_P99_MS} ms {}; kill → released p99 ≤ {RELEASED_P99_MS} ms {}; throughput during ≥ {:.0} % {}",
+        "targets: detection p99 ≤ {DETECTION_P99_MS} ms {}; kill → released p50 ≤ {RELEASED_P50_MS} ms {}, \
+         p99 ≤ {RELEASED_P99_MS} ms {}; throughput during ≥ {:.0} % {}",
         verdict(percentile(&detection, 99.0) <= DETECTION_P99_MS),
+        verdict(percentile(&released, 50.0) <= RELEASED_P50_MS),
         verdict(percentile(&released, 99.0) <= RELEASED_P99_MS),
         THROUGHPUT_RATIO * 100.0,
         verdict(ratio >= THROUGHPUT_RATIO)
@@ -362,12 +375,12 @@ mod tests {
 
     #[test]
     fn a_timeline_line_gives_times_from_the_kill() {
-        let json = r#"{"failed":1,"counterpart":2,"fencing":"Kernel","in_flight":90,"pages":300,"records":500,"total_us":9000,"detected_mono_ns":1002000000,"steps":[{"step":"fenced","at_us":500},{"step":"released","at_us":9000}],"io":{"ring_reads":300,"ring_writes":300,"ring_syncs":1,"call_reads":0,"call_writes":1,"call_syncs":1}}"#;
+        let json = r#"{"failed":1,"counterpart":2,"fencing":"Kernel","in_flight":90,"pages":300,"pages_written":12,"records":500,"total_us":9000,"detected_mono_ns":1002000000,"steps":[{"step":"fenced","at_us":500},{"step":"released","at_us":9000}],"io":{"ring_reads":300,"ring_writes":300,"ring_syncs":1,"call_reads":0,"call_writes":1,"call_syncs":1}}"#;
         let r = parse_recovered(json, 1_000_000_000).unwrap();
         assert_eq!(r.detection, Duration::from_millis(2));
         assert_eq!(r.fenced, Duration::from_micros(2500));
         assert_eq!(r.released, Duration::from_micros(11_000));
-        assert_eq!((r.in_flight, r.pages, r.steps.len()), (90, 300, 2));
+        assert_eq!((r.in_flight, r.pages, r.pages_written, r.steps.len()), (90, 300, 12, 2));
         assert_eq!(r.writes, (300, 1));
         assert!(parse_recovered("{}", 0).is_err());
     }
