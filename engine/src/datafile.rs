@@ -184,17 +184,22 @@ impl DataFile {
 /// Reads what each of `pages` holds now, unchecked (zeros past a file's
 /// end), into the first `pages.len()` slots of `into`, as one batch — what
 /// recovery writes before-images over — issued together with `writes` of
-/// other pages, so the device works on both.
+/// other pages, so the device works on both. The slots `filled` says are
+/// filled already are left as they are.
 pub fn read_raw_pages_writing(
     io: &Io,
     pages: &[(&DataFile, u64)],
     into: &mut AlignedPages,
     writes: &[WriteOp<'_>],
+    filled: &dyn Fn(usize) -> bool,
 ) -> Result<()> {
     into.reserve(pages.len())?;
     let mut past_end = Vec::new();
     let mut reads = Vec::with_capacity(pages.len());
     for (i, (&(file, page_no), buf)) in pages.iter().zip(into.pages_mut(pages.len())).enumerate() {
+        if filled(i) {
+            continue;
+        }
         let (offset, end) = file.span(page_no)?;
         if end <= file.len_reaching(&file.file, end)? {
             reads.push(ReadOp {
@@ -217,7 +222,7 @@ pub fn read_raw_pages_writing(
 
 /// [`read_raw_pages_writing`] with nothing to write.
 pub fn read_raw_pages(io: &Io, pages: &[(&DataFile, u64)], into: &mut AlignedPages) -> Result<()> {
-    read_raw_pages_writing(io, pages, into, &[])
+    read_raw_pages_writing(io, pages, into, &[], &|_| false)
 }
 
 /// The table files of a cluster, opened on first use and shared.

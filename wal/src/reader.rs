@@ -20,16 +20,22 @@ use std::path::{Path, PathBuf};
 
 use crate::control;
 use crate::error::{CorruptionKind, Result, WalError};
-use crate::io::{Io, IoError, IoFile, OpKind};
+use crate::io::{Io, IoError, IoFile, OpKind, ReadOp};
 use crate::record::{self, Kind, Lsn, Probe, Record, HEADER_LEN};
 use crate::segment::{self, Layout};
 
-/// Bytes read at a time while scanning, at most.
+/// Bytes one read operation asks for while scanning, at most.
 const SCAN_CHUNK: u64 = 256 * 1024;
+/// Bytes a scan reads at a time, at most: `SCAN_AHEAD / SCAN_CHUNK` reads
+/// of `SCAN_CHUNK` in flight at once, one batch. A log not in the page
+/// cache (a failed node's, read from another host, or long written) comes
+/// from the device at its bandwidth rather than at the latency of one read
+/// after another: 160 MiB read 256 KiB at a time took 384 ms here.
+const SCAN_AHEAD: u64 = 4 << 20;
 /// A scan's first read: most scans of a recovery's small log end within it,
 /// and a whole chunk of fresh buffer costs page faults and copying well
 /// beyond the reading a short log needs. Each further read doubles, up to
-/// `SCAN_CHUNK`.
+/// `SCAN_AHEAD`.
 const FIRST_SCAN_READ: u64 = 16 * 1024;
 
 /// Where a log ends.
@@ -405,11 +411,24 @@ impl Scan<'_> {
         }
         let seg_end = self.r.layout.segment_end(seg).0;
         let want = len.max(self.ahead).min(seg_end - pos.0);
-        self.ahead = (self.ahead * 2).min(SCAN_CHUNK);
+        self.ahead = (self.ahead * 2).min(SCAN_AHEAD);
         self.buf.resize(want as usize, 0);
-        self.r
-            .io
-            .read_exact_at(file, &mut self.buf, self.r.layout.file_offset(pos))?;
+        let at = self.r.layout.file_offset(pos);
+        if want <= SCAN_CHUNK {
+            self.r.io.read_exact_at(file, &mut self.buf, at)?;
+        } else {
+            let mut reads: Vec<ReadOp<'_>> = self
+                .buf
+                .chunks_mut(SCAN_CHUNK as usize)
+                .enumerate()
+                .map(|(i, buf)| ReadOp {
+                    file,
+                    offset: at + i as u64 * SCAN_CHUNK,
+                    buf,
+                })
+                .collect();
+            self.r.io.read_write_batch(&mut reads, &[])?;
+        }
         self.buf_start = pos;
         Ok(())
     }

@@ -341,3 +341,43 @@ fn stages_after_a_record_run_with_its_flush_when_it_is_last() {
         );
     }
 }
+
+/// A scan reads a long log in batches of many reads at once (megabytes at
+/// a time, `reader::SCAN_AHEAD`): every record still comes back exactly,
+/// in order, across the batches' seams, whether the log is opened or only
+/// read.
+#[test]
+fn a_log_of_many_megabytes_reads_back_exactly_through_batched_reads() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || wal::LogConfig {
+            segment_size: 8 << 20,
+            ..wal::LogConfig::new(1, io.clone())
+        };
+        let log = Log::open(dir.path(), cfg()).unwrap();
+        // 20 MiB of page-sized and small records, across segments.
+        let bodies: Vec<RecordBody> = (0..5000u32)
+            .map(|i| {
+                RecordBody::Undo(wal::PageUndo {
+                    file_id: 1,
+                    page_no: u64::from(i),
+                    offset_in_page: 0,
+                    before: vec![(i % 251) as u8; if i % 3 == 0 { 100 } else { 4096 + (i as usize % 7) }],
+                    after: None,
+                })
+            })
+            .collect();
+        let expect = append_chained(&log, &bodies);
+        log.wait_durable(expect.last().unwrap().lsn).unwrap();
+        log.close().unwrap();
+
+        let mut visited = Vec::new();
+        let log = Log::open_visiting(dir.path(), cfg(), &mut |r| visited.push(r)).unwrap();
+        assert!(log.next_lsn() > expect.last().unwrap().lsn);
+        log.close().unwrap();
+        assert_eq!(visited.len(), expect.len(), "backend {}", io.kind());
+        assert!(visited == expect, "backend {}: the records visited differ", io.kind());
+        let read = read_all(dir.path(), io.clone());
+        assert!(read == expect, "backend {}: the records read differ", io.kind());
+    }
+}

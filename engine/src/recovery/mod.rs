@@ -135,14 +135,16 @@ pub fn back_out(
     let mut catalog = Files::default();
     let mut kept = 0;
     let intents = std::mem::take(&mut found.intents);
+    // The pages of intents found not committed, as the check read them.
+    let mut torn = Seen::default();
     let decided = committed(
         io,
         files,
         &mut catalog,
-        reader.node_id(),
-        reader.log_id(),
+        (reader.node_id(), reader.log_id()),
         &intents,
         &mut opened,
+        &mut torn,
     )?;
     // The files the sync must cover: those of a committed intent's pages
     // (the crash may have left their writes unsynced) and those written
@@ -202,7 +204,7 @@ pub fn back_out(
     let pages_put_back = keys.len();
     let mut chunk: Vec<(u32, u64, usize)> = Vec::new();
     if let Some(first) = parts.first() {
-        read_chunk(io, &opened, first, &mut full, &[])?;
+        read_chunk(io, &opened, first, &mut full, &[], &mut torn)?;
         chunk = put_back(&opened, first, &mut ranges, witness, &mut full)?;
     }
     for part in parts.iter().skip(1) {
@@ -210,7 +212,7 @@ pub fn back_out(
             .iter()
             .map(|&(f, no, i)| opened[&f].write_op(no, full.page(i)))
             .collect();
-        read_chunk(io, &opened, part, &mut next, &writes)?;
+        read_chunk(io, &opened, part, &mut next, &writes, &mut torn)?;
         drop(writes);
         written += chunk.len();
         to_sync.extend(chunk.iter().map(|c| c.0));
@@ -284,18 +286,40 @@ impl Files {
 /// Per page (file id, page number), its before-images, oldest first.
 type Ranges = BTreeMap<(u32, u64), Vec<scan::Image>>;
 
+/// Page images the intents' check read (`committed`) of intents found not
+/// committed, kept for the write-back so their pages are not read twice:
+/// at most `MAX_SEEN` pages (16 MiB of 4 KiB pages), the rest read again.
+#[derive(Default)]
+struct Seen {
+    images: HashMap<(u32, u64), Box<[u8]>>,
+}
+
+const MAX_SEEN: usize = 4096;
+
 /// Reads what each page of `keys` (file id, page) holds now, unchecked,
 /// into the first `keys.len()` slots of `into` — zeros past a file's end —
-/// while `writes` (of other pages) are written: one submission.
+/// while `writes` (of other pages) are written: one submission. A page
+/// `seen` holds is taken from there instead.
 fn read_chunk(
     io: &Io,
     opened: &HashMap<u32, Arc<DataFile>>,
     keys: &[(u32, u64)],
     into: &mut AlignedPages,
     writes: &[WriteOp<'_>],
+    seen: &mut Seen,
 ) -> Result<()> {
+    into.reserve(keys.len())?;
+    let mut filled = vec![false; keys.len()];
+    if !seen.images.is_empty() {
+        for ((slot, key), done) in into.pages_mut(keys.len()).zip(keys).zip(&mut filled) {
+            if let Some(image) = seen.images.remove(key) {
+                slot.copy_from_slice(&image);
+                *done = true;
+            }
+        }
+    }
     let targets: Vec<(&DataFile, u64)> = keys.iter().map(|&(f, no)| (opened[&f].as_ref(), no)).collect();
-    crate::datafile::read_raw_pages_writing(io, &targets, into, writes)
+    crate::datafile::read_raw_pages_writing(io, &targets, into, writes, &|i| filled[i])
 }
 
 /// Puts back the pages `keys` (file id, page), whose current images
@@ -371,10 +395,10 @@ fn committed(
     io: &Io,
     files: &DataFiles,
     catalog: &mut Files,
-    owner: u32,
-    log_id: u32,
+    (owner, log_id): (u32, u32),
     intents: &[Intent],
     opened: &mut HashMap<u32, Arc<DataFile>>,
+    seen: &mut Seen,
 ) -> Result<Vec<bool>> {
     for p in intents.iter().flat_map(|i| &i.pages) {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(p.file_id) {
@@ -403,6 +427,7 @@ fn committed(
         crate::datafile::read_raw_pages(io, &targets, &mut images)?;
         let mut at = 0;
         for intent in group {
+            let first = at;
             let mut all = true;
             for p in &intent.pages {
                 let image = images.page(at);
@@ -414,6 +439,12 @@ fn committed(
                     Err(Error::CorruptPage { .. }) => false,
                     Err(e) => return Err(e),
                 };
+            }
+            if !all && seen.images.len() + intent.pages.len() <= MAX_SEEN {
+                for (i, p) in intent.pages.iter().enumerate() {
+                    seen.images
+                        .insert((p.file_id, p.page_no), images.page(first + i).into());
+                }
             }
             decided.push(all);
         }
