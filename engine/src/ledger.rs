@@ -73,23 +73,30 @@ impl Ledger {
         Ok(lsn)
     }
 
-    /// Takes a checkpoint: `log_checkpoint` logs one listing the active
-    /// transactions (none can begin meanwhile), then `truncate` is given
-    /// the oldest LSN the log must keep — the checkpoint's, or the `Begin`
-    /// of a transaction it lists if older. Returns the checkpoint's LSN.
+    /// Takes a checkpoint: `append` logs one listing the active
+    /// transactions (none can begin meanwhile), `complete` makes it durable
+    /// and records it — with transactions beginning and ending again, since
+    /// the list is fixed by the record's place in the log — then `truncate`
+    /// is given the oldest LSN the log must keep: the checkpoint's, or the
+    /// `Begin` of a transaction it lists if older. Returns the checkpoint's
+    /// LSN.
     pub fn checkpoint(
         &self,
-        log_checkpoint: impl FnOnce(&[ActiveTxn]) -> Result<Lsn>,
+        append: impl FnOnce(&[ActiveTxn]) -> Result<Lsn>,
+        complete: impl FnOnce(Lsn) -> Result<()>,
         truncate: impl FnOnce(Lsn) -> Result<()>,
     ) -> Result<Lsn> {
         let mut last = lock_core(&self.last_checkpoint);
-        let guard = lock_core(&self.active);
-        let active: Vec<ActiveTxn> = guard
-            .iter()
-            .map(|(&txn, &first_lsn)| ActiveTxn { txn, first_lsn })
-            .collect();
-        let cp = log_checkpoint(&active)?;
-        drop(guard);
+        let (active, cp) = {
+            let guard = lock_core(&self.active);
+            let active: Vec<ActiveTxn> = guard
+                .iter()
+                .map(|(&txn, &first_lsn)| ActiveTxn { txn, first_lsn })
+                .collect();
+            let cp = append(&active)?;
+            (active, cp)
+        };
+        complete(cp)?;
         let keep = active.iter().map(|a| a.first_lsn).chain([cp]).min().unwrap_or(cp);
         truncate(keep)?;
         *last = cp;

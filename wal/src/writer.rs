@@ -197,7 +197,23 @@ impl Log {
     /// first LSNs, makes it durable and records it in the control file, so
     /// recovery starts reading there. Returns its LSN.
     pub fn checkpoint(&self, active: &[ActiveTxn]) -> Result<Lsn> {
-        let lsn = self.append_durable(RecordMeta::txn(0, None), &RecordBody::Checkpoint(active.to_vec()))?;
+        let lsn = self.append_checkpoint(active)?;
+        self.complete_checkpoint(lsn)
+    }
+
+    /// The first half of [`Log::checkpoint`]: appends the checkpoint record,
+    /// without waiting. A caller that must list the active transactions
+    /// atomically with the record's place in the log holds its own lock
+    /// over this call only, not over the flush and the control-file write
+    /// [`Log::complete_checkpoint`] does.
+    pub fn append_checkpoint(&self, active: &[ActiveTxn]) -> Result<Lsn> {
+        self.append(RecordMeta::txn(0, None), &RecordBody::Checkpoint(active.to_vec()))
+    }
+
+    /// The second half of [`Log::checkpoint`]: makes the checkpoint record
+    /// at `lsn` durable and records it in the control file. Returns `lsn`.
+    pub fn complete_checkpoint(&self, lsn: Lsn) -> Result<Lsn> {
+        self.wait_durable(lsn)?;
         let mut ctl = self.shared.control.lock().unwrap_or_else(|e| e.into_inner());
         self.shared.check_held()?;
         if ctl.checkpoint_lsn.is_some_and(|c| c > lsn) {

@@ -173,6 +173,7 @@ pub(super) fn open(
         recoveries: Mutex::new((0, VecDeque::new())),
         confirms,
         unconfirmed: dashmap::DashMap::new(),
+        checkpointing: std::sync::atomic::AtomicBool::new(false),
         log_key,
         coordinator: Mutex::new(coordinator),
         held_lock: Mutex::new(held_lock),

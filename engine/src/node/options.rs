@@ -27,7 +27,8 @@ pub struct NodeOptions {
     /// checkpoint, or the first record of a transaction active at it —
     /// so this bounds the log a peer reads before it can write anything
     /// back: 256 KiB reads in well under a millisecond, where 1 MiB took
-    /// 1–4 ms of a peer recovery (`understudy demo --bench`).
+    /// 1–4 ms of a peer recovery (`understudy demo --bench`). A checkpoint
+    /// runs on a thread of its own and holds up no commit.
     pub checkpoint_bytes: u64,
     /// Which I/O backend the node's files go through (ignored when
     /// [`NodeOptions::io`] is given).

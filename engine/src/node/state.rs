@@ -17,7 +17,7 @@
 //! (see [`crate::fence`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +91,8 @@ pub(crate) struct NodeState {
     /// log durable up to that record at once, instead of waiting for the
     /// confirmer's patience to run out ([`NodeState::lock`]).
     pub(super) unconfirmed: DashMap<ResourceId, Lsn>,
+    /// A checkpoint is under way ([`NodeState::maybe_checkpoint`]).
+    pub(super) checkpointing: AtomicBool,
     /// The key the coordinator's log-access proofs check with (the cluster
     /// secret's): a peer recovery opens the failed node's log with it.
     pub(crate) log_key: wal::AccessKey,
@@ -342,13 +344,31 @@ impl NodeState {
         r.1.push_back(tl);
     }
 
-    /// Checkpoints when the log has grown enough since the last one.
-    pub(crate) fn maybe_checkpoint(&self) {
+    /// Checkpoints when the log has grown enough since the last one, on a
+    /// thread of its own: the flush and the control-file write it waits
+    /// for would otherwise hold up the caller — the confirmer, whose lock
+    /// releases every other commit of the node waits for. One at a time.
+    pub(crate) fn maybe_checkpoint(self: &Arc<Self>) {
         let due = self.log.next_lsn().0.saturating_sub(self.ledger.last_checkpoint().0) > self.opts.checkpoint_bytes;
-        if due {
-            if let Err(e) = self.checkpoint() {
-                tracing::warn!(error = %e, "checkpoint failed");
-            }
+        if !due || self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let node = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("checkpoint-{}", self.node_id))
+            .spawn(move || {
+                let Some(node) = node.upgrade() else { return };
+                if let Err(e) = node.checkpoint() {
+                    // A node stopping refuses it; that is no news.
+                    if node.check_running().is_ok() {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                    }
+                }
+                node.checkpointing.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            self.checkpointing.store(false, Ordering::Release);
+            tracing::warn!(error = %e, "could not start a checkpoint");
         }
     }
 
@@ -372,7 +392,8 @@ impl NodeState {
     pub(crate) fn checkpoint(&self) -> Result<Lsn> {
         self.check_running()?;
         self.ledger.checkpoint(
-            |active| Ok(self.log.checkpoint(active)?),
+            |active| Ok(self.log.append_checkpoint(active)?),
+            |cp| Ok(self.log.complete_checkpoint(cp).map(drop)?),
             |keep| Ok(self.log.truncate_before(keep)?),
         )
     }
