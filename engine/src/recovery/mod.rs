@@ -135,16 +135,24 @@ pub fn back_out(
     let mut catalog = Files::default();
     let mut kept = 0;
     let intents = std::mem::take(&mut found.intents);
-    // The pages of intents found not committed, as the check read them.
-    let mut torn = Seen::default();
+    for &(file_id, _) in found.pages.keys() {
+        if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
+            v.insert(catalog.open(io, files, file_id)?);
+        }
+    }
+    // The pages of intents found not committed, as the check read them,
+    // and a first chunk of the other pages, read in the same batch: a
+    // small recovery reads everything in one round trip.
+    let mut seen = Seen::default();
+    let first: Vec<(u32, u64)> = found.pages.keys().take(WRITE_BACK_CHUNK).copied().collect();
     let decided = committed(
         io,
         files,
         &mut catalog,
         (reader.node_id(), reader.log_id()),
-        &intents,
+        (&intents, &first),
         &mut opened,
-        &mut torn,
+        &mut seen,
     )?;
     // The files the sync must cover: those of a committed intent's pages
     // (the crash may have left their writes unsynced) and those written
@@ -204,7 +212,7 @@ pub fn back_out(
     let pages_put_back = keys.len();
     let mut chunk: Vec<(u32, u64, usize)> = Vec::new();
     if let Some(first) = parts.first() {
-        read_chunk(io, &opened, first, &mut full, &[], &mut torn)?;
+        read_chunk(io, &opened, first, &mut full, &[], &mut seen)?;
         chunk = put_back(&opened, first, &mut ranges, witness, &mut full)?;
     }
     for part in parts.iter().skip(1) {
@@ -212,7 +220,7 @@ pub fn back_out(
             .iter()
             .map(|&(f, no, i)| opened[&f].write_op(no, full.page(i)))
             .collect();
-        read_chunk(io, &opened, part, &mut next, &writes, &mut torn)?;
+        read_chunk(io, &opened, part, &mut next, &writes, &mut seen)?;
         drop(writes);
         written += chunk.len();
         to_sync.extend(chunk.iter().map(|c| c.0));
@@ -286,9 +294,10 @@ impl Files {
 /// Per page (file id, page number), its before-images, oldest first.
 type Ranges = BTreeMap<(u32, u64), Vec<scan::Image>>;
 
-/// Page images the intents' check read (`committed`) of intents found not
-/// committed, kept for the write-back so their pages are not read twice:
-/// at most `MAX_SEEN` pages (16 MiB of 4 KiB pages), the rest read again.
+/// Page images read before the write-back (`committed`) — of intents found
+/// not committed, and a first chunk of the other pages — kept for it so no
+/// page is read twice: at most about `MAX_SEEN` pages (16 MiB of 4 KiB
+/// pages) of intents, the rest read again.
 #[derive(Default)]
 struct Seen {
     images: HashMap<(u32, u64), Box<[u8]>>,
@@ -390,13 +399,16 @@ fn put_back(
 /// fails its checksum was torn by the crash in the middle of the commit's
 /// writes, which never finished: not committed (its before-image repairs
 /// it). Each file read is added to `opened`, so that the write-back's sync
-/// covers a committed page whose write the crash left unsynced.
+/// covers a committed page whose write the crash left unsynced. The
+/// pages `also` names (a first chunk of the write-back's) are read with the
+/// first batch and kept in `seen`, as are the pages of intents found not
+/// committed.
 fn committed(
     io: &Io,
     files: &DataFiles,
     catalog: &mut Files,
     (owner, log_id): (u32, u32),
-    intents: &[Intent],
+    (intents, also): (&[Intent], &[(u32, u64)]),
     opened: &mut HashMap<u32, Arc<DataFile>>,
     seen: &mut Seen,
 ) -> Result<Vec<bool>> {
@@ -408,9 +420,11 @@ fn committed(
     let mut decided = Vec::with_capacity(intents.len());
     let mut images = AlignedPages::new(1, files.page_size())?;
     // A group of intents at a time, read as one batch of at most about a
-    // write-back chunk of pages (or one intent's, if larger).
+    // write-back chunk of pages (or one intent's, if larger); the first
+    // with the pages `also` names.
     let mut rest = intents;
-    while !rest.is_empty() {
+    let mut also = also;
+    while !rest.is_empty() || !also.is_empty() {
         let mut n = 0;
         let mut pages = 0;
         while n < rest.len() && (n == 0 || pages + rest[n].pages.len() <= WRITE_BACK_CHUNK) {
@@ -422,9 +436,15 @@ fn committed(
         let targets: Vec<(&DataFile, u64)> = group
             .iter()
             .flat_map(|i| &i.pages)
-            .map(|p| (opened[&p.file_id].as_ref(), p.page_no))
+            .map(|p| (p.file_id, p.page_no))
+            .chain(also.iter().copied())
+            .map(|(f, no)| (opened[&f].as_ref(), no))
             .collect();
         crate::datafile::read_raw_pages(io, &targets, &mut images)?;
+        for (i, &key) in also.iter().enumerate() {
+            seen.images.insert(key, images.page(pages + i).into());
+        }
+        also = &[];
         let mut at = 0;
         for intent in group {
             let first = at;
