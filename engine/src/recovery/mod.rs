@@ -109,6 +109,13 @@ pub struct WriteBack {
 /// writes.
 const WRITE_BACK_CHUNK: usize = 256;
 
+/// Pages of intents read as one batch when their commits are decided:
+/// deciding writes nothing, so one deep batch keeps the device's queue
+/// full where batches of a chunk each drain it every time (K = 1 000 torn
+/// commits, 4 000 pages: 32 ms in batches of 256, against 12 ms for the
+/// raw reads in one batch).
+const INTENT_BATCH: usize = 2048;
+
 /// Backs out what `found` holds, in the log `log` (read through `reader`):
 /// decides the intents, puts every page the others changed back as it was
 /// before them, each page once, has the agents make final or undo the work
@@ -134,7 +141,9 @@ pub fn back_out(
     let mut opened: HashMap<u32, Arc<DataFile>> = HashMap::new();
     let mut catalog = Files::default();
     let mut kept = 0;
-    let intents = std::mem::take(&mut found.intents);
+    let mut intents = std::mem::take(&mut found.intents);
+    // Read in file and page order (see the write-back's order below).
+    intents.sort_by_key(|i| i.pages.iter().map(|p| (p.file_id, p.page_no)).min());
     for &(file_id, _) in found.pages.keys() {
         if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(file_id) {
             v.insert(catalog.open(io, files, file_id)?);
@@ -144,7 +153,9 @@ pub fn back_out(
     // and a first chunk of the other pages, read in the same batch: a
     // small recovery reads everything in one round trip.
     let mut seen = Seen::default();
-    let first: Vec<(u32, u64)> = found.pages.keys().take(WRITE_BACK_CHUNK).copied().collect();
+    let mut first: Vec<(u32, u64)> = found.pages.keys().copied().collect();
+    first.sort_unstable();
+    first.truncate(WRITE_BACK_CHUNK);
     let decided = committed(
         io,
         files,
@@ -193,7 +204,10 @@ pub fn back_out(
     };
     // Read back and checked before the first write.
     let agent_work = agents::gather(reader, agents_here, &found.agent_txns)?;
-    let keys: Vec<(u32, u64)> = pages.keys().copied().collect();
+    // In file and page order, as a commit round writes: neighbours go to
+    // the device in order, where its queue can merge them.
+    let mut keys: Vec<(u32, u64)> = pages.keys().copied().collect();
+    keys.sort_unstable();
     let mut ranges = pages;
     for images in ranges.values_mut() {
         // Images merged from intents not committed come after the others.
@@ -427,7 +441,7 @@ fn committed(
     while !rest.is_empty() || !also.is_empty() {
         let mut n = 0;
         let mut pages = 0;
-        while n < rest.len() && (n == 0 || pages + rest[n].pages.len() <= WRITE_BACK_CHUNK) {
+        while n < rest.len() && (n == 0 || pages + rest[n].pages.len() <= INTENT_BATCH) {
             pages += rest[n].pages.len();
             n += 1;
         }
