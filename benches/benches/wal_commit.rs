@@ -5,13 +5,19 @@
 //!
 //! Each commit appends a 128-byte before-image and a commit record and waits
 //! for the commit to be durable. Run: `cargo bench -p benches --bench wal_commit`.
+//!
+//! The baselines also weigh the ways a log or a commit's pages could be
+//! made durable through io_uring: a buffered write linked to an fdatasync
+//! (what the log does), a direct write to an `O_DSYNC` file (durable on
+//! completion, one operation), a direct write linked to an fdatasync; and
+//! two pages at once, as a commit round forces them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use benches::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wal::io::{Io, IoFile};
+use wal::io::{Io, IoFile, WriteOp};
 use wal::{Log, LogConfig, PageUndo, RecordBody, RecordMeta};
 
 fn commit_one(log: &Log, txn: u64) {
@@ -82,6 +88,67 @@ fn bench(c: &mut Criterion) {
                 start.elapsed()
             })
         });
+        // The same through io_uring, as the log would submit it: one ring
+        // write per flush, durable when it completes (O_DSYNC), no separate
+        // sync; next to today's buffered write linked to an fdatasync
+        // ("baseline/io_uring write+fdatasync") and the same direct block
+        // with a linked fdatasync instead of O_DSYNC. Two 4 KiB blocks at
+        // once, as a commit round forces two pages: one O_DSYNC file vs
+        // writes + one sync.
+        if let Some(io) = uring() {
+            let dsync = IoFile::from_std(f.try_clone().expect("clone"), &dir.path().join("raw-direct"));
+            g.bench_function("baseline/io_uring O_DIRECT|O_DSYNC 4KiB write", |b| {
+                b.iter_custom(|iters| {
+                    let start = std::time::Instant::now();
+                    for i in 0..iters {
+                        let op = WriteOp {
+                            file: &dsync,
+                            offset: (i % 256) * 4096,
+                            data: block,
+                        };
+                        io.write_batch(&[op], false).expect("ring write");
+                    }
+                    start.elapsed()
+                })
+            });
+            let direct = IoFile::open_direct(&dir.path().join("raw-direct"), true, false).expect("open direct");
+            g.bench_function("baseline/io_uring O_DIRECT 4KiB write+fdatasync", |b| {
+                b.iter_custom(|iters| {
+                    let start = std::time::Instant::now();
+                    for i in 0..iters {
+                        let op = WriteOp {
+                            file: &direct,
+                            offset: (i % 256) * 4096,
+                            data: block,
+                        };
+                        io.write_batch(&[op], true).expect("ring write+sync");
+                    }
+                    start.elapsed()
+                })
+            });
+            let two = |file: &IoFile, i: u64, sync: bool| {
+                let ops = [0, 1].map(|p| WriteOp {
+                    file,
+                    offset: ((2 * i + p) % 256) * 4096,
+                    data: block,
+                });
+                io.write_batch(&ops, sync).expect("two pages");
+            };
+            g.bench_function("baseline/io_uring O_DIRECT|O_DSYNC 2 pages", |b| {
+                b.iter_custom(|iters| {
+                    let start = std::time::Instant::now();
+                    (0..iters).for_each(|i| two(&dsync, i, false));
+                    start.elapsed()
+                })
+            });
+            g.bench_function("baseline/io_uring O_DIRECT 2 pages+fdatasync", |b| {
+                b.iter_custom(|iters| {
+                    let start = std::time::Instant::now();
+                    (0..iters).for_each(|i| two(&direct, i, true));
+                    start.elapsed()
+                })
+            });
+        }
     }
 
     let io = Io::new(Default::default()).expect("io");
