@@ -24,10 +24,14 @@
 //! ## Eviction
 //! CLOCK (second chance): a frame's reference bit is set at each hit and
 //! cleared as the hand passes; the hand takes the first frame that is not
-//! pinned and not referenced. A scan through many pages once sets each bit
-//! once, so it displaces frames no faster than one pass of the hand, and
-//! pages read again keep their place. A frame is pinned while its bytes are
-//! copied out, loaded or installed, and never chosen then.
+//! pinned and not referenced. A page read into the pool comes in without
+//! its bit (on probation), so a scan through many pages once takes back
+//! its own frames first, and pages read again — hot pages, and pages a
+//! commit just wrote (installed with their bit) — keep their place as
+//! long as they are read again within a turn of the hand
+//! (`tests::a_hot_set_keeps_its_frames_through_a_long_scan`). A frame is
+//! pinned while its bytes are copied out, loaded or installed, and never
+//! chosen then.
 //!
 //! Counters (hits, misses, evictions, invalidations) tell how it does
 //! ([`PoolStats`]).
@@ -177,14 +181,14 @@ impl BufferPool {
                     let slot = &mut m.slots[i];
                     slot.state = State::Loading;
                     slot.pins += 1;
-                    break Some(i);
+                    break Some((i, true));
                 }
-                None => break self.claim(&mut m, key),
+                None => break self.claim(&mut m, key).map(|i| (i, false)),
             }
         };
         drop(m);
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let Some(i) = frame else {
+        let Some((i, known)) = frame else {
             // Every frame pinned: read around the pool.
             let mut buf = AlignedPages::new(1, self.page_size)?;
             file.read_into(io, buf.page_mut(0), page_no)?;
@@ -212,7 +216,11 @@ impl BufferPool {
                 let slot = &mut m.slots[i];
                 slot.stamp = stamp.as_u128();
                 slot.state = State::Ready;
-                slot.referenced = true;
+                // A page new to the pool comes in on probation: only a
+                // second read marks it, so a scan's pages are the first
+                // taken back (see "Eviction"). One cached before, read
+                // again because another node changed it, stays in use.
+                slot.referenced = known;
                 slot.pins -= 1;
             }
             Err(_) => Self::vacate(&mut m, i),
@@ -421,5 +429,42 @@ mod tests {
         pool.forget_file(7);
         pool.get(&io, &f, 50, Some(stamp(1000).as_u128())).unwrap();
         assert_eq!(pool.stats().hits, 17, "forgotten pages are read again");
+    }
+
+    /// Scan resistance: a hot set of pages, read again now and then, keeps
+    /// its frames while a scan passes once through eight times as many
+    /// pages as the pool holds; the scan's pages displace one another.
+    #[test]
+    fn a_hot_set_keeps_its_frames_through_a_long_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::new(Default::default()).unwrap();
+        let files = DataFiles::new(dir.path().to_path_buf(), 4096, None);
+        let pool = BufferPool::new(16, 4096, false).unwrap();
+        for no in 0..132 {
+            written(&files, &io, no, stamp(no + 1), format!("p{no}").as_bytes());
+        }
+        let f = files.get(7, false).unwrap();
+        let value = |no: u64| Some(stamp(no + 1).as_u128());
+        let hot = 0..4u64;
+        for no in hot.clone().chain(hot.clone()) {
+            pool.get(&io, &f, no, value(no)).unwrap();
+        }
+        let before = pool.stats();
+        for no in 4..132 {
+            pool.get(&io, &f, no, value(no)).unwrap();
+            // Every hot page read once for every 8 pages of the scan.
+            if no % 8 == 0 {
+                for h in hot.clone() {
+                    pool.get(&io, &f, h, value(h)).unwrap();
+                }
+            }
+        }
+        let after = pool.stats();
+        assert_eq!(
+            after.misses - before.misses,
+            128,
+            "only the scan's pages were read: {after:?}"
+        );
+        assert_eq!(after.hits - before.hits, 16 * 4, "every hot read hit: {after:?}");
     }
 }
