@@ -130,30 +130,40 @@ pub enum Error {
 
     /// The resource is held by a failed node whose recovery has not finished;
     /// retry the transaction later.
-    #[error("{resource:?} is retained by failed node {node}; retry later")]
+    #[error("{resource:?}{} is retained by failed node {node}; retry later", site(at))]
     Retained {
         /// The failed node.
         node: u32,
         /// The locked resource.
         resource: ResourceId,
+        /// The table and key of the call that wanted it.
+        at: Option<LockSite>,
     },
 
     /// This transaction was chosen as a deadlock victim; it was rolled back.
-    #[error("deadlock: the transaction was chosen as the victim; retry it")]
-    Deadlock,
+    #[error("deadlock{}: the transaction was chosen as the victim; retry it", site(at))]
+    Deadlock {
+        /// The table and key of the call whose lock request closed the
+        /// cycle.
+        at: Option<LockSite>,
+    },
 
     /// A lock could not be had within the wait limit.
-    #[error("lock wait on {resource:?} timed out")]
+    #[error("lock wait on {resource:?}{} timed out", site(at))]
     LockTimeout {
         /// The resource waited for.
         resource: ResourceId,
+        /// The table and key of the call that waited.
+        at: Option<LockSite>,
     },
 
     /// A lock requested without waiting is held in a conflicting mode.
-    #[error("{resource:?} is locked in a conflicting mode")]
+    #[error("{resource:?}{} is locked in a conflicting mode", site(at))]
     Conflict {
         /// The resource.
         resource: ResourceId,
+        /// The table and key of the call that wanted it.
+        at: Option<LockSite>,
     },
 
     /// The node's lease lapsed or its coordinator connection is gone: it
@@ -442,18 +452,87 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Retained { .. } | Error::Deadlock | Error::LockTimeout { .. } | Error::Conflict { .. }
+            Error::Retained { .. } | Error::Deadlock { .. } | Error::LockTimeout { .. } | Error::Conflict { .. }
         )
     }
+
+    /// The lock errors' site: a lock error raised by a call on `table`
+    /// (for `key`, when the call names one) says so, unless it says where
+    /// already. Other errors are returned as they are.
+    pub(crate) fn at(mut self, table: &str, key: Option<&[u8]>) -> Error {
+        if let Error::Retained { at, .. }
+        | Error::Deadlock { at }
+        | Error::LockTimeout { at, .. }
+        | Error::Conflict { at, .. } = &mut self
+        {
+            if at.is_none() {
+                *at = Some(LockSite {
+                    table: table.to_string(),
+                    key: key.map(<[u8]>::to_vec),
+                });
+            }
+        }
+        self
+    }
+
+    /// Where a lock error arose, if it says.
+    pub fn lock_site(&self) -> Option<&LockSite> {
+        match self {
+            Error::Retained { at, .. }
+            | Error::Deadlock { at }
+            | Error::LockTimeout { at, .. }
+            | Error::Conflict { at, .. } => at.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Where a lock was wanted: the table, and the key, of the call that
+/// wanted it (`Transaction::get`, `put`, `delete`, …); no key for a call
+/// over a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockSite {
+    /// The table.
+    pub table: String,
+    /// The key, when the call named one.
+    pub key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Display for LockSite {
+    /// `table "t", key "k"`: the key as text when it is printable UTF-8,
+    /// else as hex, either cut at 64 bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "table {:?}", self.table)?;
+        let Some(key) = &self.key else { return Ok(()) };
+        let shown = &key[..key.len().min(64)];
+        let more = if key.len() > shown.len() { "…" } else { "" };
+        match std::str::from_utf8(shown) {
+            Ok(text) if !text.chars().any(char::is_control) => write!(f, ", key {text:?}{more}"),
+            _ => {
+                write!(f, ", key 0x")?;
+                shown.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+                write!(f, "{more}")
+            }
+        }
+    }
+}
+
+/// ` (table "t", key "k")`, or nothing when the site is unknown.
+fn site(at: &Option<LockSite>) -> String {
+    at.as_ref().map_or_else(String::new, |s| format!(" ({s})"))
 }
 
 impl From<ClientError> for Error {
     fn from(e: ClientError) -> Error {
         match e {
-            ClientError::Retained { node, resource } => Error::Retained { node, resource },
-            ClientError::Deadlock { .. } => Error::Deadlock,
-            ClientError::Timeout { resource } => Error::LockTimeout { resource },
-            ClientError::Conflict { resource } => Error::Conflict { resource },
+            ClientError::Retained { node, resource } => Error::Retained {
+                node,
+                resource,
+                at: None,
+            },
+            ClientError::Deadlock { .. } => Error::Deadlock { at: None },
+            ClientError::Timeout { resource } => Error::LockTimeout { resource, at: None },
+            ClientError::Conflict { resource } => Error::Conflict { resource, at: None },
             ClientError::LeaseLost | ClientError::Disconnected => Error::LeaseLost,
             other => Error::Coordinator(other),
         }

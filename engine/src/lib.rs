@@ -156,7 +156,7 @@ pub use agent::outbox::{FileOutbox, OutboxError};
 pub use agent::{AgentError, Agents, RecoveryAgent, Work};
 pub use cluster::{Cluster, PAGE_SIZES};
 pub use database::{open, open_with, DATABASE_NODE, LOCK_FILE};
-pub use error::{Error, Result};
+pub use error::{Error, LockSite, Result};
 pub use large_value::MAX_VALUE;
 pub use node::options::{Gate, NodeOptions, StartReport};
 pub use node::state::MAX_KEPT_RECOVERIES;

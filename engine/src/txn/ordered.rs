@@ -52,7 +52,7 @@ impl Transaction {
         };
         let (start, end) = (owned(range.start_bound()), owned(range.end_bound()));
         check_bounds(&start, &end)?;
-        let table = self.ordered(table)?;
+        let table = self.ordered(table).map_err(|e| e.at(table, None))?;
         Ok(Range {
             txn: self,
             table,
@@ -94,7 +94,9 @@ impl Transaction {
     pub fn len(&mut self, table: &str) -> Result<u64> {
         let t = self.ordered(table)?;
         let mut s = self.store(&t);
-        Forward::seek(&mut s, Bound::Unbounded)?.count_rest(&mut s)
+        Forward::seek(&mut s, Bound::Unbounded)
+            .and_then(|mut rows| rows.count_rest(&mut s))
+            .map_err(|e| e.at(table, None))
     }
 
     /// Checks the whole tree of ordered table `table`
@@ -224,7 +226,7 @@ impl Iterator for Range<'_> {
         if self.done {
             return None;
         }
-        let step = self.step_front();
+        let step = self.step_front().map_err(|e| e.at(&self.table.name, None));
         self.finish(step)
     }
 }
@@ -234,7 +236,7 @@ impl DoubleEndedIterator for Range<'_> {
         if self.done {
             return None;
         }
-        let step = self.step_back();
+        let step = self.step_back().map_err(|e| e.at(&self.table.name, None));
         self.finish(step)
     }
 }

@@ -4,6 +4,9 @@
 //! (`Transaction::statement`): if it fails — a lock refused halfway through
 //! a B+tree split, a damaged page — nothing of it stays, and the
 //! transaction may go on.
+//!
+//! A lock error of any of these calls names the table and key it was for
+//! ([`crate::LockSite`]).
 
 use lockmgr::LockMode;
 
@@ -18,6 +21,10 @@ use crate::table;
 impl Transaction {
     /// The value of `key` in `table`.
     pub fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_here(table, key).map_err(|e| e.at(table, Some(key)))
+    }
+
+    fn get_here(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         let t = self.table(table, false, Some(key), LockMode::S)?;
         match t.kind {
@@ -37,6 +44,10 @@ impl Transaction {
     /// and converted, so two such readers can still meet in a deadlock
     /// until the table grows a level.)
     pub fn get_for_update(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_for_update_here(table, key).map_err(|e| e.at(table, Some(key)))
+    }
+
+    fn get_for_update_here(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         let t = self.table(table, true, Some(key), LockMode::X)?;
         match t.kind {
@@ -50,6 +61,10 @@ impl Transaction {
     /// [`MAX_VALUE`](crate::MAX_VALUE) in an ordered table, and what fits a
     /// page with the key in a hash table (`ValueTooLarge` says how much).
     pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_here(table, key, value).map_err(|e| e.at(table, Some(key)))
+    }
+
+    fn put_here(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_open()?;
         if key.len() > MAX_KEY {
             return Err(Error::KeyTooLarge {
@@ -77,6 +92,10 @@ impl Transaction {
 
     /// Removes `key` from `table`; returns whether it was there.
     pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool> {
+        self.delete_here(table, key).map_err(|e| e.at(table, Some(key)))
+    }
+
+    fn delete_here(&mut self, table: &str, key: &[u8]) -> Result<bool> {
         self.check_open()?;
         let t = self.table(table, true, Some(key), LockMode::X)?;
         match t.kind {
