@@ -1,8 +1,10 @@
 //! Cache coherence between node processes, through the `understudy`
 //! program: three nodes, each with a buffer pool far smaller than the data
 //! (so pages come and go), run bank transfers between the same few accounts
-//! for a bounded time; then the bank must check whole — the balances sum to
-//! the starting total, every acknowledged transfer is in the journal.
+//! for a bounded time, and beside them read-only audits that sum every
+//! balance in one transaction (each sum must be the starting total); then
+//! the bank must check whole — the balances sum to the starting total,
+//! every acknowledged transfer is in the journal.
 //!
 //! Nodes on one host share no page cache here: table files are read and
 //! written with direct I/O, and each node keeps its own copies. What keeps
@@ -41,10 +43,21 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Three nodes running transfers for a while, each with `extra` flags; then
-/// `bank-check` through a fourth member with every acknowledgement.
-/// Returns the check's output.
-fn transfers_then_check(extra: &[&str]) -> Output {
+/// What a run found.
+struct Run {
+    /// `bank-check`'s output.
+    check: Output,
+    /// Audits each node made (its `AUDITS` line), `None` for a node that
+    /// printed none (an audit found a wrong total, or the node failed).
+    audits: Vec<Option<u64>>,
+    /// Whether each node exited 0.
+    succeeded: Vec<bool>,
+}
+
+/// Three nodes running transfers and audits for a while, each with `extra`
+/// flags; then `bank-check` through a fourth member with every
+/// acknowledgement.
+fn transfers_then_check(extra: &[&str]) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let d = dir.to_str().unwrap();
@@ -90,6 +103,7 @@ fn transfers_then_check(extra: &[&str]) -> Output {
                         "2",
                     ])
                     .args(["--accounts", ACCOUNTS, "--pool-pages", POOL_PAGES])
+                    .args(["--audit-threads", "1"])
                     .args(["--duration-secs", SECONDS])
                     .args(extra)
                     .stdout(Stdio::piped())
@@ -99,6 +113,7 @@ fn transfers_then_check(extra: &[&str]) -> Output {
         })
         .collect();
     let mut acks = String::new();
+    let (mut audits, mut succeeded) = (Vec::new(), Vec::new());
     for mut n in nodes {
         let (_, lines) = harness::read_lines(n.take_stdout().unwrap());
         let lines = lines.join().unwrap();
@@ -106,7 +121,16 @@ fn transfers_then_check(extra: &[&str]) -> Output {
         let status = n.wait_timeout(std::time::Duration::from_secs(120)).unwrap();
         assert!(status.is_some(), "a node did not stop after its duration");
         let n_acks = lines.iter().filter(|l| l.starts_with("ACK ")).count();
-        eprintln!("node exited {status:?} after {n_acks} acknowledged transfers");
+        let n_audits = lines.iter().find_map(|l| {
+            l.strip_prefix("AUDITS ")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+        eprintln!("node exited {status:?} after {n_acks} acknowledged transfers and {n_audits:?} audits");
+        audits.push(n_audits);
+        succeeded.push(status.is_some_and(|s| s.success()));
         for l in lines {
             acks.push_str(&l);
             acks.push('\n');
@@ -114,7 +138,7 @@ fn transfers_then_check(extra: &[&str]) -> Output {
     }
     let file = tmp.path().join("acks");
     std::fs::write(&file, acks).unwrap();
-    run(&[
+    let check = run(&[
         "bank-check",
         "--cluster",
         d,
@@ -124,20 +148,49 @@ fn transfers_then_check(extra: &[&str]) -> Output {
         ACCOUNTS,
         "--acks",
         file.to_str().unwrap(),
-    ])
+    ]);
+    Run {
+        check,
+        audits,
+        succeeded,
+    }
 }
 
 #[test]
 fn three_nodes_with_small_pools_keep_the_bank_whole() {
-    let check = transfers_then_check(&[]);
-    assert!(check.status.success(), "{}", text(&check));
+    let run = transfers_then_check(&[]);
+    assert!(run.check.status.success(), "{}", text(&run.check));
+    assert_eq!(
+        run.succeeded,
+        [true; 3],
+        "every node ran to its end: {}",
+        text(&run.check)
+    );
+    for (i, n) in run.audits.iter().enumerate() {
+        assert!(
+            n.is_some_and(|n| n > 0),
+            "node {} made no audit: {:?}",
+            i + 1,
+            run.audits
+        );
+    }
 }
 
-/// The same run with the version check off must break the bank: the test
-/// above can fail.
+/// The same run with the version check off must break the bank, or an
+/// audit must read a wrong total: the test above can fail.
 #[test]
 fn without_the_version_check_stale_pages_break_the_bank() {
-    let check = transfers_then_check(&["--trust-cached-pages"]);
-    assert!(!check.status.success(), "stale copies went unnoticed: {}", text(&check));
-    eprintln!("detected as expected: {}", text(&check));
+    let run = transfers_then_check(&["--trust-cached-pages"]);
+    let audit_caught = run.audits.iter().any(Option::is_none);
+    assert!(
+        !run.check.status.success() || audit_caught,
+        "stale copies went unnoticed: audits {:?}, {}",
+        run.audits,
+        text(&run.check)
+    );
+    eprintln!(
+        "detected as expected: audits {:?}, check {}",
+        run.audits,
+        text(&run.check)
+    );
 }

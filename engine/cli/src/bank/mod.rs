@@ -24,14 +24,17 @@
 //! The pieces: [`schema`] (tables, keys, creating the bank, its total),
 //! [`ack`] (the acknowledgement line a committed transfer prints),
 //! [`check`] (every acknowledged transfer in the journal), [`transfer`]
-//! (the transfer threads). Tests that kill bank nodes reuse them.
+//! (the transfer threads), [`audit`] (read-only transactions summing every
+//! balance while transfers run). Tests that kill bank nodes reuse them.
 
 pub mod ack;
+pub mod audit;
 pub mod check;
 pub mod schema;
 pub mod transfer;
 
 pub use ack::Ack;
+pub use audit::run_audits;
 pub use check::{check_acks, read_acks};
 pub use schema::{account_key, expected_total, init, total_balance, ACCOUNTS_TABLE, TRANSFERS_TABLE};
 pub use transfer::{run_transfers, Totals, TransferConfig};

@@ -107,6 +107,11 @@ pub struct NodeArgs {
     /// reads stale pages and breaks the bank.
     #[arg(long, hide = true)]
     pub trust_cached_pages: bool,
+    /// Threads that, beside the transfers, sum every balance in one
+    /// read-only transaction again and again; a sum other than the starting
+    /// total stops the node with an error.
+    #[arg(long, default_value_t = 0)]
+    pub audit_threads: u16,
     #[command(flatten)]
     pub outbox: OutboxArg,
     /// Each transfer writes a receipt through the outbox (needs
@@ -279,7 +284,28 @@ fn serve(
                 per_thread: args.txns_per_thread,
                 receipts,
             };
-            let t = bank::run_transfers(node, &cfg)?;
+            let expected = bank::expected_total(args.accounts, args.init_balance)?;
+            let audits_stop = AtomicBool::new(false);
+            let (t, audits) = std::thread::scope(|s| {
+                let audits = (args.audit_threads > 0).then(|| {
+                    s.spawn(|| {
+                        let r = bank::run_audits(node, args.accounts, expected, args.audit_threads, &audits_stop);
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                });
+                let t = bank::run_transfers(node, &cfg);
+                audits_stop.store(true, Ordering::Relaxed);
+                let audits = audits.map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(CliError::Invalid("the audits panicked".into())))
+                });
+                (t, audits)
+            });
+            let audits = audits.transpose()?;
+            let t = t?;
             say!(
                 "DONE transfers={} retries={} given_up={} skipped={}",
                 t.transfers,
@@ -287,6 +313,9 @@ fn serve(
                 t.given_up,
                 t.skipped
             );
+            if let Some(n) = audits {
+                say!("AUDITS {n} every one the starting total {expected}");
+            }
             flush()
         }
     }
