@@ -155,7 +155,7 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         .map_err(|reason| PeerError::NotCounterpart { failed, reason })?;
     tl.mark("registered", detected);
 
-    let steps = (|| -> Result<Log, (&'static str, Error)> {
+    let steps = (|| -> Result<(Log, recovery::PageVersions), (&'static str, Error)> {
         // 3. Open its log with the grant.
         let cfg = LogConfig {
             segment_size: inner.opts.log_segment_size,
@@ -224,10 +224,10 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         tl.mark_at("written back", start + wb.written);
         tl.mark_at("synced", start + wb.synced);
         tl.mark_at("ended", start + wb.ended);
-        Ok(log)
+        Ok((log, wb.versions))
     })();
-    let log = match steps {
-        Ok(log) => log,
+    let (log, versions) = match steps {
+        Ok(done) => done,
         Err((step, source)) => {
             if let Err(e) = inner.client.unregister_counterpart(&grant, Outcome::Abandoned) {
                 tracing::warn!(failed, error = %e, "abandoning the registration failed");
@@ -236,10 +236,16 @@ pub(crate) fn recover(inner: &NodeState, failed: u32, detected: Instant) -> Resu
         }
     };
 
-    // 7. Release the retained locks.
+    // 7. Release the retained locks, with the versions of the pages the
+    //    recovery read and put back as their value blocks: a node whose
+    //    cached copy is still current keeps it (`crate::pool`).
+    let values: Vec<(ResourceId, u128)> = versions
+        .into_iter()
+        .map(|((file_id, page_no), v)| (ResourceId::new(file_id, page_no), v))
+        .collect();
     inner
         .client
-        .unregister_counterpart(&grant, Outcome::Recovered)
+        .unregister_counterpart_publishing(&grant, Outcome::Recovered, values)
         .map_err(|e| PeerError::Failed {
             failed,
             step: "unregistering",

@@ -9,7 +9,7 @@ use std::time::Duration;
 mod common;
 
 use understudy::{BackendKind, Node, NodeOptions};
-use wal::io::{count_on_this_thread, OpKind};
+use wal::io::count_on_this_thread;
 
 fn opts() -> NodeOptions {
     NodeOptions {
@@ -106,15 +106,7 @@ fn an_own_restart_writes_back_through_the_ring() {
         t.put("t", k, b"committed").unwrap();
     }
     t.commit().unwrap();
-    let mut t = n1.begin().unwrap();
-    for k in &keys {
-        t.put("t", k, b"in flight").unwrap();
-    }
-    n1.checkpoint().unwrap();
-    // Sync 1 is the intent's; sync 2, of the pages, fails after every page
-    // was written: the node stops with the transaction in flight.
-    device.fail_nth(OpKind::Sync, 2, libc::EIO);
-    assert!(t.commit().is_err());
+    common::stop_mid_commit(&n1, &device, "t", &keys, b"in flight");
     drop(n1);
 
     let n1 = Node::open(dir.path(), 1, opts()).unwrap();

@@ -10,10 +10,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::wait_for;
-use understudy::admin::lock_client;
-use understudy::{Error, Node, NodeOptions};
-use wal::io::OpKind;
+use understudy::{Node, NodeOptions};
 
 /// Many times `recovery::WRITE_BACK_CHUNK` (256) pages.
 const BUCKETS: u32 = 2500;
@@ -79,31 +76,13 @@ fn every_page_of_a_large_in_flight_transaction_gets_its_oldest_image_back_and_on
     // In flight: every bucket changed and written to the data file, the
     // sync failing after them (the undo records were made durable by a
     // checkpoint first). The commit is aborted and the node stops.
-    let mut t = n1.begin().unwrap();
-    for k in &keys {
-        t.put("t", k, b"in flight").unwrap();
-    }
-    n1.checkpoint().unwrap();
-    let before = device.count(OpKind::Write);
     let pages = u64::from(BUCKETS);
-    // Sync 1 is the commit intent's; sync 2, of the pages, fails after
-    // every page was written.
-    device.fail_nth(OpKind::Sync, 2, libc::EIO);
-    assert!(matches!(t.commit(), Err(Error::CommitFailed(_))));
-    assert!(
-        device.count(OpKind::Write) >= before + 1 + pages,
-        "the intent and every page were written"
-    );
+    let writes = common::stop_mid_commit(&n1, &device, "t", &keys, b"in flight");
+    assert!(writes > pages, "the intent and every page were written");
     // Left in flight, as a process killed would leave it.
     std::mem::forget(short);
     drop(n1);
-    wait_for("node 1 to be declared failed", || {
-        lock_client(&n2)
-            .status()
-            .unwrap()
-            .iter()
-            .any(|m| m.node == 1 && !m.live)
-    });
+    common::wait_declared_failed(&n2, 1);
 
     let tl = n2.recover_peer(1).unwrap();
     assert_eq!(tl.in_flight, 2);

@@ -444,6 +444,19 @@ fn an_in_process_node_is_disconnected_when_its_coordinator_stops() {
 /// grant — at once, or to a waiter woken by the release it came with; a
 /// value published without the X lock is ignored; and a failed node's
 /// retained lock, once recovered, leaves its value unknown.
+/// `c`'s registration as the counterpart of `failed`, once the
+/// coordinator has declared it failed (within 10 s).
+fn register_once_failed(c: &Client, failed: u32) -> lockmgr::CounterpartGrant {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.register_counterpart(failed) {
+            Ok(g) => return g,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("no counterpart registration: {e}"),
+        }
+    }
+}
+
 #[test]
 fn value_blocks_follow_the_x_holder_and_go_with_a_recovery() {
     let dir = tempfile::tempdir().unwrap();
@@ -473,14 +486,30 @@ fn value_blocks_follow_the_x_holder_and_go_with_a_recovery() {
     assert_eq!(value, Some(42));
     drop(a);
     let c = join(&ep, 3);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let grant = loop {
-        match c.register_counterpart(1) {
-            Ok(g) => break g,
-            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("no counterpart registration: {e}"),
-        }
-    };
+    let grant = register_once_failed(&c, 1);
     c.unregister_counterpart(&grant, Outcome::Recovered).unwrap();
     assert_eq!(b.lock_valued(5, page, LockMode::S, None).unwrap(), (LockMode::S, None));
+    b.release_all(5).unwrap();
+
+    // Node 2 fails holding X on `page` and S on `other`; its counterpart
+    // publishes what it read as it unregisters: the X page's value is
+    // taken; the S page's is ignored (only an X holder's word counts), and
+    // the value it had stays.
+    let other = ResourceId::new(1, 8);
+    c.lock_valued(6, other, LockMode::X, None).unwrap();
+    c.publish_and_release_nowait(vec![(other, 5)], &[6]).unwrap();
+    b.lock_valued(7, page, LockMode::X, None).unwrap();
+    b.lock_valued(7, other, LockMode::S, None).unwrap();
+    drop(b);
+    let grant = register_once_failed(&c, 2);
+    c.unregister_counterpart_publishing(&grant, Outcome::Recovered, vec![(page, 77), (other, 78)])
+        .unwrap();
+    assert_eq!(
+        c.lock_valued(8, page, LockMode::S, None).unwrap(),
+        (LockMode::S, Some(77))
+    );
+    assert_eq!(
+        c.lock_valued(8, other, LockMode::S, None).unwrap(),
+        (LockMode::S, Some(5))
+    );
 }

@@ -81,7 +81,10 @@ use witness::LogWitness;
 /// call). The images of the last chunk, the data files' sync and the end
 /// records complete in one submission, so `synced` and `ended` coincide,
 /// and so does `written` when every image fits that chunk.
-#[derive(Clone, Copy, Debug, Default)]
+/// (file id, page) → the stamp the page holds, as a value block.
+pub type PageVersions = Vec<((u32, u64), u128)>;
+
+#[derive(Clone, Debug, Default)]
 pub struct WriteBack {
     /// Pages the in-flight transactions changed, each put back as it was
     /// before them.
@@ -89,6 +92,12 @@ pub struct WriteBack {
     /// Of those, the pages written: the others already held their
     /// before-images (see `put_back`).
     pub pages_written: usize,
+    /// The stamp each page this recovery read holds once it is done — the
+    /// pages it put back and those of committed intents — as the lock
+    /// manager's value blocks keep them (`crate::pool`): a counterpart
+    /// publishes them as the failed node's retained locks go. Pages put
+    /// back to never written are left out (unknown, read again).
+    pub versions: PageVersions,
     /// In-flight transactions found committed by their pages (their intents).
     pub committed: usize,
     /// Pieces of agent work made final or undone.
@@ -225,9 +234,10 @@ pub fn back_out(
     let mut written = 0usize;
     let pages_put_back = keys.len();
     let mut chunk: Vec<(u32, u64, usize)> = Vec::new();
+    let mut versions = std::mem::take(&mut seen.committed);
     if let Some(first) = parts.first() {
         read_chunk(io, &opened, first, &mut full, &[], &mut seen)?;
-        chunk = put_back(&opened, first, &mut ranges, witness, &mut full)?;
+        chunk = put_back(&opened, first, &mut ranges, witness, &mut full, &mut versions)?;
     }
     for part in parts.iter().skip(1) {
         let writes: Vec<WriteOp<'_>> = chunk
@@ -238,7 +248,7 @@ pub fn back_out(
         drop(writes);
         written += chunk.len();
         to_sync.extend(chunk.iter().map(|c| c.0));
-        chunk = put_back(&opened, part, &mut ranges, witness, &mut next)?;
+        chunk = put_back(&opened, part, &mut ranges, witness, &mut next, &mut versions)?;
         std::mem::swap(&mut full, &mut next);
     }
     let agent_work = agents::finish(agents_here, reader.node_id(), &agent_work)?;
@@ -273,6 +283,7 @@ pub fn back_out(
     Ok(WriteBack {
         pages: pages_put_back,
         pages_written: written + chunk.len(),
+        versions,
         committed: kept,
         agent_work,
         written: if last.is_empty() { before_last } else { ended },
@@ -315,6 +326,8 @@ type Ranges = BTreeMap<(u32, u64), Vec<scan::Image>>;
 #[derive(Default)]
 struct Seen {
     images: HashMap<(u32, u64), Box<[u8]>>,
+    /// The stamps of committed intents' pages, as read.
+    committed: Vec<((u32, u64), u128)>,
 }
 
 const MAX_SEEN: usize = 4096;
@@ -356,7 +369,8 @@ fn read_chunk(
 /// written over it.
 ///
 /// Returns the pages that changed — (file id, page, slot in `buf`) — the
-/// only ones to write. A transaction changes pages in memory only until
+/// only ones to write — and adds each page's stamp, as put back, to
+/// `versions` (but for a page put back to never written). A transaction changes pages in memory only until
 /// its intent is durable (`crate::txn`), so the pages of one that never
 /// reached its intent already hold their before-images on disk: reading
 /// them (for the witness) is all they cost.
@@ -366,6 +380,7 @@ fn put_back(
     ranges: &mut Ranges,
     witness: Option<&LogWitness>,
     buf: &mut AlignedPages,
+    versions: &mut PageVersions,
 ) -> Result<Vec<(u32, u64, usize)>> {
     let mut changed = Vec::new();
     let mut was = Vec::new();
@@ -390,6 +405,7 @@ fn put_back(
         if Page::is_unwritten_image(image, file_id, page_no) {
             image.fill(0);
         } else {
+            versions.push(((file_id, page_no), Stamp::of(image).as_u128()));
             Page::check_image(image, file.path(), file_id, page_no).map_err(|e| match e {
                 Error::CorruptPage { file, page, detail } => Error::CorruptPage {
                     file,
@@ -474,7 +490,12 @@ fn committed(
                     Err(e) => return Err(e),
                 };
             }
-            if !all && seen.images.len() + intent.pages.len() <= MAX_SEEN {
+            if all {
+                for (i, p) in intent.pages.iter().enumerate() {
+                    let stamp = Stamp::of(images.page(first + i)).as_u128();
+                    seen.committed.push(((p.file_id, p.page_no), stamp));
+                }
+            } else if seen.images.len() + intent.pages.len() <= MAX_SEEN {
                 for (i, p) in intent.pages.iter().enumerate() {
                     seen.images
                         .insert((p.file_id, p.page_no), images.page(first + i).into());

@@ -173,3 +173,34 @@ pub fn is_damage_error(e: &understudy::Error) -> bool {
         Error::LogDamaged { .. } | Error::Log(_) | Error::CorruptPage { .. } | Error::MissingPage { .. }
     )
 }
+
+/// On `node` (opened through `device`, [`node_with_faults`]): one
+/// transaction sets every key of `keys` in `table` to `value`, its undo made
+/// durable by a checkpoint; its commit writes every page, and their sync
+/// fails — so the node stops with the transaction in flight, its pages on
+/// disk and its locks retained. (Sync 1 is the intent's, sync 2 the
+/// pages'.) Returns the writes the commit made.
+pub fn stop_mid_commit(node: &Node, device: &FaultInjector, table: &str, keys: &[Vec<u8>], value: &[u8]) -> u64 {
+    let mut t = node.begin().unwrap();
+    for k in keys {
+        t.put(table, k, value).unwrap();
+    }
+    node.checkpoint().unwrap();
+    let before = device.count(OpKind::Write);
+    device.fail_nth(OpKind::Sync, 2, libc::EIO);
+    assert!(matches!(t.commit(), Err(understudy::Error::CommitFailed(_))));
+    let writes = device.count(OpKind::Write) - before;
+    assert!(writes > 1, "the intent and the pages were written");
+    writes
+}
+
+/// Waits until `observer`'s coordinator has declared `node` failed.
+pub fn wait_declared_failed(observer: &Node, node: u32) {
+    wait_for(&format!("node {node} to be declared failed"), || {
+        understudy::admin::lock_client(observer)
+            .status()
+            .unwrap()
+            .iter()
+            .any(|m| m.node == node && !m.live)
+    });
+}

@@ -274,10 +274,23 @@ impl Client {
 
     /// Ends a registration: `Recovered` releases the retained locks.
     pub fn unregister_counterpart(&self, grant: &CounterpartGrant, outcome: Outcome) -> Result<(), ClientError> {
+        self.unregister_counterpart_publishing(grant, outcome, Vec::new())
+    }
+
+    /// [`Client::unregister_counterpart`], publishing with `Recovered` the
+    /// value each of `values`' resources holds once the recovery is done
+    /// (see `Msg::UnregisterCounterpart`).
+    pub fn unregister_counterpart_publishing(
+        &self,
+        grant: &CounterpartGrant,
+        outcome: Outcome,
+        values: Vec<(ResourceId, u128)>,
+    ) -> Result<(), ClientError> {
         self.expect_ok(&Msg::UnregisterCounterpart {
             failed: grant.failed,
             token: grant.token,
             outcome,
+            values,
         })
     }
 

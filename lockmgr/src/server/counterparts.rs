@@ -11,8 +11,9 @@
 use super::refusal::{error_msg, registry_error, NO_RESOURCE};
 use super::session::Request;
 use super::state::Shared;
-use crate::ids::NodeId;
+use crate::ids::{NodeId, ResourceId};
 use crate::membership::Liveness;
+use crate::mode::LockMode;
 use crate::registry::{AuthState, Grant, RecoveryOutcome, RecoveryStatus, RetainedLocks};
 use crate::sync::lock_std;
 use crate::wire::{ErrorCode, EventKind, Msg, Outcome};
@@ -69,7 +70,14 @@ impl Shared {
     }
 
     /// `UnregisterCounterpart` with the grant's `token`.
-    pub(super) fn on_unregister_counterpart(&self, req: &Request, failed: NodeId, token: u64, outcome: Outcome) {
+    pub(super) fn on_unregister_counterpart(
+        &self,
+        req: &Request,
+        failed: NodeId,
+        token: u64,
+        outcome: Outcome,
+        values: Vec<(ResourceId, u128)>,
+    ) {
         let Some(grant) = self.registration(req, failed, |g| g.token() == token) else {
             return;
         };
@@ -93,9 +101,29 @@ impl Shared {
                     // that finds nothing to do (see `Reassert`).
                     // Its recovery rewrote pages, and writes it made before
                     // it died were never published: every value of what
-                    // it held is unknown now.
-                    self.values
-                        .forget(self.table.retained(failed).into_iter().map(|(r, _)| r));
+                    // it held is unknown now, but for those the recovery
+                    // read and put back itself and publishes here — of
+                    // resources the failed node held in X mode, which no
+                    // one else could have written since.
+                    let retained = self.table.retained(failed);
+                    self.values.forget(retained.iter().map(|(r, _)| *r));
+                    let exclusive: std::collections::HashSet<ResourceId> = retained
+                        .iter()
+                        .filter(|(_, mode)| *mode == LockMode::X)
+                        .map(|(r, _)| *r)
+                        .collect();
+                    for (resource, value) in values {
+                        if exclusive.contains(&resource) {
+                            self.values.set(resource, value);
+                        } else {
+                            tracing::warn!(
+                                counterpart = req.node,
+                                failed,
+                                ?resource,
+                                "a value published for a resource the failed node did not hold in X mode is ignored"
+                            );
+                        }
+                    }
                     let woken = self.table.release_retained(failed);
                     lock_std(&self.blind).remove(&failed);
                     lock_std(&self.restart_wanted).remove(&failed);

@@ -33,9 +33,12 @@ impl Shared {
             Msg::Release { txn, resource } => self.on_release(&req, txn, resource),
             Msg::ReleaseAll { txn } => self.on_release_all(&req, txn),
             Msg::RegisterCounterpart { failed } => self.on_register_counterpart(&req, failed),
-            Msg::UnregisterCounterpart { failed, token, outcome } => {
-                self.on_unregister_counterpart(&req, failed, token, outcome)
-            }
+            Msg::UnregisterCounterpart {
+                failed,
+                token,
+                outcome,
+                values,
+            } => self.on_unregister_counterpart(&req, failed, token, outcome, values),
             Msg::RequestRestart { node } => self.on_request_restart(&req, node),
             Msg::RestartFinished => self.on_restart_finished(&req),
             Msg::Status => self.on_status(&req),

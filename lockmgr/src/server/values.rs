@@ -9,11 +9,14 @@
 //!
 //! A value is trusted only as far as its source: it is set only by a node
 //! that holds the resource in X mode (`Publish`, checked against the lock
-//! table); it is dropped — "unknown", and every node reads the page again —
-//! when a failed node's retained locks are let go (its recovery may have
-//! rewritten the pages, and writes it made unpublished before it died are
-//! on disk), when a restarting node releases what it took back, and on a
-//! coordinator restart (values are not in the durable record). Dropping is
+//! table), or by the counterpart that recovered a failed node, for the
+//! resources that node retained in X mode, as it unregisters (its recovery
+//! read each page it put back, so it knows the stamp each holds). Every
+//! other value of what a failed node retained is dropped — "unknown", and
+//! every node reads the page again — when its retained locks are let go
+//! (writes it made unpublished before it died are on disk); so are the
+//! values of what a restarting node releases after taking it back, and all
+//! of them on a coordinator restart (values are not in the durable record). Dropping is
 //! always safe: the engine's values are stamps, unique per write, so no
 //! value ever comes back to mean another copy.
 //!

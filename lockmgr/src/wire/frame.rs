@@ -2,7 +2,7 @@
 //! checksummed messages between a node and the coordinator over one stream
 //! (Unix socket or TCP).
 //!
-//! ## Frame (version 4, integers little-endian)
+//! ## Frame (version 5, integers little-endian)
 //!
 //! | offset | size | field |
 //! |-------:|-----:|-------|
@@ -45,7 +45,7 @@ pub const MAGIC: [u8; 2] = *b"UQ";
 /// `RecoveryAsked` event and the `NoRestarter` code are new. 4: `Granted`
 /// carries the lock value block (a flag byte, then 16 bytes when the flag
 /// is 1), and `Publish` (0x20) sets value blocks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// The length of a frame's header, in bytes.
 pub const HEADER_LEN: usize = 20;
 /// The request id of a `Release` or `ReleaseAll` that wants no reply (and

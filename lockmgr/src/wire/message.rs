@@ -219,6 +219,12 @@ pub enum Msg {
         token: u64,
         /// How the recovery ended.
         outcome: Outcome,
+        /// With `Recovered`: the value each resource holds once the
+        /// recovery is done (the stamps of the pages it read and put back),
+        /// set as the failed node's retained locks go; the values of the
+        /// other resources it retained become unknown. Only resources the
+        /// failed node retained in X mode are taken. See `server::values`.
+        values: Vec<(ResourceId, u128)>,
     },
     /// 0x09: asks that `node` be restarted light. Announced to every member
     /// as a `RestartRequested` event now if the node has failed, otherwise

@@ -124,6 +124,16 @@ impl<'a> In<'a> {
         }
         Ok(n)
     }
+    /// A counted list of (resource, 128-bit value): `Publish`'s, and the
+    /// values an `UnregisterCounterpart` sets.
+    fn resource_values(&mut self) -> Result<Vec<(ResourceId, u128)>, WireError> {
+        let n = self.count(28)?;
+        let mut values = Vec::with_capacity(n);
+        for _ in 0..n {
+            values.push((self.resource()?, self.u128()?));
+        }
+        Ok(values)
+    }
     /// A one-byte flag: 0 or 1.
     fn flag(&mut self) -> Result<bool, WireError> {
         match self.u8()? {
@@ -234,8 +244,17 @@ impl Msg {
             Msg::RegisterCounterpart { failed } => {
                 o.u32(*failed);
             }
-            Msg::UnregisterCounterpart { failed, token, outcome } => {
+            Msg::UnregisterCounterpart {
+                failed,
+                token,
+                outcome,
+                values,
+            } => {
                 o.u32(*failed).u64(*token).u8(*outcome as u8);
+                o.u32(values.len() as u32);
+                for (r, v) in values {
+                    o.resource(*r).u128(*v);
+                }
             }
             Msg::RequestRestart { node } | Msg::ListRetained { node } => {
                 o.u32(*node);
@@ -375,6 +394,7 @@ impl Msg {
                     2 => Outcome::Abandoned,
                     _ => return Err(WireError::Malformed("unknown outcome")),
                 },
+                values: i.resource_values()?,
             },
             0x09 => Msg::RequestRestart { node: i.u32()? },
             0x0A => Msg::Status,
@@ -406,14 +426,9 @@ impl Msg {
                 failed: i.u32()?,
                 by: i.u32()?,
             },
-            0x20 => {
-                let n = i.count(28)?;
-                let mut values = Vec::with_capacity(n);
-                for _ in 0..n {
-                    values.push((i.resource()?, i.u128()?));
-                }
-                Msg::Publish { values }
-            }
+            0x20 => Msg::Publish {
+                values: i.resource_values()?,
+            },
             0x81 => Msg::Challenge { nonce: i.array32()? },
             0x82 => Msg::Welcome {
                 incarnation: i.u64()?,

@@ -41,11 +41,18 @@ fn msg() -> impl Strategy<Value = Msg> {
         (any::<u64>(), resource()).prop_map(|(txn, resource)| Msg::Release { txn, resource }),
         any::<u64>().prop_map(|txn| Msg::ReleaseAll { txn }),
         any::<u32>().prop_map(|failed| Msg::RegisterCounterpart { failed }),
-        (any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(failed, token, r)| Msg::UnregisterCounterpart {
-            failed,
-            token,
-            outcome: if r { Outcome::Recovered } else { Outcome::Abandoned }
-        }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<bool>(),
+            prop::collection::vec((resource(), any::<u128>()), 0..8)
+        )
+            .prop_map(|(failed, token, r, values)| Msg::UnregisterCounterpart {
+                failed,
+                token,
+                outcome: if r { Outcome::Recovered } else { Outcome::Abandoned },
+                values
+            }),
         any::<u32>().prop_map(|node| Msg::RequestRestart { node }),
         Just(Msg::Status),
         any::<u32>().prop_map(|node| Msg::ListRetained { node }),
