@@ -440,10 +440,6 @@ fn an_in_process_node_is_disconnected_when_its_coordinator_stops() {
     );
 }
 
-/// Lock value blocks: the X holder's published value reaches every later
-/// grant — at once, or to a waiter woken by the release it came with; a
-/// value published without the X lock is ignored; and a failed node's
-/// retained lock, once recovered, leaves its value unknown.
 /// `c`'s registration as the counterpart of `failed`, once the
 /// coordinator has declared it failed (within 10 s).
 fn register_once_failed(c: &Client, failed: u32) -> lockmgr::CounterpartGrant {
@@ -457,6 +453,12 @@ fn register_once_failed(c: &Client, failed: u32) -> lockmgr::CounterpartGrant {
     }
 }
 
+/// Lock value blocks: the X holder's published value reaches every later
+/// grant — at once, or to a waiter woken by the release it came with; a
+/// value published without the X lock is ignored; and a failed node's
+/// retained lock, once recovered, leaves its value unknown, unless its
+/// counterpart publishes the value it read (for what the failed node held
+/// in X mode only).
 #[test]
 fn value_blocks_follow_the_x_holder_and_go_with_a_recovery() {
     let dir = tempfile::tempdir().unwrap();
@@ -499,7 +501,9 @@ fn value_blocks_follow_the_x_holder_and_go_with_a_recovery() {
     c.lock_valued(6, other, LockMode::X, None).unwrap();
     c.publish_and_release_nowait(vec![(other, 5)], &[6]).unwrap();
     b.lock_valued(7, page, LockMode::X, None).unwrap();
-    b.lock_valued(7, other, LockMode::S, None).unwrap();
+    // Waits for `c`'s release of `other`, sent without a reply.
+    b.lock_valued(7, other, LockMode::S, Some(Duration::from_secs(10)))
+        .unwrap();
     drop(b);
     let grant = register_once_failed(&c, 2);
     c.unregister_counterpart_publishing(&grant, Outcome::Recovered, vec![(page, 77), (other, 78)])
