@@ -251,14 +251,29 @@ impl Session<'_> {
             }
             Op::TornCommit { nth_write } => {
                 // A write of the commit (the log's, or a page's) is torn
-                // halfway and the process dies there: the commit counts
-                // only if it was acknowledged.
+                // halfway and the process dies there. Acknowledged, the
+                // commit counts. Failed, it failed with the device gone:
+                // its `Abort` never reached the log, so recovery decides by
+                // what reached the disk (`Error::CommitFailed`) — the rows
+                // as they were, or the commit's, whole (a write torn where
+                // the old and new bytes agree wrote the page all the same).
                 let Some(t) = self.txn.take() else { return };
+                let after = self.visible(committed);
                 self.device.tear_nth_write(nth_write, 3);
                 if t.commit().is_ok() {
-                    *committed = self.visible(committed);
+                    *committed = after;
+                    self.crash(CrashMode::KeepUnsynced, committed);
+                } else {
+                    self.device.crash(CrashMode::KeepUnsynced).unwrap();
+                    drop(self.node.take());
+                    self.forget_txn();
+                    self.open();
+                    let node = self.node.as_ref().unwrap();
+                    if rows(node) == after {
+                        *committed = after;
+                    }
+                    check(node, committed);
                 }
-                self.crash(CrashMode::KeepUnsynced, committed);
             }
             Op::Reopen => {
                 if let Some(t) = self.txn.take() {
@@ -273,15 +288,25 @@ impl Session<'_> {
     }
 }
 
+/// Every row of the table, in one transaction.
+fn rows(node: &Node) -> Model {
+    let mut t = node.begin().unwrap();
+    let rows: Model = t.iter("t").unwrap().collect::<Result<_, _>>().unwrap();
+    t.rollback().unwrap();
+    rows
+}
+
 /// Every row as the model has it, and a whole tree.
 fn check(node: &Node, committed: &Model) {
     let summary = admin::check_ordered_table(node, "t", true).unwrap();
     assert_eq!(summary.keys, committed.len() as u64, "{summary:?}");
-    let mut t = node.begin().unwrap();
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = t.iter("t").unwrap().collect::<Result<_, _>>().unwrap();
-    let want: Vec<_> = committed.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    assert!(rows == want, "{} rows, the model has {}", rows.len(), want.len());
-    t.rollback().unwrap();
+    let rows = rows(node);
+    assert!(
+        rows == *committed,
+        "{} rows, the model has {}",
+        rows.len(),
+        committed.len()
+    );
 }
 
 proptest! {
