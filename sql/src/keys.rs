@@ -46,7 +46,7 @@ pub(crate) fn row_key(table: &str, key: &Key) -> Result<Vec<u8>> {
 /// (`Key::to_cmp_be_bytes`) covers every kind but floats; floats get the
 /// usual one here: the sign bit flipped for positives, every bit for
 /// negatives, so unsigned byte order is numeric order.
-fn encode_key(key: &Key, out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_key(key: &Key, out: &mut Vec<u8>) -> Result<()> {
     match key {
         Key::F32(v) => {
             out.push(0);

@@ -15,14 +15,17 @@
 //! ```
 //!
 //! ## Layout
-//! Two Understudy ordered tables hold everything:
+//! Three Understudy ordered tables hold everything:
 //! - `sql.catalog`: each SQL table's schema and each custom function
 //!   (`catalog`);
 //! - `sql.rows`: every row of every SQL table, keyed by the table's name and
 //!   the row's key (`keys`), its value the key and the row, serialized with
 //!   bincode. A table with a primary key has its rows in key order; one
 //!   without gets increasing generated keys, so its rows come back in the
-//!   order they were inserted.
+//!   order they were inserted;
+//! - `sql.indexes`: the entries of secondary indexes (`index`), which
+//!   GlueSQL's planner uses for `WHERE` and `ORDER BY` on an indexed
+//!   expression.
 //!
 //! Keeping tables and schemas as rows, not as Understudy tables, is what
 //! makes DDL transactional: Understudy creates and drops its own tables
@@ -43,14 +46,20 @@
 mod catalog;
 mod conn;
 mod error;
+mod index;
 mod keys;
 mod scan;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use gluesql_core::ast::{IndexOperator, OrderByExpr};
 use gluesql_core::data::{CustomFunction as StoredFunction, Key, Schema, Value};
 use gluesql_core::error::Result;
+use gluesql_core::plan::StatementPlan;
+use gluesql_core::planner::{
+    fetch_schema_map, plan_aggregate, plan_hash_join, plan_index, plan_primary_key, plan_schemaless, validate,
+};
 use gluesql_core::store::{
     AlterTable, CustomFunction, CustomFunctionMut, Index, IndexMut, MetaIter, Metadata, Planner, RowIter, Store,
     StoreMut, Transaction,
@@ -58,10 +67,12 @@ use gluesql_core::store::{
 use understudy::Node;
 
 pub use catalog::CATALOG;
+pub use index::INDEXES;
 pub use keys::ROWS;
 
 use conn::Conn;
 use error::{from_engine, storage_msg};
+use scan::StoredRow;
 
 /// A GlueSQL storage on an Understudy node; see the crate docs.
 pub struct UnderstudyStorage {
@@ -86,7 +97,7 @@ impl UnderstudyStorage {
     /// each is one connection, with a transaction of its own.
     pub fn new(node: Node) -> Result<UnderstudyStorage> {
         let existing = node.tables().map_err(from_engine)?;
-        for name in [CATALOG, ROWS] {
+        for name in [CATALOG, ROWS, INDEXES] {
             if !existing.iter().any(|t| t == name) {
                 match node.create_ordered_table(name) {
                     // Another storage on the node created it meanwhile.
@@ -120,16 +131,37 @@ impl UnderstudyStorage {
         Ok(())
     }
 
+    /// Writes `rows` of `table`, replacing rows of the same keys, and keeps
+    /// the table's indexes in step.
     fn put_rows(&mut self, table: &str, rows: impl IntoIterator<Item = (Key, Vec<Value>)>) -> Result<()> {
         self.conn.with_txn(|txn| {
+            let indexer = index::Indexer::load(txn, table)?;
             for (key, row) in rows {
                 let k = keys::row_key(table, &key)?;
-                let v = catalog::encode(&(&key, &row))?;
-                txn.put(ROWS, &k, &v).map_err(from_engine)?;
+                let entries = match &indexer {
+                    Some(ix) => {
+                        drop_entries_of(txn, &k)?;
+                        let entries = ix.entries(&k, &row)?;
+                        index::put_entries(txn, &entries, &key)?;
+                        entries
+                    }
+                    None => Vec::new(),
+                };
+                let stored = StoredRow { key, row, entries };
+                txn.put(ROWS, &k, &catalog::encode(&stored)?).map_err(from_engine)?;
             }
             Ok(())
         })
     }
+}
+
+/// Deletes the index entries of the row stored under `k`, if there is one.
+fn drop_entries_of(txn: &mut understudy::Transaction, k: &[u8]) -> Result<()> {
+    if let Some(old) = txn.get(ROWS, k).map_err(from_engine)? {
+        let old: StoredRow = catalog::decode(&old)?;
+        index::delete_entries(txn, &old.entries)?;
+    }
+    Ok(())
 }
 
 impl Store for UnderstudyStorage {
@@ -149,8 +181,8 @@ impl Store for UnderstudyStorage {
             let Some(v) = txn.get(ROWS, &k).map_err(from_engine)? else {
                 return Ok(None);
             };
-            let (_, row): (Key, Vec<Value>) = catalog::decode(&v)?;
-            Ok(Some(row))
+            let stored: StoredRow = catalog::decode(&v)?;
+            Ok(Some(stored.row))
         })
     }
 
@@ -167,7 +199,9 @@ impl StoreMut for UnderstudyStorage {
     fn delete_schema(&mut self, table_name: &str) -> Result<()> {
         self.conn.with_txn(|txn| {
             catalog::delete_table(txn, table_name)?;
-            scan::delete_rows(txn, table_name)
+            let prefix = keys::table_prefix(table_name)?;
+            scan::delete_prefix(txn, ROWS, prefix.clone())?;
+            scan::delete_prefix(txn, INDEXES, prefix)
         })
     }
 
@@ -185,9 +219,13 @@ impl StoreMut for UnderstudyStorage {
 
     fn delete_data(&mut self, table_name: &str, keys: Vec<Key>) -> Result<()> {
         self.conn.with_txn(|txn| {
+            let indexed = index::Indexer::load(txn, table_name)?.is_some();
             for key in keys {
-                txn.delete(ROWS, &keys::row_key(table_name, &key)?)
-                    .map_err(from_engine)?;
+                let k = keys::row_key(table_name, &key)?;
+                if indexed {
+                    drop_entries_of(txn, &k)?;
+                }
+                txn.delete(ROWS, &k).map_err(from_engine)?;
             }
             Ok(())
         })
@@ -267,8 +305,40 @@ impl CustomFunctionMut for UnderstudyStorage {
     }
 }
 
-/// Secondary indexes are not kept: `CREATE INDEX` is refused (GlueSQL's
-/// default), and so no plan ever asks for an index scan.
-impl Index for UnderstudyStorage {}
-impl IndexMut for UnderstudyStorage {}
-impl Planner for UnderstudyStorage {}
+impl Index for UnderstudyStorage {
+    fn scan_indexed_data<'a>(
+        &'a self,
+        table_name: &str,
+        index_name: &str,
+        asc: Option<bool>,
+        cmp_value: Option<(&IndexOperator, Value)>,
+    ) -> Result<RowIter<'a>> {
+        let rows = self
+            .conn
+            .with_txn(|txn| index::scan(txn, table_name, index_name, asc, cmp_value))?;
+        Ok(Box::new(rows.into_iter().map(Ok)))
+    }
+}
+
+impl IndexMut for UnderstudyStorage {
+    fn create_index(&mut self, table_name: &str, index_name: &str, column: &OrderByExpr) -> Result<()> {
+        self.conn
+            .with_txn(|txn| index::create(txn, table_name, index_name, column))
+    }
+
+    fn drop_index(&mut self, table_name: &str, index_name: &str) -> Result<()> {
+        self.conn.with_txn(|txn| index::drop(txn, table_name, index_name))
+    }
+}
+/// GlueSQL's default plan, with index scans planned where an index fits.
+impl Planner for UnderstudyStorage {
+    fn plan(&self, statement: StatementPlan) -> Result<StatementPlan> {
+        let schema_map = fetch_schema_map(self, &statement)?;
+        validate(&schema_map, &statement)?;
+        let statement = plan_schemaless(&schema_map, statement)?;
+        let statement = plan_primary_key(&schema_map, statement);
+        let statement = plan_index(&schema_map, statement);
+        let statement = plan_hash_join(&schema_map, statement);
+        Ok(plan_aggregate(statement))
+    }
+}

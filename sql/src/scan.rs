@@ -9,11 +9,23 @@ use std::ops::Bound;
 
 use gluesql_core::data::{Key, Value};
 use gluesql_core::error::Result;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::decode;
+use understudy::Transaction;
+
 use crate::conn::Conn;
 use crate::error::from_engine;
 use crate::keys::{prefix_end, table_prefix, ROWS};
+
+/// A row as stored in `sql.rows`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredRow {
+    pub(crate) key: Key,
+    pub(crate) row: Vec<Value>,
+    /// The keys of the row's entries in `sql.indexes` (`crate::index`).
+    pub(crate) entries: Vec<Vec<u8>>,
+}
 
 /// Rows read per chunk.
 const CHUNK: usize = 256;
@@ -56,7 +68,8 @@ impl<'a> Scan<'a> {
             let mut last = None;
             for row in txn.range(ROWS, range).map_err(from_engine)?.take(CHUNK) {
                 let (k, v) = row.map_err(from_engine)?;
-                rows.push(decode::<(Key, Vec<Value>)>(&v)?);
+                let stored: StoredRow = decode(&v)?;
+                rows.push((stored.key, stored.row));
                 last = Some(k);
             }
             Ok((rows, last))
@@ -88,19 +101,31 @@ impl Iterator for Scan<'_> {
     }
 }
 
-/// Deletes every row of `table`, a chunk of keys at a time.
-pub(crate) fn delete_rows(txn: &mut understudy::Transaction, table: &str) -> Result<()> {
-    let (start, end) = bounds(table)?;
+/// The rows (keys and values) of Understudy table `utable` whose keys
+/// begin with `prefix`.
+pub(crate) fn rows_in(txn: &mut Transaction, utable: &str, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let end = prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    txn.range(utable, (Bound::Included(prefix), end))
+        .map_err(from_engine)?
+        .collect::<understudy::Result<Vec<_>>>()
+        .map_err(from_engine)
+}
+
+/// Deletes every row of Understudy table `utable` whose key begins with
+/// `prefix`, a chunk of keys at a time.
+pub(crate) fn delete_prefix(txn: &mut Transaction, utable: &str, prefix: Vec<u8>) -> Result<()> {
+    let end = prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    let start = Bound::Included(prefix);
     loop {
         let keys = txn
-            .range(ROWS, (start.clone(), end.clone()))
+            .range(utable, (start.clone(), end.clone()))
             .map_err(from_engine)?
             .take(CHUNK)
             .map(|row| row.map(|(k, _)| k))
             .collect::<understudy::Result<Vec<_>>>()
             .map_err(from_engine)?;
         for k in &keys {
-            txn.delete(ROWS, k).map_err(from_engine)?;
+            txn.delete(utable, k).map_err(from_engine)?;
         }
         if keys.len() < CHUNK {
             return Ok(());

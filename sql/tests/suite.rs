@@ -33,3 +33,7 @@ generate_alter_table_tests!(test, UnderstudyTester);
 generate_transaction_alter_table_tests!(test, UnderstudyTester);
 generate_metadata_table_tests!(test, UnderstudyTester);
 generate_custom_function_tests!(test, UnderstudyTester);
+generate_index_tests!(test, UnderstudyTester);
+generate_alter_table_index_tests!(test, UnderstudyTester);
+generate_transaction_index_tests!(test, UnderstudyTester);
+generate_metadata_index_tests!(test, UnderstudyTester);
