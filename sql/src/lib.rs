@@ -48,6 +48,7 @@ mod conn;
 mod error;
 mod index;
 mod keys;
+mod render;
 mod scan;
 
 use std::collections::BTreeMap;
@@ -67,8 +68,11 @@ use gluesql_core::store::{
 use understudy::Node;
 
 pub use catalog::CATALOG;
+/// The GlueSQL this storage is built on, for `Glue`, `Payload` and `Value`.
+pub use gluesql_core;
 pub use index::INDEXES;
 pub use keys::ROWS;
+pub use render::render;
 
 use conn::Conn;
 use error::{from_engine, storage_msg};
