@@ -115,7 +115,10 @@ fn entry_key(
     let value: Value = evaluate_stateless(Some(context), expr)?.try_into()?;
     let mut key = value_prefix(prefix, &value)?;
     // The row key's table prefix is already in front; its own bytes follow.
-    key.extend_from_slice(&row_key[table_prefix(table)?.len()..]);
+    let own = row_key
+        .get(table_prefix(table)?.len()..)
+        .ok_or_else(|| storage_msg(format!("a row key of table {table:?} lacks the table's prefix")))?;
+    key.extend_from_slice(own);
     if key.len() > understudy::MAX_KEY {
         return Err(storage_msg(format!(
             "an index entry of table {table:?} takes {} bytes; at most {} fit",

@@ -116,3 +116,16 @@ fn a_reader_waits_for_an_uncommitted_writer_and_sees_its_commit() {
     assert_eq!(seen, vec![vec![Value::I64(2)]]);
     assert!(started.elapsed() >= hold);
 }
+
+#[test]
+fn a_database_reopens_in_the_same_process_without_a_close() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut g = glue(dir.path());
+        g.execute("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+            .unwrap();
+        g.execute("BEGIN; INSERT INTO t VALUES (2);").unwrap();
+    }
+    let mut g = glue(dir.path());
+    assert_eq!(rows(&mut g, "SELECT id FROM t"), vec![vec![Value::I64(1)]]);
+}
