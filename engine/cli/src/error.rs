@@ -43,6 +43,10 @@ pub enum CliError {
     #[error("child process: {0}")]
     Child(String),
 
+    /// A SQL statement (`understudy sql`) failed.
+    #[error("sql: {0}")]
+    Sql(String),
+
     /// The engine refused or failed (a node, a transaction, the cluster
     /// directory).
     #[error(transparent)]

@@ -12,6 +12,8 @@
 //!   `coordinator`, `node`, `recover`, `restart-light`, `request-restart`,
 //!   `bank-check`, the cluster `demo` and its `--bench`.
 //!
+//! Besides them, [`sql`] runs SQL on an embedded database (`understudy sql`).
+//!
 //! The binary (`src/main.rs`) parses arguments and maps outcomes to exit
 //! codes; everything it runs is here.
 
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod error;
 pub mod log;
 pub mod replication;
+pub mod sql;
 pub mod threads;
 
 pub use backend::BackendArg;

@@ -21,6 +21,7 @@ use understudy_cli::cluster::{bank_check, coordinator, demo, init, node, recover
 use understudy_cli::log::{child, demo as log_demo, inspect};
 use understudy_cli::log::{child::ChildArgs, demo::DemoArgs, inspect::InspectArgs};
 use understudy_cli::replication::{self, ReplicationCommand};
+use understudy_cli::sql::{self, SqlArgs};
 
 /// Understudy: a transactional storage engine whose peers undo a failed node's
 /// in-flight work from its private write-ahead log.
@@ -81,6 +82,10 @@ enum Command {
     /// `node --replication-listen`.)
     #[command(subcommand)]
     Replication(ReplicationCommand),
+    /// Run SQL on an embedded database directory (created if there is
+    /// none): the statements of `-e`, or those read from standard input, one
+    /// per `;`-terminated line group, with results printed as tables.
+    Sql(SqlArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node::run(&args),
         Command::BankCheck(args) => bank_check::run(&args),
         Command::Replication(cmd) => replication::run(&cmd),
+        Command::Sql(args) => sql::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
