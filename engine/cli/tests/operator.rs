@@ -6,16 +6,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use harness::ChildGuard;
 use std::time::{Duration, Instant};
 
-const EXE: &str = env!("CARGO_BIN_EXE_understudy");
+mod support;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(EXE).args(args).output().expect("run understudy")
-}
+use support::{member as status_of, run, EXE};
 
 /// Starts `node --workload bank` for `id` (with `extra` arguments), waits
 /// for a few acknowledged transfers, kills it with SIGKILL.
@@ -50,19 +48,6 @@ fn kill_busy_node(dir: &str, id: u32, extra: &[&str]) {
     }
     assert!(acks >= 20, "node {id} made no progress");
     child.kill().unwrap();
-}
-
-fn status_of(dir: &str, node: u32) -> serde_json::Value {
-    let out = run(&["status", "--cluster", dir, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node"] == node)
-        .cloned()
-        .unwrap_or_else(|| panic!("node {node} not in {v}"))
 }
 
 fn wait_failed(dir: &str, node: u32) {
