@@ -67,3 +67,46 @@ fn statements_from_stdin_run_group_by_group_and_go_on_after_an_error() {
     let out = sql_e(dir.path(), "SELECT COUNT(*) FROM t");
     assert!(text(&out.stdout).contains("| 1        |"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn a_cluster_node_runs_sql_and_bad_arguments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let c = cluster.to_str().unwrap();
+    let init = Command::new(EXE)
+        .args(["cluster-init", "--dir", c, "--nodes", "1,2"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let on_node = |id: &str, sql: &str| {
+        Command::new(EXE)
+            .args(["sql", "--cluster", c, "--id", id, "--embed-coordinator", "-e", sql])
+            .output()
+            .unwrap()
+    };
+
+    let out = on_node(
+        "1",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (7);",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "CREATE\nINSERT 1\n");
+    // Another node of the cluster, later, reads what node 1 committed.
+    let out = on_node("2", "SELECT id FROM t");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "| id |\n|----|\n| 7  |\n(1 row)\n");
+
+    // A node the cluster does not have: a typed error, exit 1.
+    let out = on_node("9", "SELECT id FROM t");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("node 9"), "{}", text(&out.stderr));
+    // A directory and a cluster at once, or a cluster without an id: usage
+    // errors (exit 2).
+    for args in [
+        vec!["sql", "x", "--cluster", c, "--id", "1"],
+        vec!["sql", "--cluster", c],
+    ] {
+        let out = Command::new(EXE).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+    }
+}
