@@ -44,10 +44,50 @@ const CLOSE_CONFIRM_WAIT: Duration = Duration::from_secs(10);
 
 /// A member of a cluster. Cheap to clone; transactions may run on many
 /// threads at once.
-#[derive(Clone)]
+///
+/// When the last handle is dropped (without [`Node::close`]) and no
+/// transaction is left, the node is gone by the time `drop` returns: a
+/// checkpoint under way is waited for, and so is a background thread
+/// briefly holding the node, so an embedded database can be opened again
+/// at once ([`crate::open`]), its lock file let go.
 pub struct Node {
     pub(crate) inner: Arc<NodeState>,
     report: StartReport,
+}
+
+/// How long the drop of a node's last handle waits for its background
+/// threads to let go of it (they hold it for one step of their work).
+const DROP_WAIT: Duration = Duration::from_secs(2);
+
+impl Clone for Node {
+    fn clone(&self) -> Node {
+        self.inner.handles.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Node {
+            inner: self.inner.clone(),
+            report: self.report.clone(),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
+            return;
+        }
+        // The last handle. An open transaction holds the node on purpose:
+        // it goes with the transaction's end.
+        if self.inner.transactions.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return;
+        }
+        // Otherwise only background threads hold it, each for one step: a
+        // checkpoint, the confirmer confirming the last commits (they
+        // count as active until it has), the event thread.
+        self.inner.join_checkpoint();
+        let deadline = Instant::now() + DROP_WAIT;
+        while (Arc::strong_count(&self.inner) > 1 || !self.inner.idle()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 impl Node {

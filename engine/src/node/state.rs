@@ -93,6 +93,13 @@ pub(crate) struct NodeState {
     pub(super) unconfirmed: DashMap<ResourceId, Lsn>,
     /// A checkpoint is under way ([`NodeState::maybe_checkpoint`]).
     pub(super) checkpointing: AtomicBool,
+    /// The thread of the last checkpoint started, for the drop of the last
+    /// handle to wait for ([`NodeState::join_checkpoint`]).
+    pub(super) checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The [`crate::Node`] handles of the node (clones included).
+    pub(super) handles: std::sync::atomic::AtomicUsize,
+    /// The [`crate::Transaction`]s of the node not yet dropped.
+    pub(crate) transactions: std::sync::atomic::AtomicUsize,
     /// The key the coordinator's log-access proofs check with (the cluster
     /// secret's): a peer recovery opens the failed node's log with it.
     pub(crate) log_key: wal::AccessKey,
@@ -366,9 +373,22 @@ impl NodeState {
                 }
                 node.checkpointing.store(false, Ordering::Release);
             });
-        if let Err(e) = spawned {
-            self.checkpointing.store(false, Ordering::Release);
-            tracing::warn!(error = %e, "could not start a checkpoint");
+        match spawned {
+            // The one before, if any, has finished its checkpoint: letting
+            // its handle go detaches nothing still at work.
+            Ok(thread) => *lock(&self.checkpoint_thread) = Some(thread),
+            Err(e) => {
+                self.checkpointing.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "could not start a checkpoint");
+            }
+        }
+    }
+
+    /// Waits for the checkpoint thread last started, unless this is it.
+    pub(super) fn join_checkpoint(&self) {
+        let thread = lock(&self.checkpoint_thread).take();
+        if let Some(t) = thread.filter(|t| t.thread().id() != std::thread::current().id()) {
+            let _ = t.join();
         }
     }
 

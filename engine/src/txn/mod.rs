@@ -168,6 +168,9 @@ pub struct Transaction {
 
 impl Transaction {
     pub(crate) fn new(node: Arc<NodeState>, id: TxnId) -> Transaction {
+        // Counted down in `drop`: the last `Node` handle's drop waits for no
+        // background thread while a transaction holds the node.
+        node.transactions.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Transaction {
             node,
             id,
@@ -439,5 +442,6 @@ impl Drop for Transaction {
                 tracing::warn!(txn = self.id, error = %e, "rollback on drop failed");
             }
         }
+        self.node.transactions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
