@@ -129,3 +129,83 @@ fn a_database_reopens_in_the_same_process_without_a_close() {
     let mut g = glue(dir.path());
     assert_eq!(rows(&mut g, "SELECT id FROM t"), vec![vec![Value::I64(1)]]);
 }
+
+#[test]
+fn a_table_name_too_long_is_refused_and_a_schema_of_thousands_of_columns_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = glue(dir.path());
+    g.execute("CREATE TABLE kept (id INTEGER PRIMARY KEY); INSERT INTO kept VALUES (1);")
+        .unwrap();
+    let long = "n".repeat(2 * understudy::MAX_KEY);
+    let err = g.execute(format!("CREATE TABLE {long} (id INTEGER)")).unwrap_err();
+    assert!(
+        matches!(&err, Error::StorageMsg(m) if m.contains("too long")),
+        "{err:?}"
+    );
+    assert_eq!(rows(&mut g, "SELECT id FROM kept"), vec![vec![Value::I64(1)]]);
+
+    // A schema far larger than a page goes out of line like a large value.
+    let columns: Vec<String> = (0..3000).map(|i| format!("c{i} INTEGER")).collect();
+    g.execute(format!("CREATE TABLE wide ({})", columns.join(", ")))
+        .unwrap();
+    let values: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+    g.execute(format!("INSERT INTO wide VALUES ({})", values.join(", ")))
+        .unwrap();
+    drop(g);
+    let mut g = glue(dir.path());
+    assert_eq!(rows(&mut g, "SELECT c2999 FROM wide"), vec![vec![Value::I64(2999)]]);
+}
+
+#[test]
+fn a_table_dropped_while_another_connection_scans_it_waits_for_the_scan() {
+    use gluesql_core::store::{Store, Transaction};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = understudy::open(dir.path()).unwrap();
+    let mut reader = UnderstudyStorage::new(node.clone()).unwrap();
+    let mut dropper = Glue::new(UnderstudyStorage::new(node.clone()).unwrap());
+    const N: i64 = 1000;
+    dropper
+        .execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    let values: Vec<String> = (0..N).map(|i| format!("({i}, '{}')", "v".repeat(50))).collect();
+    dropper
+        .execute(format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .unwrap();
+
+    // The reader is part-way through the table (past its first chunk) ...
+    reader.begin(false).unwrap();
+    let mut seen = Vec::new();
+    {
+        let mut scan = reader.scan_data("t").unwrap();
+        for row in scan.by_ref().take(300) {
+            seen.push(row.unwrap().0);
+        }
+        // ... when another connection drops the table: it waits for the
+        // reader's locks ...
+        let started = Instant::now();
+        let drop_it = std::thread::spawn(move || {
+            let out = dropper.execute("DROP TABLE t");
+            (out, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!drop_it.is_finished(), "the drop did not wait for the scan");
+        // ... and the reader reads every row to the end.
+        for row in scan {
+            seen.push(row.unwrap().0);
+        }
+        assert_eq!(seen.len(), N as usize);
+        let want: Vec<_> = (0..N).map(gluesql_core::data::Key::I64).collect();
+        assert_eq!(seen, want);
+        reader.commit().unwrap();
+        let (out, waited) = drop_it.join().unwrap();
+        out.expect("the drop goes through once the reader has committed");
+        assert!(waited >= Duration::from_millis(200));
+    }
+    let mut g = Glue::new(reader);
+    let err = g.execute("SELECT * FROM t").unwrap_err();
+    assert!(format!("{err:?}").contains("TableNotFound"), "{err:?}");
+    // The name is free, with none of the old rows under it.
+    g.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)").unwrap();
+    assert_eq!(rows(&mut g, "SELECT COUNT(*) FROM t"), vec![vec![Value::I64(0)]]);
+}
