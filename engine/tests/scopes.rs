@@ -259,3 +259,39 @@ fn bad_requests_are_refused_with_typed_errors_and_the_transaction_goes_on() {
     t.commit().unwrap();
     assert_eq!(outbox.published().unwrap(), ["fine"]);
 }
+
+/// A released savepoint's work becomes the enclosing scope's: kept by a
+/// commit, undone by a rollback to a savepoint before it; the released one
+/// can no longer be rolled back to. Released savepoint after savepoint (one
+/// per SQL statement, say), the transaction does not nest deeper.
+#[test]
+fn a_released_savepoint_merges_its_work_into_the_enclosing_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, outbox) = outbox_cluster(dir.path());
+    let mut t = node.begin().unwrap();
+    t.put("t", b"before", b"v").unwrap();
+    let outer = t.savepoint().unwrap();
+    for step in 0..1000u32 {
+        let sp = t.savepoint().unwrap();
+        t.put("t", format!("step-{step}").as_bytes(), b"v").unwrap();
+        t.release(sp).unwrap();
+        if step == 0 {
+            assert!(matches!(t.release(sp), Err(Error::InvalidSavepoint)));
+            assert!(matches!(t.rollback_to(sp), Err(Error::InvalidSavepoint)));
+        }
+    }
+    outbox.put(&mut t, "file", b"x").unwrap();
+    // Undone through the savepoint around the released ones.
+    t.rollback_to(outer).unwrap();
+    assert_eq!(t.get("t", b"step-0").unwrap(), None);
+    assert_eq!(t.get("t", b"step-999").unwrap(), None);
+    let sp = t.savepoint().unwrap();
+    t.put("t", b"kept", b"v").unwrap();
+    t.release(sp).unwrap();
+    t.commit().unwrap();
+
+    assert!(read(&node, b"before").is_some());
+    assert!(read(&node, b"kept").is_some());
+    assert!(read(&node, b"step-500").is_none());
+    assert_eq!(outbox.published().unwrap(), Vec::<String>::new(), "the file was undone");
+}

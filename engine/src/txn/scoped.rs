@@ -50,6 +50,20 @@ impl Transaction {
         self.fail_scope(sp, true)
     }
 
+    /// Ends the scope `sp` began without undoing it, as SQL's `RELEASE
+    /// SAVEPOINT` does: its changes (and those of the savepoints after it)
+    /// become the enclosing scope's, and `sp` is no longer valid. Keeps a
+    /// transaction that takes a savepoint per step (a SQL statement, say)
+    /// from nesting ever deeper and keeping images for every step.
+    pub fn release(&mut self, sp: Savepoint) -> Result<()> {
+        self.check_open()?;
+        if !self.holds_scope(&sp) {
+            return Err(Error::InvalidSavepoint);
+        }
+        self.close_level(sp.level);
+        Ok(())
+    }
+
     /// Runs `work` in a nested failure scope of this transaction, on this
     /// thread. If `work` returns an error or panics, the scope is backed
     /// out alone — its pages, and its agents' work — and the error (for a
