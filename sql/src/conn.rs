@@ -1,9 +1,10 @@
-//! A connection: a node, and the transaction open on it, if any.
+//! A connection: a node, the transaction open on it, if any, and the
+//! savepoint where the statement running in it began.
 
 use std::sync::{Mutex, MutexGuard};
 
 use gluesql_core::error::Result;
-use understudy::{Node, Transaction};
+use understudy::{Node, Savepoint, Transaction};
 
 use crate::error::{from_engine, storage_msg};
 
@@ -11,6 +12,9 @@ pub(crate) struct Conn {
     pub(crate) node: Node,
     /// The transaction of the statement or `BEGIN` block running, if any.
     open: Mutex<Option<Transaction>>,
+    /// In a `BEGIN` block, where its running statement began
+    /// ([`Conn::begin_statement`]).
+    statement: Mutex<Option<Savepoint>>,
 }
 
 impl Conn {
@@ -18,6 +22,7 @@ impl Conn {
         Conn {
             node,
             open: Mutex::new(None),
+            statement: Mutex::new(None),
         }
     }
 
@@ -26,6 +31,55 @@ impl Conn {
         self.open
             .lock()
             .map_err(|_| storage_msg("the transaction's lock is poisoned".to_owned()))
+    }
+
+    fn statement(&self) -> Result<MutexGuard<'_, Option<Savepoint>>> {
+        self.statement
+            .lock()
+            .map_err(|_| storage_msg("the statement's lock is poisoned".to_owned()))
+    }
+
+    /// A statement begins in the open `BEGIN` block: a savepoint marks
+    /// where, until [`Conn::end_statement`]. `false` if no block is open.
+    pub(crate) fn begin_statement(&self) -> Result<bool> {
+        let mut slot = self.slot()?;
+        let Some(txn) = slot.as_mut() else {
+            return Ok(false);
+        };
+        let mut statement = self.statement()?;
+        if let Some(stale) = statement.take() {
+            // Never left open by GlueSQL, which ends every statement it
+            // begins; released all the same rather than nested under.
+            txn.release(stale).map_err(from_engine)?;
+        }
+        *statement = Some(txn.savepoint().map_err(from_engine)?);
+        Ok(true)
+    }
+
+    /// Ends the statement running in the `BEGIN` block, if one is:
+    /// `undo` rolls the block back to where the statement began, else its
+    /// work becomes the block's. `false` if no statement was running (the
+    /// `COMMIT` or `ROLLBACK` of the block itself).
+    pub(crate) fn end_statement(&self, undo: bool) -> Result<bool> {
+        let mut slot = self.slot()?;
+        let Some(sp) = self.statement()?.take() else {
+            return Ok(false);
+        };
+        let Some(txn) = slot.as_mut() else {
+            return Ok(false);
+        };
+        if undo {
+            txn.rollback_to(sp).map_err(from_engine)?;
+        }
+        txn.release(sp).map_err(from_engine)?;
+        Ok(true)
+    }
+
+    /// The open transaction ends (its savepoints with it).
+    pub(crate) fn take(&self) -> Result<Option<Transaction>> {
+        let txn = self.slot()?.take();
+        self.statement()?.take();
+        Ok(txn)
     }
 
     /// Runs `work` in the open transaction, or in one of its own, committed

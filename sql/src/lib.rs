@@ -35,7 +35,9 @@
 //! ## Transactions
 //! `BEGIN` starts an Understudy transaction, `COMMIT` and `ROLLBACK` end it;
 //! a statement outside one runs in a transaction of its own, committed when
-//! it succeeds and rolled back when it fails. Understudy's locking is strict
+//! it succeeds and rolled back when it fails. Inside a block, a statement
+//! that fails is undone alone (a savepoint marks where each began) and the
+//! block goes on. Understudy's locking is strict
 //! two-phase on pages, so SQL transactions are serializable. A deadlock or
 //! lock timeout between two storages on one node comes back as an error
 //! (`Error::StorageMsg`) that names it; the transaction may be retried.
@@ -236,13 +238,17 @@ impl StoreMut for UnderstudyStorage {
     }
 }
 
+/// A statement inside a `BEGIN` block is atomic: `begin(true)` answers
+/// "autocommit" for it, so GlueSQL ends it with `commit` when it succeeds
+/// and `rollback` when it fails, and those end the statement (its
+/// savepoint released, or rolled back to), not the block. GlueSQL runs
+/// `COMMIT` and `ROLLBACK` themselves without a `begin`, so they reach
+/// `commit` and `rollback` with no statement running and end the block.
 impl Transaction for UnderstudyStorage {
     fn begin(&mut self, autocommit: bool) -> Result<bool> {
         if self.conn.slot()?.is_some() {
             if autocommit {
-                // A statement inside a `BEGIN` block: it runs in the block's
-                // transaction, which `COMMIT` or `ROLLBACK` ends.
-                return Ok(false);
+                return self.conn.begin_statement();
             }
             return Err(storage_msg(
                 "a transaction is already open: nested transactions are not supported".to_owned(),
@@ -256,7 +262,11 @@ impl Transaction for UnderstudyStorage {
     }
 
     fn rollback(&mut self) -> Result<()> {
-        let Some(txn) = self.conn.slot()?.take() else {
+        if self.conn.end_statement(true)? {
+            // A function the statement created or dropped is undone too.
+            return self.reload_functions();
+        }
+        let Some(txn) = self.conn.take()? else {
             return Ok(());
         };
         txn.rollback().map_err(from_engine)?;
@@ -265,7 +275,10 @@ impl Transaction for UnderstudyStorage {
     }
 
     fn commit(&mut self) -> Result<()> {
-        let Some(txn) = self.conn.slot()?.take() else {
+        if self.conn.end_statement(false)? {
+            return Ok(());
+        }
+        let Some(txn) = self.conn.take()? else {
             return Ok(());
         };
         txn.commit().map_err(from_engine)

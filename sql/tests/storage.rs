@@ -209,3 +209,26 @@ fn a_table_dropped_while_another_connection_scans_it_waits_for_the_scan() {
     g.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)").unwrap();
     assert_eq!(rows(&mut g, "SELECT COUNT(*) FROM t"), vec![vec![Value::I64(0)]]);
 }
+
+#[test]
+fn a_statement_that_fails_inside_begin_is_undone_alone_and_the_block_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = glue(dir.path());
+    g.execute("CREATE TABLE t (k TEXT PRIMARY KEY); CREATE TABLE u (x INTEGER);")
+        .unwrap();
+    g.execute("BEGIN; INSERT INTO t VALUES ('a');").unwrap();
+    // Refused by the storage after its first row was written ...
+    let long = "x".repeat(2 * understudy::MAX_KEY);
+    let err = g
+        .execute(format!("INSERT INTO t VALUES ('b'), ('{long}')"))
+        .unwrap_err();
+    assert!(matches!(err, Error::StorageMsg(_)), "{err:?}");
+    // ... and by GlueSQL after the storage dropped the first table.
+    let err = g.execute("DROP TABLE u, missing").unwrap_err();
+    assert!(format!("{err:?}").contains("TableNotFound"), "{err:?}");
+    // The block goes on with what came before the failed statements.
+    assert_eq!(rows(&mut g, "SELECT k FROM t"), vec![vec![Value::Str("a".into())]]);
+    g.execute("INSERT INTO u VALUES (1); COMMIT;").unwrap();
+    assert_eq!(rows(&mut g, "SELECT k FROM t"), vec![vec![Value::Str("a".into())]]);
+    assert_eq!(rows(&mut g, "SELECT x FROM u"), vec![vec![Value::I64(1)]]);
+}
