@@ -20,8 +20,20 @@ use crate::page::{Kind, Page};
 /// coordinator's member list (`status`), the locks a failed node retains
 /// (`retained`). Every lock a node's transactions hold was taken through
 /// it; a request made here is outside any transaction's bookkeeping.
-pub fn lock_client(node: &Node) -> &lockmgr::Client {
-    &node.inner.client
+pub fn lock_client(node: &Node) -> LockClient {
+    LockClient(node.inner())
+}
+
+/// The lock manager client of a node's current incarnation
+/// ([`lock_client`]); derefs to [`lockmgr::Client`].
+pub struct LockClient(std::sync::Arc<crate::node::state::NodeState>);
+
+impl std::ops::Deref for LockClient {
+    type Target = lockmgr::Client;
+
+    fn deref(&self) -> &lockmgr::Client {
+        &self.0.client
+    }
 }
 
 /// What [`check_table_file`] found in a whole table file.

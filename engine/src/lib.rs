@@ -113,7 +113,10 @@
 //! Errors are typed ([`Error`]): corruption is reported with the file and
 //! page; `Retained` (a failed node's lock), `Deadlock`, `LockTimeout` and
 //! `Conflict` mean "retry the transaction"; `LeaseLost` and `Stopped` mean
-//! this node has stopped writing and must be restarted.
+//! this node's incarnation has stopped writing. A cluster node that lost
+//! its lease joins again by itself as a new incarnation
+//! ([`NodeOptions::rejoin`]) and its handles serve that one: begin the
+//! transaction again once [`Node::stopped`] is `None`.
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -36,7 +36,11 @@ pub(super) fn watch(node: &Arc<NodeState>) {
                 let Some(node) = weak.upgrade() else { return };
                 match ev {
                     ClientEvent::LeaseLost => {
-                        node.stop("the coordinator lease was lost");
+                        node.stop(crate::node::state::LEASE_LOST);
+                        let then = crate::sync::lock(&node.on_lease_lost).take();
+                        if let Some(rejoin) = then {
+                            rejoin();
+                        }
                     }
                     ClientEvent::Reconnected { gap } => {
                         tracing::info!(

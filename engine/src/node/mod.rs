@@ -15,6 +15,8 @@ mod confirmer;
 mod events;
 mod open;
 pub(crate) mod options;
+mod rejoin;
+mod shared;
 pub(crate) mod state;
 
 use std::path::Path;
@@ -34,6 +36,7 @@ use crate::table;
 use crate::timeline::Timeline;
 use crate::txn::Transaction;
 use options::{NodeOptions, StartReport};
+use shared::Shared;
 use state::NodeState;
 
 /// The most bucket pages a hash table may have.
@@ -50,8 +53,15 @@ const CLOSE_CONFIRM_WAIT: Duration = Duration::from_secs(10);
 /// checkpoint under way is waited for, and so is a background thread
 /// briefly holding the node, so an embedded database can be opened again
 /// at once ([`crate::open`]), its lock file let go.
+///
+/// A cluster node that loses its coordinator lease (a pause longer than
+/// the lease: `SIGSTOP`, a suspended machine, a debugger) stops, and then
+/// joins again by itself as a new incarnation ([`NodeOptions::rejoin`],
+/// `crate::node::rejoin`): its transactions of the lost incarnation fail,
+/// its in-flight work is backed out by its own restart or by a peer, and
+/// the same handles serve the new incarnation.
 pub struct Node {
-    pub(crate) inner: Arc<NodeState>,
+    shared: Arc<Shared>,
     report: StartReport,
 }
 
@@ -61,9 +71,9 @@ const DROP_WAIT: Duration = Duration::from_secs(2);
 
 impl Clone for Node {
     fn clone(&self) -> Node {
-        self.inner.handles.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.shared.handles.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Node {
-            inner: self.inner.clone(),
+            shared: self.shared.clone(),
             report: self.report.clone(),
         }
     }
@@ -71,20 +81,31 @@ impl Clone for Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if self.inner.handles.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
+        if self.shared.handles.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
             return;
         }
+        let inner = self.shared.current();
         // The last handle. An open transaction holds the node on purpose:
         // it goes with the transaction's end.
-        if self.inner.transactions.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        if inner.transactions.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return;
         }
         // Otherwise only background threads hold it, each for one step: a
         // checkpoint, the confirmer confirming the last commits (they
-        // count as active until it has), the event thread.
-        self.inner.join_checkpoint();
+        // count as active until it has), the event thread. No checkpoint
+        // starts from now on; the one under way, if any, is waited for.
+        // Two references are this one and the handles' shared one.
+        inner.wind_down();
         let deadline = Instant::now() + DROP_WAIT;
-        while (Arc::strong_count(&self.inner) > 1 || !self.inner.idle()) && Instant::now() < deadline {
+        loop {
+            inner.join_checkpoint();
+            // A stopped node confirms nothing more: its transactions stay
+            // active for its restart (or a peer) to back out.
+            let confirming = inner.check_running().is_ok() && !inner.idle();
+            let held = Arc::strong_count(&inner) > 2 || confirming || inner.checkpoint_running();
+            if !held || Instant::now() >= deadline {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -105,36 +126,50 @@ impl Node {
         opts: NodeOptions,
         lock: Option<std::fs::File>,
     ) -> Result<Node> {
-        let (state, confirm_queue, report) = open::open(cluster_dir, node_id, opts, lock)?;
-        let inner = Arc::new(state);
-        // Every table file is held against the catalog before the node
-        // serves anything: one missing, cut short or replaced is refused
-        // now, naming it, not found later as missing rows.
-        inner.check_tables()?;
-        open::start_threads(&inner, confirm_queue)?;
-        Ok(Node { inner, report })
+        let plan = shared::Plan::of(cluster_dir, node_id, &opts);
+        let (inner, report) = open::incarnation(cluster_dir, node_id, opts, lock)?;
+        let shared = Arc::new(Shared {
+            cluster: inner.cluster.clone(),
+            current: std::sync::RwLock::new(inner.clone()),
+            handles: std::sync::atomic::AtomicUsize::new(1),
+            rejoin: plan,
+            rejoins: std::sync::atomic::AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        rejoin::arm(&shared, &inner);
+        Ok(Node { shared, report })
+    }
+
+    /// The current incarnation's state.
+    pub(crate) fn inner(&self) -> Arc<NodeState> {
+        self.shared.current()
+    }
+
+    /// How many times the node joined again after losing its lease.
+    pub fn rejoins(&self) -> u64 {
+        self.shared.rejoins.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The node's id in the cluster.
     pub fn id(&self) -> u32 {
-        self.inner.node_id
+        self.inner().node_id
     }
 
     /// The cluster's configuration.
     pub fn cluster(&self) -> &Cluster {
-        &self.inner.cluster
+        &self.shared.cluster
     }
 
     /// The peer recoveries this node has run, oldest first (the last
     /// [`state::MAX_KEPT_RECOVERIES`]).
     pub fn recoveries(&self) -> Vec<Timeline> {
-        self.inner.recoveries_after(0).1
+        self.inner().recoveries_after(0).1
     }
 
     /// How many peer recoveries this node has run in all, and those kept of
     /// the ones after the first `seen` (oldest first).
     pub fn recoveries_after(&self, seen: u64) -> (u64, Vec<Timeline>) {
-        self.inner.recoveries_after(seen)
+        self.inner().recoveries_after(seen)
     }
 
     /// Recovers failed node `failed` now (what automatic recovery does on a
@@ -142,9 +177,10 @@ impl Node {
     /// A node that is live, unknown, never joined or was recovered already
     /// is refused at once, saying which.
     pub fn recover_peer(&self, failed: u32) -> std::result::Result<Timeline, PeerError> {
-        crate::peer::check_recoverable(&self.inner, failed)?;
-        let tl = crate::peer::recover(&self.inner, failed, Instant::now())?;
-        self.inner.remember(tl.clone());
+        let inner = self.inner();
+        crate::peer::check_recoverable(&inner, failed)?;
+        let tl = crate::peer::recover(&inner, failed, Instant::now())?;
+        inner.remember(tl.clone());
         Ok(tl)
     }
 
@@ -152,18 +188,18 @@ impl Node {
     /// live peer restarts it light as soon as it has failed — now, if it has
     /// already (see [`crate::restart`]).
     pub fn request_restart(&self, node: u32) -> Result<()> {
-        Ok(self.inner.client.request_restart(node)?)
+        Ok(self.inner().client.request_restart(node)?)
     }
 
     /// Whether the node stopped, and why.
     pub fn stopped(&self) -> Option<String> {
-        self.inner.stopped()
+        self.inner().stopped()
     }
 
     /// This membership's incarnation number: it grows each time the node
     /// joins or restarts.
     pub fn incarnation(&self) -> u64 {
-        self.inner.client.incarnation()
+        self.inner().client.incarnation()
     }
 
     /// What opening did.
@@ -175,13 +211,13 @@ impl Node {
     /// many operations went through io_uring and how many as system calls
     /// on the caller — is [`Node::io_stats`].
     pub fn io_backend(&self) -> wal::io::BackendKind {
-        self.inner.io.kind()
+        self.inner().io.kind()
     }
 
     /// The operations the node's I/O layer ran so far, counted by the path
     /// each took (io_uring, or `pread`/`pwrite`/`fdatasync` calls).
     pub fn io_stats(&self) -> wal::io::IoStats {
-        self.inner.io.stats()
+        self.inner().io.stats()
     }
 
     /// Whether the table files this node opened are read and written with
@@ -189,18 +225,20 @@ impl Node {
     /// where the file system refused it (tmpfs), `None` before any table
     /// file was opened.
     pub fn direct_io(&self) -> Option<bool> {
-        self.inner.files.direct()
+        self.inner().files.direct()
     }
 
     /// What the node's buffer pool did so far.
     pub fn pool_stats(&self) -> crate::PoolStats {
-        self.inner.pool.stats()
+        self.inner().pool.stats()
     }
 
     /// Starts a transaction.
     pub fn begin(&self) -> Result<Transaction> {
-        self.inner.check_running()?;
-        Ok(Transaction::new(self.inner.clone(), self.inner.next_txn_id()))
+        let inner = self.inner();
+        inner.check_running()?;
+        let id = inner.next_txn_id();
+        Ok(Transaction::new(inner, id))
     }
 
     /// Runs `work` in a transaction and commits it; a retryable error
@@ -293,7 +331,7 @@ impl Node {
     /// a transaction of its own (passed along, for further locks) and
     /// released afterwards whatever the outcome.
     fn change_catalog(&self, change: impl FnOnce(&NodeState, TxnId, Catalog) -> Result<()>) -> Result<()> {
-        let inner = &*self.inner;
+        let inner = &*self.inner();
         inner.check_running()?;
         let txn = inner.next_txn_id();
         inner.lock(txn, CATALOG_RESOURCE, LockMode::X)?;
@@ -304,7 +342,8 @@ impl Node {
 
     /// Names of the tables.
     pub fn tables(&self) -> Result<Vec<String>> {
-        Ok(Catalog::load(&self.inner.io, self.inner.files.dir())?
+        let inner = self.inner();
+        Ok(Catalog::load(&inner.io, inner.files.dir())?
             .tables
             .into_iter()
             .map(|t| t.name)
@@ -314,12 +353,12 @@ impl Node {
     /// How far this node's redo is committed (`crate::redo`): `None` unless
     /// it writes redo ([`NodeOptions::redo`]).
     pub fn redo_watermark(&self) -> Option<std::sync::Arc<crate::redo::Watermark>> {
-        self.inner.group_force.redo().map(|r| r.watermark().clone())
+        self.inner().group_force.redo().map(|r| r.watermark().clone())
     }
 
     /// Takes a checkpoint now and truncates the log behind it.
     pub fn checkpoint(&self) -> Result<Lsn> {
-        self.inner.checkpoint()
+        self.inner().checkpoint()
     }
 
     /// Leaves the cluster cleanly: no transaction may be running. The node
@@ -334,7 +373,7 @@ impl Node {
     /// the node open and every handle usable; closing a closed node does
     /// nothing.
     pub fn close(&self) -> Result<()> {
-        let inner = &self.inner;
+        let inner = self.inner();
         if inner.closed() {
             return Ok(());
         }
@@ -350,7 +389,8 @@ impl Node {
         // of a rolled-back transaction, say) can look like work in flight.
         inner.checkpoint()?;
         // Marked first, so the end of the connection is not taken for a lost
-        // lease.
+        // lease (nor is it rejoined).
+        self.shared.closed.store(true, std::sync::atomic::Ordering::Release);
         inner.mark_closed();
         let left = inner.client.leave();
         inner.let_go();

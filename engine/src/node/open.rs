@@ -36,6 +36,24 @@ use crate::retry;
 /// of its `Commit` record.
 pub(super) type ConfirmQueue = Receiver<crate::node::state::Confirm>;
 
+/// Opens one incarnation of the node: joins (or restarts), checks its
+/// table files, starts its threads.
+pub(super) fn incarnation(
+    cluster_dir: &Path,
+    node_id: u32,
+    opts: NodeOptions,
+    lock: Option<std::fs::File>,
+) -> Result<(Arc<NodeState>, StartReport)> {
+    let (state, confirm_queue, report) = open(cluster_dir, node_id, opts, lock)?;
+    let inner = Arc::new(state);
+    // Every table file is held against the catalog before the node
+    // serves anything: one missing, cut short or replaced is refused
+    // now, naming it, not found later as missing rows.
+    inner.check_tables()?;
+    start_threads(&inner, confirm_queue)?;
+    Ok((inner, report))
+}
+
 /// Joins the cluster in `cluster_dir` as `node_id` and recovers the node's
 /// own in-flight work first if it had failed; starts nothing yet. Returns
 /// the node's state, the queue its confirmer will read, and what opening
@@ -175,7 +193,8 @@ pub(super) fn open(
         unconfirmed: dashmap::DashMap::new(),
         checkpointing: std::sync::atomic::AtomicBool::new(false),
         checkpoint_thread: Mutex::new(None),
-        handles: std::sync::atomic::AtomicUsize::new(1),
+        winding_down: std::sync::atomic::AtomicBool::new(false),
+        on_lease_lost: Mutex::new(None),
         transactions: std::sync::atomic::AtomicUsize::new(0),
         log_key,
         coordinator: Mutex::new(coordinator),

@@ -72,6 +72,12 @@ pub struct NodeOptions {
     /// Race to recover every node the coordinator reports failed (exactly
     /// one racer wins). Off: only an operator's `recover` does.
     pub auto_recovery: bool,
+    /// A node that loses its coordinator lease joins again by itself, as a
+    /// new incarnation, once it can (`crate::node::rejoin`); its handles
+    /// serve the new one. Off: it stays stopped, every call failing, until
+    /// it is dropped and opened again. Never for a node whose coordinator
+    /// runs in its own process, which holds no lease.
+    pub rejoin: bool,
     /// How long a peer recovery waits for the kernel's word that a failed
     /// node on this host is gone (its process and every write it had in
     /// flight) before giving up with [`crate::PeerError::NotFenced`].
@@ -157,6 +163,7 @@ impl Default for NodeOptions {
             coordinator_wait: Duration::from_millis(300),
             io: None,
             auto_recovery: true,
+            rejoin: true,
             fence_patience: Duration::from_secs(30),
             coordinator: None,
             restart_command: None,

@@ -49,6 +49,9 @@ pub(crate) type Confirm = (TxnId, Lsn, Vec<(ResourceId, u128)>);
 /// Why a closed node's calls fail.
 const CLOSED: &str = "the node was closed";
 
+/// Why a node that lost its lease stopped.
+pub(super) const LEASE_LOST: &str = "the coordinator lease was lost";
+
 /// How many recovery timelines a node keeps for inspection.
 pub const MAX_KEPT_RECOVERIES: usize = 64;
 
@@ -96,8 +99,11 @@ pub(crate) struct NodeState {
     /// The thread of the last checkpoint started, for the drop of the last
     /// handle to wait for ([`NodeState::join_checkpoint`]).
     pub(super) checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The [`crate::Node`] handles of the node (clones included).
-    pub(super) handles: std::sync::atomic::AtomicUsize,
+    /// The last handle was dropped ([`NodeState::wind_down`]).
+    pub(super) winding_down: AtomicBool,
+    /// What to do once the node has stopped for a lost lease: join again
+    /// (`crate::node::rejoin`). Taken, so it runs once.
+    pub(super) on_lease_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The [`crate::Transaction`]s of the node not yet dropped.
     pub(crate) transactions: std::sync::atomic::AtomicUsize,
     /// The key the coordinator's log-access proofs check with (the cluster
@@ -357,7 +363,13 @@ impl NodeState {
     /// releases every other commit of the node waits for. One at a time.
     pub(crate) fn maybe_checkpoint(self: &Arc<Self>) {
         let due = self.log.next_lsn().0.saturating_sub(self.ledger.last_checkpoint().0) > self.opts.checkpoint_bytes;
-        if !due || self.checkpointing.swap(true, Ordering::AcqRel) {
+        if !due || self.checkpointing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Checked after the flag is set, as `wind_down`'s caller checks the
+        // flag after setting its own: one of the two sees the other.
+        if self.winding_down.load(Ordering::SeqCst) {
+            self.checkpointing.store(false, Ordering::SeqCst);
             return;
         }
         let node = Arc::downgrade(self);
@@ -371,17 +383,27 @@ impl NodeState {
                         tracing::warn!(error = %e, "checkpoint failed");
                     }
                 }
-                node.checkpointing.store(false, Ordering::Release);
+                node.checkpointing.store(false, Ordering::SeqCst);
             });
         match spawned {
             // The one before, if any, has finished its checkpoint: letting
             // its handle go detaches nothing still at work.
             Ok(thread) => *lock(&self.checkpoint_thread) = Some(thread),
             Err(e) => {
-                self.checkpointing.store(false, Ordering::Release);
+                self.checkpointing.store(false, Ordering::SeqCst);
                 tracing::warn!(error = %e, "could not start a checkpoint");
             }
         }
+    }
+
+    /// The last handle is gone: no checkpoint starts from now on.
+    pub(super) fn wind_down(&self) {
+        self.winding_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a checkpoint thread is at work.
+    pub(super) fn checkpoint_running(&self) -> bool {
+        self.checkpointing.load(Ordering::SeqCst)
     }
 
     /// Waits for the checkpoint thread last started, unless this is it.
