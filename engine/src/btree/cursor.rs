@@ -3,6 +3,9 @@
 //! `crate::btree`). Every leaf a cursor steps onto is locked S for the rest
 //! of the transaction: what makes a scanned range safe from phantoms (the
 //! branches a descent passed are released, `crate::btree::release_path`).
+//! A cursor for update locks each leaf X instead, as a change of its rows
+//! will: a transaction that scans rows to change some of them then never
+//! holds S where it wants X, so two of them queue rather than deadlock.
 //!
 //! A cursor leaves each leaf's copy behind when it moves on (its lock
 //! stays), so a scan of a large table holds locks, not pages.
@@ -16,7 +19,7 @@ use std::ops::Bound;
 use crate::error::Result;
 use crate::store::{Access, PageStore};
 
-use super::{descend, with_node, Owned, Target};
+use super::{descend, release_path, with_node, Descent, Owned, Target};
 
 /// Most empty leaves in a row a walk crosses before it calls the chain
 /// damaged (merges leave few: an empty leaf merges with a sibling unless a
@@ -29,6 +32,8 @@ pub type Entry = (Vec<u8>, Owned);
 /// A forward walk.
 #[derive(Clone, Debug)]
 pub struct Forward {
+    /// How each leaf is locked: S, or X for update.
+    access: Access,
     leaf: u64,
     idx: usize,
     /// The last key of the last non-empty leaf left.
@@ -38,11 +43,23 @@ pub struct Forward {
 /// A backward walk.
 #[derive(Clone, Debug)]
 pub struct Backward {
+    /// How each leaf is locked: S, or X for update.
+    access: Access,
     leaf: u64,
     /// Items below this index of the leaf are still to come.
     idx: usize,
     /// The leaf's low fence, where the next leaf to the left ends.
     low: Option<Vec<u8>>,
+}
+
+/// Descends to `target`'s leaf, locked for `access`, letting the branches
+/// go either way: a walk changes no branch.
+fn descend_to_leaf<S: PageStore>(s: &mut S, target: Target<'_>, access: Access) -> Result<Descent> {
+    let d = descend(s, target, access)?;
+    if access == Access::Write {
+        release_path(s, &d);
+    }
+    Ok(d)
 }
 
 fn first_at_or_after(bound: Bound<&[u8]>, search: Result<usize, usize>) -> usize {
@@ -53,18 +70,20 @@ fn first_at_or_after(bound: Bound<&[u8]>, search: Result<usize, usize>) -> usize
 }
 
 impl Forward {
-    /// Positioned at the first key within `start`.
-    pub fn seek<S: PageStore>(s: &mut S, start: Bound<&[u8]>) -> Result<Forward> {
+    /// Positioned at the first key within `start`, each leaf locked for
+    /// `access`.
+    pub fn seek<S: PageStore>(s: &mut S, start: Bound<&[u8]>, access: Access) -> Result<Forward> {
         let target = match start {
             Bound::Unbounded => Target::First,
             Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
         };
-        let d = descend(s, target, Access::Read)?;
-        let idx = with_node(s, d.leaf, Access::Read, |n| match start {
+        let d = descend_to_leaf(s, target, access)?;
+        let idx = with_node(s, d.leaf, access, |n| match start {
             Bound::Unbounded => 0,
             Bound::Included(k) | Bound::Excluded(k) => first_at_or_after(start, n.search(k)),
         })?;
         Ok(Forward {
+            access,
             leaf: d.leaf,
             idx,
             left_behind: None,
@@ -77,7 +96,7 @@ impl Forward {
     pub fn next<S: PageStore>(&mut self, s: &mut S) -> Result<Option<Entry>> {
         for _ in 0..MAX_EMPTY_RUN {
             let (idx, leaf) = (self.idx, self.leaf);
-            let step = with_node(s, leaf, Access::Read, |n| {
+            let step = with_node(s, leaf, self.access, |n| {
                 if idx < n.count() {
                     Ok((n.key(idx).to_vec(), Owned::of(n.value(idx))))
                 } else {
@@ -114,7 +133,7 @@ impl Forward {
         let mut total = 0u64;
         loop {
             let (idx, leaf) = (self.idx, self.leaf);
-            let (count, next) = with_node(s, leaf, Access::Read, |n| (n.count(), n.next()))?;
+            let (count, next) = with_node(s, leaf, self.access, |n| (n.count(), n.next()))?;
             total += count.saturating_sub(idx) as u64;
             if next == 0 {
                 return Ok(total);
@@ -130,14 +149,15 @@ impl Forward {
 }
 
 impl Backward {
-    /// Positioned after the last key within `end`.
-    pub fn seek<S: PageStore>(s: &mut S, end: Bound<&[u8]>) -> Result<Backward> {
+    /// Positioned after the last key within `end`, each leaf locked for
+    /// `access`.
+    pub fn seek<S: PageStore>(s: &mut S, end: Bound<&[u8]>, access: Access) -> Result<Backward> {
         let target = match end {
             Bound::Unbounded => Target::Last,
             Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
         };
-        let d = descend(s, target, Access::Read)?;
-        let idx = with_node(s, d.leaf, Access::Read, |n| match end {
+        let d = descend_to_leaf(s, target, access)?;
+        let idx = with_node(s, d.leaf, access, |n| match end {
             Bound::Unbounded => n.count(),
             Bound::Included(k) => match n.search(k) {
                 Ok(i) => i + 1,
@@ -146,6 +166,7 @@ impl Backward {
             Bound::Excluded(k) => n.search(k).unwrap_or_else(|i| i),
         })?;
         Ok(Backward {
+            access,
             leaf: d.leaf,
             idx,
             low: d.low,
@@ -158,7 +179,7 @@ impl Backward {
             if self.idx > 0 {
                 self.idx -= 1;
                 let idx = self.idx;
-                let entry = with_node(s, self.leaf, Access::Read, |n| {
+                let entry = with_node(s, self.leaf, self.access, |n| {
                     (n.key(idx).to_vec(), Owned::of(n.value(idx)))
                 })?;
                 return Ok(Some(entry));
@@ -166,12 +187,12 @@ impl Backward {
             let Some(low) = self.low.take() else {
                 return Ok(None);
             };
-            let d = descend(s, Target::Below(&low), Access::Read)?;
+            let d = descend_to_leaf(s, Target::Below(&low), self.access)?;
             if d.low.as_deref().is_some_and(|l| l >= low.as_slice()) {
                 return Err(s.corrupt(d.leaf, "fences do not fall leaf by leaf".into()));
             }
             s.forget_copy(self.leaf);
-            self.idx = with_node(s, d.leaf, Access::Read, |n| {
+            self.idx = with_node(s, d.leaf, self.access, |n| {
                 // Keys at or past the fence would be another leaf's.
                 n.search(&low).unwrap_or_else(|i| i)
             })?;

@@ -19,7 +19,7 @@ fn tree(page_size: usize) -> MemStore {
 }
 
 fn scan(s: &mut MemStore, start: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut c = Forward::seek(s, start).unwrap();
+    let mut c = Forward::seek(s, start, crate::store::Access::Read).unwrap();
     let mut out = Vec::new();
     while let Some((k, v)) = c.next(s).unwrap() {
         out.push((k, v.resolve(s).unwrap()));
@@ -28,7 +28,7 @@ fn scan(s: &mut MemStore, start: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn scan_back(s: &mut MemStore, end: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut c = Backward::seek(s, end).unwrap();
+    let mut c = Backward::seek(s, end, crate::store::Access::Read).unwrap();
     let mut out = Vec::new();
     while let Some((k, v)) = c.prev(s).unwrap() {
         out.push((k, v.resolve(s).unwrap()));

@@ -14,6 +14,7 @@ use super::Transaction;
 use crate::btree::cursor::{Backward, Forward};
 use crate::catalog::{TableInfo, TableKind};
 use crate::error::{Error, Result};
+use crate::store::Access;
 
 /// A row: its key and its value.
 pub type Row = (Vec<u8>, Vec<u8>);
@@ -56,6 +57,7 @@ impl Transaction {
         Ok(Range {
             txn: self,
             table,
+            access: Access::Read,
             start,
             end,
             front: None,
@@ -64,6 +66,19 @@ impl Transaction {
             back_last: None,
             done: false,
         })
+    }
+
+    /// [`Transaction::range`] for rows the transaction means to change:
+    /// each leaf the scan steps onto is locked X at once, as a change of
+    /// its rows will (a read for update, as [`Transaction::get_for_update`]
+    /// is for one key). Two transactions scanning the same rows to change
+    /// some then queue for them instead of both holding S and deadlocking
+    /// when each wants X; the price is that readers of those leaves wait
+    /// too.
+    pub fn range_for_update<K: AsRef<[u8]>>(&mut self, table: &str, range: impl RangeBounds<K>) -> Result<Range<'_>> {
+        let mut r = self.range(table, range)?;
+        r.access = Access::Write;
+        Ok(r)
     }
 
     /// Every row of ordered table `table`, in key order.
@@ -94,7 +109,7 @@ impl Transaction {
     pub fn len(&mut self, table: &str) -> Result<u64> {
         let t = self.ordered(table)?;
         let mut s = self.store(&t);
-        Forward::seek(&mut s, Bound::Unbounded)
+        Forward::seek(&mut s, Bound::Unbounded, Access::Read)
             .and_then(|mut rows| rows.count_rest(&mut s))
             .map_err(|e| e.at(table, None))
     }
@@ -141,6 +156,8 @@ fn check_bounds(start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> Result<()> {
 pub struct Range<'t> {
     txn: &'t mut Transaction,
     table: TableInfo,
+    /// How each leaf is locked: S, or X ([`Transaction::range_for_update`]).
+    access: Access,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     front: Option<Forward>,
@@ -164,7 +181,7 @@ impl Range<'_> {
         self.txn.check_open()?;
         let mut s = self.txn.store(&self.table);
         if self.front.is_none() {
-            self.front = Some(Forward::seek(&mut s, as_ref(&self.start))?);
+            self.front = Some(Forward::seek(&mut s, as_ref(&self.start), self.access)?);
         }
         let Some((key, value)) = self.front.as_mut().expect("set above").next(&mut s)? else {
             return Ok(None);
@@ -186,7 +203,7 @@ impl Range<'_> {
         self.txn.check_open()?;
         let mut s = self.txn.store(&self.table);
         if self.back.is_none() {
-            self.back = Some(Backward::seek(&mut s, as_ref(&self.end))?);
+            self.back = Some(Backward::seek(&mut s, as_ref(&self.end), self.access)?);
         }
         let Some((key, value)) = self.back.as_mut().expect("set above").prev(&mut s)? else {
             return Ok(None);
