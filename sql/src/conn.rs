@@ -15,6 +15,9 @@ pub(crate) struct Conn {
     /// In a `BEGIN` block, where its running statement began
     /// ([`Conn::begin_statement`]).
     statement: Mutex<Option<Savepoint>>,
+    /// The table the statement being run writes, as its plan said
+    /// ([`Conn::will_write`]).
+    writes: Mutex<Option<String>>,
 }
 
 impl Conn {
@@ -23,7 +26,33 @@ impl Conn {
             node,
             open: Mutex::new(None),
             statement: Mutex::new(None),
+            writes: Mutex::new(None),
         }
+    }
+
+    /// The next statement writes `table` (an `INSERT`, `UPDATE` or
+    /// `DELETE`), or nothing: its reads of that table's rows lock them for
+    /// update (`crate::scan`, `fetch_data`). GlueSQL reads the rows an
+    /// `UPDATE` or `DELETE` changes with a scan of the whole table, and the
+    /// key an `INSERT` writes before writing it; under shared locks two
+    /// such statements would each hold S where the other wants X, and one
+    /// would be a deadlock victim. Locked for update, they queue.
+    pub(crate) fn will_write(&self, table: Option<String>) -> Result<()> {
+        *self
+            .writes
+            .lock()
+            .map_err(|_| storage_msg("the statement's lock is poisoned".to_owned()))? = table;
+        Ok(())
+    }
+
+    /// Whether the statement being run writes `table`.
+    pub(crate) fn writes(&self, table: &str) -> Result<bool> {
+        Ok(self
+            .writes
+            .lock()
+            .map_err(|_| storage_msg("the statement's lock is poisoned".to_owned()))?
+            .as_deref()
+            == Some(table))
     }
 
     /// The open transaction's slot.

@@ -183,8 +183,14 @@ impl Store for UnderstudyStorage {
 
     fn fetch_data(&self, table_name: &str, key: &Key) -> Result<Option<Vec<Value>>> {
         let k = keys::row_key(table_name, key)?;
+        let for_update = self.conn.writes(table_name)?;
         self.conn.with_txn(|txn| {
-            let Some(v) = txn.get(ROWS, &k).map_err(from_engine)? else {
+            let found = if for_update {
+                txn.get_for_update(ROWS, &k)
+            } else {
+                txn.get(ROWS, &k)
+            };
+            let Some(v) = found.map_err(from_engine)? else {
                 return Ok(None);
             };
             let stored: StoredRow = catalog::decode(&v)?;
@@ -348,8 +354,17 @@ impl IndexMut for UnderstudyStorage {
     }
 }
 /// GlueSQL's default plan, with index scans planned where an index fits.
+/// Planning is also where the storage learns which table a statement
+/// writes, so its reads of that table lock for update (`Conn::will_write`).
 impl Planner for UnderstudyStorage {
     fn plan(&self, statement: StatementPlan) -> Result<StatementPlan> {
+        let writes = match &statement {
+            StatementPlan::Insert { table_name, .. }
+            | StatementPlan::Update { table_name, .. }
+            | StatementPlan::Delete { table_name, .. } => Some(table_name.clone()),
+            _ => None,
+        };
+        self.conn.will_write(writes)?;
         let schema_map = fetch_schema_map(self, &statement)?;
         validate(&schema_map, &statement)?;
         let statement = plan_schemaless(&schema_map, statement)?;

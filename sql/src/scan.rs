@@ -32,6 +32,8 @@ const CHUNK: usize = 256;
 
 pub(crate) struct Scan<'a> {
     conn: &'a Conn,
+    /// The rows are read for update (`Conn::will_write`).
+    for_update: bool,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     buf: std::vec::IntoIter<(Key, Vec<Value>)>,
@@ -53,6 +55,7 @@ impl<'a> Scan<'a> {
         let (start, end) = bounds(table)?;
         Ok(Scan {
             conn,
+            for_update: conn.writes(table)?,
             start,
             end,
             buf: Vec::new().into_iter(),
@@ -63,10 +66,16 @@ impl<'a> Scan<'a> {
     /// Reads the next chunk into `buf`.
     fn refill(&mut self) -> Result<()> {
         let range = (self.start.clone(), self.end.clone());
+        let for_update = self.for_update;
         let (rows, last) = self.conn.with_txn(|txn| {
             let mut rows = Vec::with_capacity(CHUNK);
             let mut last = None;
-            for row in txn.range(ROWS, range).map_err(from_engine)?.take(CHUNK) {
+            let scan = if for_update {
+                txn.range_for_update(ROWS, range)
+            } else {
+                txn.range(ROWS, range)
+            };
+            for row in scan.map_err(from_engine)?.take(CHUNK) {
                 let (k, v) = row.map_err(from_engine)?;
                 let stored: StoredRow = decode(&v)?;
                 rows.push((stored.key, stored.row));
