@@ -8,12 +8,17 @@
 //! holds S where it wants X, so two of them queue rather than deadlock.
 //!
 //! A cursor leaves each leaf's copy behind when it moves on (its lock
-//! stays), so a scan of a large table holds locks, not pages.
+//! stays), so a scan of a large table holds locks, not pages. It reads the
+//! rest of a leaf's items at once when it steps onto it, and hands them
+//! out one by one: a leaf is parsed (and checked whole) once per walk, not
+//! once per item. The leaf stays locked by the transaction, and the walk
+//! borrows the transaction, so nothing changes the items meanwhile.
 //!
 //! Damage that would make a walk endless is caught: the keys of successive
 //! leaves must keep rising (falling, backward), and no more than
 //! [`MAX_EMPTY_RUN`] empty leaves may follow each other.
 
+use std::collections::VecDeque;
 use std::ops::Bound;
 
 use crate::error::Result;
@@ -35,7 +40,10 @@ pub struct Forward {
     /// How each leaf is locked: S, or X for update.
     access: Access,
     leaf: u64,
+    /// The next item of the leaf to read into `ahead`.
     idx: usize,
+    /// Items of the leaf read and not yet handed out, in order.
+    ahead: VecDeque<Entry>,
     /// The last key of the last non-empty leaf left.
     left_behind: Option<Vec<u8>>,
 }
@@ -46,8 +54,10 @@ pub struct Backward {
     /// How each leaf is locked: S, or X for update.
     access: Access,
     leaf: u64,
-    /// Items below this index of the leaf are still to come.
+    /// Items below this index of the leaf are still to read into `ahead`.
     idx: usize,
+    /// Items of the leaf read and not yet handed out, last first.
+    ahead: VecDeque<Entry>,
     /// The leaf's low fence, where the next leaf to the left ends.
     low: Option<Vec<u8>>,
 }
@@ -86,6 +96,7 @@ impl Forward {
             access,
             leaf: d.leaf,
             idx,
+            ahead: VecDeque::new(),
             left_behind: None,
         })
     }
@@ -94,23 +105,31 @@ impl Forward {
     /// large value's reference is not followed either way: `Owned` is what
     /// the leaf holds.
     pub fn next<S: PageStore>(&mut self, s: &mut S) -> Result<Option<Entry>> {
+        if let Some(entry) = self.ahead.pop_front() {
+            return Ok(Some(entry));
+        }
         for _ in 0..MAX_EMPTY_RUN {
             let (idx, leaf) = (self.idx, self.leaf);
             let step = with_node(s, leaf, self.access, |n| {
                 if idx < n.count() {
-                    Ok((n.key(idx).to_vec(), Owned::of(n.value(idx))))
+                    let rest: VecDeque<Entry> = (idx..n.count())
+                        .map(|i| (n.key(i).to_vec(), Owned::of(n.value(i))))
+                        .collect();
+                    Ok(rest)
                 } else {
                     let last = n.count().checked_sub(1).map(|i| n.key(i).to_vec());
                     Err((n.next(), last))
                 }
             })?;
             match step {
-                Ok((key, value)) => {
-                    if idx == 0 && self.left_behind.as_deref().is_some_and(|b| b >= key.as_slice()) {
+                Ok(mut rest) => {
+                    let first = rest.pop_front().expect("idx < count");
+                    if idx == 0 && self.left_behind.as_deref().is_some_and(|b| b >= first.0.as_slice()) {
                         return Err(s.corrupt(leaf, "the leaf chain goes back to smaller keys".into()));
                     }
-                    self.idx += 1;
-                    return Ok(Some((key, value)));
+                    self.idx += 1 + rest.len();
+                    self.ahead = rest;
+                    return Ok(Some(first));
                 }
                 Err((next, last)) => {
                     if last.is_some() {
@@ -130,7 +149,8 @@ impl Forward {
 
     /// Counts the items from here to the end, reading no value.
     pub fn count_rest<S: PageStore>(&mut self, s: &mut S) -> Result<u64> {
-        let mut total = 0u64;
+        let mut total = self.ahead.len() as u64;
+        self.ahead.clear();
         loop {
             let (idx, leaf) = (self.idx, self.leaf);
             let (count, next) = with_node(s, leaf, self.access, |n| (n.count(), n.next()))?;
@@ -169,6 +189,7 @@ impl Backward {
             access,
             leaf: d.leaf,
             idx,
+            ahead: VecDeque::new(),
             low: d.low,
         })
     }
@@ -176,13 +197,19 @@ impl Backward {
     /// The previous item, or `None` before the first leaf.
     pub fn prev<S: PageStore>(&mut self, s: &mut S) -> Result<Option<Entry>> {
         for _ in 0..MAX_EMPTY_RUN {
-            if self.idx > 0 {
-                self.idx -= 1;
-                let idx = self.idx;
-                let entry = with_node(s, self.leaf, self.access, |n| {
-                    (n.key(idx).to_vec(), Owned::of(n.value(idx)))
-                })?;
+            if let Some(entry) = self.ahead.pop_front() {
                 return Ok(Some(entry));
+            }
+            if self.idx > 0 {
+                let idx = self.idx;
+                self.ahead = with_node(s, self.leaf, self.access, |n| {
+                    (0..idx.min(n.count()))
+                        .rev()
+                        .map(|i| (n.key(i).to_vec(), Owned::of(n.value(i))))
+                        .collect()
+                })?;
+                self.idx = 0;
+                continue;
             }
             let Some(low) = self.low.take() else {
                 return Ok(None);
