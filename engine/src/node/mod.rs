@@ -150,6 +150,21 @@ impl Node {
         self.shared.rejoins.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Whether the node joins again after losing its lease
+    /// ([`NodeOptions::rejoin`], and a coordinator in another process).
+    pub fn will_rejoin(&self) -> bool {
+        self.shared.rejoin.is_some()
+    }
+
+    /// Whether the node's incarnation stopped for a lost lease and the node
+    /// is joining again ([`NodeOptions::rejoin`]): its calls fail until
+    /// [`Node::stopped`] is `None` again.
+    pub fn rejoining(&self) -> bool {
+        self.shared.rejoin.is_some()
+            && !self.shared.closed.load(std::sync::atomic::Ordering::Acquire)
+            && self.inner().stopped().as_deref() == Some(state::LEASE_LOST)
+    }
+
     /// The node's id in the cluster.
     pub fn id(&self) -> u32 {
         self.inner().node_id

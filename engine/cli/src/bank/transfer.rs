@@ -219,6 +219,16 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
                         slot.state = SlotState::Due(Instant::now() + policy.backoff(slot.tries));
                     }
                 }
+                // The node's incarnation ended with its lease: the transfer
+                // is lost with it (never acknowledged; backed out unless its
+                // commit reached the disk), and the thread goes on once the
+                // node has joined again.
+                Err(CliError::Engine(e)) if ended_with_the_incarnation(node, &e) => {
+                    if !wait_rejoined(node, shared) {
+                        return Err(CliError::Engine(e));
+                    }
+                    *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -236,6 +246,37 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
         }
     }
     Ok(totals)
+}
+
+/// How long a transfer thread waits for its node to join again after a
+/// lost lease before it gives up.
+const REJOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether `e` says the node's incarnation ended with its lease while the
+/// node joins (or has joined) again: a transaction of the old incarnation
+/// fails so.
+fn ended_with_the_incarnation(node: &Node, e: &understudy::Error) -> bool {
+    use understudy::Error;
+    matches!(e, Error::LeaseLost | Error::Stopped(_) | Error::CommitFailed(_))
+        && node.will_rejoin()
+        && (node.rejoining() || node.stopped().is_none())
+}
+
+/// Waits until the node serves again (`true`), or gives up after
+/// [`REJOIN_WAIT`], when it stops for another reason, or when the threads
+/// are told to stop.
+fn wait_rejoined(node: &Node, shared: &Shared<'_>) -> bool {
+    let deadline = Instant::now() + REJOIN_WAIT;
+    while Instant::now() < deadline && !shared.stopping() {
+        if node.stopped().is_none() {
+            return true;
+        }
+        if !node.rejoining() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 /// A transfer between its first write and the rest: in flight, its locks

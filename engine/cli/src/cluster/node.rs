@@ -7,8 +7,11 @@
 //! `READY node=N incarnation=I restarted=B backed_out=K` after joining,
 //! `INIT accounts=A total=T` after `--bank-init`, one `ACK ...` per committed
 //! transfer (see [`crate::bank`]; with `--receipts`, the transfer's receipt is
-//! published in the outbox by then), and `DONE ...` when `--duration-secs`
-//! elapses or SIGTERM or SIGINT asks the node to stop. A process killed at
+//! published in the outbox by then), `REJOINED node=N incarnation=I` when the
+//! node has joined again after losing its lease (a pause longer than the
+//! lease; the transfers in flight then are lost, never acknowledged), and
+//! `DONE ...` when `--duration-secs` elapses or SIGTERM or SIGINT asks the
+//! node to stop. A process killed at
 //! any moment has promised exactly its ACK lines.
 //!
 //! A stop asked for by SIGTERM or SIGINT is clean, as the end of
@@ -186,6 +189,7 @@ fn report_recoveries(node: &Node) -> Reporter {
         .name("recovery-report".into())
         .spawn(move || {
             let mut seen = 0;
+            let mut rejoins_seen = 0;
             let mut next_stats = Instant::now();
             loop {
                 std::thread::sleep(Duration::from_millis(5));
@@ -197,7 +201,18 @@ fn report_recoveries(node: &Node) -> Reporter {
                 }
                 // Read before the recoveries, so a recovery finished before
                 // the stop is still printed.
-                let last = stopping.load(Ordering::Acquire) || node.stopped().is_some();
+                let last = stopping.load(Ordering::Acquire) || (node.stopped().is_some() && !node.rejoining());
+                let rejoins = node.rejoins();
+                if rejoins > rejoins_seen {
+                    rejoins_seen = rejoins;
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "REJOINED node={} incarnation={}", node.id(), node.incarnation())
+                        .and_then(|_| out.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 let (total, new) = node.recoveries_after(seen);
                 for tl in &new {
                     let mut out = std::io::stdout().lock();
@@ -326,7 +341,10 @@ fn serve(
 fn idle(node: &Node, deadline: Option<Instant>, stop: &AtomicBool) -> Result<(), CliError> {
     loop {
         if let Some(why) = node.stopped() {
-            return Err(Error::Stopped(why).into());
+            // A lost lease: the node joins again by itself meanwhile.
+            if !node.rejoining() {
+                return Err(Error::Stopped(why).into());
+            }
         }
         if stop.load(Ordering::Relaxed) {
             say!("DONE stopped by a signal");
