@@ -84,8 +84,11 @@ impl Drop for Node {
         if self.shared.handles.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
             return;
         }
+        // The last handle: no joining again from now on (a rejoin under way
+        // sees this before it installs the new incarnation, and leaves).
+        self.shared.close_for_good();
         let inner = self.shared.current();
-        // The last handle. An open transaction holds the node on purpose:
+        // An open transaction holds the node on purpose:
         // it goes with the transaction's end.
         if inner.transactions.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return;
@@ -392,6 +395,12 @@ impl Node {
         if inner.closed() {
             return Ok(());
         }
+        if self.rejoining() {
+            // Its lease is gone and so is the incarnation: closing stops the
+            // joining again, and says why nothing could be left cleanly.
+            self.shared.close_for_good();
+            inner.check_running()?;
+        }
         // Committed transactions still holding their locks get them
         // released first; a node that stops meanwhile leaves them retained.
         inner.wait_confirmed(CLOSE_CONFIRM_WAIT)?;
@@ -405,7 +414,7 @@ impl Node {
         inner.checkpoint()?;
         // Marked first, so the end of the connection is not taken for a lost
         // lease (nor is it rejoined).
-        self.shared.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.shared.close_for_good();
         inner.mark_closed();
         let left = inner.client.leave();
         inner.let_go();

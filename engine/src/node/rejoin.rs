@@ -13,8 +13,10 @@
 //! failing (their work is backed out); new ones run on the new one.
 //!
 //! Opening is retried with a growing pause (a coordinator still away, a
-//! peer's recovery taking long) until it succeeds, the node is closed, or
-//! every handle is gone.
+//! peer's recovery taking long) until it succeeds, the node is closed,
+//! every handle is gone, or [`MAX_ATTEMPTS`] have failed. A rejoin under
+//! way when the last handle is dropped finishes its open and then leaves
+//! the cluster cleanly; the drop does not wait for it.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -29,6 +31,11 @@ use crate::sync::lock;
 /// up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Attempts to join again before giving up (about three minutes of
+/// pauses): an error that does not go away — a table file missing, say —
+/// leaves the node stopped, as it was before rejoining existed.
+const MAX_ATTEMPTS: u32 = 100;
 
 /// Arms `state` (the incarnation `shared` now serves) to join again once
 /// its lease is lost.
@@ -60,6 +67,7 @@ fn start(shared: Weak<Shared>) {
 
 fn rejoin(weak: &Weak<Shared>) {
     let mut pause = FIRST_PAUSE;
+    let mut attempts = 0u32;
     loop {
         let Some(shared) = weak.upgrade() else { return };
         if shared.closed.load(Ordering::Acquire) {
@@ -72,13 +80,21 @@ fn rejoin(weak: &Weak<Shared>) {
         old.join_checkpoint();
         match open::incarnation(&plan.dir, plan.node_id, plan.opts.clone(), None) {
             Ok((state, report)) => {
-                if shared.handles.load(Ordering::Acquire) == 0 || shared.closed.load(Ordering::Acquire) {
+                let mut current = shared
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Checked under the lock `Shared::close_for_good` takes.
+                if shared.closed.load(Ordering::Acquire) {
+                    drop(current);
                     // Nobody is left to serve: leave cleanly.
                     state.mark_closed();
                     let _ = state.client.leave();
                     state.let_go();
                     return;
                 }
+                *current = state.clone();
+                drop(current);
                 tracing::warn!(
                     node = plan.node_id,
                     incarnation = state.client.incarnation(),
@@ -86,15 +102,16 @@ fn rejoin(weak: &Weak<Shared>) {
                     backed_out = report.backed_out,
                     "joined again after the lease was lost"
                 );
-                *shared
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = state.clone();
                 shared.rejoins.fetch_add(1, Ordering::AcqRel);
                 arm(&shared, &state);
                 return;
             }
             Err(e) => {
+                attempts += 1;
+                if attempts >= MAX_ATTEMPTS {
+                    tracing::error!(node = plan.node_id, error = %e, attempts, "joining again failed; giving up: the node stays stopped until it is opened again");
+                    return;
+                }
                 tracing::warn!(node = plan.node_id, error = %e, pause_ms = pause.as_millis() as u64, "joining again failed; trying again");
             }
         }

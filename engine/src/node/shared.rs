@@ -24,6 +24,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// No joining again from now on: the node was closed, or its last
+    /// handle dropped. Set under the lock a rejoin installs its new
+    /// incarnation under, so a rejoin either installed it before (and the
+    /// caller sees it) or sees this and leaves.
+    pub(crate) fn close_for_good(&self) {
+        let _current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// The current incarnation's state.
     pub(crate) fn current(&self) -> Arc<NodeState> {
         self.current

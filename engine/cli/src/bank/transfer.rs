@@ -133,6 +133,9 @@ struct Slot {
     from: String,
     to: String,
     tries: u32,
+    /// The node's rejoins when the transfer last started: it belongs to
+    /// the incarnation after them.
+    rejoins: u64,
     state: SlotState,
 }
 
@@ -154,6 +157,7 @@ impl Slot {
             from: account_key(from),
             to: account_key(to),
             tries: 0,
+            rejoins: 0,
             state: SlotState::Due(Instant::now()),
         }
     }
@@ -180,18 +184,21 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
                     slot.state = SlotState::Due(at);
                     continue;
                 }
-                SlotState::Due(_) => match start_transfer(node, slot, cfg.receipts.as_ref(), &mut rng) {
-                    Ok(Some(p)) => {
-                        slot.state = SlotState::Pausing(Box::new(p), now + cfg.think.unwrap_or_default());
-                        continue;
+                SlotState::Due(_) => {
+                    slot.rejoins = node.rejoins();
+                    match start_transfer(node, slot, cfg.receipts.as_ref(), &mut rng) {
+                        Ok(Some(p)) => {
+                            slot.state = SlotState::Pausing(Box::new(p), now + cfg.think.unwrap_or_default());
+                            continue;
+                        }
+                        Ok(None) => {
+                            totals.skipped += 1;
+                            *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
+                            continue;
+                        }
+                        Err(e) => Err(e),
                     }
-                    Ok(None) => {
-                        totals.skipped += 1;
-                        *slot = Slot::new(&prefix, &mut seq, cfg.accounts, &mut rng);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
+                }
                 SlotState::Pausing(p, until) if until > now => {
                     slot.state = SlotState::Pausing(p, until);
                     continue;
@@ -223,7 +230,7 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
                 // is lost with it (never acknowledged; backed out unless its
                 // commit reached the disk), and the thread goes on once the
                 // node has joined again.
-                Err(CliError::Engine(e)) if ended_with_the_incarnation(node, &e) => {
+                Err(CliError::Engine(e)) if ended_with_the_incarnation(node, slot.rejoins, &e) => {
                     if !wait_rejoined(node, shared) {
                         return Err(CliError::Engine(e));
                     }
@@ -252,14 +259,14 @@ fn transfer_thread(node: &Node, thread: u32, shared: &Shared<'_>) -> Result<Tota
 /// lost lease before it gives up.
 const REJOIN_WAIT: Duration = Duration::from_secs(60);
 
-/// Whether `e` says the node's incarnation ended with its lease while the
-/// node joins (or has joined) again: a transaction of the old incarnation
-/// fails so.
-fn ended_with_the_incarnation(node: &Node, e: &understudy::Error) -> bool {
+/// Whether `e` says the incarnation a transfer started on (after
+/// `rejoins` rejoins) ended with its lease, the node joining (or having
+/// joined) again: a transaction of the old incarnation fails so. A failure
+/// of the incarnation the node still runs is not one.
+fn ended_with_the_incarnation(node: &Node, rejoins: u64, e: &understudy::Error) -> bool {
     use understudy::Error;
     matches!(e, Error::LeaseLost | Error::Stopped(_) | Error::CommitFailed(_))
-        && node.will_rejoin()
-        && (node.rejoining() || node.stopped().is_none())
+        && (node.rejoining() || node.rejoins() > rejoins)
 }
 
 /// Waits until the node serves again (`true`), or gives up after
