@@ -15,9 +15,31 @@ pub(crate) struct Conn {
     /// In a `BEGIN` block, where its running statement began
     /// ([`Conn::begin_statement`]).
     statement: Mutex<Option<Savepoint>>,
-    /// The table the statement being run writes, as its plan said
-    /// ([`Conn::will_write`]).
-    writes: Mutex<Option<String>>,
+    /// Which table the statements planned and the one running write
+    /// ([`Conn::planned`]).
+    plans: Mutex<Plans>,
+}
+
+/// GlueSQL plans every statement of a call (`Glue::execute`) before it runs
+/// the first, then runs them in order, each through `begin` (or, for
+/// `BEGIN`, `COMMIT` and `ROLLBACK`, straight to `begin(false)`, `commit`
+/// or `rollback`). So the tables the plans say are written queue here, and
+/// each statement takes its own off the queue as it starts. A plan that
+/// comes after a statement ran starts a new call: whatever its
+/// predecessor left (statements never run, after one failed) is dropped.
+/// Should the queue ever be out of step (plans made and never run, then
+/// another call), the cost is the strength of some read locks, never what
+/// a transaction sees: every read is locked either way.
+#[derive(Default)]
+struct Plans {
+    queue: std::collections::VecDeque<Option<String>>,
+    /// A statement started or ended since the last plan.
+    ran_since_plan: bool,
+    /// A statement is running (between `begin` and its `commit` or
+    /// `rollback`).
+    running: bool,
+    /// The table the running statement writes.
+    writes: Option<String>,
 }
 
 impl Conn {
@@ -26,33 +48,61 @@ impl Conn {
             node,
             open: Mutex::new(None),
             statement: Mutex::new(None),
-            writes: Mutex::new(None),
+            plans: Mutex::new(Plans::default()),
         }
     }
 
-    /// The next statement writes `table` (an `INSERT`, `UPDATE` or
-    /// `DELETE`), or nothing: its reads of that table's rows lock them for
-    /// update (`crate::scan`, `fetch_data`). GlueSQL reads the rows an
-    /// `UPDATE` or `DELETE` changes with a scan of the whole table, and the
-    /// key an `INSERT` writes before writing it; under shared locks two
-    /// such statements would each hold S where the other wants X, and one
-    /// would be a deadlock victim. Locked for update, they queue.
-    pub(crate) fn will_write(&self, table: Option<String>) -> Result<()> {
-        *self
-            .writes
+    fn plans(&self) -> Result<MutexGuard<'_, Plans>> {
+        self.plans
             .lock()
-            .map_err(|_| storage_msg("the statement's lock is poisoned".to_owned()))? = table;
+            .map_err(|_| storage_msg("the plans' lock is poisoned".to_owned()))
+    }
+
+    /// A statement was planned that writes `table` (an `INSERT`, `UPDATE`
+    /// or `DELETE`), or nothing. When it runs, its reads of that table's
+    /// rows lock them for update (`crate::scan`, `fetch_data`): GlueSQL
+    /// reads the rows an `UPDATE` or `DELETE` changes with a scan of the
+    /// whole table, and the key an `INSERT` writes before writing it; under
+    /// shared locks two such statements would each hold S where the other
+    /// wants X, and one would be a deadlock victim. Locked for update, they
+    /// queue.
+    pub(crate) fn planned(&self, table: Option<String>) -> Result<()> {
+        let mut p = self.plans()?;
+        if p.ran_since_plan {
+            p.queue.clear();
+            p.ran_since_plan = false;
+        }
+        p.queue.push_back(table);
         Ok(())
     }
 
-    /// Whether the statement being run writes `table`.
+    /// A statement other than `BEGIN`, `COMMIT` and `ROLLBACK` starts.
+    pub(crate) fn statement_starts(&self) -> Result<()> {
+        let mut p = self.plans()?;
+        p.writes = p.queue.pop_front().flatten();
+        p.running = true;
+        p.ran_since_plan = true;
+        Ok(())
+    }
+
+    /// A statement ends (`commit` or `rollback` of it), or `BEGIN`,
+    /// `COMMIT` or `ROLLBACK` runs: `true` for the end of a statement that
+    /// started with [`Conn::statement_starts`].
+    pub(crate) fn statement_ends(&self) -> Result<bool> {
+        let mut p = self.plans()?;
+        let was_running = std::mem::take(&mut p.running);
+        if !was_running {
+            // `BEGIN`, `COMMIT` or `ROLLBACK`: its own plan.
+            p.queue.pop_front();
+        }
+        p.writes = None;
+        p.ran_since_plan = true;
+        Ok(was_running)
+    }
+
+    /// Whether the statement running writes `table`.
     pub(crate) fn writes(&self, table: &str) -> Result<bool> {
-        Ok(self
-            .writes
-            .lock()
-            .map_err(|_| storage_msg("the statement's lock is poisoned".to_owned()))?
-            .as_deref()
-            == Some(table))
+        Ok(self.plans()?.writes.as_deref() == Some(table))
     }
 
     /// The open transaction's slot.

@@ -252,22 +252,22 @@ impl StoreMut for UnderstudyStorage {
 /// `commit` and `rollback` with no statement running and end the block.
 impl Transaction for UnderstudyStorage {
     fn begin(&mut self, autocommit: bool) -> Result<bool> {
-        if self.conn.slot()?.is_some() {
-            if autocommit {
-                return self.conn.begin_statement();
-            }
-            return Err(storage_msg(
-                "a transaction is already open: nested transactions are not supported".to_owned(),
-            ));
+        if autocommit {
+            self.conn.statement_starts()?;
+        } else {
+            // `BEGIN`.
+            self.conn.statement_ends()?;
         }
-        let mut txn = self.conn.node.begin().map_err(from_engine)?;
-        let functions = catalog::functions(&mut txn)?;
-        self.functions = functions.into_iter().map(|f| (f.func_name.to_uppercase(), f)).collect();
-        *self.conn.slot()? = Some(txn);
-        Ok(autocommit)
+        let begun = self.begin_transaction(autocommit);
+        if begun.is_err() && autocommit {
+            // GlueSQL ends nothing it could not begin.
+            self.conn.statement_ends()?;
+        }
+        begun
     }
 
     fn rollback(&mut self) -> Result<()> {
+        self.conn.statement_ends()?;
         if self.conn.end_statement(true)? {
             // A function the statement created or dropped is undone too.
             return self.reload_functions();
@@ -281,6 +281,7 @@ impl Transaction for UnderstudyStorage {
     }
 
     fn commit(&mut self) -> Result<()> {
+        self.conn.statement_ends()?;
         if self.conn.end_statement(false)? {
             return Ok(());
         }
@@ -288,6 +289,26 @@ impl Transaction for UnderstudyStorage {
             return Ok(());
         };
         txn.commit().map_err(from_engine)
+    }
+}
+
+impl UnderstudyStorage {
+    /// `begin` itself: a statement's or a block's transaction, or a
+    /// statement's savepoint inside a block.
+    fn begin_transaction(&mut self, autocommit: bool) -> Result<bool> {
+        if self.conn.slot()?.is_some() {
+            if autocommit {
+                return self.conn.begin_statement();
+            }
+            return Err(storage_msg(
+                "a transaction is already open: nested transactions are not supported".to_owned(),
+            ));
+        }
+        let mut txn = self.conn.node.begin().map_err(from_engine)?;
+        let functions = catalog::functions(&mut txn)?;
+        self.functions = functions.into_iter().map(|f| (f.func_name.to_uppercase(), f)).collect();
+        *self.conn.slot()? = Some(txn);
+        Ok(autocommit)
     }
 }
 
@@ -364,7 +385,7 @@ impl Planner for UnderstudyStorage {
             | StatementPlan::Delete { table_name, .. } => Some(table_name.clone()),
             _ => None,
         };
-        self.conn.will_write(writes)?;
+        self.conn.planned(writes)?;
         let schema_map = fetch_schema_map(self, &statement)?;
         validate(&schema_map, &statement)?;
         let statement = plan_schemaless(&schema_map, statement)?;

@@ -256,8 +256,16 @@ fn concurrent_updates_queue_without_deadlocks() {
                 let mut g = Glue::new(UnderstudyStorage::new(node).unwrap());
                 for i in 0..EACH {
                     // No retry: a deadlock or a lock timeout fails the test.
-                    g.execute(format!("UPDATE c SET n = n + 1 WHERE id = {}", (w * 97 + i * 13) % 500))
-                        .unwrap_or_else(|e| panic!("update: {e:?}"));
+                    let id = (w * 97 + i * 13) % 500;
+                    // Every other one inside a block, in one call with
+                    // other statements: GlueSQL plans them all before it
+                    // runs the first.
+                    let sql = if i % 2 == 0 {
+                        format!("UPDATE c SET n = n + 1 WHERE id = {id}")
+                    } else {
+                        format!("BEGIN; UPDATE c SET n = n + 1 WHERE id = {id}; COMMIT;")
+                    };
+                    g.execute(sql).unwrap_or_else(|e| panic!("update: {e:?}"));
                 }
             })
         })
