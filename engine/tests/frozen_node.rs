@@ -42,16 +42,7 @@ fn frozen_child() {
 fn a_frozen_node_is_recovered_once_its_process_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let (_cluster, _coord) = common::cluster_with_coordinator(dir.path(), &[1, 2]);
-    let n2 = Node::open(
-        dir.path(),
-        2,
-        NodeOptions {
-            fence_patience: Duration::from_millis(200),
-            ..NodeOptions::default()
-        },
-    )
-    .unwrap();
-    n2.create_table("t", 4).unwrap();
+    let n2 = common::watching_node(dir.path());
 
     let mut child = common::child_test("frozen_child", &[(CHILD_VAR, dir.path().as_os_str())]);
     let ready = BufReader::new(child.take_stdout().unwrap())

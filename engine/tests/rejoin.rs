@@ -66,16 +66,7 @@ fn rejoining_child() {
 fn a_node_frozen_past_its_lease_joins_again_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let (_cluster, _coord) = common::cluster_with_coordinator(dir.path(), &[1, 2]);
-    let n2 = Node::open(
-        dir.path(),
-        2,
-        NodeOptions {
-            fence_patience: Duration::from_millis(200),
-            ..NodeOptions::default()
-        },
-    )
-    .unwrap();
-    n2.create_table("t", 4).unwrap();
+    let n2 = common::watching_node(dir.path());
 
     let mut child = common::child_test("rejoining_child", &[(CHILD_VAR, dir.path().as_os_str())]);
     let (lines, _) = harness::read_lines(child.take_stdout().unwrap());

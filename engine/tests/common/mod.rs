@@ -33,6 +33,23 @@ pub fn cluster_with_coordinator(dir: &Path, nodes: &[u32]) -> (Cluster, Coordina
     (cluster, coordinator)
 }
 
+/// Node 2 of the cluster in `dir`, fencing a failed peer with little
+/// patience, with table `t` (4 buckets) created: the node that watches a
+/// node 1 run in a child process.
+pub fn watching_node(dir: &Path) -> Node {
+    let n2 = Node::open(
+        dir,
+        2,
+        NodeOptions {
+            fence_patience: Duration::from_millis(200),
+            ..NodeOptions::default()
+        },
+    )
+    .unwrap();
+    n2.create_table("t", 4).unwrap();
+    n2
+}
+
 /// Waits (up to 30 s, then panics naming `what`) until `done` holds.
 pub fn wait_for(what: &str, done: impl FnMut() -> bool) {
     let held = harness::wait_for(Duration::from_secs(30), Duration::from_millis(5), done);
